@@ -1,0 +1,1 @@
+//! A no-op proxy-wasm filter, the baseline of the filter benchmark.

@@ -1,0 +1,1 @@
+//! The sluice control-plane binary and CLI.

@@ -1,0 +1,1 @@
+//! xDS translation, ADS protocol state machine and server.

@@ -1,0 +1,1 @@
+//! The Sluice proxy-wasm HTTP filter.
