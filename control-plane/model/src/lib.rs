@@ -14,6 +14,14 @@
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
+mod error;
+mod overrides;
+pub mod policy;
+pub mod validate;
+
+pub use error::{FieldPath, ModelError, Segment};
+pub use overrides::Override;
+
 /// Canary weights are in basis points: 10_000 = 100 %.
 pub const FULL_WEIGHT_BP: u32 = 10_000;
 
@@ -88,3 +96,6 @@ pub enum Stickiness {
     /// A cookie holds the key; the filter sets it when absent.
     Cookie { name: String, max_age_seconds: u32 },
 }
+
+#[cfg(test)]
+mod tests;

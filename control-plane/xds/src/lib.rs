@@ -1,1 +1,23 @@
-//! xDS translation, ADS protocol state machine and server.
+//! The xDS layer of the Sluice control plane.
+//!
+//! ```text
+//!  TrafficState (sluice-model)
+//!        │ translate::translate()                      pure
+//!        ▼
+//!  Snapshot {type_url → name → (version, Any)}          pure, consistent, content-versioned
+//!        │ tokio::sync::watch (coalesces bursts)
+//!        ▼
+//!  server::AdsService ── per stream ──► protocol::Connection   sans-I/O state machine
+//!        │                                (subscriptions, nonces, ACK/NACK, make-before-break)
+//!        ▼
+//!  registry::Registry: connected proxies, ACKed versions, last NACK (status API, metrics)
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod protocol;
+pub mod registry;
+pub mod server;
+pub mod snapshot;
+pub mod translate;
+pub mod type_url;

@@ -1,0 +1,70 @@
+//! Rendering the traffic model into the filter's policy (`sluice.v1.FilterPolicy`), which the
+//! control plane delivers to every Envoy by ECDS.
+
+use sluice_proto::v1 as pb;
+
+use crate::{HeaderMatch, HeaderRoute, MatchKind, RolloutState, RouteTarget, Stickiness, TrafficState};
+
+/// The filter policy for `state`. Rollouts come in name order and versions in hash order (the
+/// model's `BTreeMap` order), so equal states render to byte-identical protobuf and content-hash
+/// versioning does not see spurious changes. Render only validated states: this function does not
+/// check anything.
+pub fn render(state: &TrafficState, routing_header: &str) -> pb::FilterPolicy {
+    pb::FilterPolicy {
+        routing_header: routing_header.to_owned(),
+        rollouts: state.rollouts.values().map(render_rollout).collect(),
+    }
+}
+
+fn render_rollout(rollout: &RolloutState) -> pb::RolloutPolicy {
+    pb::RolloutPolicy {
+        name: rollout.name.clone(),
+        hosts: rollout.hosts.clone(),
+        versions: rollout.versions.keys().cloned().collect(),
+        stable_hash: rollout.stable_hash.clone(),
+        canary_hash: rollout.canary_hash.clone().unwrap_or_default(),
+        canary_weight_bp: rollout.canary_weight_bp,
+        header_routes: rollout.header_routes.iter().map(render_route).collect(),
+        stickiness: render_stickiness(&rollout.stickiness),
+    }
+}
+
+fn render_route(route: &HeaderRoute) -> pb::HeaderRoute {
+    pb::HeaderRoute {
+        name: route.name.clone(),
+        matches: route.matches.iter().map(render_match).collect(),
+        target: Some(match &route.target {
+            RouteTarget::Canary => pb::header_route::Target::Canary(true),
+            RouteTarget::Hash(hash) => pb::header_route::Target::Hash(hash.clone()),
+        }),
+    }
+}
+
+fn render_match(m: &HeaderMatch) -> pb::HeaderMatch {
+    use pb::header_match::Match;
+    pb::HeaderMatch {
+        name: m.name.clone(),
+        r#match: Some(match &m.kind {
+            MatchKind::Exact(value) => Match::Exact(value.clone()),
+            MatchKind::Prefix(value) => Match::Prefix(value.clone()),
+            MatchKind::Regex(re) => Match::Regex(re.clone()),
+            MatchKind::Present => Match::Present(true),
+        }),
+    }
+}
+
+fn render_stickiness(stickiness: &Stickiness) -> Option<pb::Stickiness> {
+    use pb::stickiness::Key;
+    let key = match stickiness {
+        Stickiness::None => return None,
+        Stickiness::Header(name) => Key::Header(name.clone()),
+        Stickiness::Cookie {
+            name,
+            max_age_seconds,
+        } => Key::Cookie(pb::CookieStickiness {
+            name: name.clone(),
+            max_age_seconds: *max_age_seconds,
+        }),
+    };
+    Some(pb::Stickiness { key: Some(key) })
+}

@@ -1,0 +1,78 @@
+//! The plain-HTTP side: `/metrics` (Prometheus), `/healthz` (the process is up), `/readyz` (the
+//! source delivered a valid state), and `/sluice_filter.wasm` (the filter module, for Envoys that
+//! fetch it as a remote code source and check its sha256).
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc};
+
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::debug;
+
+use crate::serve::App;
+
+pub const WASM_PATH: &str = "/sluice_filter.wasm";
+
+pub async fn serve(
+    app: Arc<App>,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(respond(&app, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn respond<B>(app: &App, req: Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match req.uri().path() {
+        "/metrics" => Response::builder()
+            .header(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(app.metrics.encode())))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encode\n")),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            let store = app.store.lock().await;
+            if store.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                let why = store.last_error().unwrap_or("no valid state loaded yet");
+                text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n"))
+            }
+        }
+        WASM_PATH => Response::builder()
+            .header("content-type", "application/wasm")
+            .body(Full::new(Bytes::from(app.wasm.as_ref().clone())))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "module\n")),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+}

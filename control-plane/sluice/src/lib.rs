@@ -1,1 +1,0 @@
-//! The sluice control-plane binary and CLI.

@@ -1,0 +1,72 @@
+//! `sluice`: the control plane and its CLI.
+//!
+//! ```text
+//!  rollouts file ──(notify, debounce)──► file_source ─┐
+//!                                                      ▼
+//!  admin gRPC (set-weight/promote/abort) ──────────► Store (last good state + overrides)
+//!                                                      │ effective() → translate()
+//!                                                      ▼
+//!                                     watch<Arc<Snapshot>> ──► ADS server ──► every Envoy
+//!  HTTP: /metrics /healthz /readyz /sluice_filter.wasm
+//! ```
+//!
+//! Subcommands: `serve` runs the control plane; `bootstrap` prints an Envoy bootstrap that knows
+//! only the control plane; `status`, `set-weight`, `promote` and `abort` talk to a running one;
+//! `crdgen` prints the Rollout CRD.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod cli;
+mod file_source;
+mod http;
+mod metrics;
+mod serve;
+mod store;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Meshless progressive delivery for Envoy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane (xDS/ADS server, admin API, metrics).
+    Serve(serve::ServeArgs),
+    /// Print an Envoy bootstrap that knows only the control plane's address.
+    Bootstrap(cli::BootstrapArgs),
+    /// Show rollouts, their weights, and every connected Envoy with what it ACKed or NACKed.
+    Status(cli::AdminArgs),
+    /// Set a rollout's canary weight (percent, 0-100; decimals allowed) until its source changes.
+    SetWeight(cli::SetWeightArgs),
+    /// Promote a rollout: the canary becomes stable and takes all traffic.
+    Promote(cli::RolloutArgs),
+    /// Abort a rollout: the canary weight drops to 0.
+    Abort(cli::RolloutArgs),
+    /// Print the sluice.dev Rollout CustomResourceDefinition as YAML.
+    Crdgen,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crdgen => {
+            print!("{}", sluice_api::crd_yaml()?);
+            Ok(())
+        }
+        Command::Bootstrap(args) => cli::bootstrap(args),
+        Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Status(args) => runtime()?.block_on(cli::status(args)),
+        Command::SetWeight(args) => runtime()?.block_on(cli::set_weight(args)),
+        Command::Promote(args) => runtime()?.block_on(cli::promote(args)),
+        Command::Abort(args) => runtime()?.block_on(cli::abort(args)),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}

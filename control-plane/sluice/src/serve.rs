@@ -1,0 +1,209 @@
+//! `sluice serve`: wires the source, the store, the translation and the servers together.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+use sha2::{Digest, Sha256};
+use sluice_model::TrafficState;
+use sluice_proto::admin::v1::admin_server::AdminServer;
+use sluice_xds::{
+    registry::Registry,
+    server::AdsServer,
+    snapshot::Snapshot,
+    translate::{self, TranslateOptions, WasmSource},
+};
+use tokio::sync::{Mutex, watch};
+use tracing::{error, info, warn};
+
+use crate::{admin::AdminService, file_source, http, metrics::Metrics, store::Store};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Standalone mode: the rollouts file (YAML Rollout documents with static endpoints),
+    /// hot-reloaded on change.
+    #[arg(long, env = "SLUICE_FILE")]
+    pub file: PathBuf,
+    /// Address of the xDS (ADS) gRPC server that Envoys connect to.
+    #[arg(long, env = "SLUICE_XDS_ADDR", default_value = "127.0.0.1:18000")]
+    pub xds_addr: SocketAddr,
+    /// Address of the admin/status gRPC API used by the CLI.
+    #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:18001")]
+    pub admin_addr: SocketAddr,
+    /// Address of the HTTP server: /metrics, /healthz, /readyz and the filter module.
+    #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "127.0.0.1:18002")]
+    pub http_addr: SocketAddr,
+    /// Listener address pushed to Envoys whose node metadata has no `sluice.listener`.
+    #[arg(long, env = "SLUICE_ENVOY_LISTENER", default_value = "0.0.0.0:10000")]
+    pub envoy_listener: SocketAddr,
+    /// Internal request header that carries the chosen pod-template hash.
+    #[arg(long, env = "SLUICE_ROUTING_HEADER", default_value = sluice_proto::DEFAULT_ROUTING_HEADER)]
+    pub routing_header: String,
+    /// The filter module (sluice_filter.wasm).
+    #[arg(long, env = "SLUICE_WASM")]
+    pub wasm: PathBuf,
+    /// Serve the module over HTTP instead of naming a local path: Envoys fetch it from this URL
+    /// (through their `sluice_control_plane_http` bootstrap cluster) and check its sha256, so
+    /// sidecars need no volume with the module. E.g. http://sluice:18002/sluice_filter.wasm
+    #[arg(long, env = "SLUICE_WASM_URL")]
+    pub wasm_url: Option<String>,
+    /// Changes closer together than this are pushed as one.
+    #[arg(long, env = "SLUICE_DEBOUNCE_MS", default_value_t = 20)]
+    pub debounce_ms: u64,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "SLUICE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// What every server task shares.
+pub struct App {
+    pub store: Mutex<Store>,
+    pub snapshots: watch::Sender<Arc<Snapshot>>,
+    pub options: TranslateOptions,
+    pub metrics: Metrics,
+    pub registry: Registry,
+    pub wasm: Arc<Vec<u8>>,
+}
+
+impl App {
+    /// Translates the store's effective state and publishes it if it changed. A translation
+    /// error leaves the last snapshot serving.
+    pub async fn publish(&self) {
+        let store = self.store.lock().await;
+        let state = store.effective();
+        self.metrics.set_rollouts(state.rollouts.len());
+        self.metrics.set_ready(store.is_ready());
+        drop(store);
+        self.publish_state(&state);
+    }
+
+    fn publish_state(&self, state: &TrafficState) {
+        match translate::translate(state, &self.options) {
+            Ok(snapshot) => {
+                let changed = self.snapshots.send_if_modified(|current| {
+                    if **current == snapshot {
+                        return false;
+                    }
+                    *current = Arc::new(snapshot);
+                    true
+                });
+                if changed {
+                    let version = self.snapshots.borrow().version();
+                    self.metrics.snapshot_published();
+                    info!(%version, rollouts = state.rollouts.len(), "snapshot published");
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "translation failed; the last snapshot keeps serving");
+                self.metrics.source_error();
+            }
+        }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
+        .init();
+
+    let wasm = std::fs::read(&args.wasm)
+        .with_context(|| format!("reading the filter module {}", args.wasm.display()))?;
+    let wasm_source = match &args.wasm_url {
+        Some(uri) => WasmSource::Remote {
+            uri: uri.clone(),
+            cluster: sluice_xds::bootstrap::CONTROL_PLANE_HTTP_CLUSTER.to_string(),
+            sha256: hex::encode(Sha256::digest(&wasm)),
+        },
+        None => WasmSource::Local {
+            path: std::path::absolute(&args.wasm)?.display().to_string(),
+        },
+    };
+    let options = TranslateOptions {
+        listener_address: args.envoy_listener,
+        routing_header: args.routing_header.clone(),
+        wasm: wasm_source,
+    };
+
+    let metrics = Metrics::new();
+    let registry = Registry::new(metrics.xds_callbacks());
+    let empty = translate::translate(&TrafficState::default(), &options)?;
+    let (snapshots, snapshot_rx) = watch::channel(Arc::new(empty));
+    let app = Arc::new(App {
+        store: Mutex::new(Store::default()),
+        snapshots,
+        options,
+        metrics,
+        registry: registry.clone(),
+        wasm: Arc::new(wasm),
+    });
+
+    // Shutdown: Ctrl-C or SIGTERM flips this; every server drains and returns.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down: draining xDS streams");
+        let _ = shutdown_tx.send(true);
+    });
+
+    // The source: load once now, then follow the file.
+    file_source::load(&app, &args.file).await;
+    app.publish().await;
+    let watcher = file_source::watch(
+        app.clone(),
+        args.file.clone(),
+        Duration::from_millis(args.debounce_ms),
+    )?;
+
+    let node_options = app.options.clone();
+    let ads = AdsServer::new(
+        snapshot_rx,
+        Arc::new(move |node, snapshot: &Snapshot| {
+            translate::specialise_for_node(&node_options, node, snapshot)
+        }),
+        registry,
+        shutdown_signal(shutdown_rx.clone()),
+    );
+    let xds = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ads.into_service())
+        .serve_with_shutdown(args.xds_addr, shutdown_signal(shutdown_rx.clone()));
+    let admin = tonic::transport::Server::builder()
+        .add_service(AdminServer::new(AdminService::new(app.clone())))
+        .serve_with_shutdown(args.admin_addr, shutdown_signal(shutdown_rx.clone()));
+    let http = http::serve(app.clone(), args.http_addr, shutdown_signal(shutdown_rx.clone()));
+    info!(xds = %args.xds_addr, admin = %args.admin_addr, http = %args.http_addr, file = %args.file.display(), "sluice control plane serving");
+
+    let (xds, admin, http) = tokio::join!(xds, admin, http);
+    drop(watcher);
+    xds.context("xDS server")?;
+    admin.context("admin server")?;
+    http.context("HTTP server")?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means shut down.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

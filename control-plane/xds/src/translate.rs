@@ -1,0 +1,219 @@
+//! `TrafficState` → `Snapshot`: the pure translation of the traffic model into Envoy resources.
+//!
+//! ```text
+//!  rollout "ns/app" { hosts, versions {hash → endpoints}, stable, canary, weight }
+//!        │
+//!        ├─► CDS  cluster "ns/app/<hash>" per live version (type EDS, over ADS)
+//!        ├─► EDS  ClusterLoadAssignment "ns/app/<hash>": that version's ready endpoints
+//!        ├─► RDS  "sluice_routes": virtual host "ns/app" { domains: host, host:* }
+//!        │          routes: <routing header> == <hash> → "ns/app/<hash>"   (one per live version)
+//!        │                  fallback → weighted_clusters {stable: 10000−w, canary: w}
+//!        │        last virtual host "*" → 404 "no rollout for this host"
+//!        ├─► LDS  "sluice_http": HTTP connection manager, RDS "sluice_routes",
+//!        │          http_filters [ "sluice" (ECDS), router ]
+//!        └─► ECDS "sluice": the Wasm filter, its plugin configuration = the rendered
+//!                   `sluice.v1.FilterPolicy` as binary protobuf in a BytesValue
+//! ```
+//!
+//! The filter picks a version and writes the routing header; Envoy's router then matches the
+//! per-version route. Without the filter (absent, or failed open) the weighted fallback still
+//! splits traffic. The routing header is removed from upstream requests by the route
+//! configuration (`request_headers_to_remove` is applied by the router after the route is chosen,
+//! so it does not affect routing).
+
+mod build;
+mod consistency;
+#[cfg(test)]
+mod tests;
+
+use std::{collections::BTreeSet, net::SocketAddr};
+
+use envoy_types::pb::google::protobuf::{Struct, value::Kind};
+use sluice_model::{FULL_WEIGHT_BP, RolloutState, TrafficState};
+
+use crate::snapshot::{Resource, Snapshot};
+
+pub use consistency::check_consistent;
+
+/// Name of the one route configuration (RDS).
+pub const ROUTE_CONFIG_NAME: &str = "sluice_routes";
+/// Name of the one listener (LDS).
+pub const LISTENER_NAME: &str = "sluice_http";
+/// Name of the filter's extension config (ECDS), and of the HTTP filter that loads it.
+pub const FILTER_CONFIG_NAME: &str = "sluice";
+/// Node metadata key that overrides the listener address for one Envoy ("ip:port").
+pub const LISTENER_METADATA_KEY: &str = "sluice.listener";
+/// Default listener address.
+pub const DEFAULT_LISTENER_ADDRESS: &str = "0.0.0.0:10000";
+
+/// Errors of the xDS layer's translation.
+#[derive(Debug, thiserror::Error)]
+pub enum XdsError {
+    /// The traffic state cannot be turned into a valid Envoy configuration.
+    #[error("rollout \"{rollout}\": {field}: {reason}")]
+    InvalidRollout {
+        rollout: String,
+        field: &'static str,
+        reason: String,
+    },
+    /// A snapshot references a resource it does not contain (or holds one nothing references).
+    #[error("inconsistent snapshot: {resource}: {reason}")]
+    Inconsistent { resource: String, reason: String },
+    /// A snapshot resource's body does not decode as its type.
+    #[error("{type_url} \"{name}\": cannot decode: {source}")]
+    Decode {
+        type_url: String,
+        name: String,
+        #[source]
+        source: prost::DecodeError,
+    },
+}
+
+/// Where Envoy loads the filter's Wasm module from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WasmSource {
+    /// A file on the Envoy's machine.
+    Local { path: String },
+    /// Fetched by Envoy over HTTP through `cluster` (defined in its bootstrap), checked against
+    /// `sha256` (hex).
+    Remote {
+        uri: String,
+        cluster: String,
+        sha256: String,
+    },
+}
+
+/// Knobs of the translation that are not part of the traffic model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranslateOptions {
+    /// Where the listener binds unless a node overrides it (see [`listener_for_node`]).
+    pub listener_address: SocketAddr,
+    /// The internal request header carrying the chosen hash from the filter to the router.
+    pub routing_header: String,
+    pub wasm: WasmSource,
+}
+
+impl TranslateOptions {
+    /// Options with the default listener address and routing header.
+    pub fn new(wasm: WasmSource) -> Self {
+        TranslateOptions {
+            listener_address: SocketAddr::from(([0, 0, 0, 0], 10_000)),
+            routing_header: sluice_proto::DEFAULT_ROUTING_HEADER.to_owned(),
+            wasm,
+        }
+    }
+}
+
+/// Translates the whole traffic state into one consistent snapshot.
+///
+/// Rejects states Envoy would NACK (a host served twice, a stable or canary hash without a
+/// version, ...), naming the rollout and field at fault.
+pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Snapshot, XdsError> {
+    check_translatable(state)?;
+    let mut snapshot = Snapshot::default();
+    for rollout in state.rollouts.values() {
+        for (hash, version) in &rollout.versions {
+            let name = cluster_name(rollout, hash);
+            snapshot.insert(Resource::new(&name, build::cluster(&name)));
+            snapshot.insert(Resource::new(&name, build::load_assignment(&name, version)));
+        }
+    }
+    snapshot.insert(Resource::new(
+        ROUTE_CONFIG_NAME,
+        build::route_configuration(state, &options.routing_header),
+    ));
+    snapshot.insert(listener(options.listener_address));
+    let policy = sluice_model::policy::render(state, &options.routing_header);
+    snapshot.insert(Resource::new(
+        FILTER_CONFIG_NAME,
+        build::filter_config(&policy, &options.wasm),
+    ));
+    Ok(snapshot)
+}
+
+/// The listener for one Envoy: bound to its node metadata's `sluice.listener` ("ip:port") when
+/// present and valid, else to the options' address. Lets several Envoys share a machine.
+pub fn listener_for_node(options: &TranslateOptions, node_metadata: Option<&Struct>) -> Resource {
+    let wanted = node_metadata.and_then(|m| m.fields.get(LISTENER_METADATA_KEY));
+    let address = match wanted.and_then(|v| v.kind.as_ref()) {
+        None => options.listener_address,
+        Some(Kind::StringValue(s)) => match s.parse::<SocketAddr>() {
+            Ok(address) => address,
+            Err(e) => {
+                tracing::warn!(
+                    value = %s,
+                    error = %e,
+                    "node metadata {LISTENER_METADATA_KEY}: not an ip:port; using the default listener address"
+                );
+                options.listener_address
+            }
+        },
+        Some(other) => {
+            tracing::warn!(
+                value = ?other,
+                "node metadata {LISTENER_METADATA_KEY}: not a string; using the default listener address"
+            );
+            options.listener_address
+        }
+    };
+    listener(address)
+}
+
+/// The name of the cluster (and endpoint assignment) of one version: `<namespace>/<name>/<hash>`.
+pub fn cluster_name(rollout: &RolloutState, hash: &str) -> String {
+    format!("{}/{}", rollout.name, hash)
+}
+
+fn listener(address: SocketAddr) -> Resource {
+    Resource::new(LISTENER_NAME, build::listener(address))
+}
+
+/// What Envoy would reject, or what would produce dangling references, checked up front.
+fn check_translatable(state: &TrafficState) -> Result<(), XdsError> {
+    let mut names = BTreeSet::new();
+    let mut hosts = BTreeSet::new();
+    for rollout in state.rollouts.values() {
+        let invalid = |field, reason: String| XdsError::InvalidRollout {
+            rollout: rollout.name.clone(),
+            field,
+            reason,
+        };
+        if !names.insert(rollout.name.as_str()) {
+            return Err(invalid("name", "two rollouts have this name".into()));
+        }
+        if rollout.hosts.is_empty() {
+            return Err(invalid("hosts", "no host: nothing can be routed".into()));
+        }
+        for host in &rollout.hosts {
+            if host.is_empty() || host.contains(['*', ':', '/']) || host.chars().any(char::is_whitespace) {
+                return Err(invalid("hosts", format!("{host:?} is not a host name")));
+            }
+            if !hosts.insert(host.to_ascii_lowercase()) {
+                return Err(invalid("hosts", format!("{host} is served by another rollout")));
+            }
+        }
+        if !rollout.versions.contains_key(&rollout.stable_hash) {
+            return Err(invalid(
+                "stableHash",
+                format!("{:?} is not a live version", rollout.stable_hash),
+            ));
+        }
+        if let Some(canary) = &rollout.canary_hash
+            && !rollout.versions.contains_key(canary)
+        {
+            return Err(invalid("canaryHash", format!("{canary:?} is not a live version")));
+        }
+        if rollout.canary_weight_bp > FULL_WEIGHT_BP {
+            return Err(invalid(
+                "canaryWeightBp",
+                format!("{} is above {FULL_WEIGHT_BP}", rollout.canary_weight_bp),
+            ));
+        }
+        for hash in rollout.versions.keys() {
+            if hash.is_empty() || !hash.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(invalid("versions", format!("{hash:?} is not a pod-template hash")));
+            }
+        }
+    }
+    Ok(())
+}

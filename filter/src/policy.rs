@@ -1,0 +1,355 @@
+//! Decoding, validation and compilation of the plugin configuration (`sluice.v1.FilterPolicy`).
+//!
+//! The compiled form is what the per-request path needs and nothing else: a host → rollout map,
+//! version hashes by index, header-route targets resolved to a version index, regexes compiled
+//! and anchored, and header names lower-cased.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use sluice_proto::v1::{self as pb, header_match, header_route, stickiness};
+
+use crate::http::{is_match_header_name, is_token, normalize_host};
+
+/// Canary weight meaning "all traffic", in basis points.
+pub const MAX_WEIGHT_BP: u32 = 10_000;
+
+/// Why a policy was rejected. Messages name the object and the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The configuration looked like JSON but is not a valid `FilterPolicy` in the proto3 JSON form.
+    #[error("policy JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The configuration is not a valid binary `FilterPolicy`.
+    #[error("policy protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// The policy decoded but a field is invalid.
+    #[error("{object}: {field}: {message}")]
+    Invalid {
+        /// `policy`, `rollout "default/demo"` or `rollouts[2]` (when the name itself is at fault).
+        object: String,
+        /// The field path in the JSON form, e.g. `headerRoutes[0].matches[1].regex`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A validated policy, ready for the per-request path.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// Lower-case name of the request header that carries the chosen hash to the router.
+    pub routing_header: String,
+    /// The rollouts, in policy order.
+    pub rollouts: Vec<Rollout>,
+    /// Normalised host → index in `rollouts`.
+    hosts: HashMap<String, usize>,
+}
+
+/// One rollout, compiled.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    /// Rollout name, e.g. `default/checkout`.
+    pub name: String,
+    /// Live version hashes; decisions refer to them by index.
+    pub versions: Vec<String>,
+    /// Index of the stable hash in `versions`.
+    pub stable: usize,
+    /// Index of the canary hash in `versions`, if there is a canary.
+    pub canary: Option<usize>,
+    /// Canary share in basis points, `0..=10000`.
+    pub weight_bp: u32,
+    /// Header routes in policy order; the first match wins.
+    pub header_routes: Vec<HeaderRoute>,
+    /// How clients are kept on one version, if at all.
+    pub stickiness: Option<Sticky>,
+}
+
+/// A header route: all `matches` must hold; the request then goes to `versions[target]`.
+#[derive(Debug, Clone)]
+pub struct HeaderRoute {
+    /// Route name, for logs.
+    pub name: String,
+    /// AND-ed header tests.
+    pub matches: Vec<HeaderMatch>,
+    /// Index of the target hash in the rollout's `versions`.
+    pub target: usize,
+}
+
+/// One header test; `header` is lower-case.
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    /// Lower-case header name.
+    pub header: String,
+    /// The test applied to the header's value.
+    pub kind: MatchKind,
+}
+
+/// The test a [`HeaderMatch`] applies to a header value.
+#[derive(Debug, Clone)]
+pub enum MatchKind {
+    /// The value equals this string.
+    Exact(String),
+    /// The value starts with this string.
+    Prefix(String),
+    /// The whole value matches (the regex is anchored as `^(?:…)$`).
+    Regex(regex_lite::Regex),
+    /// The header is present.
+    Present,
+}
+
+/// Where a client's sticky key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// The value of this (lower-case) request header.
+    Header(String),
+    /// A cookie; clients without it get a new key and a `Set-Cookie`.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// `Max-Age` of the cookie set on responses; 0 = session cookie.
+        max_age_seconds: u32,
+    },
+}
+
+impl CompiledPolicy {
+    /// Decodes a plugin configuration: JSON (proto3 JSON mapping) when its first non-whitespace
+    /// byte is `{`, binary protobuf otherwise; then validates and compiles it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PolicyError> {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        let policy: pb::FilterPolicy = if first == Some(&b'{') {
+            serde_json::from_slice(bytes)?
+        } else {
+            pb::FilterPolicy::decode(bytes)?
+        };
+        Self::compile(policy)
+    }
+
+    /// Validates and compiles a decoded policy.
+    pub fn compile(policy: pb::FilterPolicy) -> Result<Self, PolicyError> {
+        let routing_header = if policy.routing_header.is_empty() {
+            sluice_proto::DEFAULT_ROUTING_HEADER.to_owned()
+        } else if is_token(&policy.routing_header)
+            && !policy.routing_header.bytes().any(|b| b.is_ascii_uppercase())
+        {
+            policy.routing_header
+        } else {
+            return Err(invalid(
+                "policy",
+                "routingHeader",
+                format!("{:?} is not a lower-case header name", policy.routing_header),
+            ));
+        };
+
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut hosts: HashMap<String, usize> = HashMap::new();
+        for (index, rollout) in policy.rollouts.iter().enumerate() {
+            if rollout.name.is_empty() {
+                return Err(invalid(format!("rollouts[{index}]"), "name", "must not be empty"));
+            }
+            let object = rollout_object(&rollout.name);
+            if let Some(first) = names.insert(&rollout.name, index) {
+                return Err(invalid(object, "name", format!("duplicate of rollouts[{first}]")));
+            }
+            if rollout.hosts.is_empty() {
+                return Err(invalid(object, "hosts", "at least one host is required"));
+            }
+            for (h, host) in rollout.hosts.iter().enumerate() {
+                let key = normalize_host(host).into_owned();
+                if key.is_empty() {
+                    return Err(invalid(object, format!("hosts[{h}]"), "must not be empty"));
+                }
+                if let Some(other) = hosts.insert(key, index) {
+                    let owner = policy.rollouts.get(other).map_or("", |r| r.name.as_str());
+                    return Err(invalid(
+                        object,
+                        format!("hosts[{h}]"),
+                        format!("{host:?} is also served by rollout {owner:?}"),
+                    ));
+                }
+            }
+        }
+
+        let rollouts = policy
+            .rollouts
+            .into_iter()
+            .map(compile_rollout)
+            .collect::<Result<_, _>>()?;
+        Ok(Self { routing_header, rollouts, hosts })
+    }
+
+    /// The rollout serving `authority` (port stripped, case-insensitive), with its index.
+    pub fn rollout_for_host(&self, authority: &str) -> Option<(usize, &Rollout)> {
+        let index = *self.hosts.get(normalize_host(authority).as_ref())?;
+        Some((index, self.rollouts.get(index)?))
+    }
+}
+
+impl Rollout {
+    /// The hash of the version at `index`, or the stable hash for an out-of-range index.
+    pub fn hash(&self, index: usize) -> &str {
+        self.versions
+            .get(index)
+            .or_else(|| self.versions.get(self.stable))
+            .map_or("", String::as_str)
+    }
+}
+
+fn rollout_object(name: &str) -> String {
+    format!("rollout {name:?}")
+}
+
+fn invalid(
+    object: impl Into<String>,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> PolicyError {
+    PolicyError::Invalid {
+        object: object.into(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A pod-template hash must be usable as a header value and in a metric name: visible ASCII.
+fn is_valid_hash(hash: &str) -> bool {
+    !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
+    let object = rollout_object(&rollout.name);
+    if rollout.versions.is_empty() {
+        return Err(invalid(object, "versions", "at least one version is required"));
+    }
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    for (i, hash) in rollout.versions.iter().enumerate() {
+        if !is_valid_hash(hash) {
+            return Err(invalid(
+                object,
+                format!("versions[{i}]"),
+                format!("{hash:?} is not a hash (non-empty, visible ASCII)"),
+            ));
+        }
+        if index_of.insert(hash, i).is_some() {
+            return Err(invalid(object, format!("versions[{i}]"), format!("duplicate {hash:?}")));
+        }
+    }
+    let lookup = |field: &str, hash: &str| {
+        index_of
+            .get(hash)
+            .copied()
+            .ok_or_else(|| invalid(&object, field, format!("{hash:?} is not one of versions")))
+    };
+
+    let stable = lookup("stableHash", &rollout.stable_hash)?;
+    let canary = if rollout.canary_hash.is_empty() {
+        None
+    } else {
+        Some(lookup("canaryHash", &rollout.canary_hash)?)
+    };
+    if rollout.canary_weight_bp > MAX_WEIGHT_BP {
+        return Err(invalid(
+            &object,
+            "canaryWeightBp",
+            format!("{} is above {MAX_WEIGHT_BP}", rollout.canary_weight_bp),
+        ));
+    }
+
+    let mut header_routes = Vec::with_capacity(rollout.header_routes.len());
+    for (r, route) in rollout.header_routes.iter().enumerate() {
+        let field = format!("headerRoutes[{r}]");
+        if route.matches.is_empty() {
+            return Err(invalid(&object, format!("{field}.matches"), "at least one match is required"));
+        }
+        let matches = route
+            .matches
+            .iter()
+            .enumerate()
+            .map(|(m, hm)| compile_match(&object, &format!("{field}.matches[{m}]"), hm))
+            .collect::<Result<_, _>>()?;
+        let target = match &route.target {
+            Some(header_route::Target::Canary(true)) => canary.ok_or_else(|| {
+                invalid(&object, format!("{field}.canary"), "the rollout has no canaryHash")
+            })?,
+            Some(header_route::Target::Canary(false)) => {
+                return Err(invalid(
+                    &object,
+                    format!("{field}.canary"),
+                    "false is not a target; use true or a hash",
+                ));
+            }
+            Some(header_route::Target::Hash(hash)) => lookup(&format!("{field}.hash"), hash)?,
+            None => {
+                return Err(invalid(&object, &field, "a target (canary or hash) is required"));
+            }
+        };
+        header_routes.push(HeaderRoute { name: route.name.clone(), matches, target });
+    }
+
+    let stickiness = match rollout.stickiness.map(|s| s.key) {
+        None => None,
+        Some(None) => {
+            return Err(invalid(&object, "stickiness", "a key (header or cookie) is required"));
+        }
+        Some(Some(stickiness::Key::Header(name))) => {
+            if !is_token(&name) {
+                return Err(invalid(
+                    &object,
+                    "stickiness.header",
+                    format!("{name:?} is not a header name"),
+                ));
+            }
+            Some(Sticky::Header(name.to_ascii_lowercase()))
+        }
+        Some(Some(stickiness::Key::Cookie(cookie))) => {
+            if !is_token(&cookie.name) {
+                return Err(invalid(
+                    &object,
+                    "stickiness.cookie.name",
+                    format!("{:?} is not a cookie name", cookie.name),
+                ));
+            }
+            Some(Sticky::Cookie { name: cookie.name, max_age_seconds: cookie.max_age_seconds })
+        }
+    };
+
+    Ok(Rollout {
+        name: rollout.name,
+        versions: rollout.versions,
+        stable,
+        canary,
+        weight_bp: rollout.canary_weight_bp,
+        header_routes,
+        stickiness,
+    })
+}
+
+fn compile_match(object: &str, field: &str, m: &pb::HeaderMatch) -> Result<HeaderMatch, PolicyError> {
+    if !is_match_header_name(&m.name) {
+        return Err(invalid(object, format!("{field}.name"), format!("{:?} is not a header name", m.name)));
+    }
+    let kind = match &m.r#match {
+        Some(header_match::Match::Exact(s)) => MatchKind::Exact(s.clone()),
+        Some(header_match::Match::Prefix(s)) => MatchKind::Prefix(s.clone()),
+        Some(header_match::Match::Regex(re)) => {
+            // Compile the pattern alone first: wrapping an unbalanced pattern such as `a)|(b`
+            // could otherwise yield a valid regex with a different meaning.
+            regex_lite::Regex::new(re)
+                .and_then(|_| regex_lite::Regex::new(&format!("^(?:{re})$")))
+                .map(MatchKind::Regex)
+                .map_err(|e| invalid(object, format!("{field}.regex"), e.to_string()))?
+        }
+        Some(header_match::Match::Present(true)) => MatchKind::Present,
+        Some(header_match::Match::Present(false)) => {
+            return Err(invalid(object, format!("{field}.present"), "only true is supported"));
+        }
+        None => {
+            return Err(invalid(
+                object,
+                field,
+                "one of exact, prefix, regex or present is required",
+            ));
+        }
+    };
+    Ok(HeaderMatch { header: m.name.to_ascii_lowercase(), kind })
+}

@@ -1,0 +1,113 @@
+//! A real HTTP/1.1 upstream on loopback that names itself in every response.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::header::HeaderValue;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Response header naming the upstream that answered.
+pub const UPSTREAM_HEADER: &str = "x-upstream";
+/// Response header echoing the `x-sluice-hash` request header the upstream received ("" if none).
+pub const SEEN_HASH_HEADER: &str = "x-seen-sluice-hash";
+
+/// An upstream server answering every request with 200, `x-upstream: <name>` and body `<name>`.
+/// It stops (and closes its connections) when dropped.
+#[derive(Debug)]
+pub struct Upstream {
+    name: String,
+    addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Binds 127.0.0.1:0 and serves until dropped.
+    pub async fn start(name: &str) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .with_context(|| format!("upstream {name}: binding 127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let header_name = HeaderValue::from_str(name)
+            .with_context(|| format!("upstream name {name:?} is not a valid header value"))?;
+        let requests = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(serve(listener, header_name, Arc::clone(&requests)));
+        Ok(Self {
+            name: name.to_string(),
+            addr,
+            requests,
+            task,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // Aborting the accept task drops its JoinSet, which aborts every connection task.
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, name: HeaderValue, requests: Arc<AtomicU64>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(?name, %error, "upstream accept failed");
+                continue;
+            }
+        };
+        // Reap finished connection tasks so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+        let name = name.clone();
+        let requests = Arc::clone(&requests);
+        connections.spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                requests.fetch_add(1, Ordering::Relaxed);
+                let seen = request
+                    .headers()
+                    .get("x-sluice-hash")
+                    .cloned()
+                    .unwrap_or_else(|| HeaderValue::from_static(""));
+                let mut response = Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())));
+                response.headers_mut().insert(UPSTREAM_HEADER, name.clone());
+                response.headers_mut().insert(SEEN_HASH_HEADER, seen);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+    }
+}
