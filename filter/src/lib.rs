@@ -1,1 +1,266 @@
-//! The Sluice proxy-wasm HTTP filter.
+//! The Sluice proxy-wasm HTTP filter: the data plane of Sluice.
+//!
+//! Envoy loads this module (V8) as an HTTP filter. Its plugin configuration is a
+//! `sluice.v1.FilterPolicy` (binary protobuf from the control plane via ECDS, or its proto3 JSON
+//! form in hand-written configs). For each request whose `:authority` belongs to a rollout it
+//! decides a version ([`decision::decide`]: header routes → stickiness → weighted draw), writes
+//! the version's pod-template hash into the routing header (default `x-sluice-hash`, replacing any
+//! client-sent value), clears Envoy's route cache so the router re-matches on that header, and
+//! counts the request. Requests for other hosts pass through untouched.
+//!
+//! Everything but the proxy-wasm glue at the bottom of this file is pure and tested natively:
+//! [`policy`] (decode, validate, compile), [`decision`], [`http`] (host normalisation, cookies),
+//! [`metrics`] (counter names).
+//!
+//! # Metrics
+//!
+//! One counter per (rollout, version, reason), named
+//! `sluice_requests_total.rollout.<rollout>.version.<hash>.reason.<header|sticky|weight>` with
+//! `/`, `.` and other bytes outside `[A-Za-z0-9_-]` of `<rollout>` and `<hash>` replaced by `_`.
+//! Envoy stores them as `wasmcustom.<name>`; `/stats/prometheus` strips the `wasmcustom.` namespace
+//! and turns the dots into underscores, e.g.
+//! `sluice_requests_total_rollout_default_demo_version_7c9f_reason_weight 42`.
+//!
+//! # Host calls per request
+//!
+//! Unknown host: 1 (read `:authority`). Known host: read `:authority`, write the routing header,
+//! call `clear_route_cache`, increment one counter — 4 — plus one read per header a header route
+//! or the stickiness key tests (the `cookie` header for cookie stickiness), plus one response
+//! header write when a new sticky cookie is handed out.
+//!
+//! # Randomness
+//!
+//! Each root context (one per plugin per VM) owns one `fastrand` generator, seeded from
+//! `getrandom` (WASI `random_get`, which Envoy implements). If that fails, the seed is mixed from
+//! the host's current time and a per-module counter (so two root contexts created at the same
+//! instant still differ), and the failure is logged.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod decision;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+
+pub use decision::{Decision, Reason, RequestView, decide};
+pub use policy::{CompiledPolicy, PolicyError};
+
+#[cfg(target_arch = "wasm32")]
+mod glue {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::UNIX_EPOCH;
+
+    use proxy_wasm::hostcalls;
+    use proxy_wasm::traits::{Context, HttpContext, RootContext};
+    use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+
+    use crate::{CompiledPolicy, RequestView, decide, metrics};
+
+    proxy_wasm::main! {{
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::new()) });
+    }}
+
+    fn log(level: LogLevel, message: &str) {
+        // Logging is best effort: there is nowhere else to report a failure to log.
+        let _ = hostcalls::log(level, message);
+    }
+
+    /// State shared by a root context and all its HTTP contexts.
+    struct Shared {
+        /// The state of the VM's `fastrand::Rng`, kept in a `Cell` so no borrow can fail.
+        rng_state: Cell<u64>,
+        /// Whether a `clear_route_cache` failure was already logged.
+        clear_cache_failed: Cell<bool>,
+    }
+
+    /// A compiled policy with the ids of its counters (`counters[rollout][slot]`).
+    struct Configured {
+        policy: CompiledPolicy,
+        counters: Vec<Vec<u32>>,
+    }
+
+    struct Root {
+        shared: Rc<Shared>,
+        config: Option<Rc<Configured>>,
+    }
+
+    impl Root {
+        fn new() -> Self {
+            Self {
+                shared: Rc::new(Shared {
+                    rng_state: Cell::new(seed()),
+                    clear_cache_failed: Cell::new(false),
+                }),
+                config: None,
+            }
+        }
+    }
+
+    fn seed() -> u64 {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        match getrandom::u64() {
+            Ok(seed) => seed,
+            Err(e) => {
+                log(
+                    LogLevel::Warn,
+                    &format!("sluice: getrandom failed ({e}); seeding from time and a counter"),
+                );
+                let nanos = hostcalls::get_current_time()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+                xxhash_rust::xxh3::xxh3_64_with_seed(&nanos.to_le_bytes(), count)
+            }
+        }
+    }
+
+    impl Context for Root {}
+
+    impl RootContext for Root {
+        fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+            let bytes = hostcalls::get_buffer(
+                BufferType::PluginConfiguration,
+                0,
+                plugin_configuration_size,
+            )
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+            let policy = match CompiledPolicy::from_bytes(&bytes) {
+                Ok(policy) => policy,
+                Err(e) => {
+                    log(LogLevel::Error, &format!("sluice: invalid policy: {e}"));
+                    return false;
+                }
+            };
+            let mut counters = Vec::with_capacity(policy.rollouts.len());
+            for rollout in &policy.rollouts {
+                let mut ids = Vec::new();
+                for name in metrics::counter_names(rollout) {
+                    match hostcalls::define_metric(MetricType::Counter, &name) {
+                        Ok(id) => ids.push(id),
+                        Err(status) => {
+                            log(
+                                LogLevel::Error,
+                                &format!("sluice: defining counter {name}: {status:?}"),
+                            );
+                            return false;
+                        }
+                    }
+                }
+                counters.push(ids);
+            }
+            log(
+                LogLevel::Info,
+                &format!(
+                    "sluice: policy configured: {} rollout(s), routing header {}",
+                    policy.rollouts.len(),
+                    policy.routing_header
+                ),
+            );
+            self.config = Some(Rc::new(Configured { policy, counters }));
+            true
+        }
+
+        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+            Some(Box::new(Http {
+                shared: Rc::clone(&self.shared),
+                config: self.config.clone(),
+                set_cookie: None,
+            }))
+        }
+
+        fn get_type(&self) -> Option<ContextType> {
+            Some(ContextType::HttpContext)
+        }
+    }
+
+    struct Http {
+        shared: Rc<Shared>,
+        config: Option<Rc<Configured>>,
+        /// A `Set-Cookie` value for the response (a new sticky key).
+        set_cookie: Option<String>,
+    }
+
+    /// Request headers, read from Envoy one at a time and only when asked.
+    struct HostHeaders;
+
+    impl RequestView for HostHeaders {
+        fn header(&self, name: &str) -> Option<Vec<u8>> {
+            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+                .ok()
+                .flatten()
+        }
+    }
+
+    impl Context for Http {}
+
+    impl HttpContext for Http {
+        fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+            let Some(config) = &self.config else {
+                return Action::Continue;
+            };
+            let Some(authority) = HostHeaders.header(":authority") else {
+                return Action::Continue;
+            };
+            let Some((index, rollout)) = std::str::from_utf8(&authority)
+                .ok()
+                .and_then(|a| config.policy.rollout_for_host(a))
+            else {
+                return Action::Continue;
+            };
+
+            let mut rng = fastrand::Rng::with_seed(self.shared.rng_state.get());
+            let decision = decide(rollout, &HostHeaders, &mut rng);
+            self.shared.rng_state.set(rng.get_seed());
+
+            // proxy_replace_header_map_value is Envoy's `setCopy`: it replaces every value a
+            // client may have sent under this name.
+            let hash = rollout.hash(decision.version);
+            if let Err(status) = hostcalls::set_map_value(
+                MapType::HttpRequestHeaders,
+                &config.policy.routing_header,
+                Some(hash),
+            ) {
+                log(LogLevel::Error, &format!("sluice: writing routing header: {status:?}"));
+            }
+            if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
+                if !self.shared.clear_cache_failed.replace(true) {
+                    log(
+                        LogLevel::Error,
+                        &format!(
+                            "sluice: clear_route_cache failed ({status:?}); \
+                             routing may ignore the filter's decision (logged once)"
+                        ),
+                    );
+                }
+            }
+            let counter = config
+                .counters
+                .get(index)
+                .and_then(|ids| ids.get(decision.metric_slot()));
+            if let Some(&id) = counter {
+                let _ = hostcalls::increment_metric(id, 1);
+            }
+            self.set_cookie = decision.set_cookie;
+            Action::Continue
+        }
+
+        fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+            if let Some(cookie) = self.set_cookie.take() {
+                let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
+            }
+            Action::Continue
+        }
+    }
+}

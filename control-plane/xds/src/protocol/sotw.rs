@@ -1,0 +1,227 @@
+//! State-of-the-world ADS: every response carries the whole subscribed set of its type.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use tracing::{debug, warn};
+
+use super::{
+    Event, Nonces, PushSink, Subscription, is_wildcard_type, known_type,
+    missing_endpoint_subscriptions, plan, set_version, to_pb_any,
+};
+use crate::snapshot::{Resource, Snapshot};
+use crate::type_url::{CLUSTER, ENDPOINT};
+
+/// One subscribed type on a SotW stream.
+#[derive(Debug, Default)]
+struct TypeState {
+    subscription: Subscription,
+    /// Resources of the last response: what the client holds once it applies it. `None` after a
+    /// reconnect, until we know which set the reported version stands for.
+    sent: Option<BTreeMap<String, Resource>>,
+    /// Version of the last response, or the version the client reported holding on reconnect.
+    sent_version: Option<String>,
+    /// Nonce of the last response; answers carrying another nonce are stale.
+    nonce: Option<String>,
+    /// The last response has not been ACKed or NACKed yet.
+    outstanding: bool,
+    acked_version: Option<String>,
+}
+
+/// The state machine of one state-of-the-world ADS stream.
+///
+/// The server gives it a snapshot already specialised for the stream's node.
+#[derive(Debug)]
+pub struct Connection {
+    snapshot: Arc<Snapshot>,
+    types: BTreeMap<&'static str, TypeState>,
+    nonces: Nonces,
+    responses: Vec<DiscoveryResponse>,
+    events: Vec<Event>,
+    synced: bool,
+}
+
+impl Connection {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Connection {
+            snapshot,
+            types: BTreeMap::new(),
+            nonces: Nonces::default(),
+            responses: Vec::new(),
+            events: Vec::new(),
+            synced: true,
+        }
+    }
+
+    /// Handles one request from the client: a new subscription, an ACK, a NACK or a change of
+    /// resource names. Returns the responses to send, in order.
+    pub fn on_request(&mut self, request: DiscoveryRequest) -> Vec<DiscoveryResponse> {
+        let Some(type_url) = known_type(&request.type_url) else {
+            warn!(type_url = %request.type_url, "request for a type Sluice does not serve; ignored");
+            self.events.push(Event::UnknownType {
+                type_url: request.type_url,
+            });
+            return Vec::new();
+        };
+        let nonce = request.response_nonce;
+        match self.types.get_mut(type_url) {
+            Some(state) if !nonce.is_empty() => {
+                if state.nonce.as_deref() != Some(nonce.as_str()) {
+                    // An answer to a response that a newer one has superseded.
+                    debug!(type_url, nonce, "stale nonce; ignored");
+                    return Vec::new();
+                }
+                if state.outstanding {
+                    state.outstanding = false;
+                    let version = state.sent_version.clone().unwrap_or_default();
+                    match request.error_detail {
+                        Some(status) => {
+                            warn!(type_url, version, error = %status.message, "NACK");
+                            self.events.push(Event::Nacked {
+                                type_url,
+                                version,
+                                error_detail: status.message,
+                            });
+                        }
+                        None => {
+                            debug!(type_url, version, "ACK");
+                            state.acked_version = Some(version.clone());
+                            self.events.push(Event::Acked { type_url, version });
+                        }
+                    }
+                }
+                state.subscription =
+                    sotw_subscription(type_url, &request.resource_names, Some(&state.subscription));
+            }
+            _ => {
+                // A new subscription (a nonce from an earlier stream means nothing on this one).
+                let state = self.types.entry(type_url).or_default();
+                state.subscription = sotw_subscription(type_url, &request.resource_names, None);
+                state.nonce = None;
+                state.outstanding = false;
+                if request.version_info.is_empty() {
+                    state.sent_version = None;
+                } else {
+                    // The client holds this version from an earlier stream.
+                    state.sent = None;
+                    state.sent_version = Some(request.version_info.clone());
+                    state.acked_version = Some(request.version_info.clone());
+                    self.events.push(Event::Acked {
+                        type_url,
+                        version: request.version_info,
+                    });
+                }
+            }
+        }
+        self.flush()
+    }
+
+    /// A new snapshot (already specialised for this node): push what changed, make-before-break.
+    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+        self.snapshot = snapshot;
+        self.flush()
+    }
+
+    /// Events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Every response is answered and nothing of the current snapshot is held back.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    fn flush(&mut self) -> Vec<DiscoveryResponse> {
+        let snapshot = Arc::clone(&self.snapshot);
+        let complete = plan(self, &snapshot);
+        let synced = complete && !self.types.values().any(|t| t.outstanding);
+        if synced && !self.synced {
+            self.events.push(Event::Synced);
+        }
+        self.synced = synced;
+        std::mem::take(&mut self.responses)
+    }
+}
+
+impl PushSink for Connection {
+    fn offer(&mut self, type_url: &'static str, target: &Snapshot, keep_removed: bool) {
+        let Some(state) = self.types.get_mut(type_url) else {
+            return; // not subscribed (yet)
+        };
+        let mut desired: BTreeMap<&str, &Resource> = target
+            .of_type(type_url)
+            .filter(|r| state.subscription.contains(&r.name))
+            .map(|r| (r.name.as_str(), r))
+            .collect();
+        if keep_removed && let Some(sent) = &state.sent {
+            for (name, resource) in sent {
+                if state.subscription.contains(name) {
+                    desired.entry(name.as_str()).or_insert(resource);
+                }
+            }
+        }
+        let version = set_version(desired.values().map(|r| (r.name.as_str(), r.version.as_str())));
+        let owned: BTreeMap<String, Resource> = desired
+            .into_values()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect();
+        if state.sent_version.as_deref() == Some(version.as_str()) {
+            // The client already holds this set (content-hash versions); after a reconnect this
+            // is where we learn which resources that is.
+            if state.sent.is_none() {
+                state.sent = Some(owned);
+            }
+            return;
+        }
+        let nonce = self.nonces.next();
+        debug!(type_url, version, nonce, resources = owned.len(), "push");
+        self.responses.push(DiscoveryResponse {
+            version_info: version.clone(),
+            resources: owned.values().map(to_pb_any).collect(),
+            type_url: type_url.to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        });
+        self.events.push(Event::Sent {
+            type_url,
+            version: version.clone(),
+            resources: owned.len(),
+        });
+        state.sent = Some(owned);
+        state.sent_version = Some(version);
+        state.nonce = Some(nonce);
+        state.outstanding = true;
+    }
+
+    fn outstanding(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|t| t.outstanding)
+    }
+
+    fn awaiting_endpoint_subscription(&self, target: &Snapshot) -> bool {
+        let (Some(cds), Some(eds)) = (self.types.get(CLUSTER), self.types.get(ENDPOINT)) else {
+            return false;
+        };
+        if cds.acked_version != cds.sent_version {
+            return false; // NACKed: the client may not hold the clusters at all
+        }
+        let Some(held) = &cds.sent else {
+            return false;
+        };
+        missing_endpoint_subscriptions(held.keys().map(String::as_str), &eds.subscription, target)
+    }
+}
+
+/// The subscription a SotW request asks for: its `resource_names` is the complete list.
+/// `*` asks for everything; so does an empty list on LDS/CDS while the stream has only ever
+/// used that legacy wildcard form.
+fn sotw_subscription(type_url: &str, names: &[String], previous: Option<&Subscription>) -> Subscription {
+    let legacy_wildcard = names.is_empty()
+        && is_wildcard_type(type_url)
+        && previous.is_none_or(|p| p.wildcard && p.names.is_empty());
+    Subscription {
+        wildcard: legacy_wildcard || names.iter().any(|n| n == "*"),
+        names: names.iter().filter(|n| *n != "*").cloned().collect(),
+    }
+}

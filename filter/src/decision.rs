@@ -1,0 +1,145 @@
+//! The per-request decision: which version of a rollout gets this request, and why.
+//!
+//! Order: header routes (first matching route wins, its matches AND-ed) → stickiness (a key from a
+//! header or cookie hashed into a bucket in `[0, 10000)`; canary iff bucket < weight) → a random
+//! draw (canary iff `rng.u32(0..10000)` < weight). Headers are read through [`RequestView`] only
+//! when a step needs them, so the glue makes a host call only for headers actually tested.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::http::{find_cookie, new_sticky_key, set_cookie_value};
+use crate::policy::{HeaderMatch, MatchKind, MAX_WEIGHT_BP, Rollout, Sticky};
+
+/// Read access to the request's headers. Names are lower-case; for a repeated header the first
+/// value is returned (what Envoy's proxy-wasm host returns).
+pub trait RequestView {
+    /// The value of header `name`, if present.
+    fn header(&self, name: &str) -> Option<Vec<u8>>;
+}
+
+/// Why a version was chosen; also a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A header route matched.
+    Header,
+    /// The client's sticky key (header or cookie) chose the bucket.
+    Sticky,
+    /// A per-request random draw.
+    Weight,
+}
+
+impl Reason {
+    /// All reasons, in metric-slot order.
+    pub const ALL: [Reason; 3] = [Reason::Header, Reason::Sticky, Reason::Weight];
+
+    /// Lower-case label used in metric names.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Header => "header",
+            Reason::Sticky => "sticky",
+            Reason::Weight => "weight",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Reason::Header => 0,
+            Reason::Sticky => 1,
+            Reason::Weight => 2,
+        }
+    }
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Index of the chosen version in the rollout's `versions` (see [`Rollout::hash`]).
+    pub version: usize,
+    /// Why it was chosen.
+    pub reason: Reason,
+    /// A `Set-Cookie` value to add to the response: the client had no sticky cookie and was given
+    /// a new key.
+    pub set_cookie: Option<String>,
+}
+
+impl Decision {
+    /// Index of this decision's counter among the rollout's counters (see [`metric_slots`]).
+    pub fn metric_slot(&self) -> usize {
+        self.version * Reason::ALL.len() + self.reason.slot()
+    }
+}
+
+/// The (version index, reason) pairs of a rollout's counters, in slot order.
+pub fn metric_slots(rollout: &Rollout) -> impl Iterator<Item = (usize, Reason)> + '_ {
+    (0..rollout.versions.len()).flat_map(|v| Reason::ALL.into_iter().map(move |r| (v, r)))
+}
+
+/// The bucket in `[0, 10000)` of a sticky key. xxh3 is stable across VMs, platforms and releases,
+/// so a client keeps its bucket wherever its requests land.
+pub fn bucket(key: &[u8]) -> u32 {
+    // The remainder of a division by 10000 always fits in u32.
+    (xxh3_64(key) % u64::from(MAX_WEIGHT_BP)) as u32
+}
+
+/// Decides which version of `rollout` serves the request.
+pub fn decide(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::Rng) -> Decision {
+    if let Some(route) = rollout
+        .header_routes
+        .iter()
+        .find(|route| route.matches.iter().all(|m| matches(m, request)))
+    {
+        return Decision { version: route.target, reason: Reason::Header, set_cookie: None };
+    }
+
+    match &rollout.stickiness {
+        Some(Sticky::Header(name)) => {
+            if let Some(key) = request.header(name).filter(|k| !k.is_empty()) {
+                return sticky(rollout, &key, None);
+            }
+        }
+        Some(Sticky::Cookie { name, max_age_seconds }) => {
+            let cookies = request.header("cookie");
+            if let Some(key) = cookies.as_deref().and_then(|c| find_cookie(c, name)) {
+                if !key.is_empty() {
+                    return sticky(rollout, key, None);
+                }
+            }
+            let key = new_sticky_key(rng);
+            let cookie = set_cookie_value(name, &key, *max_age_seconds);
+            return sticky(rollout, key.as_bytes(), Some(cookie));
+        }
+        None => {}
+    }
+
+    let canary = match rollout.weight_bp {
+        0 => false,
+        MAX_WEIGHT_BP.. => true,
+        w => rollout.canary.is_some() && rng.u32(0..MAX_WEIGHT_BP) < w,
+    };
+    Decision { version: pick(rollout, canary), reason: Reason::Weight, set_cookie: None }
+}
+
+fn sticky(rollout: &Rollout, key: &[u8], set_cookie: Option<String>) -> Decision {
+    let canary = bucket(key) < rollout.weight_bp;
+    Decision { version: pick(rollout, canary), reason: Reason::Sticky, set_cookie }
+}
+
+fn pick(rollout: &Rollout, canary: bool) -> usize {
+    match rollout.canary {
+        Some(c) if canary => c,
+        _ => rollout.stable,
+    }
+}
+
+fn matches(m: &HeaderMatch, request: &dyn RequestView) -> bool {
+    let Some(value) = request.header(&m.header) else {
+        return false;
+    };
+    match &m.kind {
+        MatchKind::Exact(want) => value == want.as_bytes(),
+        MatchKind::Prefix(prefix) => value.starts_with(prefix.as_bytes()),
+        // A value that is not UTF-8 cannot match a pattern written as a string.
+        MatchKind::Regex(re) => std::str::from_utf8(&value).is_ok_and(|v| re.is_match(v)),
+        MatchKind::Present => true,
+    }
+}

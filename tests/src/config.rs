@@ -1,0 +1,182 @@
+//! Envoy configs for the tests, built as JSON (which is YAML) so nothing depends on indentation:
+//! one listener with the Sluice wasm filter (optional), one route per version matched on the
+//! routing header, a last `weighted_clusters` fallback route, and one cluster per version.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+/// The listener's name in every config built here.
+pub const LISTENER: &str = "main";
+
+/// One live version of the rollout: its pod-template hash, the upstream serving it, and its
+/// weight in the fallback `weighted_clusters` route.
+#[derive(Debug, Clone)]
+pub struct VersionUpstream {
+    pub hash: String,
+    pub port: u16,
+    pub fallback_weight: u32,
+}
+
+/// The Sluice filter as configured in an HCM: the module and its JSON policy.
+#[derive(Debug, Clone)]
+pub struct FilterSetup {
+    pub wasm: std::path::PathBuf,
+    pub policy_json: String,
+}
+
+/// A static Envoy config for one rollout.
+#[derive(Debug, Clone)]
+pub struct RolloutEnvoyConfig {
+    /// The rollout's host (the virtual host's domain).
+    pub host: String,
+    /// The internal header the per-version routes match on.
+    pub routing_header: String,
+    pub versions: Vec<VersionUpstream>,
+    /// None: no filter at all, only the fallback route splits traffic.
+    pub filter: Option<FilterSetup>,
+    /// 0 lets the kernel pick; read it back with `Envoy::listener_addr(LISTENER)`.
+    pub listener_port: u16,
+}
+
+impl RolloutEnvoyConfig {
+    /// The whole bootstrap config (admin on a kernel-chosen port).
+    pub fn render(&self) -> String {
+        json!({
+            "admin": {"address": socket_address(0)},
+            "static_resources": {
+                "listeners": [self.listener()],
+                "clusters": self.clusters(),
+            },
+        })
+        .to_string()
+    }
+
+    /// The listener resource alone (for file-based LDS).
+    pub fn listener(&self) -> Value {
+        let mut http_filters = Vec::new();
+        if let Some(filter) = &self.filter {
+            http_filters.push(wasm_filter(&filter.wasm, &filter.policy_json));
+        }
+        http_filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+            }
+        }));
+        json!({
+            "name": LISTENER,
+            "address": socket_address(self.listener_port),
+            "filter_chains": [{
+                "filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "ingress",
+                        "route_config": self.route_config(),
+                        "http_filters": http_filters,
+                    }
+                }]
+            }]
+        })
+    }
+
+    fn route_config(&self) -> Value {
+        let mut routes: Vec<Value> = self
+            .versions
+            .iter()
+            .map(|version| {
+                json!({
+                    "name": format!("version-{}", version.hash),
+                    "match": {
+                        "prefix": "/",
+                        "headers": [{
+                            "name": self.routing_header,
+                            "string_match": {"exact": version.hash},
+                        }],
+                    },
+                    "route": {"cluster": cluster_name(&version.hash)},
+                })
+            })
+            .collect();
+        let weighted: Vec<Value> = self
+            .versions
+            .iter()
+            .filter(|version| version.fallback_weight > 0)
+            .map(|version| {
+                json!({"name": cluster_name(&version.hash), "weight": version.fallback_weight})
+            })
+            .collect();
+        routes.push(json!({
+            "name": "fallback",
+            "match": {"prefix": "/"},
+            "route": {"weighted_clusters": {"clusters": weighted}},
+        }));
+        json!({
+            "name": "local",
+            "virtual_hosts": [
+                {
+                    "name": "rollout",
+                    "domains": [self.host, format!("{}:*", self.host)],
+                    "routes": routes,
+                },
+                {
+                    "name": "other",
+                    "domains": ["*"],
+                    "routes": [{
+                        "match": {"prefix": "/"},
+                        "direct_response": {"status": 404, "body": {"inline_string": "no rollout"}},
+                    }],
+                },
+            ],
+        })
+    }
+
+    fn clusters(&self) -> Vec<Value> {
+        self.versions
+            .iter()
+            .map(|version| {
+                json!({
+                    "name": cluster_name(&version.hash),
+                    "type": "STATIC",
+                    "connect_timeout": "5s",
+                    "load_assignment": {
+                        "cluster_name": cluster_name(&version.hash),
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(version.port)}}]}],
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// The Envoy cluster serving one version.
+pub fn cluster_name(hash: &str) -> String {
+    format!("version-{hash}")
+}
+
+/// The Sluice wasm HTTP filter entry for an HCM, failing open onto the fallback route.
+pub fn wasm_filter(wasm: &Path, policy_json: &str) -> Value {
+    json!({
+        "name": "sluice",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "sluice",
+                "failure_policy": "FAIL_OPEN",
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": policy_json,
+                },
+                "vm_config": {
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm.display().to_string()}},
+                },
+            },
+        },
+    })
+}
+
+fn socket_address(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
