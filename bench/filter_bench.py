@@ -128,7 +128,9 @@ def lua_rollouts_table(policy: dict) -> str:
                 elif m.get("present"):
                     matches.append(f'{{name = {name}, kind = "present"}}')
                 else:
-                    raise BenchError(f"header route {route['name']!r}: the Lua variant supports exact, prefix and present only")
+                    raise BenchError(
+                        f"header route {route['name']!r}: the Lua variant supports exact, prefix and present only"
+                    )
             routes.append(f"{{target = {_lua_string(target)}, matches = {{{', '.join(matches)}}}}}")
         sticky = rollout.get("stickiness", {}).get("header")
         body = (
@@ -311,7 +313,8 @@ def envoy_config(variant: str, upstream_port: int) -> dict:
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }
     hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
         "stat_prefix": "bench",
         "route_config": {
             "name": "bench",

@@ -8,7 +8,7 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::http::{find_cookie, new_sticky_key, set_cookie_value};
-use crate::policy::{HeaderMatch, MatchKind, MAX_WEIGHT_BP, Rollout, Sticky};
+use crate::policy::{HeaderMatch, MAX_WEIGHT_BP, MatchKind, Rollout, Sticky};
 
 /// Read access to the request's headers. Names are lower-case; for a repeated header the first
 /// value is returned (what Envoy's proxy-wasm host returns).
@@ -88,7 +88,11 @@ pub fn decide(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::
         .iter()
         .find(|route| route.matches.iter().all(|m| matches(m, request)))
     {
-        return Decision { version: route.target, reason: Reason::Header, set_cookie: None };
+        return Decision {
+            version: route.target,
+            reason: Reason::Header,
+            set_cookie: None,
+        };
     }
 
     match &rollout.stickiness {
@@ -97,12 +101,14 @@ pub fn decide(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::
                 return sticky(rollout, &key, None);
             }
         }
-        Some(Sticky::Cookie { name, max_age_seconds }) => {
+        Some(Sticky::Cookie {
+            name,
+            max_age_seconds,
+        }) => {
             let cookies = request.header("cookie");
-            if let Some(key) = cookies.as_deref().and_then(|c| find_cookie(c, name)) {
-                if !key.is_empty() {
-                    return sticky(rollout, key, None);
-                }
+            let key = cookies.as_deref().and_then(|c| find_cookie(c, name));
+            if let Some(key) = key.filter(|k| !k.is_empty()) {
+                return sticky(rollout, key, None);
             }
             let key = new_sticky_key(rng);
             let cookie = set_cookie_value(name, &key, *max_age_seconds);
@@ -116,12 +122,20 @@ pub fn decide(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::
         MAX_WEIGHT_BP.. => true,
         w => rollout.canary.is_some() && rng.u32(0..MAX_WEIGHT_BP) < w,
     };
-    Decision { version: pick(rollout, canary), reason: Reason::Weight, set_cookie: None }
+    Decision {
+        version: pick(rollout, canary),
+        reason: Reason::Weight,
+        set_cookie: None,
+    }
 }
 
 fn sticky(rollout: &Rollout, key: &[u8], set_cookie: Option<String>) -> Decision {
     let canary = bucket(key) < rollout.weight_bp;
-    Decision { version: pick(rollout, canary), reason: Reason::Sticky, set_cookie }
+    Decision {
+        version: pick(rollout, canary),
+        reason: Reason::Sticky,
+        set_cookie,
+    }
 }
 
 fn pick(rollout: &Rollout, canary: bool) -> usize {

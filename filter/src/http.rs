@@ -67,8 +67,14 @@ pub fn find_cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
 
 fn trim(bytes: &[u8]) -> &[u8] {
     let is_space = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = bytes.iter().position(|b| !is_space(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !is_space(b)).map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !is_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |i| i + 1);
     bytes.get(start..end).unwrap_or_default()
 }
 
@@ -137,12 +143,21 @@ mod tests {
         assert_eq!(find_cookie(h, "sluice"), Some(&b"abc"[..]));
         assert_eq!(find_cookie(h, "a"), Some(&b"1"[..]));
         assert_eq!(find_cookie(h, "c"), None);
-        assert_eq!(find_cookie(b"garbage; ;=; sluice=x=y", "sluice"), Some(&b"x=y"[..]));
+        assert_eq!(
+            find_cookie(b"garbage; ;=; sluice=x=y", "sluice"),
+            Some(&b"x=y"[..])
+        );
         assert_eq!(find_cookie(b"sluice=\"q\"", "sluice"), Some(&b"q"[..]));
         assert_eq!(find_cookie(b"sluice=", "sluice"), Some(&b""[..]));
-        assert_eq!(find_cookie(b"sluice=1; sluice=2", "sluice"), Some(&b"1"[..]));
+        assert_eq!(
+            find_cookie(b"sluice=1; sluice=2", "sluice"),
+            Some(&b"1"[..])
+        );
         assert_eq!(find_cookie(b"xsluice=1", "sluice"), None);
-        assert_eq!(find_cookie(b"\xff\xfe=\x00; sluice=\xff", "sluice"), Some(&b"\xff"[..]));
+        assert_eq!(
+            find_cookie(b"\xff\xfe=\x00; sluice=\xff", "sluice"),
+            Some(&b"\xff"[..])
+        );
         assert_eq!(find_cookie(b"", "sluice"), None);
     }
 
@@ -164,7 +179,10 @@ mod tests {
         for _ in 0..100 {
             let key = new_sticky_key(&mut rng);
             assert_eq!(key.len(), 16);
-            assert!(key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(
+                key.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
         }
     }
 

@@ -232,18 +232,22 @@ mod glue {
                 &config.policy.routing_header,
                 Some(hash),
             ) {
-                log(LogLevel::Error, &format!("sluice: writing routing header: {status:?}"));
+                log(
+                    LogLevel::Error,
+                    &format!("sluice: writing routing header: {status:?}"),
+                );
             }
-            if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
-                if !self.shared.clear_cache_failed.replace(true) {
-                    log(
-                        LogLevel::Error,
-                        &format!(
-                            "sluice: clear_route_cache failed ({status:?}); \
-                             routing may ignore the filter's decision (logged once)"
-                        ),
-                    );
-                }
+            let cleared = hostcalls::call_foreign_function("clear_route_cache", None);
+            if let Err(status) = cleared
+                && !self.shared.clear_cache_failed.replace(true)
+            {
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "sluice: clear_route_cache failed ({status:?}); \
+                         routing may ignore the filter's decision (logged once)"
+                    ),
+                );
             }
             let counter = config
                 .counters
@@ -256,9 +260,14 @@ mod glue {
             Action::Continue
         }
 
-        fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        fn on_http_response_headers(
+            &mut self,
+            _num_headers: usize,
+            _end_of_stream: bool,
+        ) -> Action {
             if let Some(cookie) = self.set_cookie.take() {
-                let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
+                let _ =
+                    hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie);
             }
             Action::Continue
         }

@@ -130,14 +130,20 @@ impl CompiledPolicy {
         let routing_header = if policy.routing_header.is_empty() {
             sluice_proto::DEFAULT_ROUTING_HEADER.to_owned()
         } else if is_token(&policy.routing_header)
-            && !policy.routing_header.bytes().any(|b| b.is_ascii_uppercase())
+            && !policy
+                .routing_header
+                .bytes()
+                .any(|b| b.is_ascii_uppercase())
         {
             policy.routing_header
         } else {
             return Err(invalid(
                 "policy",
                 "routingHeader",
-                format!("{:?} is not a lower-case header name", policy.routing_header),
+                format!(
+                    "{:?} is not a lower-case header name",
+                    policy.routing_header
+                ),
             ));
         };
 
@@ -145,11 +151,19 @@ impl CompiledPolicy {
         let mut hosts: HashMap<String, usize> = HashMap::new();
         for (index, rollout) in policy.rollouts.iter().enumerate() {
             if rollout.name.is_empty() {
-                return Err(invalid(format!("rollouts[{index}]"), "name", "must not be empty"));
+                return Err(invalid(
+                    format!("rollouts[{index}]"),
+                    "name",
+                    "must not be empty",
+                ));
             }
             let object = rollout_object(&rollout.name);
             if let Some(first) = names.insert(&rollout.name, index) {
-                return Err(invalid(object, "name", format!("duplicate of rollouts[{first}]")));
+                return Err(invalid(
+                    object,
+                    "name",
+                    format!("duplicate of rollouts[{first}]"),
+                ));
             }
             if rollout.hosts.is_empty() {
                 return Err(invalid(object, "hosts", "at least one host is required"));
@@ -175,7 +189,11 @@ impl CompiledPolicy {
             .into_iter()
             .map(compile_rollout)
             .collect::<Result<_, _>>()?;
-        Ok(Self { routing_header, rollouts, hosts })
+        Ok(Self {
+            routing_header,
+            rollouts,
+            hosts,
+        })
     }
 
     /// The rollout serving `authority` (port stripped, case-insensitive), with its index.
@@ -219,7 +237,11 @@ fn is_valid_hash(hash: &str) -> bool {
 fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
     let object = rollout_object(&rollout.name);
     if rollout.versions.is_empty() {
-        return Err(invalid(object, "versions", "at least one version is required"));
+        return Err(invalid(
+            object,
+            "versions",
+            "at least one version is required",
+        ));
     }
     let mut index_of: HashMap<&str, usize> = HashMap::new();
     for (i, hash) in rollout.versions.iter().enumerate() {
@@ -231,7 +253,11 @@ fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
             ));
         }
         if index_of.insert(hash, i).is_some() {
-            return Err(invalid(object, format!("versions[{i}]"), format!("duplicate {hash:?}")));
+            return Err(invalid(
+                object,
+                format!("versions[{i}]"),
+                format!("duplicate {hash:?}"),
+            ));
         }
     }
     let lookup = |field: &str, hash: &str| {
@@ -259,7 +285,11 @@ fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
     for (r, route) in rollout.header_routes.iter().enumerate() {
         let field = format!("headerRoutes[{r}]");
         if route.matches.is_empty() {
-            return Err(invalid(&object, format!("{field}.matches"), "at least one match is required"));
+            return Err(invalid(
+                &object,
+                format!("{field}.matches"),
+                "at least one match is required",
+            ));
         }
         let matches = route
             .matches
@@ -269,7 +299,11 @@ fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
             .collect::<Result<_, _>>()?;
         let target = match &route.target {
             Some(header_route::Target::Canary(true)) => canary.ok_or_else(|| {
-                invalid(&object, format!("{field}.canary"), "the rollout has no canaryHash")
+                invalid(
+                    &object,
+                    format!("{field}.canary"),
+                    "the rollout has no canaryHash",
+                )
             })?,
             Some(header_route::Target::Canary(false)) => {
                 return Err(invalid(
@@ -280,16 +314,28 @@ fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
             }
             Some(header_route::Target::Hash(hash)) => lookup(&format!("{field}.hash"), hash)?,
             None => {
-                return Err(invalid(&object, &field, "a target (canary or hash) is required"));
+                return Err(invalid(
+                    &object,
+                    &field,
+                    "a target (canary or hash) is required",
+                ));
             }
         };
-        header_routes.push(HeaderRoute { name: route.name.clone(), matches, target });
+        header_routes.push(HeaderRoute {
+            name: route.name.clone(),
+            matches,
+            target,
+        });
     }
 
     let stickiness = match rollout.stickiness.map(|s| s.key) {
         None => None,
         Some(None) => {
-            return Err(invalid(&object, "stickiness", "a key (header or cookie) is required"));
+            return Err(invalid(
+                &object,
+                "stickiness",
+                "a key (header or cookie) is required",
+            ));
         }
         Some(Some(stickiness::Key::Header(name))) => {
             if !is_token(&name) {
@@ -309,7 +355,10 @@ fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
                     format!("{:?} is not a cookie name", cookie.name),
                 ));
             }
-            Some(Sticky::Cookie { name: cookie.name, max_age_seconds: cookie.max_age_seconds })
+            Some(Sticky::Cookie {
+                name: cookie.name,
+                max_age_seconds: cookie.max_age_seconds,
+            })
         }
     };
 
@@ -324,9 +373,17 @@ fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
     })
 }
 
-fn compile_match(object: &str, field: &str, m: &pb::HeaderMatch) -> Result<HeaderMatch, PolicyError> {
+fn compile_match(
+    object: &str,
+    field: &str,
+    m: &pb::HeaderMatch,
+) -> Result<HeaderMatch, PolicyError> {
     if !is_match_header_name(&m.name) {
-        return Err(invalid(object, format!("{field}.name"), format!("{:?} is not a header name", m.name)));
+        return Err(invalid(
+            object,
+            format!("{field}.name"),
+            format!("{:?} is not a header name", m.name),
+        ));
     }
     let kind = match &m.r#match {
         Some(header_match::Match::Exact(s)) => MatchKind::Exact(s.clone()),
@@ -341,7 +398,11 @@ fn compile_match(object: &str, field: &str, m: &pb::HeaderMatch) -> Result<Heade
         }
         Some(header_match::Match::Present(true)) => MatchKind::Present,
         Some(header_match::Match::Present(false)) => {
-            return Err(invalid(object, format!("{field}.present"), "only true is supported"));
+            return Err(invalid(
+                object,
+                format!("{field}.present"),
+                "only true is supported",
+            ));
         }
         None => {
             return Err(invalid(
@@ -351,5 +412,8 @@ fn compile_match(object: &str, field: &str, m: &pb::HeaderMatch) -> Result<Heade
             ));
         }
     };
-    Ok(HeaderMatch { header: m.name.to_ascii_lowercase(), kind })
+    Ok(HeaderMatch {
+        header: m.name.to_ascii_lowercase(),
+        kind,
+    })
 }

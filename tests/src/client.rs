@@ -153,7 +153,10 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<http1::SendRequest<Empty<By
     Ok(sender)
 }
 
-async fn exchange(sender: &mut http1::SendRequest<Empty<Bytes>>, req: &Req) -> anyhow::Result<Resp> {
+async fn exchange(
+    sender: &mut http1::SendRequest<Empty<Bytes>>,
+    req: &Req,
+) -> anyhow::Result<Resp> {
     let mut builder = Request::get(req.path.as_str()).header("host", req.host.as_str());
     for (name, value) in &req.headers {
         builder = builder.header(name.as_str(), value.as_str());

@@ -52,7 +52,31 @@ impl RolloutEnvoyConfig {
         .to_string()
     }
 
-    /// The listener resource alone (for file-based LDS).
+    /// A bootstrap whose listener comes from the file-based LDS source `lds_path` (write
+    /// [`Self::lds_file`] there, replacing it by rename to update the running Envoy).
+    pub fn render_with_file_lds(&self, lds_path: &Path) -> String {
+        json!({
+            "admin": {"address": socket_address(0)},
+            "node": {"id": "sluice-e2e", "cluster": "sluice-e2e"},
+            "dynamic_resources": {
+                "lds_config": {
+                    "path_config_source": {"path": lds_path.display().to_string()},
+                    "resource_api_version": "V3",
+                },
+            },
+            "static_resources": {"clusters": self.clusters()},
+        })
+        .to_string()
+    }
+
+    /// The LDS discovery response holding this config's listener.
+    pub fn lds_file(&self) -> String {
+        let mut listener = self.listener();
+        listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+        json!({"resources": [listener]}).to_string()
+    }
+
+    /// The listener resource alone.
     pub fn listener(&self) -> Value {
         let mut http_filters = Vec::new();
         if let Some(filter) = &self.filter {

@@ -173,9 +173,17 @@ impl Envoy {
     /// Fails (with Envoy's output) if the process has exited.
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait().context("polling Envoy")? {
-            bail!("Envoy exited unexpectedly ({status}); its output:\n{}", self.logs());
+            bail!(
+                "Envoy exited unexpectedly ({status}); its output:\n{}",
+                self.logs()
+            );
         }
         Ok(())
+    }
+
+    /// Envoy's log file alone (grows only by appending, so offsets into it stay valid).
+    pub fn log_file(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
     /// Everything Envoy has written so far (log file, stdout, stderr).

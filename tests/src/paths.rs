@@ -83,5 +83,8 @@ pub fn filter_wasm() -> anyhow::Result<PathBuf> {
 /// can report its port; this is for configs that must name a port up front.
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr().context("reading the bound address")?.port())
+    Ok(listener
+        .local_addr()
+        .context("reading the bound address")?
+        .port())
 }

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::header::HeaderValue;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -97,7 +97,8 @@ async fn serve(listener: TcpListener, name: HeaderValue, requests: Arc<AtomicU64
                     .get("x-sluice-hash")
                     .cloned()
                     .unwrap_or_else(|| HeaderValue::from_static(""));
-                let mut response = Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())));
+                let mut response =
+                    Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())));
                 response.headers_mut().insert(UPSTREAM_HEADER, name.clone());
                 response.headers_mut().insert(SEEN_HASH_HEADER, seen);
                 async move { Ok::<_, Infallible>(response) }

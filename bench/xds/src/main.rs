@@ -1,1 +1,196 @@
-fn main() {}
+//! `sluice-bench-xds`: the control plane's push benchmark (`make bench`, part 2).
+//!
+//! For each configuration of N simulated Envoys × M rollouts it starts a fresh `sluice serve`
+//! process (its memory and CPU are its own), connects N state-of-the-world ADS clients that
+//! behave like Envoy (CDS/LDS wildcard, then EDS/RDS/ECDS by name, ACK everything), and changes
+//! one rollout's weight K times through the admin API. It reports, per configuration:
+//!
+//! - push latency: from just before the SetWeight RPC to the moment the *last* client has
+//!   received every type a weight change updates (RDS and ECDS); p50 and p99 over the K changes;
+//! - the control plane's resident memory (VmRSS, and the peak VmHWM) after the changes;
+//! - its CPU seconds (user + system) per change.
+//!
+//! The table goes to stdout and the JSON to `target/bench/xds.json`.
+//!
+//! Environment: `BENCH_N` (default `10,100,1000`), `BENCH_M` (default `10,1000`),
+//! `BENCH_CHANGES` (default 20), `BENCH_SLUICE_BIN` (default `target/release/sluice`; build it
+//! with `cargo build --release -p sluice`), `BENCH_OUT` (default `target/bench/xds.json`).
+//! Each client holds one TCP connection, so the open-file limit must exceed N (`ulimit -n`).
+#![forbid(unsafe_code)]
+
+mod client;
+mod control_plane;
+mod procfs;
+mod report;
+mod rollouts;
+mod run;
+mod tracker;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use tracing::{error, info};
+
+use crate::{report::Row, run::RunConfig};
+
+/// File descriptors besides the clients' connections (runtime, stdio, admin client, ...).
+const SPARE_FILES: u64 = 64;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BENCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
+    let root = repo_root();
+    let target = root.join("target");
+    let clients = env_list("BENCH_N", &[10, 100, 1_000])?;
+    let rollouts = env_list("BENCH_M", &[10, 1_000])?;
+    let changes = env_list("BENCH_CHANGES", &[20])?
+        .first()
+        .copied()
+        .unwrap_or(20);
+    if changes == 0 {
+        bail!("BENCH_CHANGES: 0 changes measure nothing");
+    }
+    let binary = std::env::var_os("BENCH_SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target.join("release").join("sluice"));
+    let out = std::env::var_os("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target.join("bench").join("xds.json"));
+    check_open_files(clients.iter().copied().max().unwrap_or(0))?;
+
+    let mut rows = Vec::new();
+    for &n in &clients {
+        for &m in &rollouts {
+            let config = RunConfig {
+                clients: n,
+                rollouts: m,
+                changes,
+                binary: binary.clone(),
+                work_dir: control_plane::work_dir(&target),
+                // Generous: the machine is small and shared.
+                sync_timeout: Duration::from_secs(300),
+                change_timeout: Duration::from_secs(60),
+            };
+            info!(clients = n, rollouts = m, changes, "running");
+            let result = run::run(&config).await.map_err(|e| format!("{e:#}"));
+            match &result {
+                Ok(o) => info!(
+                    clients = n,
+                    rollouts = m,
+                    p50_ms = o.p50.as_secs_f64() * 1e3,
+                    p99_ms = o.p99.as_secs_f64() * 1e3,
+                    rss_mib = o.rss_bytes / (1024 * 1024),
+                    "done"
+                ),
+                Err(e) => error!(clients = n, rollouts = m, error = %e, "failed"),
+            }
+            rows.push(Row {
+                clients: n,
+                rollouts: m,
+                result,
+            });
+        }
+    }
+
+    print!("{}", report::table(&rows));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    write_json(&out, &report::json(&rows, cpus))?;
+    println!("wrote {}", out.display());
+    let failed = rows.iter().filter(|r| r.result.is_err()).count();
+    if failed > 0 {
+        bail!("{failed} of {} configurations failed", rows.len());
+    }
+    Ok(())
+}
+
+/// The workspace root: this crate lives in `bench/xds`.
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .map_or_else(|| manifest.to_path_buf(), Path::to_path_buf)
+}
+
+/// A comma-separated list of counts from the environment, or the default.
+fn env_list(name: &str, default: &[usize]) -> anyhow::Result<Vec<usize>> {
+    match std::env::var(name) {
+        Ok(value) => parse_list(&value).with_context(|| format!("{name}={value:?}")),
+        Err(std::env::VarError::NotPresent) => Ok(default.to_vec()),
+        Err(e) => Err(e).with_context(|| name.to_owned()),
+    }
+}
+
+fn parse_list(value: &str) -> anyhow::Result<Vec<usize>> {
+    let list = value
+        .split(',')
+        .map(|part| {
+            let part = part.trim().replace('_', "");
+            part.parse::<usize>()
+                .with_context(|| format!("{part:?} is not a count"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if list.is_empty() || list.contains(&0) {
+        bail!("expected positive counts, e.g. 10,100,1000");
+    }
+    Ok(list)
+}
+
+fn check_open_files(max_clients: usize) -> anyhow::Result<()> {
+    let needed = max_clients as u64 + SPARE_FILES;
+    match procfs::read_own_open_files_limit()? {
+        Some(limit) if limit < needed => bail!(
+            "{max_clients} clients need about {needed} open files, the limit is {limit}: \
+             raise it (ulimit -n {needed}) or lower BENCH_N"
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_of_counts() {
+        assert_eq!(parse_list("10, 100,1_000").unwrap(), vec![10, 100, 1_000]);
+        assert!(parse_list("10,x").is_err());
+        assert!(parse_list("0").is_err());
+        assert!(parse_list("").is_err());
+    }
+
+    #[test]
+    fn the_root_holds_the_workspace_manifest() {
+        assert!(
+            repo_root()
+                .join("bench")
+                .join("xds")
+                .join("Cargo.toml")
+                .is_file()
+        );
+    }
+}

@@ -1,1 +1,31 @@
-//! Rollout resource types (sluice.dev and Argo read-only) and their derivation into the traffic model.
+//! Rollout resource types and their derivation into the traffic model. No Kubernetes I/O.
+//!
+//! ```text
+//!  sluice.dev/v1alpha1 Rollout ─┐                       (Kubernetes adapter: + pods, service hosts)
+//!  argoproj.io/v1alpha1 Rollout ┴─► Rollout ─derive_rollout()─► sluice_model::RolloutState
+//!  rollouts file (standalone) ──parse_rollouts_file()──┘    load_state(): file → TrafficState
+//! ```
+//!
+//! - [`resource`]: the `Rollout` custom resource (Argo's names and meaning for the canary strategy
+//!   and the status, plus Sluice's `hosts`, `stickiness`, `staticEndpoints`), Argo's Rollout read
+//!   as the same types, and the CRD ([`crd`], [`crd_yaml`]).
+//! - [`derive`](derive_rollout): status + spec + endpoints → validated `RolloutState`; errors name
+//!   the rollout and the field in the document's terms (`spec.strategy.canary.steps[2]...`).
+//! - [`parse_rollouts_file`], [`load_state`]: standalone mode's multi-document YAML file.
+//!
+//! Shared by the file mode and the Kubernetes adapter, so file mode needs no cluster client.
+#![forbid(unsafe_code)]
+#![deny(warnings)]
+
+mod derive;
+mod error;
+mod file;
+pub mod resource;
+
+pub use derive::{derive_rollout, rollout_name};
+pub use error::ApiError;
+pub use file::{load_state, parse_rollouts_file};
+pub use resource::{
+    ARGO_API_VERSION, ArgoRollout, Rollout, RolloutSpec, RolloutStatus, SLUICE_API_VERSION, crd,
+    crd_yaml,
+};

@@ -100,7 +100,10 @@ mod tests {
             .at(1)
             .then("regex");
         assert_eq!(path.to_string(), "headerRoutes[0].matches[1].regex");
-        let path = FieldPath::field("versions").key("abc").then("endpoints").at(2);
+        let path = FieldPath::field("versions")
+            .key("abc")
+            .then("endpoints")
+            .at(2);
         assert_eq!(path.to_string(), r#"versions["abc"].endpoints[2]"#);
     }
 }

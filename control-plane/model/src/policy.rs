@@ -3,7 +3,9 @@
 
 use sluice_proto::v1 as pb;
 
-use crate::{HeaderMatch, HeaderRoute, MatchKind, RolloutState, RouteTarget, Stickiness, TrafficState};
+use crate::{
+    HeaderMatch, HeaderRoute, MatchKind, RolloutState, RouteTarget, Stickiness, TrafficState,
+};
 
 /// The filter policy for `state`. Rollouts come in name order and versions in hash order (the
 /// model's `BTreeMap` order), so equal states render to byte-identical protobuf and content-hash

@@ -76,13 +76,19 @@ fn the_demo_rollout_is_valid() {
     state_of(vec![demo()]).validate().expect("valid state");
 }
 
+/// A change that breaks one rule of a valid rollout.
+type Breakage = Box<dyn Fn(&mut RolloutState)>;
+
 #[test]
 fn each_rule_names_its_field() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut RolloutState)>)> = vec![
+    let cases: Vec<(&str, Breakage)> = vec![
         ("name", Box::new(|r| r.name.clear())),
         ("hosts", Box::new(|r| r.hosts.clear())),
         ("hosts[1]", Box::new(|r| r.hosts[1] = "Demo.local".into())),
-        ("hosts[1]", Box::new(|r| r.hosts[1] = "demo.local:80".into())),
+        (
+            "hosts[1]",
+            Box::new(|r| r.hosts[1] = "demo.local:80".into()),
+        ),
         ("hosts[1]", Box::new(|r| r.hosts[1] = "-demo".into())),
         ("hosts[1]", Box::new(|r| r.hosts[1] = "demo..local".into())),
         ("hosts[1]", Box::new(|r| r.hosts[1] = "demo.local".into())),
@@ -109,7 +115,10 @@ fn each_rule_names_its_field() {
         ),
         ("stableHash", Box::new(|r| r.stable_hash = "ccc".into())),
         ("stableHash", Box::new(|r| r.stable_hash = String::new())),
-        ("canaryHash", Box::new(|r| r.canary_hash = Some("ccc".into()))),
+        (
+            "canaryHash",
+            Box::new(|r| r.canary_hash = Some("ccc".into())),
+        ),
         (
             "canaryHash",
             Box::new(|r| r.canary_hash = Some("aaa111".into())),
@@ -205,7 +214,9 @@ fn a_host_may_belong_to_one_rollout_only() {
     let mut other = demo();
     other.name = "default/other".into();
     other.hosts = vec!["other.local".into(), "demo.local".into()];
-    let err = state_of(vec![demo(), other]).validate().expect_err("shared host");
+    let err = state_of(vec![demo(), other])
+        .validate()
+        .expect_err("shared host");
     assert_eq!(
         err,
         ModelError::HostInTwoRollouts {
@@ -247,7 +258,9 @@ fn version_weights_split_between_stable_and_canary() {
 #[test]
 fn overrides_change_weight_promote_and_abort() {
     let mut rollout = demo();
-    rollout.apply_override(Override::SetWeight(10_000)).expect("set");
+    rollout
+        .apply_override(Override::SetWeight(10_000))
+        .expect("set");
     assert_eq!(rollout.canary_weight_bp, 10_000);
 
     let mut aborted = demo();
@@ -432,12 +445,16 @@ prop_compose! {
 }
 
 fn arb_state() -> impl Strategy<Value = TrafficState> {
-    (arb_rollout("default/a".into()), arb_rollout("shop/b".into())).prop_map(|(a, mut b)| {
-        // Hosts are disjoint across rollouts by construction.
-        b.hosts.retain(|h| !a.hosts.contains(h));
-        b.hosts.push("b-only".into());
-        state_of(vec![a, b])
-    })
+    (
+        arb_rollout("default/a".into()),
+        arb_rollout("shop/b".into()),
+    )
+        .prop_map(|(a, mut b)| {
+            // Hosts are disjoint across rollouts by construction.
+            b.hosts.retain(|h| !a.hosts.contains(h));
+            b.hosts.push("b-only".into());
+            state_of(vec![a, b])
+        })
 }
 
 /// The rules the filter applies to a policy it receives (proto/sluice/v1/policy.proto).

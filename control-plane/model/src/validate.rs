@@ -51,7 +51,12 @@ impl RolloutState {
             problem,
         };
 
-        if self.name.is_empty() || self.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if self.name.is_empty()
+            || self
+                .name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(fail(
                 FieldPath::field("name"),
                 "must be non-empty, without spaces or control characters".into(),
@@ -130,7 +135,10 @@ impl RolloutState {
         if self.canary_weight_bp > 0 && self.canary_hash.is_none() {
             return Err(fail(
                 weight,
-                format!("{} needs a canary, and there is none", self.canary_weight_bp),
+                format!(
+                    "{} needs a canary, and there is none",
+                    self.canary_weight_bp
+                ),
             ));
         }
 
@@ -195,10 +203,9 @@ impl RolloutState {
         }
         let target = path.then("target");
         match &route.target {
-            RouteTarget::Canary if self.canary_hash.is_none() => Err((
-                target,
-                "routes to the canary, and there is none".into(),
-            )),
+            RouteTarget::Canary if self.canary_hash.is_none() => {
+                Err((target, "routes to the canary, and there is none".into()))
+            }
             RouteTarget::Canary => Ok(()),
             RouteTarget::Hash(hash) if !self.versions.contains_key(hash) => {
                 Err((target, not_a_version(hash, &self.versions)))

@@ -29,7 +29,11 @@
 //! go-control-plane does), which makes a control-plane restart cost no pushes.
 
 mod delta;
+#[cfg(test)]
+mod delta_tests;
 mod sotw;
+#[cfg(test)]
+mod sotw_tests;
 #[cfg(test)]
 mod test_support;
 

@@ -1,1 +1,304 @@
-//! TODO(owner): see crate docs.
+//! The tonic edge of ADS: it only moves messages.
+//!
+//! Each stream (state-of-the-world or delta) gets a task that waits for the first request (it
+//! carries the node), registers the proxy, specialises every snapshot for that node, and then
+//! selects over the client's requests, new snapshots from the `watch` channel (which coalesces a
+//! burst into one) and the shutdown signal — feeding all of it to the stream's protocol state
+//! machine and writing back what it returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info};
+
+use crate::protocol::{Connection, DeltaConnection, Event};
+use crate::registry::{ConnectionId, Registry};
+use crate::snapshot::Snapshot;
+
+/// Turns the shared snapshot into the one a given node should see (e.g. its own listener).
+pub type NodeSpecialise = Arc<dyn Fn(&Node, &Snapshot) -> Snapshot + Send + Sync>;
+
+/// Responses buffered per stream before the task waits for the client to read.
+const RESPONSE_BUFFER: usize = 16;
+
+/// The ADS gRPC service. Cheap to clone; all clones share the shutdown signal.
+#[derive(Clone)]
+pub struct AdsServer {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    node_specialise: NodeSpecialise,
+    registry: Registry,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl std::fmt::Debug for AdsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdsServer").finish_non_exhaustive()
+    }
+}
+
+impl AdsServer {
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        node_specialise: NodeSpecialise,
+        registry: Registry,
+    ) -> Self {
+        AdsServer {
+            snapshots,
+            node_specialise,
+            registry,
+            stop: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    /// Ends every open stream (and refuses new ones). Call it when shutting the server down:
+    /// ADS streams live forever, so a graceful shutdown would otherwise wait for them forever.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// The tonic service, to add to a `tonic::transport::Server` next to other services.
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+    }
+
+    /// Serves ADS on `listener` until `shutdown` resolves, then ends all streams and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let stopper = self.clone();
+        let signal = async move {
+            shutdown.await;
+            info!("ADS server shutting down");
+            stopper.shutdown();
+        };
+        tonic::transport::Server::builder()
+            .add_service(self.into_service())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await
+    }
+
+    fn spawn_stream<P: Protocol>(
+        &self,
+        peer: Option<SocketAddr>,
+        requests: Streaming<P::Request>,
+    ) -> ReceiverStream<Result<P::Response, Status>> {
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        tokio::spawn(run_stream::<P>(self.clone(), peer, requests, tx));
+        ReceiverStream::new(rx)
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        Ok(Response::new(
+            self.spawn_stream::<Connection>(peer, request.into_inner()),
+        ))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        Ok(Response::new(self.spawn_stream::<DeltaConnection>(
+            peer,
+            request.into_inner(),
+        )))
+    }
+}
+
+/// What the stream task needs from a protocol state machine (SotW or delta).
+trait Protocol: Send + 'static {
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: Send + 'static;
+    const DELTA: bool;
+    fn node(request: &Self::Request) -> Option<&Node>;
+    fn start(snapshot: Arc<Snapshot>) -> Self;
+    fn on_request(&mut self, request: Self::Request) -> Vec<Self::Response>;
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
+    fn take_events(&mut self) -> Vec<Event>;
+    fn is_synced(&self) -> bool;
+}
+
+impl Protocol for Connection {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const DELTA: bool = false;
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+    fn start(snapshot: Arc<Snapshot>) -> Self {
+        Connection::new(snapshot)
+    }
+    fn on_request(&mut self, request: DiscoveryRequest) -> Vec<DiscoveryResponse> {
+        Connection::on_request(self, request)
+    }
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+        Connection::on_snapshot(self, snapshot)
+    }
+    fn take_events(&mut self) -> Vec<Event> {
+        Connection::take_events(self)
+    }
+    fn is_synced(&self) -> bool {
+        Connection::is_synced(self)
+    }
+}
+
+impl Protocol for DeltaConnection {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const DELTA: bool = true;
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+    fn start(snapshot: Arc<Snapshot>) -> Self {
+        DeltaConnection::new(snapshot)
+    }
+    fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
+        self.on_delta_request(request)
+    }
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+        DeltaConnection::on_snapshot(self, snapshot)
+    }
+    fn take_events(&mut self) -> Vec<Event> {
+        DeltaConnection::take_events(self)
+    }
+    fn is_synced(&self) -> bool {
+        DeltaConnection::is_synced(self)
+    }
+}
+
+/// Removes the stream from the registry however the task ends.
+struct Registered {
+    registry: Registry,
+    id: ConnectionId,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.disconnect(self.id);
+    }
+}
+
+/// One input of the stream loop.
+enum Input<R> {
+    Request(R),
+    Snapshot(Arc<Snapshot>),
+    SnapshotsClosed,
+    End,
+}
+
+async fn run_stream<P: Protocol>(
+    server: AdsServer,
+    peer: Option<SocketAddr>,
+    mut requests: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
+) {
+    let mut stop = server.stop.subscribe();
+
+    let first = tokio::select! {
+        first = requests.message() => first,
+        () = stopped(&mut stop) => return,
+    };
+    let first = match first {
+        Ok(Some(first)) => first,
+        Ok(None) => return,
+        Err(status) => {
+            debug!(?peer, %status, "ADS stream failed before its first request");
+            return;
+        }
+    };
+    let node = P::node(&first).cloned().unwrap_or_default();
+    let node_cluster = node.cluster.clone();
+    let registry = server.registry.clone();
+    let registered = Registered {
+        id: registry.connect(&node.id, &node_cluster, peer, P::DELTA),
+        registry,
+    };
+
+    let mut snapshots = server.snapshots.clone();
+    let specialise = |snapshot: &Snapshot| Arc::new((server.node_specialise)(&node, snapshot));
+    let current = Arc::clone(&snapshots.borrow_and_update());
+    let mut connection = P::start(specialise(&current));
+    let mut snapshots_open = true;
+    // When the first not-yet-delivered snapshot reached this connection.
+    let mut push_started: Option<Instant> = None;
+    let mut input = Input::Request(first);
+
+    loop {
+        let responses = match input {
+            Input::Request(request) => connection.on_request(request),
+            Input::Snapshot(snapshot) => {
+                let arrived = Instant::now();
+                let responses = connection.on_snapshot(specialise(&snapshot));
+                if !connection.is_synced() {
+                    push_started.get_or_insert(arrived);
+                }
+                responses
+            }
+            Input::SnapshotsClosed => {
+                // Keep serving the last snapshot; there will be no newer one.
+                snapshots_open = false;
+                Vec::new()
+            }
+            Input::End => break,
+        };
+        for event in connection.take_events() {
+            if event == Event::Synced
+                && let Some(started) = push_started.take()
+            {
+                registered.registry.record_push_latency(started.elapsed());
+            }
+            registered.registry.record(registered.id, &event);
+        }
+        for response in responses {
+            if tx.send(Ok(response)).await.is_err() {
+                return; // the client went away
+            }
+        }
+        input = tokio::select! {
+            request = requests.message() => match request {
+                Ok(Some(request)) => Input::Request(request),
+                Ok(None) => Input::End,
+                Err(status) => {
+                    debug!(node_id = %node.id, %status, "ADS stream ended with an error");
+                    Input::End
+                }
+            },
+            changed = snapshots.changed(), if snapshots_open => match changed {
+                Ok(()) => Input::Snapshot(Arc::clone(&snapshots.borrow_and_update())),
+                Err(_) => Input::SnapshotsClosed,
+            },
+            () = stopped(&mut stop) => Input::End,
+        };
+    }
+    debug!(node_id = %node.id, "ADS stream closed");
+}
+
+/// Resolves once the server is shut down (or gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}

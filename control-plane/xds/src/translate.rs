@@ -24,12 +24,14 @@
 mod build;
 mod consistency;
 #[cfg(test)]
+mod envoy_check;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
 
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
-use sluice_model::{RolloutState, TrafficState};
+use sluice_model::{RolloutState, TrafficState, validate::is_valid_header_name};
 
 use crate::snapshot::{Resource, Snapshot};
 
@@ -53,6 +55,9 @@ pub enum XdsError {
     /// serving).
     #[error(transparent)]
     InvalidState(#[from] sluice_model::ModelError),
+    /// A translation option Envoy would reject.
+    #[error("translate options: {field}: {reason}")]
+    InvalidOption { field: &'static str, reason: String },
     /// A snapshot references a resource it does not contain (or holds one nothing references).
     #[error("inconsistent snapshot: {resource}: {reason}")]
     Inconsistent { resource: String, reason: String },
@@ -108,6 +113,13 @@ impl TranslateOptions {
 /// it is rejected here with the rollout and field at fault.
 pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Snapshot, XdsError> {
     state.validate()?;
+    let header = &options.routing_header;
+    if !is_valid_header_name(header) || header.starts_with(':') {
+        return Err(XdsError::InvalidOption {
+            field: "routing_header",
+            reason: format!("{header:?} is not a lower-case HTTP header name"),
+        });
+    }
     let mut snapshot = Snapshot::default();
     for rollout in state.rollouts.values() {
         for (hash, version) in &rollout.versions {

@@ -162,7 +162,11 @@ impl PushSink for Connection {
                 }
             }
         }
-        let version = set_version(desired.values().map(|r| (r.name.as_str(), r.version.as_str())));
+        let version = set_version(
+            desired
+                .values()
+                .map(|r| (r.name.as_str(), r.version.as_str())),
+        );
         let owned: BTreeMap<String, Resource> = desired
             .into_values()
             .map(|r| (r.name.clone(), r.clone()))
@@ -216,7 +220,11 @@ impl PushSink for Connection {
 /// The subscription a SotW request asks for: its `resource_names` is the complete list.
 /// `*` asks for everything; so does an empty list on LDS/CDS while the stream has only ever
 /// used that legacy wildcard form.
-fn sotw_subscription(type_url: &str, names: &[String], previous: Option<&Subscription>) -> Subscription {
+fn sotw_subscription(
+    type_url: &str,
+    names: &[String],
+    previous: Option<&Subscription>,
+) -> Subscription {
     let legacy_wildcard = names.is_empty()
         && is_wildcard_type(type_url)
         && previous.is_none_or(|p| p.wildcard && p.names.is_empty());

@@ -1,0 +1,180 @@
+"""Unit tests of the filter benchmark's pure parts: `python3 -m unittest discover -s bench`.
+
+The Envoy configs are also checked by the real Envoy (`--mode validate`) when it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import filter_bench as fb  # noqa: E402
+
+
+def _tobit(x: int) -> int:
+    """LuaJIT's bit.tobit: wrap to a signed 32-bit integer."""
+    x &= 0xFFFFFFFF
+    return x - (1 << 32) if x >= (1 << 31) else x
+
+
+def _lua_bucket_emulated(key: str) -> int:
+    """The Lua filter's bucket_of, step by step as LuaJIT evaluates it (doubles + bit ops)."""
+    h = _tobit(2166136261)
+    for byte in key.encode():
+        h = _tobit(h ^ byte)
+        shifted = _tobit(h << 24)
+        total = float(shifted) + float(h) * 403.0  # LuaJIT number arithmetic
+        assert total == int(total) and abs(total) < 2**53, "must stay exact in a double"
+        h = _tobit(int(total))
+    if h < 0:
+        h += 1 << 32
+    return h % 10000
+
+
+def _fnv1a32(data: bytes) -> int:
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+class LuaFilterTest(unittest.TestCase):
+    def test_bucket_arithmetic_is_fnv1a(self):
+        for key in ["", "a", "user-42", "x" * 100, "ünïcødé", "9" * 7]:
+            with self.subTest(key=key):
+                self.assertEqual(_lua_bucket_emulated(key), _fnv1a32(key.encode()) % 10000)
+
+    def test_rollouts_table_follows_the_policy(self):
+        table = fb.lua_rollouts_table(fb.sluice_policy())
+        self.assertIn('["demo.example"]', table)
+        self.assertIn('stable = "aaaa1111"', table)
+        self.assertIn('canary = "bbbb2222"', table)
+        self.assertIn("weight = 5000", table)
+        self.assertIn('sticky_header = "x-user-id"', table)
+        self.assertIn('{target = "bbbb2222", matches = {{name = "x-canary", kind = "exact", value = "always"}}}', table)
+
+    def test_header_route_to_a_named_hash(self):
+        policy = fb.sluice_policy()
+        policy["rollouts"][0]["headerRoutes"] = [
+            {
+                "name": "pin",
+                "matches": [{"name": "X-Pin", "prefix": "v"}, {"name": "x-on", "present": True}],
+                "hash": "aaaa1111",
+            }
+        ]
+        table = fb.lua_rollouts_table(policy)
+        self.assertIn(
+            '{target = "aaaa1111", matches = {{name = "x-pin", kind = "prefix", value = "v"}, '
+            '{name = "x-on", kind = "present"}}}',
+            table,
+        )
+
+    def test_regex_is_refused_rather_than_ignored(self):
+        policy = fb.sluice_policy()
+        policy["rollouts"][0]["headerRoutes"][0]["matches"] = [{"name": "x", "regex": "a.*"}]
+        with self.assertRaises(fb.BenchError):
+            fb.lua_rollouts_table(policy)
+
+    def test_source_has_no_placeholders_left(self):
+        source = fb.lua_filter_source(fb.sluice_policy())
+        self.assertNotIn("@", source)
+        self.assertIn('local ROUTING_HEADER = "x-sluice-hash"', source)
+        self.assertIn("handle:clearRouteCache()", source)
+
+
+class EnvoyConfigTest(unittest.TestCase):
+    def test_version_routes_come_before_the_fallback(self):
+        for variant in ("sluice", "lua"):
+            routes = fb.routes_for(variant)
+            self.assertEqual([r["name"] for r in routes], ["stable", "canary", "fallback"])
+            self.assertEqual(routes[0]["match"]["headers"][0]["string_match"]["exact"], fb.STABLE_HASH)
+            self.assertEqual(routes[1]["route"]["cluster"], fb.CANARY_CLUSTER)
+            self.assertNotIn("headers", routes[2]["match"])
+
+    def test_filters_per_variant(self):
+        names = {v: [f["name"] for f in fb.filters_for(v)] for v in fb.VARIANTS}
+        self.assertEqual(names["plain"], [])
+        self.assertEqual(names["weighted"], [])
+        self.assertEqual(names["noop-wasm"], ["envoy.filters.http.wasm"])
+        self.assertEqual(names["sluice"], ["envoy.filters.http.wasm"])
+        self.assertEqual(names["lua"], ["envoy.filters.http.lua"])
+
+    def test_sluice_gets_the_policy_as_a_string_value(self):
+        config = fb.filters_for("sluice")[0]["typed_config"]["config"]["configuration"]
+        self.assertEqual(config["@type"], "type.googleapis.com/google.protobuf.StringValue")
+        self.assertEqual(json.loads(config["value"]), fb.sluice_policy())
+
+    def test_envoy_accepts_the_configs(self):
+        try:
+            binary = fb.envoy_binary()
+        except fb.BenchError:
+            self.skipTest("no Envoy installed")
+        modules = {"noop-wasm": fb.NOOP_WASM, "sluice": fb.SLUICE_WASM}
+        for variant in fb.VARIANTS:
+            with self.subTest(variant=variant), tempfile.TemporaryDirectory() as tmp:
+                # Validate mode checks that a Wasm module's file exists.
+                if variant in modules and not modules[variant].is_file():
+                    self.skipTest(f"{modules[variant]} is not built")
+                path = Path(tmp) / "envoy.json"
+                path.write_text(json.dumps(fb.envoy_config(variant, 8080)))
+                done = subprocess.run(
+                    [binary, "--mode", "validate", "--config-path", str(path), "--disable-hot-restart", "-l", "error"],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+                self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+
+
+class SummaryTest(unittest.TestCase):
+    def test_parse_wrk_output(self):
+        out = 'Running 5s test\nBENCH_JSON {"requests":1000,"duration_us":2000000,"p50_us":10,"p99_us":99}\n'
+        summary = fb.parse_wrk_output(out)
+        self.assertEqual(summary["rps"], 500.0)
+        self.assertEqual(summary["p99_us"], 99)
+        with self.assertRaises(fb.BenchError):
+            fb.parse_wrk_output("Running 5s test\n")
+
+    def test_medians_ratios_and_goals(self):
+        def run(rps, cpu):
+            return {"rps": rps, "p50_us": rps / 10, "p99_us": rps / 5, "cpu_us_per_req": cpu}
+
+        runs = {
+            "noop-wasm": [run(100, 10), run(300, 30), run(200, 20)],
+            "lua": [run(150, 40), run(170, 40)],
+            "sluice": [run(196, 21), run(50, 90), run(999, 1)],
+            "plain": [],
+        }
+        medians = fb.summarize(runs)
+        self.assertNotIn("plain", medians)
+        self.assertEqual(medians["noop-wasm"]["rps"], 200)
+        self.assertEqual(medians["lua"]["rps"], 160)
+        self.assertEqual(medians["sluice"]["cpu_us_per_req"], 21)
+        rat = fb.ratios(medians)
+        self.assertAlmostEqual(rat["sluice/noop-wasm"]["rps"], 0.98)
+        self.assertAlmostEqual(rat["sluice/lua"]["cpu_us_per_req"], 21 / 40)
+        goal = fb.goals(rat)
+        self.assertTrue(goal["sluice/noop-wasm"]["met"])
+        self.assertTrue(goal["sluice/lua"]["met"])
+        medians["sluice"]["rps"] = 180
+        self.assertFalse(fb.goals(fb.ratios(medians))["sluice/noop-wasm"]["met"])
+        self.assertIn("NOT met", fb.format_table(medians, fb.ratios(medians), fb.goals(fb.ratios(medians))))
+
+    def test_nginx_config_keeps_everything_in_its_prefix(self):
+        conf = fb.nginx_config(Path("/tmp/x"), 1234)
+        self.assertIn("listen 127.0.0.1:1234;", conf)
+        self.assertIn('return 200 "ok";', conf)
+        self.assertIn("worker_processes 1;", conf)
+        self.assertIn("access_log off;", conf)
+        self.assertIn("client_body_temp_path /tmp/x/client_body;", conf)
+
+
+if __name__ == "__main__":
+    unittest.main()

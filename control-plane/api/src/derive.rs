@@ -1,0 +1,386 @@
+//! Derivation: one Rollout document (+ the endpoints of its versions) → one [`RolloutState`].
+//!
+//! Pure. The status says where the rollout is (Argo's controller, or Sluice's step engine, wrote
+//! it); the spec says what each step does. From both:
+//!
+//! - stable = `status.stableRS`; canary = `status.currentPodHash` when it differs from stable;
+//! - canary weight = `status.canary.weights.canary.weight` when present, else the last `setWeight`
+//!   at or before `status.currentStepIndex`; 100 % once every step is done (the canary is not yet
+//!   stable); 0 when aborted, when no `setWeight` is reached, or without a canary strategy
+//!   (blue-green: all traffic stays on stable until promotion makes the new version stable);
+//! - header routes = the `setHeaderRoute` steps reached, in order; a step with only a name removes
+//!   the route of that name; every header route targets the canary;
+//! - stickiness from `spec.strategy.canary.stickiness`, hosts from `spec.hosts` plus the caller's.
+
+use std::collections::BTreeMap;
+
+use sluice_model::{
+    FULL_WEIGHT_BP, FieldPath, HeaderMatch, HeaderRoute, MatchKind, ModelError, RolloutState,
+    RouteTarget, Segment, Stickiness, Version,
+};
+
+use crate::{
+    ApiError, Rollout,
+    resource::{CanaryStrategy, RolloutStatus, SetHeaderRoute, StickinessSpec},
+};
+
+/// Where the versions given to [`derive`] come from, to name them in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VersionSource {
+    /// The caller (e.g. the Kubernetes adapter, from pods): errors use the model's names.
+    Caller,
+    /// `spec.staticEndpoints` (standalone file mode).
+    StaticEndpoints,
+}
+
+/// The rollout's name in the traffic model: `namespace/name`, namespace defaulting to `default`.
+pub fn rollout_name(doc: &Rollout) -> Result<String, ApiError> {
+    let namespace = doc.metadata.namespace.as_deref().unwrap_or("default");
+    match doc.metadata.name.as_deref() {
+        Some(name) if !name.is_empty() => Ok(format!("{namespace}/{name}")),
+        _ => Err(ApiError::Invalid {
+            rollout: format!("{namespace}/"),
+            field: "metadata.name".into(),
+            problem: "is required".into(),
+        }),
+    }
+}
+
+/// Derives the traffic state of one rollout. `versions` are the live versions (pod-template hash →
+/// ready endpoints); the stable and canary hashes must be among them. `extra_hosts` are added to
+/// `spec.hosts` (e.g. the hosts of the rollout's services). The result is validated.
+pub fn derive_rollout(
+    doc: &Rollout,
+    versions: &BTreeMap<String, Version>,
+    extra_hosts: &[String],
+) -> Result<RolloutState, ApiError> {
+    derive(doc, versions, extra_hosts, VersionSource::Caller)
+}
+
+pub(crate) fn derive(
+    doc: &Rollout,
+    versions: &BTreeMap<String, Version>,
+    extra_hosts: &[String],
+    source: VersionSource,
+) -> Result<RolloutState, ApiError> {
+    let name = rollout_name(doc)?;
+    let invalid = |field: &str, problem: String| ApiError::Invalid {
+        rollout: name.clone(),
+        field: field.to_owned(),
+        problem,
+    };
+    let no_status = RolloutStatus::default();
+    let status = doc.status.as_ref().unwrap_or(&no_status);
+    let strategy = doc.spec.strategy.canary.as_ref();
+
+    let known = |field: &str, hash: &str| {
+        if versions.contains_key(hash) {
+            return Ok(());
+        }
+        let known: Vec<&str> = versions.keys().map(String::as_str).collect();
+        Err(invalid(
+            field,
+            match source {
+                VersionSource::StaticEndpoints => {
+                    format!("{hash:?} has no entry in spec.staticEndpoints (entries: {known:?})")
+                }
+                VersionSource::Caller => format!("{hash:?} is not a live version ({known:?})"),
+            },
+        ))
+    };
+    let stable = match status.stable_rs.as_deref() {
+        Some(hash) if !hash.is_empty() => hash,
+        _ => {
+            return Err(invalid(
+                "status.stableRS",
+                "is required: the pod-template hash of the stable version".into(),
+            ));
+        }
+    };
+    known("status.stableRS", stable)?;
+    let canary = status
+        .current_pod_hash
+        .as_deref()
+        .filter(|hash| !hash.is_empty() && *hash != stable);
+    if let Some(canary) = canary {
+        known("status.currentPodHash", canary)?;
+    }
+
+    // Check every step, reached or not, so a mistake shows before the rollout gets there.
+    let steps = strategy.map(|s| s.steps.as_slice()).unwrap_or_default();
+    let mut step_routes = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        if let Some(percent) = step.set_weight {
+            percent_to_bp(percent).map_err(|p| invalid(&step_field(i, "setWeight"), p))?;
+        }
+        if let Some(route) = &step.set_header_route {
+            step_routes.push((i, header_route(route, i).map_err(|(f, p)| invalid(&f, p))?));
+        }
+    }
+    let progress = Progress::of(steps.len(), status.current_step_index)
+        .map_err(|p| invalid("status.currentStepIndex", p))?;
+
+    let mut weight = Weight {
+        bp: 0,
+        field: "status.currentPodHash".into(),
+    };
+    // Header routes with the index of the step that set each.
+    let mut routes: Vec<(usize, HeaderRoute)> = Vec::new();
+    if canary.is_some() && !status.abort {
+        weight = canary_weight(strategy, status, progress)
+            .map_err(|(field, problem)| invalid(&field, problem))?;
+        for (step, route) in step_routes.into_iter().filter(|(i, _)| progress.reaches(*i)) {
+            apply_route_step(&mut routes, step, route);
+        }
+    }
+
+    let stickiness = match strategy.and_then(|s| s.stickiness.as_ref()) {
+        None => Stickiness::None,
+        Some(spec) => stickiness(spec).map_err(|p| invalid(STICKINESS, p))?,
+    };
+
+    let mut hosts: Vec<String> = doc.spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    for host in extra_hosts {
+        let host = host.to_ascii_lowercase();
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+
+    let route_steps: Vec<usize> = routes.iter().map(|(step, _)| *step).collect();
+    let state = RolloutState {
+        name: name.clone(),
+        hosts,
+        versions: versions.clone(),
+        stable_hash: stable.to_owned(),
+        canary_hash: canary.map(str::to_owned),
+        canary_weight_bp: weight.bp,
+        header_routes: routes.into_iter().map(|(_, route)| route).collect(),
+        stickiness,
+    };
+    let paths = PathMap {
+        spec_hosts: doc.spec.hosts.len(),
+        source,
+        weight_field: weight.field,
+        route_steps,
+    };
+    state.validate().map_err(|error| match error {
+        ModelError::InvalidField { field, problem, .. } => invalid(&paths.map(&field), problem),
+        error => ApiError::Model { error },
+    })?;
+    Ok(state)
+}
+
+const STICKINESS: &str = "spec.strategy.canary.stickiness";
+
+fn step_field(step: usize, rest: &str) -> String {
+    format!("spec.strategy.canary.steps[{step}].{rest}")
+}
+
+/// Argo weights are percent; the model's are basis points.
+fn percent_to_bp(percent: i32) -> Result<u32, String> {
+    match u32::try_from(percent) {
+        Ok(p) if p * 100 <= FULL_WEIGHT_BP => Ok(p * 100),
+        _ => Err(format!("{percent} is outside 0..=100 (percent)")),
+    }
+}
+
+/// Where the rollout is in its steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// This many steps are reached: those before `currentStepIndex` and the one at it (in
+    /// progress).
+    Reached(usize),
+    /// `currentStepIndex` is past the last step.
+    AllDone,
+}
+
+impl Progress {
+    fn of(steps: usize, current: Option<i32>) -> Result<Progress, String> {
+        let current = current.unwrap_or(0);
+        let current = usize::try_from(current).map_err(|_| format!("{current} is negative"))?;
+        Ok(if current >= steps {
+            Progress::AllDone
+        } else {
+            Progress::Reached(current + 1)
+        })
+    }
+
+    /// Whether the step at `index` is reached.
+    fn reaches(self, index: usize) -> bool {
+        match self {
+            Progress::AllDone => true,
+            Progress::Reached(count) => index < count,
+        }
+    }
+}
+
+/// The canary weight and the field it was read from.
+struct Weight {
+    bp: u32,
+    field: String,
+}
+
+fn canary_weight(
+    strategy: Option<&CanaryStrategy>,
+    status: &RolloutStatus,
+    progress: Progress,
+) -> Result<Weight, (String, String)> {
+    if let Some(weights) = status.canary.as_ref().and_then(|c| c.weights.as_ref()) {
+        let field = "status.canary.weights.canary.weight".to_owned();
+        let bp = percent_to_bp(weights.canary.weight).map_err(|p| (field.clone(), p))?;
+        return Ok(Weight { bp, field });
+    }
+    let Some(strategy) = strategy else {
+        return Ok(Weight {
+            bp: 0,
+            field: "spec.strategy".into(),
+        });
+    };
+    let reached = match progress {
+        Progress::AllDone => {
+            return Ok(Weight {
+                bp: FULL_WEIGHT_BP,
+                field: "status.currentStepIndex".into(),
+            });
+        }
+        Progress::Reached(count) => &strategy.steps[..count.min(strategy.steps.len())],
+    };
+    let last_set = reached
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, step)| step.set_weight.map(|percent| (i, percent)));
+    match last_set {
+        None => Ok(Weight {
+            bp: 0,
+            field: "status.currentStepIndex".into(),
+        }),
+        Some((i, percent)) => {
+            let field = step_field(i, "setWeight");
+            let bp = percent_to_bp(percent).map_err(|p| (field.clone(), p))?;
+            Ok(Weight { bp, field })
+        }
+    }
+}
+
+/// What one `setHeaderRoute` step does.
+enum RouteStep {
+    /// Add the route, or replace the route of the same name in place.
+    Set(HeaderRoute),
+    /// A step with only a name removes the route of that name.
+    Remove(String),
+}
+
+fn header_route(step: &SetHeaderRoute, index: usize) -> Result<RouteStep, (String, String)> {
+    let field = |rest: &str| step_field(index, &format!("setHeaderRoute{rest}"));
+    if step.name.is_empty() {
+        return Err((field(".name"), "is required".into()));
+    }
+    if step.matches.is_empty() {
+        return Ok(RouteStep::Remove(step.name.clone()));
+    }
+    let mut matches = Vec::with_capacity(step.matches.len());
+    for (j, m) in step.matches.iter().enumerate() {
+        let value = &m.header_value;
+        let kind = match (&value.exact, &value.prefix, &value.regex) {
+            (Some(exact), None, None) => MatchKind::Exact(exact.clone()),
+            (None, Some(prefix), None) => MatchKind::Prefix(prefix.clone()),
+            (None, None, Some(regex)) => MatchKind::Regex(regex.clone()),
+            _ => {
+                return Err((
+                    field(&format!(".match[{j}].headerValue")),
+                    "set exactly one of exact, prefix or regex".into(),
+                ));
+            }
+        };
+        matches.push(HeaderMatch {
+            name: m.header_name.to_ascii_lowercase(),
+            kind,
+        });
+    }
+    Ok(RouteStep::Set(HeaderRoute {
+        name: step.name.clone(),
+        matches,
+        target: RouteTarget::Canary,
+    }))
+}
+
+fn apply_route_step(routes: &mut Vec<(usize, HeaderRoute)>, step: usize, action: RouteStep) {
+    match action {
+        RouteStep::Set(route) => match routes.iter_mut().find(|(_, r)| r.name == route.name) {
+            Some(slot) => *slot = (step, route),
+            None => routes.push((step, route)),
+        },
+        RouteStep::Remove(name) => routes.retain(|(_, r)| r.name != name),
+    }
+}
+
+fn stickiness(spec: &StickinessSpec) -> Result<Stickiness, String> {
+    match (&spec.header, &spec.cookie) {
+        (Some(header), None) => Ok(Stickiness::Header(header.to_ascii_lowercase())),
+        (None, Some(cookie)) => Ok(Stickiness::Cookie {
+            name: cookie.name.clone(),
+            max_age_seconds: cookie.max_age_seconds.unwrap_or(0),
+        }),
+        _ => Err("set exactly one of header or cookie".into()),
+    }
+}
+
+/// Maps a model field path back onto the document the state was derived from.
+struct PathMap {
+    spec_hosts: usize,
+    source: VersionSource,
+    weight_field: String,
+    route_steps: Vec<usize>,
+}
+
+impl PathMap {
+    fn map(&self, path: &FieldPath) -> String {
+        use Segment::{Field, Index, Key};
+        match path.0.as_slice() {
+            [Field("name")] => "metadata.name".into(),
+            [Field("hosts")] => "spec.hosts".into(),
+            [Field("hosts"), Index(i)] if *i < self.spec_hosts => format!("spec.hosts[{i}]"),
+            [Field("versions"), Key(hash), rest @ ..]
+                if self.source == VersionSource::StaticEndpoints =>
+            {
+                match rest {
+                    [Field("endpoints"), Index(i)] => {
+                        format!("spec.staticEndpoints[{hash:?}][{i}]")
+                    }
+                    _ => format!("spec.staticEndpoints[{hash:?}]"),
+                }
+            }
+            [Field("versions")] if self.source == VersionSource::StaticEndpoints => {
+                "spec.staticEndpoints".into()
+            }
+            [Field("stableHash")] => "status.stableRS".into(),
+            [Field("canaryHash")] => "status.currentPodHash".into(),
+            [Field("canaryWeightBp")] => self.weight_field.clone(),
+            [Field("headerRoutes"), Index(i), rest @ ..] if *i < self.route_steps.len() => {
+                let step = self.route_steps[*i];
+                let tail = match rest {
+                    [Field("matches"), Index(j), Field("name")] => {
+                        format!(".match[{j}].headerName")
+                    }
+                    [Field("matches"), Index(j), Field(kind)] => {
+                        format!(".match[{j}].headerValue.{kind}")
+                    }
+                    [Field("matches"), ..] => ".match".into(),
+                    _ => ".name".into(),
+                };
+                step_field(step, &format!("setHeaderRoute{tail}"))
+            }
+            [Field("stickiness"), Field("header")] => format!("{STICKINESS}.header"),
+            [Field("stickiness"), Field("cookie"), Field("name")] => {
+                format!("{STICKINESS}.cookie.name")
+            }
+            _ => path.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "derive_tests.rs"]
+mod tests;

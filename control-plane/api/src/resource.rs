@@ -1,0 +1,453 @@
+//! The Rollout resource: Sluice's own `sluice.dev/v1alpha1` custom resource, and Argo Rollouts'
+//! `argoproj.io/v1alpha1` Rollout, which Sluice reads (never writes) in observe mode.
+//!
+//! Both share one spec and one status type: Sluice keeps Argo's names and meaning for the canary
+//! strategy and the status, so migrating is mostly changing `apiVersion`. Fields Sluice does not use
+//! (traffic routing plugins, analysis, experiments, blue-green ...) are ignored when parsing, as
+//! Kubernetes ignores unknown fields; Sluice's additions (`hosts`, `staticEndpoints`,
+//! `strategy.canary.stickiness`) are all optional.
+
+use std::{borrow::Cow, collections::BTreeMap};
+
+use k8s_openapi::{
+    api::core::v1::PodTemplateSpec,
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta, Time},
+        util::intstr::IntOrString,
+    },
+};
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+
+/// The API group and version of Sluice's Rollout.
+pub const SLUICE_API_VERSION: &str = "sluice.dev/v1alpha1";
+/// The API group and version of Argo Rollouts' Rollout.
+pub const ARGO_API_VERSION: &str = "argoproj.io/v1alpha1";
+
+/// A service under progressive delivery: its pods (as an Argo Rollout's `replicas`, `selector`,
+/// `template`), the canary steps, and the hosts whose traffic Sluice splits between versions.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "Rollout",
+    namespaced,
+    status = "RolloutStatus",
+    shortname = "sro",
+    derive = "PartialEq",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Step", type_ = "integer", json_path = ".status.currentStepIndex"),
+    printcolumn(
+        name = "Canary weight",
+        type_ = "integer",
+        json_path = ".status.canary.weights.canary.weight"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Selects the pods of this rollout (all versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// The pod template; its hash labels each version's pods (`rollouts-pod-template-hash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<PodTemplateSpec>,
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Sluice: hosts (lower-case, without port) whose requests this rollout routes, besides those
+    /// of its services.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Sluice, standalone mode only: the endpoints (`ip:port`) of each version, by pod-template
+    /// hash. In Kubernetes the endpoints are the ready pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub static_endpoints: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStrategy {
+    /// The canary strategy. Without it (e.g. Argo's blue-green) Sluice sends all traffic to stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStrategy>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStrategy {
+    /// The service that selects only the canary's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_service: Option<String>,
+    /// The service that selects only the stable pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_service: Option<String>,
+    /// The steps of the canary, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<CanaryStep>,
+    /// Sluice: how a client is kept on one version across requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness: Option<StickinessSpec>,
+}
+
+/// One step of a canary. Argo sets one field per step; a step with several is applied field by
+/// field (header route, then weight), as Argo does.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStep {
+    /// Canary share in percent, 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_weight: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_header_route: Option<SetHeaderRoute>,
+    /// Parsed for compatibility; Sluice does not mirror traffic yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_mirror_route: Option<SetMirrorRoute>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStep {
+    /// How long to pause: seconds, or a duration string such as "30s", "5m", "1h". Absent: until
+    /// resumed by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<IntOrString>,
+}
+
+/// Sends requests whose headers match to the canary (Argo: `setHeaderRoute`). A step with only a
+/// name removes the route of that name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetHeaderRoute {
+    #[serde(default)]
+    pub name: String,
+    /// All must match (AND).
+    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HeaderRoutingMatch>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderRoutingMatch {
+    pub header_name: String,
+    pub header_value: StringMatch,
+}
+
+/// Exactly one of `exact`, `prefix`, `regex`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StringMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Must match the whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Argo's `setMirrorRoute`: parsed, not used for routing yet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetMirrorRoute {
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RouteMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, StringMatch>,
+}
+
+/// Sluice: exactly one of `header` or `cookie`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StickinessSpec {
+    /// The value of this request header is the sticky key (e.g. `x-user-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie holds the sticky key; Sluice sets it when a client has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<CookieStickinessSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CookieStickinessSpec {
+    pub name: String,
+    /// Max-Age of the cookie; absent or 0 makes it a session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u32>,
+}
+
+/// Argo Rollouts' status fields that Sluice reads (and, for its own Rollout, writes).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Progressing, Paused, Healthy or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Pod-template hash of the stable version.
+    #[serde(rename = "stableRS", default, skip_serializing_if = "Option::is_none")]
+    pub stable_rs: Option<String>,
+    /// Pod-template hash of the version being rolled out (equal to `stableRS` when none is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_pod_hash: Option<String>,
+    /// Index of the canary step in progress; equal to the number of steps when all are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_index: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+    /// The rollout was aborted: all traffic goes back to stable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abort: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<RolloutCondition>,
+    /// The `metadata.generation` this status is about (a string, as in Argo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// The traffic weights currently applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<TrafficWeights>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficWeights {
+    pub canary: WeightDestination,
+    pub stable: WeightDestination,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightDestination {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Percent, 0 to 100.
+    pub weight: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutCondition {
+    /// e.g. Progressing, Available, Paused, Healthy, InvalidSpec.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+}
+
+/// An Argo Rollouts `argoproj.io/v1alpha1` Rollout, read-only. Same spec and status types as
+/// Sluice's [`Rollout`]; [`From`] converts between them.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ArgoRollout {
+    pub metadata: ObjectMeta,
+    pub spec: RolloutSpec,
+    #[serde(default)]
+    pub status: Option<RolloutStatus>,
+}
+
+impl Serialize for ArgoRollout {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Repr<'a> {
+            api_version: &'static str,
+            kind: &'static str,
+            metadata: &'a ObjectMeta,
+            spec: &'a RolloutSpec,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            status: Option<&'a RolloutStatus>,
+        }
+        Repr {
+            api_version: ARGO_API_VERSION,
+            kind: "Rollout",
+            metadata: &self.metadata,
+            spec: &self.spec,
+            status: self.status.as_ref(),
+        }
+        .serialize(ser)
+    }
+}
+
+// So the Kubernetes adapter can watch Argo Rollouts with kube's `Api<ArgoRollout>`.
+impl kube::Resource for ArgoRollout {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Rollout".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "argoproj.io".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1alpha1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "rollouts".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl From<ArgoRollout> for Rollout {
+    fn from(argo: ArgoRollout) -> Self {
+        Rollout {
+            metadata: argo.metadata,
+            spec: argo.spec,
+            status: argo.status,
+        }
+    }
+}
+
+impl PauseStep {
+    /// The pause in seconds: `None` for an indefinite pause, an error for a duration that is not
+    /// a non-negative integer or a string like "90s", "5m", "1h30m" (units h, m, s, ms).
+    pub fn duration_seconds(&self) -> Result<Option<f64>, String> {
+        match &self.duration {
+            None => Ok(None),
+            Some(IntOrString::Int(seconds)) if *seconds >= 0 => Ok(Some(f64::from(*seconds))),
+            Some(IntOrString::Int(seconds)) => Err(format!("{seconds} is negative")),
+            Some(IntOrString::String(text)) => parse_duration(text).map(Some),
+        }
+    }
+}
+
+/// A Go-style duration without sign: one or more `<number><unit>`, units `h`, `m`, `s`, `ms`.
+fn parse_duration(text: &str) -> Result<f64, String> {
+    let bad = || format!("{text:?} is not a duration like \"30s\", \"5m\" or \"1h30m\"");
+    let mut rest = text;
+    let mut total = 0.0;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return Err(bad()),
+        };
+        total += number * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// The CustomResourceDefinition of Sluice's Rollout.
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
+{
+    Rollout::crd()
+}
+
+/// The CustomResourceDefinition as YAML, as `sluice crdgen` prints it.
+pub fn crd_yaml() -> Result<String, ApiError> {
+    serde_yaml::to_string(&crd()).map_err(|error| ApiError::CrdYaml { error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_durations_parse_as_argo_writes_them() {
+        let pause = |d: Option<IntOrString>| PauseStep { duration: d };
+        assert_eq!(pause(None).duration_seconds(), Ok(None));
+        assert_eq!(pause(Some(IntOrString::Int(15))).duration_seconds(), Ok(Some(15.0)));
+        for (text, seconds) in [("10s", 10.0), ("1m", 60.0), ("1h30m", 5400.0), ("500ms", 0.5)] {
+            assert_eq!(
+                pause(Some(IntOrString::String(text.into()))).duration_seconds(),
+                Ok(Some(seconds)),
+                "{text}"
+            );
+        }
+        for text in ["", "10", "s", "10x", "-1s", "1.2.3s"] {
+            assert!(
+                pause(Some(IntOrString::String(text.into())))
+                    .duration_seconds()
+                    .is_err(),
+                "{text}"
+            );
+        }
+        assert!(pause(Some(IntOrString::Int(-1))).duration_seconds().is_err());
+    }
+
+    #[test]
+    fn the_crd_is_namespaced_with_status_and_camel_case_fields() {
+        let crd = crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("rollouts.sluice.dev"));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["sro".to_owned()]));
+        let yaml = crd_yaml().expect("renders");
+        for field in [
+            "staticEndpoints",
+            "canaryService",
+            "setHeaderRoute",
+            "headerValue",
+            "stableRS",
+            "currentPodHash",
+            "currentStepIndex",
+            "maxAgeSeconds",
+        ] {
+            assert!(yaml.contains(field), "CRD lacks {field}");
+        }
+        let version = &crd.spec.versions[0];
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    }
+
+    #[test]
+    fn argo_rollouts_serialize_with_their_own_api_version() {
+        let argo = ArgoRollout::default();
+        let yaml = serde_yaml::to_string(&argo).expect("serializes");
+        assert!(yaml.starts_with("apiVersion: argoproj.io/v1alpha1\nkind: Rollout\n"), "{yaml}");
+        let sluice = serde_yaml::to_string(&Rollout::from(argo)).expect("serializes");
+        assert!(sluice.starts_with("apiVersion: sluice.dev/v1alpha1\nkind: Rollout\n"), "{sluice}");
+    }
+}

@@ -1,0 +1,238 @@
+//! Incremental (delta) ADS: responses carry only the resources whose version changed for this
+//! client, plus the names of removed ones.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+};
+use tracing::{debug, warn};
+
+use super::{
+    Event, Nonces, PushSink, Subscription, is_wildcard_type, known_type,
+    missing_endpoint_subscriptions, plan, set_version, to_pb_any,
+};
+use crate::snapshot::Snapshot;
+use crate::type_url::{CLUSTER, ENDPOINT};
+
+/// One subscribed type on a delta stream.
+#[derive(Debug, Default)]
+struct TypeState {
+    subscription: Subscription,
+    /// What the client holds, name → version: its `initial_resource_versions`, then our responses.
+    held: BTreeMap<String, String>,
+    /// At least one response was sent: the first one goes out even when empty, because Envoy
+    /// waits for it before finishing initialisation.
+    responded: bool,
+    nonce: Option<String>,
+    outstanding: bool,
+    /// Content version of `held` after the last response (what the registry shows).
+    sent_version: Option<String>,
+    acked_version: Option<String>,
+}
+
+/// The state machine of one delta ADS stream.
+///
+/// The server gives it a snapshot already specialised for the stream's node.
+#[derive(Debug)]
+pub struct DeltaConnection {
+    snapshot: Arc<Snapshot>,
+    types: BTreeMap<&'static str, TypeState>,
+    nonces: Nonces,
+    responses: Vec<DeltaDiscoveryResponse>,
+    events: Vec<Event>,
+    synced: bool,
+}
+
+impl DeltaConnection {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        DeltaConnection {
+            snapshot,
+            types: BTreeMap::new(),
+            nonces: Nonces::default(),
+            responses: Vec::new(),
+            events: Vec::new(),
+            synced: true,
+        }
+    }
+
+    /// Handles one request: subscription changes (always applied — they are incremental) and
+    /// the ACK or NACK of the nonce it carries (ignored when stale).
+    pub fn on_delta_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        let Some(type_url) = known_type(&request.type_url) else {
+            warn!(type_url = %request.type_url, "delta request for a type Sluice does not serve; ignored");
+            self.events.push(Event::UnknownType {
+                type_url: request.type_url,
+            });
+            return Vec::new();
+        };
+        let first = !self.types.contains_key(type_url);
+        let state = self.types.entry(type_url).or_default();
+
+        if first {
+            state.held = request.initial_resource_versions.into_iter().collect();
+            state.subscription.wildcard =
+                request.resource_names_subscribe.is_empty() && is_wildcard_type(type_url);
+        } else if !request.response_nonce.is_empty() {
+            if state.outstanding && state.nonce.as_deref() == Some(request.response_nonce.as_str())
+            {
+                state.outstanding = false;
+                let version = state.sent_version.clone().unwrap_or_default();
+                match request.error_detail {
+                    Some(status) => {
+                        warn!(type_url, version, error = %status.message, "delta NACK");
+                        self.events.push(Event::Nacked {
+                            type_url,
+                            version,
+                            error_detail: status.message,
+                        });
+                    }
+                    None => {
+                        debug!(type_url, version, "delta ACK");
+                        state.acked_version = Some(version.clone());
+                        self.events.push(Event::Acked { type_url, version });
+                    }
+                }
+            } else {
+                debug!(type_url, nonce = %request.response_nonce, "stale delta nonce");
+            }
+        }
+
+        for name in request.resource_names_subscribe {
+            if name == "*" {
+                state.subscription.wildcard = true;
+            } else {
+                state.subscription.names.insert(name);
+            }
+        }
+        for name in request.resource_names_unsubscribe {
+            if name == "*" {
+                state.subscription.wildcard = false;
+            } else {
+                // The client drops it; if still covered by a wildcard it is sent again.
+                state.subscription.names.remove(&name);
+                state.held.remove(&name);
+            }
+        }
+        self.flush()
+    }
+
+    /// A new snapshot (already specialised for this node): push what changed, make-before-break.
+    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+        self.snapshot = snapshot;
+        self.flush()
+    }
+
+    /// Events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Every response is answered and nothing of the current snapshot is held back.
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    fn flush(&mut self) -> Vec<DeltaDiscoveryResponse> {
+        let snapshot = Arc::clone(&self.snapshot);
+        let complete = plan(self, &snapshot);
+        let synced = complete && !self.types.values().any(|t| t.outstanding);
+        if synced && !self.synced {
+            self.events.push(Event::Synced);
+        }
+        self.synced = synced;
+        std::mem::take(&mut self.responses)
+    }
+}
+
+impl PushSink for DeltaConnection {
+    fn offer(&mut self, type_url: &'static str, target: &Snapshot, keep_removed: bool) {
+        let Some(state) = self.types.get_mut(type_url) else {
+            return; // not subscribed (yet)
+        };
+        let changed: Vec<DeltaResource> = target
+            .of_type(type_url)
+            .filter(|r| state.subscription.contains(&r.name))
+            .filter(|r| state.held.get(&r.name) != Some(&r.version))
+            .map(|r| DeltaResource {
+                name: r.name.clone(),
+                version: r.version.clone(),
+                resource: Some(to_pb_any(r)),
+                ..Default::default()
+            })
+            .collect();
+        // Phase 1 removes nothing: a route may still point at a cluster being removed.
+        let removed: Vec<String> = if keep_removed {
+            Vec::new()
+        } else {
+            state
+                .held
+                .keys()
+                .filter(|name| {
+                    target.get(type_url, name).is_none() || !state.subscription.contains(name)
+                })
+                .cloned()
+                .collect()
+        };
+        if changed.is_empty() && removed.is_empty() && state.responded {
+            return;
+        }
+        for resource in &changed {
+            state
+                .held
+                .insert(resource.name.clone(), resource.version.clone());
+        }
+        for name in &removed {
+            state.held.remove(name);
+        }
+        let version = set_version(state.held.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let nonce = self.nonces.next();
+        debug!(
+            type_url,
+            version,
+            nonce,
+            changed = changed.len(),
+            removed = removed.len(),
+            "delta push"
+        );
+        self.events.push(Event::Sent {
+            type_url,
+            version: version.clone(),
+            resources: changed.len(),
+        });
+        self.responses.push(DeltaDiscoveryResponse {
+            system_version_info: version.clone(),
+            resources: changed,
+            type_url: type_url.to_string(),
+            removed_resources: removed,
+            nonce: nonce.clone(),
+            ..Default::default()
+        });
+        state.responded = true;
+        state.sent_version = Some(version);
+        state.nonce = Some(nonce);
+        state.outstanding = true;
+    }
+
+    fn outstanding(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|t| t.outstanding)
+    }
+
+    fn awaiting_endpoint_subscription(&self, target: &Snapshot) -> bool {
+        let (Some(cds), Some(eds)) = (self.types.get(CLUSTER), self.types.get(ENDPOINT)) else {
+            return false;
+        };
+        if cds.acked_version != cds.sent_version {
+            return false; // NACKed: the client may not hold the clusters at all
+        }
+        missing_endpoint_subscriptions(
+            cds.held.keys().map(String::as_str),
+            &eds.subscription,
+            target,
+        )
+    }
+}

@@ -1,0 +1,275 @@
+//! Delta protocol, driven message by message.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
+use envoy_types::pb::google::rpc::Status;
+
+use super::test_support::{FILTER_NAME, ROUTE_NAME, node, snapshot};
+use super::{DeltaConnection, Event};
+use crate::type_url::{CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE};
+
+fn subscribe(type_url: &str, names: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        node: Some(node()),
+        type_url: type_url.into(),
+        resource_names_subscribe: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn ack(response: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: response.type_url.clone(),
+        response_nonce: response.nonce.clone(),
+        ..Default::default()
+    }
+}
+
+fn nack(response: &DeltaDiscoveryResponse, error: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        error_detail: Some(Status {
+            code: 3,
+            message: error.into(),
+            details: Vec::new(),
+        }),
+        ..ack(response)
+    }
+}
+
+fn changed(response: &DeltaDiscoveryResponse) -> Vec<(&str, &str)> {
+    response
+        .resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.version.as_str()))
+        .collect()
+}
+
+fn types(responses: &[DeltaDiscoveryResponse]) -> Vec<&str> {
+    responses.iter().map(|r| r.type_url.as_str()).collect()
+}
+
+fn one(mut responses: Vec<DeltaDiscoveryResponse>, type_url: &str) -> DeltaDiscoveryResponse {
+    assert_eq!(types(&responses), [type_url]);
+    responses.remove(0)
+}
+
+/// Plays Envoy's delta start-up until every type is ACKed; returns the connection.
+fn establish(clusters: &[&str], port: u32) -> DeltaConnection {
+    let mut conn = DeltaConnection::new(snapshot(clusters, port, "r1"));
+    let cds = one(conn.on_delta_request(subscribe(CLUSTER, &[])), CLUSTER);
+    assert!(conn.on_delta_request(subscribe(LISTENER, &[])).is_empty());
+    let eds = one(
+        conn.on_delta_request(subscribe(ENDPOINT, clusters)),
+        ENDPOINT,
+    );
+    assert!(conn.on_delta_request(ack(&cds)).is_empty());
+    let lds = one(conn.on_delta_request(ack(&eds)), LISTENER);
+    let rds = one(
+        conn.on_delta_request(subscribe(ROUTE, &[ROUTE_NAME])),
+        ROUTE,
+    );
+    let ecds = one(
+        conn.on_delta_request(subscribe(EXTENSION_CONFIG, &[FILTER_NAME])),
+        EXTENSION_CONFIG,
+    );
+    for response in [lds, rds, ecds] {
+        assert!(conn.on_delta_request(ack(&response)).is_empty());
+    }
+    assert!(conn.is_synced());
+    conn.take_events();
+    conn
+}
+
+#[test]
+fn wildcard_and_named_subscriptions_get_their_resources_with_versions() {
+    let snap = snapshot(&["a", "b"], 8080, "r1");
+    let mut conn = DeltaConnection::new(Arc::clone(&snap));
+    let cds = one(conn.on_delta_request(subscribe(CLUSTER, &[])), CLUSTER);
+    let expected: Vec<(&str, &str)> = snap
+        .of_type(CLUSTER)
+        .map(|r| (r.name.as_str(), r.version.as_str()))
+        .collect();
+    assert_eq!(changed(&cds), expected);
+    assert!(cds.removed_resources.is_empty());
+    assert!(!cds.nonce.is_empty());
+    conn.on_delta_request(ack(&cds));
+    let eds = one(conn.on_delta_request(subscribe(ENDPOINT, &["b"])), ENDPOINT);
+    assert_eq!(
+        changed(&eds),
+        [("b", snap.get(ENDPOINT, "b").expect("b").version.as_str())]
+    );
+}
+
+#[test]
+fn initial_resource_versions_are_not_resent_but_the_first_response_always_goes_out() {
+    let snap = snapshot(&["a", "b"], 8080, "r1");
+    let mut conn = DeltaConnection::new(Arc::clone(&snap));
+    let mut request = subscribe(CLUSTER, &[]);
+    for r in snap.of_type(CLUSTER) {
+        request
+            .initial_resource_versions
+            .insert(r.name.clone(), r.version.clone());
+    }
+    request
+        .initial_resource_versions
+        .insert("gone".into(), "v0".into());
+    let cds = one(conn.on_delta_request(request), CLUSTER);
+    assert!(changed(&cds).is_empty());
+    // The client holds a cluster that no longer exists: its removal is phase 3, once the first
+    // (phase 1) response is answered; no routes are subscribed, so nothing else waits.
+    assert!(cds.removed_resources.is_empty());
+    let cds = one(conn.on_delta_request(ack(&cds)), CLUSTER);
+    assert_eq!(cds.removed_resources, ["gone"]);
+
+    let mut conn = DeltaConnection::new(Arc::clone(&snap));
+    let mut request = subscribe(CLUSTER, &[]);
+    request
+        .initial_resource_versions
+        .insert("a".into(), "stale".into());
+    let cds = one(conn.on_delta_request(request), CLUSTER);
+    assert_eq!(
+        changed(&cds).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+}
+
+#[test]
+fn subscribe_and_unsubscribe_names() {
+    let snap = snapshot(&["a", "b", "c"], 8080, "r1");
+    let mut conn = DeltaConnection::new(snap);
+    let eds = one(conn.on_delta_request(subscribe(ENDPOINT, &["a"])), ENDPOINT);
+    let mut more = ack(&eds);
+    more.resource_names_subscribe = vec!["c".into()];
+    let eds = one(conn.on_delta_request(more), ENDPOINT);
+    assert_eq!(
+        changed(&eds).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["c"]
+    );
+    let mut less = ack(&eds);
+    less.resource_names_unsubscribe = vec!["a".into()];
+    assert!(
+        conn.on_delta_request(less).is_empty(),
+        "the client drops it itself"
+    );
+}
+
+#[test]
+fn only_changed_resources_are_sent_and_removals_wait_for_routes() {
+    let mut conn = establish(&["a", "b"], 8080);
+    // b removed, a's endpoints changed: phase 1 sends a's endpoints only, removes nothing.
+    let next = snapshot(&["a"], 9090, "r1");
+    let eds = one(conn.on_snapshot(Arc::clone(&next)), ENDPOINT);
+    assert_eq!(
+        changed(&eds),
+        [("a", next.get(ENDPOINT, "a").expect("a").version.as_str())]
+    );
+    assert!(eds.removed_resources.is_empty());
+    let rds = one(conn.on_delta_request(ack(&eds)), ROUTE);
+    let responses = conn.on_delta_request(ack(&rds));
+    assert_eq!(types(&responses), [CLUSTER, ENDPOINT]);
+    for response in &responses {
+        assert!(response.resources.is_empty());
+        assert_eq!(response.removed_resources, ["b"]);
+    }
+}
+
+#[test]
+fn nack_is_recorded_and_not_resent() {
+    let mut conn = establish(&["a"], 8080);
+    let bad = snapshot(&["a"], 8080, "bad");
+    let rds = one(conn.on_snapshot(Arc::clone(&bad)), ROUTE);
+    conn.take_events();
+    assert!(
+        conn.on_delta_request(nack(&rds, "invalid route"))
+            .is_empty()
+    );
+    let events = conn.take_events();
+    assert!(matches!(
+        &events[0],
+        Event::Nacked { type_url, error_detail, .. } if *type_url == ROUTE && error_detail == "invalid route"
+    ));
+    assert!(conn.on_snapshot(bad).is_empty());
+    let fixed = snapshot(&["a"], 8080, "r2");
+    let rds = one(conn.on_snapshot(Arc::clone(&fixed)), ROUTE);
+    assert_eq!(
+        changed(&rds),
+        [(
+            ROUTE_NAME,
+            fixed
+                .get(ROUTE, ROUTE_NAME)
+                .expect("route")
+                .version
+                .as_str()
+        )]
+    );
+}
+
+#[test]
+fn stale_nonce_is_not_an_ack_but_its_subscription_changes_apply() {
+    let mut conn = DeltaConnection::new(snapshot(&["a", "b"], 8080, "r1"));
+    let first = one(conn.on_delta_request(subscribe(ENDPOINT, &["a"])), ENDPOINT);
+    let second = one(
+        conn.on_snapshot(snapshot(&["a", "b"], 9090, "r1")),
+        ENDPOINT,
+    );
+    conn.take_events();
+    let mut late = ack(&first);
+    late.resource_names_subscribe = vec!["b".into()];
+    let responses = conn.on_delta_request(late);
+    assert_eq!(
+        changed(&one(responses, ENDPOINT))
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>(),
+        ["b"]
+    );
+    assert!(
+        !conn
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::Acked { .. }))
+    );
+    assert!(conn.on_delta_request(ack(&second)).is_empty());
+}
+
+#[test]
+fn added_cluster_is_warmed_before_routes() {
+    let mut conn = establish(&["a"], 8080);
+    let cds = one(conn.on_snapshot(snapshot(&["a", "c"], 8080, "r1")), CLUSTER);
+    assert_eq!(
+        changed(&cds).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["c"]
+    );
+    assert!(
+        conn.on_delta_request(ack(&cds)).is_empty(),
+        "waits for c's endpoints subscription"
+    );
+    let mut sub = DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        ..Default::default()
+    };
+    sub.resource_names_subscribe = vec!["c".into()];
+    let eds = one(conn.on_delta_request(sub), ENDPOINT);
+    let rds = one(conn.on_delta_request(ack(&eds)), ROUTE);
+    conn.take_events();
+    assert!(conn.on_delta_request(ack(&rds)).is_empty());
+    assert_eq!(conn.take_events().last(), Some(&Event::Synced));
+}
+
+#[test]
+fn unknown_type_is_reported() {
+    let mut conn = DeltaConnection::new(snapshot(&["a"], 8080, "r1"));
+    assert!(
+        conn.on_delta_request(subscribe("type.googleapis.com/x.Y", &[]))
+            .is_empty()
+    );
+    assert_eq!(
+        conn.take_events(),
+        [Event::UnknownType {
+            type_url: "type.googleapis.com/x.Y".into()
+        }]
+    );
+}

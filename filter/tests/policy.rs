@@ -1,0 +1,277 @@
+//! Policy decoding (JSON and protobuf), validation errors and the compiled form.
+#![allow(clippy::unwrap_used)]
+
+use prost::Message;
+use serde_json::{Value, json};
+use sluice_filter::policy::{MatchKind, Sticky};
+use sluice_filter::{CompiledPolicy, PolicyError};
+use sluice_proto::v1 as pb;
+
+fn base() -> Value {
+    json!({
+        "rollouts": [{
+            "name": "default/demo",
+            "hosts": ["demo.local", "Demo.Example:8080"],
+            "versions": ["aaa", "bbb", "ccc"],
+            "stableHash": "aaa",
+            "canaryHash": "bbb",
+            "canaryWeightBp": 2500,
+            "headerRoutes": [
+                {"name": "testers", "matches": [{"name": "X-Canary", "exact": "1"}], "canary": true},
+                {"name": "pin", "matches": [{"name": "x-pin", "regex": "c+"}], "hash": "ccc"}
+            ],
+            "stickiness": {"cookie": {"name": "sluice", "maxAgeSeconds": 60}}
+        }, {
+            "name": "default/other",
+            "hosts": ["other.local"],
+            "versions": ["x1"],
+            "stableHash": "x1"
+        }]
+    })
+}
+
+fn compile(v: &Value) -> Result<CompiledPolicy, PolicyError> {
+    CompiledPolicy::from_bytes(v.to_string().as_bytes())
+}
+
+/// Applies `edit` to the base policy and returns the compile error's message.
+fn error_after(edit: impl FnOnce(&mut Value)) -> String {
+    let mut v = base();
+    edit(&mut v);
+    compile(&v)
+        .expect_err("policy must be rejected")
+        .to_string()
+}
+
+#[test]
+fn json_policy_compiles() {
+    let p = compile(&base()).expect("valid policy");
+    assert_eq!(p.routing_header, "x-sluice-hash");
+    assert_eq!(p.rollouts.len(), 2);
+    let (i, r) = p.rollout_for_host("DEMO.local:443").expect("host served");
+    assert_eq!((i, r.name.as_str()), (0, "default/demo"));
+    assert_eq!(p.rollout_for_host("demo.example").map(|(i, _)| i), Some(0));
+    assert_eq!(p.rollout_for_host("other.local").map(|(i, _)| i), Some(1));
+    assert!(p.rollout_for_host("nope.local").is_none());
+    assert_eq!((r.stable, r.canary, r.weight_bp), (0, Some(1), 2500));
+    assert_eq!(r.header_routes[0].target, 1);
+    assert_eq!(r.header_routes[0].matches[0].header, "x-canary");
+    assert_eq!(r.header_routes[1].target, 2);
+    match &r.header_routes[1].matches[0].kind {
+        MatchKind::Regex(re) => {
+            assert!(re.is_match("ccc"));
+            assert!(!re.is_match("xccc"), "regex must be anchored");
+        }
+        other => panic!("expected regex, got {other:?}"),
+    }
+    assert_eq!(
+        r.stickiness,
+        Some(Sticky::Cookie {
+            name: "sluice".into(),
+            max_age_seconds: 60
+        })
+    );
+    assert_eq!(p.rollouts[1].canary, None);
+}
+
+#[test]
+fn protobuf_policy_compiles() {
+    let policy = pb::FilterPolicy {
+        routing_header: "x-version".into(),
+        rollouts: vec![pb::RolloutPolicy {
+            name: "prod/api".into(),
+            hosts: vec!["api.local".into()],
+            versions: vec!["s".into(), "c".into()],
+            stable_hash: "s".into(),
+            canary_hash: "c".into(),
+            canary_weight_bp: 10_000,
+            header_routes: vec![],
+            stickiness: Some(pb::Stickiness {
+                key: Some(pb::stickiness::Key::Header("X-User".into())),
+            }),
+        }],
+    };
+    let p = CompiledPolicy::from_bytes(&policy.encode_to_vec()).expect("valid protobuf");
+    assert_eq!(p.routing_header, "x-version");
+    let (_, r) = p.rollout_for_host("api.local").expect("host served");
+    assert_eq!(r.weight_bp, 10_000);
+    assert_eq!(r.stickiness, Some(Sticky::Header("x-user".into())));
+}
+
+#[test]
+fn empty_configuration_is_an_empty_policy() {
+    let p = CompiledPolicy::from_bytes(b"").expect("empty protobuf is a valid, empty policy");
+    assert!(p.rollouts.is_empty());
+    let p = CompiledPolicy::from_bytes(b"  \n{}").expect("empty JSON object");
+    assert!(p.rollouts.is_empty());
+}
+
+#[test]
+fn decode_errors() {
+    let e = CompiledPolicy::from_bytes(br#"{"rollouts": [], "bogus": 1}"#).unwrap_err();
+    assert!(matches!(e, PolicyError::Json(_)), "{e}");
+    assert!(e.to_string().contains("bogus"), "{e}");
+    let e = CompiledPolicy::from_bytes(b"\xff\xff\xff").unwrap_err();
+    assert!(matches!(e, PolicyError::Protobuf(_)), "{e}");
+}
+
+#[test]
+fn validation_errors_name_the_rollout_and_field() {
+    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+        (
+            Box::new(|v| v["routingHeader"] = json!("X-Upper")),
+            "policy: routingHeader:",
+        ),
+        (
+            Box::new(|v| v["routingHeader"] = json!("bad header")),
+            "policy: routingHeader:",
+        ),
+        (
+            Box::new(|v| v["rollouts"][1]["name"] = json!("")),
+            "rollouts[1]: name: must not be empty",
+        ),
+        (
+            Box::new(|v| v["rollouts"][1]["name"] = json!("default/demo")),
+            r#"rollout "default/demo": name: duplicate of rollouts[0]"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["hosts"] = json!([])),
+            r#"rollout "default/demo": hosts:"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["hosts"][1] = json!("")),
+            r#"rollout "default/demo": hosts[1]: must not be empty"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][1]["hosts"] = json!(["x.local", "DEMO.local:81"])),
+            r#"rollout "default/other": hosts[1]: "DEMO.local:81" is also served by rollout "default/demo""#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["hosts"] = json!(["a.local", "A.local"])),
+            r#"rollout "default/demo": hosts[1]"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["versions"] = json!([])),
+            r#"rollout "default/demo": versions:"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["versions"][2] = json!("")),
+            r#"rollout "default/demo": versions[2]:"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["versions"][2] = json!("a b")),
+            r#"rollout "default/demo": versions[2]:"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["versions"][2] = json!("aaa")),
+            r#"rollout "default/demo": versions[2]: duplicate "aaa""#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["stableHash"] = json!("zzz")),
+            r#"rollout "default/demo": stableHash: "zzz" is not one of versions"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["stableHash"] = json!("")),
+            r#"rollout "default/demo": stableHash:"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["canaryHash"] = json!("zzz")),
+            r#"rollout "default/demo": canaryHash: "zzz" is not one of versions"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["canaryWeightBp"] = json!(12000)),
+            r#"rollout "default/demo": canaryWeightBp: 12000 is above 10000"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["headerRoutes"][0]["matches"] = json!([])),
+            r#"rollout "default/demo": headerRoutes[0].matches: at least one match is required"#,
+        ),
+        (
+            Box::new(|v| {
+                v["rollouts"][0]["headerRoutes"][1]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("hash");
+            }),
+            r#"rollout "default/demo": headerRoutes[1]: a target"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["headerRoutes"][1]["hash"] = json!("zzz")),
+            r#"rollout "default/demo": headerRoutes[1].hash: "zzz" is not one of versions"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["headerRoutes"][0]["canary"] = json!(false)),
+            r#"rollout "default/demo": headerRoutes[0].canary: false"#,
+        ),
+        (
+            Box::new(|v| {
+                v["rollouts"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("canaryHash");
+            }),
+            r#"rollout "default/demo": headerRoutes[0].canary: the rollout has no canaryHash"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["headerRoutes"][1]["matches"][0]["regex"] = json!("(")),
+            r#"rollout "default/demo": headerRoutes[1].matches[0].regex:"#,
+        ),
+        (
+            // Balanced only after wrapping: must be rejected, not silently change meaning.
+            Box::new(|v| {
+                v["rollouts"][0]["headerRoutes"][1]["matches"][0]["regex"] = json!("a)|(b")
+            }),
+            r#"rollout "default/demo": headerRoutes[1].matches[0].regex:"#,
+        ),
+        (
+            Box::new(|v| {
+                v["rollouts"][0]["headerRoutes"][1]["matches"] =
+                    json!([{"name": "x-a", "present": true}, {"name": "", "exact": "1"}]);
+            }),
+            r#"rollout "default/demo": headerRoutes[1].matches[1].name:"#,
+        ),
+        (
+            Box::new(|v| {
+                v["rollouts"][0]["headerRoutes"][1]["matches"] = json!([{"name": "x-a"}]);
+            }),
+            r#"rollout "default/demo": headerRoutes[1].matches[0]: one of exact, prefix, regex or present"#,
+        ),
+        (
+            Box::new(|v| {
+                v["rollouts"][0]["headerRoutes"][1]["matches"] =
+                    json!([{"name": "x-a", "present": false}]);
+            }),
+            r#"rollout "default/demo": headerRoutes[1].matches[0].present:"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["stickiness"] = json!({"cookie": {"name": ""}})),
+            r#"rollout "default/demo": stickiness.cookie.name:"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["stickiness"] = json!({"cookie": {"name": "a;b"}})),
+            r#"rollout "default/demo": stickiness.cookie.name:"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["stickiness"] = json!({"header": "x user"})),
+            r#"rollout "default/demo": stickiness.header:"#,
+        ),
+        (
+            Box::new(|v| v["rollouts"][0]["stickiness"] = json!({})),
+            r#"rollout "default/demo": stickiness: a key"#,
+        ),
+    ];
+    for (edit, want) in cases {
+        let got = error_after(edit);
+        assert!(got.starts_with(want), "got {got:?}, want prefix {want:?}");
+    }
+}
+
+#[test]
+fn canary_hash_may_be_absent_with_hash_routes() {
+    let mut v = base();
+    let r = v["rollouts"][0].as_object_mut().unwrap();
+    r.remove("canaryHash");
+    r["headerRoutes"] = json!([{"matches": [{"name": "x-a", "prefix": ""}], "hash": "ccc"}]);
+    let p = compile(&v).expect("valid without canary");
+    assert_eq!(p.rollouts[0].canary, None);
+}

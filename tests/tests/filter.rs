@@ -1,0 +1,663 @@
+//! The Sluice filter in a real Envoy, in front of three real upstreams (stable, canary and a
+//! third live version, "pinned"): weights, header routes, stickiness, the internal header's
+//! protection, route-cache clearing, counters, invalid policies and the fallback route.
+//!
+//! Needs the release module (`make wasm`) and the Envoy binary (see `sluice_e2e::paths`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use serde_json::{Value, json};
+use sluice_e2e::config::LISTENER;
+use sluice_e2e::{
+    Envoy, FilterSetup, Req, Resp, RolloutEnvoyConfig, Upstream, VersionUpstream, check_binomial,
+    filter_wasm, free_port, parse_prometheus, send_all,
+};
+
+const HOST: &str = "demo.local";
+const STABLE: &str = "stable1";
+const CANARY: &str = "canary1";
+const PINNED: &str = "pinned1";
+/// Keep-alive connections per load run: a few per Envoy worker.
+const CONNECTIONS: usize = 8;
+
+/// The three upstreams, named after the hash they serve.
+struct Upstreams {
+    stable: Upstream,
+    canary: Upstream,
+    pinned: Upstream,
+}
+
+impl Upstreams {
+    async fn start() -> anyhow::Result<Self> {
+        Ok(Self {
+            stable: Upstream::start(STABLE).await?,
+            canary: Upstream::start(CANARY).await?,
+            pinned: Upstream::start(PINNED).await?,
+        })
+    }
+
+    /// The rollout's Envoy config; `fallback` is the weighted route's (stable, canary, pinned).
+    fn config(&self, policy: Option<&Value>, fallback: [u32; 3]) -> anyhow::Result<String> {
+        Ok(self.rollout_config(policy, fallback, 0)?.render())
+    }
+
+    fn rollout_config(
+        &self,
+        policy: Option<&Value>,
+        fallback: [u32; 3],
+        listener_port: u16,
+    ) -> anyhow::Result<RolloutEnvoyConfig> {
+        let filter = match policy {
+            Some(policy) => Some(FilterSetup {
+                wasm: filter_wasm()?,
+                policy_json: policy.to_string(),
+            }),
+            None => None,
+        };
+        let versions = [&self.stable, &self.canary, &self.pinned]
+            .into_iter()
+            .zip(fallback)
+            .map(|(upstream, fallback_weight)| VersionUpstream {
+                hash: upstream.name().to_string(),
+                port: upstream.port(),
+                fallback_weight,
+            })
+            .collect();
+        Ok(RolloutEnvoyConfig {
+            host: HOST.to_string(),
+            routing_header: "x-sluice-hash".to_string(),
+            versions,
+            filter,
+            listener_port,
+        })
+    }
+}
+
+/// A running Envoy in front of the upstreams.
+struct Rig {
+    upstreams: Upstreams,
+    envoy: Envoy,
+    addr: SocketAddr,
+}
+
+impl Rig {
+    /// Starts upstreams and an Envoy with the filter running `policy` (None: no filter).
+    async fn start(policy: Option<&Value>, fallback: [u32; 3]) -> anyhow::Result<Self> {
+        let upstreams = Upstreams::start().await?;
+        let mut envoy = Envoy::start(&upstreams.config(policy, fallback)?).await?;
+        let addr = envoy.listener_addr(LISTENER).await?;
+        Ok(Self {
+            upstreams,
+            envoy,
+            addr,
+        })
+    }
+
+    /// Sends the requests and checks each one was answered 200 by an upstream.
+    async fn send(&mut self, requests: Vec<Req>) -> anyhow::Result<Vec<Resp>> {
+        let responses = send_all(self.addr, requests, CONNECTIONS).await;
+        self.envoy.ensure_running()?;
+        let responses = responses?;
+        for response in &responses {
+            ensure!(
+                response.status == 200 && response.upstream().is_some(),
+                "request not served by an upstream: {response:?}; Envoy output:\n{}",
+                self.envoy.logs()
+            );
+        }
+        Ok(responses)
+    }
+}
+
+/// The demo rollout's policy at `weight_bp`, with extra fields merged in.
+fn policy(weight_bp: u32, extra: Value) -> Value {
+    let mut rollout = json!({
+        "name": "default/demo",
+        "hosts": [HOST],
+        "versions": [STABLE, CANARY, PINNED],
+        "stableHash": STABLE,
+        "canaryHash": CANARY,
+        "canaryWeightBp": weight_bp,
+    });
+    if let (Some(rollout), Value::Object(extra)) = (rollout.as_object_mut(), extra) {
+        rollout.extend(extra);
+    }
+    json!({"routingHeader": "x-sluice-hash", "rollouts": [rollout]})
+}
+
+fn header_routes() -> Value {
+    json!({"headerRoutes": [
+        {"name": "testers", "matches": [{"name": "x-canary", "exact": "1"}], "canary": true},
+        {"name": "pin", "matches": [{"name": "x-pin", "present": true}], "hash": PINNED},
+    ]})
+}
+
+fn count(responses: &[Resp], upstream: &str) -> u64 {
+    responses
+        .iter()
+        .filter(|response| response.upstream() == Some(upstream))
+        .count() as u64
+}
+
+fn repeat(req: Req, n: usize) -> Vec<Req> {
+    vec![req; n]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_traffic_within_four_binomial_deviations() -> anyhow::Result<()> {
+    const N: usize = 5000;
+    for weight_bp in [0, 1000, 5000, 10_000] {
+        // The fallback route alone would split 50/50, so exact 0 % and 100 % are the filter's.
+        let mut rig = Rig::start(Some(&policy(weight_bp, json!({}))), [50, 50, 0]).await?;
+        let responses = rig.send(repeat(Req::get(HOST), N)).await?;
+        let canary = count(&responses, CANARY);
+        let p = f64::from(weight_bp) / 10_000.0;
+        check_binomial(
+            &format!("canary share at {weight_bp} bp"),
+            canary,
+            N as u64,
+            p,
+        )?;
+        assert_eq!(
+            canary + count(&responses, STABLE),
+            N as u64,
+            "only stable and canary serve"
+        );
+        assert_eq!(rig.upstreams.canary.requests(), canary);
+        // The routing header the upstream saw is the version that served it.
+        for response in &responses {
+            assert_eq!(response.seen_hash(), response.upstream());
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_routes_win_at_any_weight_and_can_pin_a_third_version() -> anyhow::Result<()> {
+    const N: usize = 500;
+    for weight_bp in [0, 5000, 10_000] {
+        let mut rig = Rig::start(Some(&policy(weight_bp, header_routes())), [100, 0, 0]).await?;
+        let testers = rig
+            .send(repeat(Req::get(HOST).header("x-canary", "1"), N))
+            .await?;
+        assert_eq!(
+            count(&testers, CANARY),
+            N as u64,
+            "testers at {weight_bp} bp"
+        );
+
+        let pinned = rig
+            .send(repeat(Req::get(HOST).header("x-pin", "anything"), N))
+            .await?;
+        assert_eq!(count(&pinned, PINNED), N as u64, "pinned at {weight_bp} bp");
+
+        // A value the route does not match falls through to the weight.
+        let others = rig
+            .send(repeat(Req::get(HOST).header("x-canary", "2"), N))
+            .await?;
+        assert_eq!(count(&others, PINNED), 0);
+        let p = f64::from(weight_bp) / 10_000.0;
+        check_binomial("non-matching header", count(&others, CANARY), N as u64, p)?;
+    }
+    Ok(())
+}
+
+/// Sends each key's request `times` times (interleaved, so a key's requests travel on different
+/// connections and workers) and returns the version each key got; fails if a key moved.
+async fn versions_by_key(
+    rig: &mut Rig,
+    keys: &[String],
+    times: usize,
+) -> anyhow::Result<HashMap<String, String>> {
+    let requests: Vec<Req> = (0..times)
+        .flat_map(|_| keys.iter().map(|key| Req::get(HOST).header("x-user", key)))
+        .collect();
+    let responses = rig.send(requests).await?;
+    let mut by_key: HashMap<String, String> = HashMap::new();
+    for (i, response) in responses.iter().enumerate() {
+        let key = &keys[i % keys.len()];
+        let upstream = response.upstream().context("no upstream")?.to_string();
+        if let Some(earlier) = by_key.insert(key.clone(), upstream.clone()) {
+            ensure!(
+                earlier == upstream,
+                "key {key} moved from {earlier} to {upstream}"
+            );
+        }
+    }
+    Ok(by_key)
+}
+
+fn canary_share(by_key: &HashMap<String, String>) -> f64 {
+    let canary = by_key.values().filter(|version| *version == CANARY).count();
+    canary as f64 / by_key.len() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_header_keys_split_by_weight_stay_put_and_only_move_to_canary() -> anyhow::Result<()>
+{
+    let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+    let sticky = json!({"stickiness": {"header": "x-user"}});
+
+    let mut at_20 = Rig::start(Some(&policy(2000, sticky.clone())), [50, 50, 0]).await?;
+    let before = versions_by_key(&mut at_20, &keys, 3).await?;
+    drop(at_20);
+    let share = canary_share(&before);
+    assert!(
+        (share - 0.20).abs() <= 0.02,
+        "canary share at 20 %: {share}"
+    );
+
+    let mut at_50 = Rig::start(Some(&policy(5000, sticky)), [50, 50, 0]).await?;
+    let after = versions_by_key(&mut at_50, &keys, 3).await?;
+    let share = canary_share(&after);
+    assert!(
+        (share - 0.50).abs() <= 0.02,
+        "canary share at 50 %: {share}"
+    );
+
+    for key in &keys {
+        if before[key] == CANARY {
+            assert_eq!(
+                after[key], CANARY,
+                "raising the weight moved {key} back to stable"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The `name=value` part of a Set-Cookie header.
+fn cookie_pair(set_cookie: &str) -> &str {
+    set_cookie.split(';').next().unwrap_or_default().trim()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_cookie_is_set_once_and_keeps_the_version() -> anyhow::Result<()> {
+    const CLIENTS: usize = 400;
+    let sticky = json!({"stickiness": {"cookie": {"name": "sluice", "maxAgeSeconds": 3600}}});
+    let mut rig = Rig::start(Some(&policy(5000, sticky)), [50, 50, 0]).await?;
+
+    // First visits: no cookie, so each gets a fresh key and a Set-Cookie.
+    let first = rig.send(repeat(Req::get(HOST), CLIENTS)).await?;
+    let mut cookies = Vec::new();
+    for response in &first {
+        let set_cookie = response.header_all("set-cookie");
+        assert_eq!(
+            set_cookie.len(),
+            1,
+            "one Set-Cookie on a first visit: {response:?}"
+        );
+        let value = set_cookie[0];
+        let pair = cookie_pair(value);
+        let key = pair
+            .strip_prefix("sluice=")
+            .context("cookie named sluice")?;
+        assert!(
+            key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "key of 16 hex digits: {value}"
+        );
+        assert_eq!(
+            value,
+            format!("{pair}; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax")
+        );
+        cookies.push((pair.to_string(), response.upstream().unwrap_or_default()));
+    }
+    let distinct: std::collections::HashSet<_> = cookies.iter().map(|(pair, _)| pair).collect();
+    assert_eq!(distinct.len(), CLIENTS, "every new client gets its own key");
+    let canary = count(&first, CANARY);
+    check_binomial("first visits on canary", canary, CLIENTS as u64, 0.5)?;
+
+    // Return visits send the cookie (alone, and among other cookies): same version, no new cookie.
+    let returns: Vec<Req> = cookies
+        .iter()
+        .flat_map(|(pair, _)| {
+            [
+                Req::get(HOST).header("cookie", pair),
+                Req::get(HOST).header("cookie", &format!("theme=dark; {pair}; lang=en")),
+                Req::get(HOST).header("cookie", pair),
+            ]
+        })
+        .collect();
+    let responses = rig.send(returns).await?;
+    for (i, response) in responses.iter().enumerate() {
+        let (pair, version) = &cookies[i / 3];
+        assert_eq!(
+            response.upstream(),
+            Some(*version),
+            "return visit with {pair}"
+        );
+        assert!(
+            response.header("set-cookie").is_none(),
+            "no new Set-Cookie when {pair} is sent: {response:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sent_routing_header_has_no_effect() -> anyhow::Result<()> {
+    const N: usize = 300;
+    // The fallback would send everything to canary: stable answers only if the filter re-routes.
+    let mut rig = Rig::start(Some(&policy(0, json!({}))), [0, 100, 0]).await?;
+    for forged in [CANARY, PINNED, "no-such-hash"] {
+        let responses = rig
+            .send(repeat(Req::get(HOST).header("x-sluice-hash", forged), N))
+            .await?;
+        assert_eq!(count(&responses, STABLE), N as u64, "client sent {forged}");
+        for response in &responses {
+            assert_eq!(response.seen_hash(), Some(STABLE), "client sent {forged}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_decision_reroutes_past_the_fallback_route() -> anyhow::Result<()> {
+    const N: usize = 500;
+    // The weighted fallback is 100 % stable; only re-routing on the header the filter writes (which
+    // needs the route cache cleared) can bring requests to canary or pinned.
+    let mut rig = Rig::start(Some(&policy(0, header_routes())), [100, 0, 0]).await?;
+    let to_canary = rig
+        .send(repeat(Req::get(HOST).header("x-canary", "1"), N))
+        .await?;
+    assert_eq!(count(&to_canary, CANARY), N as u64);
+    let to_pinned = rig
+        .send(repeat(Req::get(HOST).header("x-pin", ""), N))
+        .await?;
+    assert_eq!(count(&to_pinned, PINNED), N as u64);
+    drop(rig);
+
+    // The same with the weight: 100 % canary against a 100 % stable fallback.
+    let mut rig = Rig::start(Some(&policy(10_000, json!({}))), [100, 0, 0]).await?;
+    let responses = rig.send(repeat(Req::get(HOST), N)).await?;
+    assert_eq!(count(&responses, CANARY), N as u64);
+    Ok(())
+}
+
+/// Sum of the filter's request counters whose sample mentions every one of `parts`.
+fn counter_sum(prometheus: &str, parts: &[&str]) -> u64 {
+    parse_prometheus(prometheus)
+        .iter()
+        .filter(|sample| sample.mentions("sluice_requests_total"))
+        .filter(|sample| parts.iter().all(|part| sample.mentions(part)))
+        .map(|sample| sample.value as u64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_per_rollout_version_and_reason_add_up() -> anyhow::Result<()> {
+    let mut extra = header_routes();
+    if let Some(extra) = extra.as_object_mut() {
+        extra.insert("stickiness".to_string(), json!({"header": "x-user"}));
+    }
+    let mut rig = Rig::start(Some(&policy(3000, extra)), [50, 50, 0]).await?;
+    let mut requests = repeat(Req::get(HOST), 2000);
+    requests.extend(repeat(Req::get(HOST).header("x-canary", "1"), 300));
+    requests.extend(repeat(Req::get(HOST).header("x-pin", "1"), 200));
+    requests.extend((0..500).map(|i| Req::get(HOST).header("x-user", &format!("u{i}"))));
+    // Another host: not a rollout, not counted.
+    requests.extend(repeat(Req::get("other.local"), 100));
+    let total_for_rollout = 2000 + 300 + 200 + 500;
+
+    let responses = send_all(rig.addr, requests, CONNECTIONS).await?;
+    rig.envoy.ensure_running()?;
+    let served: Vec<&Resp> = responses.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(served.len(), total_for_rollout);
+
+    let text = rig.envoy.stats_prometheus().await?;
+    let rollout_lines: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("sluice_requests_total") && !line.starts_with('#'))
+        .collect();
+    assert!(
+        !rollout_lines.is_empty(),
+        "no sluice_requests_total in:\n{text}"
+    );
+
+    assert_eq!(
+        counter_sum(&text, &["default_demo"]),
+        total_for_rollout as u64,
+        "all requests counted:\n{}",
+        rollout_lines.join("\n")
+    );
+    for upstream in [
+        &rig.upstreams.stable,
+        &rig.upstreams.canary,
+        &rig.upstreams.pinned,
+    ] {
+        assert_eq!(
+            counter_sum(&text, &["default_demo", upstream.name()]),
+            upstream.requests(),
+            "counters of {}:\n{}",
+            upstream.name(),
+            rollout_lines.join("\n")
+        );
+    }
+    let by_reason: BTreeMap<&str, u64> = ["header", "sticky", "weight"]
+        .into_iter()
+        .map(|reason| (reason, counter_sum(&text, &[&format!("reason_{reason}")])))
+        .collect();
+    assert_eq!(by_reason["header"], 500, "{by_reason:?}");
+    assert_eq!(by_reason["sticky"], 500, "{by_reason:?}");
+    assert_eq!(by_reason["weight"], 2000, "{by_reason:?}");
+    assert_eq!(counter_sum(&text, &[CANARY, "reason_header"]), 300);
+    assert_eq!(counter_sum(&text, &[PINNED, "reason_header"]), 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_filter_the_fallback_route_still_splits() -> anyhow::Result<()> {
+    const N: usize = 5000;
+    let mut rig = Rig::start(None, [70, 30, 0]).await?;
+    let responses = rig.send(repeat(Req::get(HOST), N)).await?;
+    check_binomial(
+        "fallback canary share",
+        count(&responses, CANARY),
+        N as u64,
+        0.3,
+    )?;
+    assert_eq!(
+        count(&responses, STABLE) + count(&responses, CANARY),
+        N as u64
+    );
+    Ok(())
+}
+
+/// Policies the filter must reject, each with text its error must contain.
+fn invalid_policies() -> Vec<(&'static str, Value, &'static str)> {
+    let mut duplicate_host = policy(1000, json!({}));
+    if let Some(rollouts) = duplicate_host["rollouts"].as_array_mut() {
+        let mut other = rollouts[0].clone();
+        other["name"] = json!("default/other");
+        rollouts.push(other);
+    }
+    let mut unknown_field = policy(1000, json!({}));
+    unknown_field["rollouts"][0]["canaryWeight"] = json!(10);
+    vec![
+        (
+            "weight above 10000",
+            policy(12_000, json!({})),
+            "canaryWeightBp",
+        ),
+        (
+            "canary not among versions",
+            policy(1000, json!({"canaryHash": "ghost1"})),
+            "canaryHash",
+        ),
+        (
+            "bad regex",
+            policy(
+                1000,
+                json!({"headerRoutes": [{"name": "bad", "matches": [{"name": "x-a", "regex": "(["}], "canary": true}]}),
+            ),
+            "regex",
+        ),
+        ("duplicate host", duplicate_host, HOST),
+        ("unknown JSON field", unknown_field, "canaryWeight"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_policies_fail_validation_with_the_filters_message() -> anyhow::Result<()> {
+    let upstreams = Upstreams::start().await?;
+    for (what, policy, needle) in invalid_policies() {
+        let outcome = sluice_e2e::validate(&upstreams.config(Some(&policy), [50, 50, 0])?)?;
+        assert!(!outcome.status.success(), "{what}: validate accepted it");
+        let filter_line = outcome
+            .output
+            .lines()
+            .find(|line| line.contains("wasm log"))
+            .with_context(|| format!("{what}: no filter log line in:\n{}", outcome.output))?;
+        assert!(
+            filter_line.contains(needle),
+            "{what}: filter message lacks {needle:?}: {filter_line}"
+        );
+        assert!(
+            filter_line.contains("default/demo") || filter_line.contains("policy JSON"),
+            "{what}: filter message names no rollout: {filter_line}"
+        );
+    }
+    // The valid policy passes.
+    let outcome = sluice_e2e::validate(
+        &upstreams.config(Some(&policy(1000, header_routes())), [50, 50, 0])?,
+    )?;
+    assert!(
+        outcome.status.success(),
+        "valid policy rejected:\n{}",
+        outcome.output
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_policy_stops_envoy_at_startup_with_the_message() -> anyhow::Result<()> {
+    let upstreams = Upstreams::start().await?;
+    let config = upstreams.config(Some(&policy(12_000, json!({}))), [50, 50, 0])?;
+    let exited = sluice_e2e::run_until_exit(&config, Duration::from_secs(90)).await?;
+    assert!(
+        !exited.status.success(),
+        "Envoy exited successfully:\n{}",
+        exited.output
+    );
+    assert!(
+        exited.output.contains("canaryWeightBp") && exited.output.contains("default/demo"),
+        "the filter's message is missing:\n{}",
+        exited.output
+    );
+    Ok(())
+}
+
+/// Replaces the file-based LDS source atomically (Envoy reacts to the rename).
+fn write_lds(path: &Path, content: &str) -> anyhow::Result<()> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, content).context("writing the LDS file")?;
+    std::fs::rename(&temp, path).context("renaming the LDS file into place")?;
+    Ok(())
+}
+
+/// Waits until the counter `stat` reaches `at_least`.
+async fn wait_for_stat(envoy: &mut Envoy, stat: &str, at_least: u64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if envoy.stat(stat).await?.unwrap_or(0) >= at_least {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{stat} did not reach {at_least}; Envoy output:\n{}",
+            envoy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until Envoy's log has a filter error line containing `needle`.
+/// Only output after byte `since` counts.
+async fn wait_for_log(envoy: &Envoy, since: usize, needle: &str) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let logs = envoy.log_file();
+        if logs
+            .get(since..)
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.contains("wasm log") && line.contains(needle))
+        {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "no filter error mentioning {needle:?} in:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_envoy_rejects_an_invalid_policy_update_and_keeps_serving() -> anyhow::Result<()> {
+    const N: usize = 300;
+    let upstreams = Upstreams::start().await?;
+    let port = free_port()?;
+    let dir = tempfile::tempdir()?;
+    let lds = dir.path().join("lds.json");
+    let good = upstreams.rollout_config(Some(&policy(10_000, json!({}))), [100, 0, 0], port)?;
+    write_lds(&lds, &good.lds_file())?;
+    let mut envoy = Envoy::start(&good.render_with_file_lds(&lds)).await?;
+    let addr = envoy.listener_addr(LISTENER).await?;
+    let responses = send_all(addr, repeat(Req::get(HOST), N), CONNECTIONS).await?;
+    assert_eq!(count(&responses, CANARY), N as u64);
+
+    for (n, (what, bad_policy, needle)) in invalid_policies().into_iter().enumerate() {
+        let bad = upstreams.rollout_config(Some(&bad_policy), [100, 0, 0], port)?;
+        let log_len = envoy.log_file().len();
+        write_lds(&lds, &bad.lds_file())?;
+        wait_for_stat(
+            &mut envoy,
+            "listener_manager.lds.update_rejected",
+            n as u64 + 1,
+        )
+        .await?;
+        envoy.ensure_running()?;
+        wait_for_log(&envoy, log_len, needle).await?;
+        // The last good policy keeps serving.
+        let responses = send_all(addr, repeat(Req::get(HOST), N), CONNECTIONS).await?;
+        assert_eq!(
+            count(&responses, CANARY),
+            N as u64,
+            "after rejecting: {what}"
+        );
+    }
+
+    // A valid update still applies: weight 0 sends everything to stable.
+    let accepted = envoy
+        .stat("listener_manager.lds.update_success")
+        .await?
+        .unwrap_or(0);
+    let next = upstreams.rollout_config(Some(&policy(0, json!({}))), [0, 100, 0], port)?;
+    write_lds(&lds, &next.lds_file())?;
+    wait_for_stat(
+        &mut envoy,
+        "listener_manager.lds.update_success",
+        accepted + 1,
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // The old listener drains while the new one warms; new connections soon reach the new one.
+        let responses = send_all(addr, repeat(Req::get(HOST), N), CONNECTIONS).await?;
+        if count(&responses, STABLE) == N as u64 {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the valid update never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    envoy.ensure_running()?;
+    Ok(())
+}
