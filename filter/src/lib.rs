@@ -16,10 +16,25 @@
 //!
 //! One counter per (rollout, version, reason), named
 //! `sluice_requests_total.rollout.<rollout>.version.<hash>.reason.<header|sticky|weight>` with
-//! `/`, `.` and other bytes outside `[A-Za-z0-9_-]` of `<rollout>` and `<hash>` replaced by `_`.
-//! Envoy stores them as `wasmcustom.<name>`; `/stats/prometheus` strips the `wasmcustom.` namespace
-//! and turns the dots into underscores, e.g.
-//! `sluice_requests_total_rollout_default_demo_version_7c9f_reason_weight 42`.
+//! bytes outside `[A-Za-z0-9_-]` in `<rollout>` and `<hash>` replaced by `_` (`default/demo` →
+//! `default_demo`). Envoy stores them as `wasmcustom.<name>` (`/stats`), and `/stats/prometheus`
+//! strips the `wasmcustom.` namespace. Checked with Envoy 1.40:
+//!
+//! - default bootstrap: the labels stay in the metric name, dots become underscores:
+//!   `sluice_requests_total_rollout_default_demo_version_7c9f_reason_weight{} 42`;
+//! - with these bootstrap `stats_config.stats_tags`, Prometheus shows real labels:
+//!   `sluice_requests_total{rollout="default_demo",version="7c9f",reason="weight"} 42`.
+//!
+//! ```yaml
+//! stats_config:
+//!   stats_tags:
+//!   - tag_name: rollout
+//!     regex: '^wasmcustom\.sluice_requests_total(\.rollout\.([^.]+))'
+//!   - tag_name: version
+//!     regex: '^wasmcustom\.sluice_requests_total\.rollout\.[^.]+(\.version\.([^.]+))'
+//!   - tag_name: reason
+//!     regex: '^wasmcustom\.sluice_requests_total\.rollout\.[^.]+\.version\.[^.]+(\.reason\.([^.]+))$'
+//! ```
 //!
 //! # Host calls per request
 //!
@@ -27,6 +42,11 @@
 //! call `clear_route_cache`, increment one counter — 4 — plus one read per header a header route
 //! or the stickiness key tests (the `cookie` header for cookie stickiness), plus one response
 //! header write when a new sticky cookie is handed out.
+//!
+//! `clear_route_cache` is called explicitly because since Envoy 1.33 header writes by modules
+//! with an ABI newer than 0.2.1 no longer clear the route cache. proxy-wasm 0.2.5 declares ABI
+//! 0.2.1, for which Envoy 1.40 still clears it on the header write itself (checked: a build
+//! without the call re-routes too); the explicit call keeps routing correct when the SDK moves on.
 //!
 //! # Randomness
 //!

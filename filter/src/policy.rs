@@ -187,7 +187,7 @@ impl CompiledPolicy {
         let rollouts = policy
             .rollouts
             .into_iter()
-            .map(compile_rollout)
+            .map(|r| compile_rollout(r, &routing_header))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             routing_header,
@@ -234,7 +234,12 @@ fn is_valid_hash(hash: &str) -> bool {
     !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
+/// `routing_header` is the policy's internal header: no rule may read it, because a client could
+/// then pick a version by sending it.
+fn compile_rollout(
+    rollout: pb::RolloutPolicy,
+    routing_header: &str,
+) -> Result<Rollout, PolicyError> {
     let object = rollout_object(&rollout.name);
     if rollout.versions.is_empty() {
         return Err(invalid(
@@ -295,7 +300,14 @@ fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
             .matches
             .iter()
             .enumerate()
-            .map(|(m, hm)| compile_match(&object, &format!("{field}.matches[{m}]"), hm))
+            .map(|(m, hm)| {
+                compile_match(
+                    &object,
+                    &format!("{field}.matches[{m}]"),
+                    hm,
+                    routing_header,
+                )
+            })
             .collect::<Result<_, _>>()?;
         let target = match &route.target {
             Some(header_route::Target::Canary(true)) => canary.ok_or_else(|| {
@@ -345,6 +357,13 @@ fn compile_rollout(rollout: pb::RolloutPolicy) -> Result<Rollout, PolicyError> {
                     format!("{name:?} is not a header name"),
                 ));
             }
+            if name.eq_ignore_ascii_case(routing_header) {
+                return Err(invalid(
+                    &object,
+                    "stickiness.header",
+                    format!("{name:?} is the routing header, which clients must not control"),
+                ));
+            }
             Some(Sticky::Header(name.to_ascii_lowercase()))
         }
         Some(Some(stickiness::Key::Cookie(cookie))) => {
@@ -377,12 +396,23 @@ fn compile_match(
     object: &str,
     field: &str,
     m: &pb::HeaderMatch,
+    routing_header: &str,
 ) -> Result<HeaderMatch, PolicyError> {
     if !is_match_header_name(&m.name) {
         return Err(invalid(
             object,
             format!("{field}.name"),
             format!("{:?} is not a header name", m.name),
+        ));
+    }
+    if m.name.eq_ignore_ascii_case(routing_header) {
+        return Err(invalid(
+            object,
+            format!("{field}.name"),
+            format!(
+                "{:?} is the routing header, which clients must not control",
+                m.name
+            ),
         ));
     }
     let kind = match &m.r#match {

@@ -66,6 +66,8 @@ fn rng() -> fastrand::Rng {
     fastrand::Rng::with_seed(42)
 }
 
+type HeaderPairs<'a> = &'a [(&'a str, &'a str)];
+
 fn routes() -> Rollout {
     rollout(json!({
         "canaryWeightBp": 0,
@@ -84,7 +86,7 @@ fn routes() -> Rollout {
 #[test]
 fn header_routes_match_each_kind() {
     let r = routes();
-    let cases: &[(&[(&str, &str)], &str, Reason)] = &[
+    let cases: &[(HeaderPairs, &str, Reason)] = &[
         (&[("x-canary", "1")], "bbb", Reason::Header),
         (&[("x-canary", "11")], "aaa", Reason::Weight),
         (&[("x-team", "qa-blue")], "ccc", Reason::Header),
@@ -320,6 +322,8 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
     /// A client in the canary at weight w stays in the canary at any w' >= w.
     #[test]
     fn stickiness_is_monotonic_in_weight(key in proptest::collection::vec(any::<u8>(), 1..64),

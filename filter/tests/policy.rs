@@ -115,9 +115,12 @@ fn decode_errors() {
     assert!(matches!(e, PolicyError::Protobuf(_)), "{e}");
 }
 
+/// A change to the base policy.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
 #[test]
 fn validation_errors_name_the_rollout_and_field() {
-    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| v["routingHeader"] = json!("X-Upper")),
             "policy: routingHeader:",
@@ -254,6 +257,20 @@ fn validation_errors_name_the_rollout_and_field() {
         (
             Box::new(|v| v["rollouts"][0]["stickiness"] = json!({"header": "x user"})),
             r#"rollout "default/demo": stickiness.header:"#,
+        ),
+        (
+            Box::new(|v| {
+                v["rollouts"][0]["headerRoutes"][1]["matches"] =
+                    json!([{"name": "X-Sluice-Hash", "exact": "ccc"}]);
+            }),
+            r#"rollout "default/demo": headerRoutes[1].matches[0].name: "X-Sluice-Hash" is the routing header"#,
+        ),
+        (
+            Box::new(|v| {
+                v["routingHeader"] = json!("x-version");
+                v["rollouts"][0]["stickiness"] = json!({"header": "x-version"});
+            }),
+            r#"rollout "default/demo": stickiness.header: "x-version" is the routing header"#,
         ),
         (
             Box::new(|v| v["rollouts"][0]["stickiness"] = json!({})),

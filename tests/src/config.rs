@@ -44,6 +44,7 @@ impl RolloutEnvoyConfig {
     pub fn render(&self) -> String {
         json!({
             "admin": {"address": socket_address(0)},
+            "stats_config": sluice_stats_config(),
             "static_resources": {
                 "listeners": [self.listener()],
                 "clusters": self.clusters(),
@@ -58,6 +59,7 @@ impl RolloutEnvoyConfig {
         json!({
             "admin": {"address": socket_address(0)},
             "node": {"id": "sluice-e2e", "cluster": "sluice-e2e"},
+            "stats_config": sluice_stats_config(),
             "dynamic_resources": {
                 "lds_config": {
                     "path_config_source": {"path": lds_path.display().to_string()},
@@ -172,6 +174,19 @@ impl RolloutEnvoyConfig {
             })
             .collect()
     }
+}
+
+/// Bootstrap `stats_config` that turns the filter's counter names
+/// (`wasmcustom.sluice_requests_total.rollout.<r>.version.<v>.reason.<why>`) into Prometheus
+/// labels: `sluice_requests_total{rollout="<r>",version="<v>",reason="<why>"}`. Envoy applies
+/// each regex to the full name and removes the first capture group; the second is the value.
+pub fn sluice_stats_config() -> Value {
+    let prefix = r"^wasmcustom\.sluice_requests_total";
+    json!({"stats_tags": [
+        {"tag_name": "rollout", "regex": format!(r"{prefix}(\.rollout\.([^.]+))\.version\.")},
+        {"tag_name": "version", "regex": format!(r"{prefix}\.rollout\.[^.]+(\.version\.([^.]+))\.reason\.")},
+        {"tag_name": "reason", "regex": format!(r"{prefix}\.rollout\.[^.]+\.version\.[^.]+(\.reason\.([^.]+))$")},
+    ]})
 }
 
 /// The Envoy cluster serving one version.

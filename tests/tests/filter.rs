@@ -378,13 +378,39 @@ async fn filter_decision_reroutes_past_the_fallback_route() -> anyhow::Result<()
     Ok(())
 }
 
-/// Sum of the filter's request counters whose sample mentions every one of `parts`.
-fn counter_sum(prometheus: &str, parts: &[&str]) -> u64 {
-    parse_prometheus(prometheus)
+/// The filter's request counters by (rollout, version, reason), read from the Prometheus labels
+/// that the bootstrap's `stats_tags` (see `sluice_stats_config`) extract from the counter names.
+fn sluice_counters(prometheus: &str) -> anyhow::Result<BTreeMap<(String, String, String), u64>> {
+    let mut counters = BTreeMap::new();
+    for sample in parse_prometheus(prometheus) {
+        if sample.name != "sluice_requests_total" {
+            continue;
+        }
+        let label = |name: &str| {
+            sample
+                .labels
+                .get(name)
+                .cloned()
+                .with_context(|| format!("label {name} missing in {sample:?}"))
+        };
+        let key = (label("rollout")?, label("version")?, label("reason")?);
+        ensure!(
+            counters.insert(key, sample.value as u64).is_none(),
+            "duplicate sample {sample:?}"
+        );
+    }
+    Ok(counters)
+}
+
+/// Sum of the counters whose (rollout, version, reason) pass `keep`.
+fn sum_where(
+    counters: &BTreeMap<(String, String, String), u64>,
+    keep: impl Fn(&str, &str, &str) -> bool,
+) -> u64 {
+    counters
         .iter()
-        .filter(|sample| sample.mentions("sluice_requests_total"))
-        .filter(|sample| parts.iter().all(|part| sample.mentions(part)))
-        .map(|sample| sample.value as u64)
+        .filter(|((rollout, version, reason), _)| keep(rollout, version, reason))
+        .map(|(_, value)| value)
         .sum()
 }
 
@@ -409,20 +435,18 @@ async fn counters_per_rollout_version_and_reason_add_up() -> anyhow::Result<()> 
     assert_eq!(served.len(), total_for_rollout);
 
     let text = rig.envoy.stats_prometheus().await?;
-    let rollout_lines: Vec<&str> = text
-        .lines()
-        .filter(|line| line.contains("sluice_requests_total") && !line.starts_with('#'))
-        .collect();
+    let counters = sluice_counters(&text)?;
+    // Bounded: one counter per (version, reason) of the one rollout, 3 x 3.
+    assert_eq!(counters.len(), 9, "{counters:#?}");
     assert!(
-        !rollout_lines.is_empty(),
-        "no sluice_requests_total in:\n{text}"
+        counters
+            .keys()
+            .all(|(rollout, _, _)| rollout == "default_demo")
     );
-
     assert_eq!(
-        counter_sum(&text, &["default_demo"]),
+        sum_where(&counters, |_, _, _| true),
         total_for_rollout as u64,
-        "all requests counted:\n{}",
-        rollout_lines.join("\n")
+        "all requests counted: {counters:#?}"
     );
     for upstream in [
         &rig.upstreams.stable,
@@ -430,22 +454,24 @@ async fn counters_per_rollout_version_and_reason_add_up() -> anyhow::Result<()> 
         &rig.upstreams.pinned,
     ] {
         assert_eq!(
-            counter_sum(&text, &["default_demo", upstream.name()]),
+            sum_where(&counters, |_, version, _| version == upstream.name()),
             upstream.requests(),
-            "counters of {}:\n{}",
-            upstream.name(),
-            rollout_lines.join("\n")
+            "counters of {}: {counters:#?}",
+            upstream.name()
         );
     }
-    let by_reason: BTreeMap<&str, u64> = ["header", "sticky", "weight"]
-        .into_iter()
-        .map(|reason| (reason, counter_sum(&text, &[&format!("reason_{reason}")])))
-        .collect();
-    assert_eq!(by_reason["header"], 500, "{by_reason:?}");
-    assert_eq!(by_reason["sticky"], 500, "{by_reason:?}");
-    assert_eq!(by_reason["weight"], 2000, "{by_reason:?}");
-    assert_eq!(counter_sum(&text, &[CANARY, "reason_header"]), 300);
-    assert_eq!(counter_sum(&text, &[PINNED, "reason_header"]), 200);
+    let reason = |want: &str| sum_where(&counters, |_, _, reason| reason == want);
+    assert_eq!(reason("header"), 500, "{counters:#?}");
+    assert_eq!(reason("sticky"), 500, "{counters:#?}");
+    assert_eq!(reason("weight"), 2000, "{counters:#?}");
+    let at =
+        |version: &str, why: &str| counters[&("default_demo".into(), version.into(), why.into())];
+    assert_eq!(at(CANARY, "header"), 300);
+    assert_eq!(at(PINNED, "header"), 200);
+    assert_eq!(
+        at(PINNED, "weight") + at(PINNED, "sticky") + at(STABLE, "header"),
+        0
+    );
     Ok(())
 }
 

@@ -1,96 +1,9 @@
 #![allow(clippy::unwrap_used)]
 
-use envoy_types::pb::envoy::config::{
-    cluster::v3::cluster::EdsClusterConfig,
-    core::v3::ExtensionConfigSource,
-    listener::v3::{Filter, FilterChain},
-};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpFilter, Rds,
-};
 use envoy_types::pb::google::protobuf::Any;
 
 use super::*;
-
-fn any<M: Message + Name>(m: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: m.encode_to_vec(),
-    }
-}
-
-fn eds_cluster(name: &str, service_name: &str) -> Any {
-    any(&Cluster {
-        name: name.to_owned(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
-        eds_cluster_config: Some(EdsClusterConfig {
-            eds_config: None,
-            service_name: service_name.to_owned(),
-        }),
-        ..Default::default()
-    })
-}
-
-fn static_cluster(name: &str) -> Any {
-    any(&Cluster {
-        name: name.to_owned(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-        ..Default::default()
-    })
-}
-
-fn listener(route_config: &str, ecds_filter: &str) -> Any {
-    let hcm = HttpConnectionManager {
-        route_specifier: Some(RouteSpecifier::Rds(Rds {
-            route_config_name: route_config.to_owned(),
-            config_source: None,
-        })),
-        http_filters: vec![
-            HttpFilter {
-                name: ecds_filter.to_owned(),
-                config_type: Some(http_filter::ConfigType::ConfigDiscovery(
-                    ExtensionConfigSource::default(),
-                )),
-                ..Default::default()
-            },
-            HttpFilter {
-                name: "envoy.filters.http.router".to_owned(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(Any::default())),
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
-    };
-    any(&Listener {
-        name: "sluice_http".to_owned(),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".to_owned(),
-                config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    })
-}
-
-fn response(type_url: &str, version: &str, nonce: &str, resources: Vec<Any>) -> DiscoveryResponse {
-    DiscoveryResponse {
-        version_info: version.to_owned(),
-        resources,
-        type_url: type_url.to_owned(),
-        nonce: nonce.to_owned(),
-        ..Default::default()
-    }
-}
-
-/// A leaf resource of a type the client does not decode (EDS, RDS, ECDS).
-fn opaque(type_url: &str) -> Any {
-    Any {
-        type_url: type_url.to_owned(),
-        value: vec![],
-    }
-}
+use crate::test_support::{eds_cluster, listener, opaque, response, static_cluster};
 
 /// A client that has received clusters a, b and the listener, and every named type once.
 fn synced_client() -> AdsClient {

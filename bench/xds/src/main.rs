@@ -24,6 +24,8 @@ mod procfs;
 mod report;
 mod rollouts;
 mod run;
+#[cfg(test)]
+mod test_support;
 mod tracker;
 
 use std::{

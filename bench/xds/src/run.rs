@@ -388,3 +388,7 @@ async fn client_stream(
     }
     bail!("the control plane closed the ADS stream")
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

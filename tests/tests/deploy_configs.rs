@@ -1,0 +1,170 @@
+//! Every Envoy config under `deploy/` passes `envoy --mode validate`, and the filter-only config
+//! routes as its comments say when run for real.
+//!
+//! Validation loads Wasm modules and runs the filter's policy check, so the module must exist:
+//! the documented install path of the module is replaced by the built one (`make wasm`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sluice_e2e::{
+    Envoy, Req, Upstream, check_binomial, filter_wasm, parse_prometheus, send_all, validate,
+    workspace_root,
+};
+
+/// Where the deploy configs expect the filter module to be installed.
+const INSTALLED_WASM: &str = "/etc/sluice/sluice_filter.wasm";
+
+fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            yaml_files(&path, found)?;
+        } else if path
+            .extension()
+            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// An Envoy bootstrap has `static_resources` or `dynamic_resources` at the top level; Kubernetes
+/// manifests and Sluice's own files do not.
+fn is_envoy_config(text: &str) -> bool {
+    text.lines()
+        .any(|line| line.starts_with("static_resources:") || line.starts_with("dynamic_resources:"))
+}
+
+#[test]
+fn every_envoy_config_in_deploy_validates() -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    yaml_files(&workspace_root().join("deploy"), &mut files)?;
+    files.sort();
+    let wasm = filter_wasm()?;
+    let mut checked = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if !is_envoy_config(&text) {
+            continue;
+        }
+        let config = text.replace(INSTALLED_WASM, &wasm.display().to_string());
+        let outcome = validate(&config)?;
+        assert!(
+            outcome.status.success(),
+            "{} fails envoy --mode validate:\n{}",
+            path.display(),
+            outcome.output
+        );
+        checked.push(path);
+    }
+    assert!(
+        checked
+            .iter()
+            .any(|path| path.ends_with("deploy/envoy/filter-only.yaml")),
+        "deploy/envoy/filter-only.yaml was not checked; checked: {checked:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn filter_only_config_fails_validation_with_a_bad_policy() -> anyhow::Result<()> {
+    // Guards the test above: validation really runs the policy check on this file.
+    let path = workspace_root().join("deploy/envoy/filter-only.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let bad = text
+        .replace(INSTALLED_WASM, &filter_wasm()?.display().to_string())
+        .replace("\"canaryWeightBp\": 1000", "\"canaryWeightBp\": 12000");
+    assert!(
+        bad.contains("\"canaryWeightBp\": 12000"),
+        "the policy's weight line moved"
+    );
+    let outcome = validate(&bad)?;
+    assert!(
+        !outcome.status.success(),
+        "a weight of 12000 bp was accepted"
+    );
+    assert!(
+        outcome.output.contains("canaryWeightBp") && outcome.output.contains("default/demo"),
+        "no filter message naming the rollout and field:\n{}",
+        outcome.output
+    );
+    Ok(())
+}
+
+/// The filter-only config with its install paths, ports and service names replaced so it runs
+/// here in front of two loopback upstreams (named after the hashes they serve).
+fn runnable_filter_only(stable: &Upstream, canary: &Upstream) -> anyhow::Result<String> {
+    let path = workspace_root().join("deploy/envoy/filter-only.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config = text.replace(INSTALLED_WASM, &filter_wasm()?.display().to_string());
+    let replacements = [
+        ("port_value: 9901", "port_value: 0".to_string()),
+        (
+            "address: 0.0.0.0, port_value: 8080",
+            "address: 127.0.0.1, port_value: 0".to_string(),
+        ),
+        (
+            "address: demo-6d4f8b7c9.default.svc.cluster.local, port_value: 8080",
+            format!("address: 127.0.0.1, port_value: {}", stable.port()),
+        ),
+        (
+            "address: demo-5c8b9d6f4.default.svc.cluster.local, port_value: 8080",
+            format!("address: 127.0.0.1, port_value: {}", canary.port()),
+        ),
+    ];
+    for (from, to) in replacements {
+        anyhow::ensure!(
+            config.contains(from),
+            "filter-only.yaml no longer contains {from:?}"
+        );
+        config = config.replace(from, &to);
+    }
+    Ok(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_only_config_routes_as_documented() -> anyhow::Result<()> {
+    const N: usize = 2000;
+    let stable = Upstream::start("6d4f8b7c9").await?;
+    let canary = Upstream::start("5c8b9d6f4").await?;
+    let mut envoy = Envoy::start(&runnable_filter_only(&stable, &canary)?).await?;
+    let addr = envoy.listener_addr("ingress").await?;
+    let host = "demo.example.com";
+
+    // New visitors: 10 % canary (by their new sticky cookie), each given a cookie.
+    let first = send_all(addr, vec![Req::get(host); N], 8).await?;
+    let on_canary = first
+        .iter()
+        .filter(|r| r.upstream() == Some(canary.name()))
+        .count();
+    check_binomial("canary share", on_canary as u64, N as u64, 0.1)?;
+    assert!(first.iter().all(|r| r.header("set-cookie").is_some()));
+
+    // Testers reach the canary.
+    let testers = send_all(
+        addr,
+        vec![Req::get(host).header("x-canary", "always"); 200],
+        8,
+    )
+    .await?;
+    assert!(testers.iter().all(|r| r.upstream() == Some(canary.name())));
+
+    let text = envoy.stats_prometheus().await?;
+    let sticky_canary = parse_prometheus(&text)
+        .into_iter()
+        .find(|s| {
+            s.name == "sluice_requests_total"
+                && s.labels.get("rollout").map(String::as_str) == Some("default_demo")
+                && s.labels.get("version").map(String::as_str) == Some(canary.name())
+                && s.labels.get("reason").map(String::as_str) == Some("sticky")
+        })
+        .with_context(|| format!("no labelled canary counter in:\n{text}"))?;
+    assert_eq!(sticky_canary.value as usize, on_canary);
+    envoy.ensure_running()?;
+    Ok(())
+}
