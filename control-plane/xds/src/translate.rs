@@ -26,6 +26,8 @@ mod consistency;
 #[cfg(test)]
 mod envoy_check;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
