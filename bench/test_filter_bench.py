@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import filter_bench as fb  # noqa: E402
+import filter_setup as fs  # noqa: E402
 
 
 def _tobit(x: int) -> int:
@@ -51,7 +52,7 @@ class LuaFilterTest(unittest.TestCase):
                 self.assertEqual(_lua_bucket_emulated(key), _fnv1a32(key.encode()) % 10000)
 
     def test_rollouts_table_follows_the_policy(self):
-        table = fb.lua_rollouts_table(fb.sluice_policy())
+        table = fs.lua_rollouts_table(fs.sluice_policy())
         self.assertIn('["demo.example"]', table)
         self.assertIn('stable = "aaaa1111"', table)
         self.assertIn('canary = "bbbb2222"', table)
@@ -60,7 +61,7 @@ class LuaFilterTest(unittest.TestCase):
         self.assertIn('{target = "bbbb2222", matches = {{name = "x-canary", kind = "exact", value = "always"}}}', table)
 
     def test_header_route_to_a_named_hash(self):
-        policy = fb.sluice_policy()
+        policy = fs.sluice_policy()
         policy["rollouts"][0]["headerRoutes"] = [
             {
                 "name": "pin",
@@ -68,7 +69,7 @@ class LuaFilterTest(unittest.TestCase):
                 "hash": "aaaa1111",
             }
         ]
-        table = fb.lua_rollouts_table(policy)
+        table = fs.lua_rollouts_table(policy)
         self.assertIn(
             '{target = "aaaa1111", matches = {{name = "x-pin", kind = "prefix", value = "v"}, '
             '{name = "x-on", kind = "present"}}}',
@@ -76,13 +77,13 @@ class LuaFilterTest(unittest.TestCase):
         )
 
     def test_regex_is_refused_rather_than_ignored(self):
-        policy = fb.sluice_policy()
+        policy = fs.sluice_policy()
         policy["rollouts"][0]["headerRoutes"][0]["matches"] = [{"name": "x", "regex": "a.*"}]
-        with self.assertRaises(fb.BenchError):
-            fb.lua_rollouts_table(policy)
+        with self.assertRaises(fs.BenchError):
+            fs.lua_rollouts_table(policy)
 
     def test_source_has_no_placeholders_left(self):
-        source = fb.lua_filter_source(fb.sluice_policy())
+        source = fs.lua_filter_source(fs.sluice_policy())
         self.assertNotIn("@", source)
         self.assertIn('local ROUTING_HEADER = "x-sluice-hash"', source)
         self.assertIn("handle:clearRouteCache()", source)
@@ -91,14 +92,14 @@ class LuaFilterTest(unittest.TestCase):
 class EnvoyConfigTest(unittest.TestCase):
     def test_version_routes_come_before_the_fallback(self):
         for variant in ("sluice", "lua"):
-            routes = fb.routes_for(variant)
+            routes = fs.routes_for(variant)
             self.assertEqual([r["name"] for r in routes], ["stable", "canary", "fallback"])
-            self.assertEqual(routes[0]["match"]["headers"][0]["string_match"]["exact"], fb.STABLE_HASH)
-            self.assertEqual(routes[1]["route"]["cluster"], fb.CANARY_CLUSTER)
+            self.assertEqual(routes[0]["match"]["headers"][0]["string_match"]["exact"], fs.STABLE_HASH)
+            self.assertEqual(routes[1]["route"]["cluster"], fs.CANARY_CLUSTER)
             self.assertNotIn("headers", routes[2]["match"])
 
     def test_filters_per_variant(self):
-        names = {v: [f["name"] for f in fb.filters_for(v)] for v in fb.VARIANTS}
+        names = {v: [f["name"] for f in fs.filters_for(v)] for v in fs.VARIANTS}
         self.assertEqual(names["plain"], [])
         self.assertEqual(names["weighted"], [])
         self.assertEqual(names["noop-wasm"], ["envoy.filters.http.wasm"])
@@ -106,23 +107,23 @@ class EnvoyConfigTest(unittest.TestCase):
         self.assertEqual(names["lua"], ["envoy.filters.http.lua"])
 
     def test_sluice_gets_the_policy_as_a_string_value(self):
-        config = fb.filters_for("sluice")[0]["typed_config"]["config"]["configuration"]
+        config = fs.filters_for("sluice")[0]["typed_config"]["config"]["configuration"]
         self.assertEqual(config["@type"], "type.googleapis.com/google.protobuf.StringValue")
-        self.assertEqual(json.loads(config["value"]), fb.sluice_policy())
+        self.assertEqual(json.loads(config["value"]), fs.sluice_policy())
 
     def test_envoy_accepts_the_configs(self):
         try:
             binary = fb.envoy_binary()
-        except fb.BenchError:
+        except fs.BenchError:
             self.skipTest("no Envoy installed")
-        modules = {"noop-wasm": fb.NOOP_WASM, "sluice": fb.SLUICE_WASM}
-        for variant in fb.VARIANTS:
+        modules = {"noop-wasm": fs.NOOP_WASM, "sluice": fs.SLUICE_WASM}
+        for variant in fs.VARIANTS:
             with self.subTest(variant=variant), tempfile.TemporaryDirectory() as tmp:
                 # Validate mode checks that a Wasm module's file exists.
                 if variant in modules and not modules[variant].is_file():
                     self.skipTest(f"{modules[variant]} is not built")
                 path = Path(tmp) / "envoy.json"
-                path.write_text(json.dumps(fb.envoy_config(variant, 8080)))
+                path.write_text(json.dumps(fs.envoy_config(variant, 8080)))
                 done = subprocess.run(
                     [binary, "--mode", "validate", "--config-path", str(path), "--disable-hot-restart", "-l", "error"],
                     capture_output=True,
@@ -136,11 +137,11 @@ class EnvoyConfigTest(unittest.TestCase):
 class SummaryTest(unittest.TestCase):
     def test_parse_wrk_output(self):
         out = 'Running 5s test\nBENCH_JSON {"requests":1000,"duration_us":2000000,"p50_us":10,"p99_us":99}\n'
-        summary = fb.parse_wrk_output(out)
+        summary = fs.parse_wrk_output(out)
         self.assertEqual(summary["rps"], 500.0)
         self.assertEqual(summary["p99_us"], 99)
-        with self.assertRaises(fb.BenchError):
-            fb.parse_wrk_output("Running 5s test\n")
+        with self.assertRaises(fs.BenchError):
+            fs.parse_wrk_output("Running 5s test\n")
 
     def test_medians_ratios_and_goals(self):
         def run(rps, cpu):
@@ -163,12 +164,17 @@ class SummaryTest(unittest.TestCase):
         goal = fb.goals(rat)
         self.assertTrue(goal["sluice/noop-wasm"]["met"])
         self.assertTrue(goal["sluice/lua"]["met"])
+        # CPU: sluice 21 vs noop 20 µs/req -> capacity 20/21 = 0.952; vs lua 40 -> 1.9.
+        self.assertAlmostEqual(goal["sluice/noop-wasm"]["capacity_ratio"], 20 / 21)
+        self.assertTrue(goal["sluice/noop-wasm"]["met_by_capacity"])
+        medians["sluice"]["cpu_us_per_req"] = 22
+        self.assertFalse(fb.goals(fb.ratios(medians))["sluice/noop-wasm"]["met_by_capacity"])
         medians["sluice"]["rps"] = 180
         self.assertFalse(fb.goals(fb.ratios(medians))["sluice/noop-wasm"]["met"])
         self.assertIn("NOT met", fb.format_table(medians, fb.ratios(medians), fb.goals(fb.ratios(medians))))
 
     def test_nginx_config_keeps_everything_in_its_prefix(self):
-        conf = fb.nginx_config(Path("/tmp/x"), 1234)
+        conf = fs.nginx_config(Path("/tmp/x"), 1234)
         self.assertIn("listen 127.0.0.1:1234;", conf)
         self.assertIn('return 200 "ok";', conf)
         self.assertIn("worker_processes 1;", conf)

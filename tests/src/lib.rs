@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod envoy;
 pub mod paths;
 pub mod stats;

@@ -57,3 +57,68 @@ pub fn reconcile(index: &Index, object: &RolloutRef, now: Timestamp) -> Option<R
     };
     Some(Reconciled { changed: status != current, status, requeue_after })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+    use sluice_api::Rollout;
+
+    use super::*;
+    use crate::{objects::RolloutApi, steps::CONDITION_INVALID_SPEC};
+
+    fn pod(name: &str, hash: &str, ip: &str) -> Pod {
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: {name}, namespace: prod, labels: {{app: demo, rollouts-pod-template-hash: {hash}}}}}\n\
+             spec: {{containers: [{{name: app, ports: [{{containerPort: 8080}}]}}]}}\n\
+             status: {{podIP: {ip}, conditions: [{{type: Ready, status: 'True'}}]}}\n"
+        ))
+        .expect("pod")
+    }
+
+    fn rollout(weight: i32, status: Option<RolloutStatus>) -> Rollout {
+        let mut doc: Rollout = serde_yaml::from_str(&format!(
+            "metadata: {{name: demo, namespace: prod}}\n\
+             spec:\n  hosts: [demo.example]\n  selector: {{matchLabels: {{app: demo}}}}\n\
+             \x20 strategy: {{canary: {{steps: [{{setWeight: {weight}}}, {{pause: {{}}}}]}}}}\n"
+        ))
+        .expect("rollout");
+        doc.status = status;
+        doc
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).expect("time")
+    }
+
+    #[test]
+    fn a_valid_rollout_advances_and_an_invalid_one_gets_invalid_spec_without_advancing() {
+        let object = RolloutRef::new(RolloutApi::Sluice, "prod", "demo");
+        let mut index = Index::default();
+        index.apply_pod(&pod("a", "aaa", "10.0.0.1"));
+        index.apply_rollout(object.clone(), Ok(rollout(20, None)));
+        let first = reconcile(&index, &object, now()).expect("known");
+        assert!(first.changed);
+        assert_eq!(first.status.stable_rs.as_deref(), Some("aaa"));
+
+        // A canary appears, but step 0's weight is out of range: not advanced, InvalidSpec.
+        index.apply_pod(&pod("b", "bbb", "10.0.0.2"));
+        index.apply_rollout(object.clone(), Ok(rollout(120, Some(first.status.clone()))));
+        let bad = reconcile(&index, &object, now()).expect("known");
+        assert!(bad.changed);
+        assert_eq!(bad.status.current_pod_hash.as_deref(), Some("aaa"), "not advanced");
+        let condition = bad.status.conditions.iter().find(|c| c.type_ == CONDITION_INVALID_SPEC);
+        let message = condition.and_then(|c| c.message.clone()).expect("InvalidSpec message");
+        assert!(message.contains("spec.strategy.canary.steps[0].setWeight"), "{message}");
+        // Written and observed again: nothing more to write.
+        index.apply_rollout(object.clone(), Ok(rollout(120, Some(bad.status.clone()))));
+        assert!(!reconcile(&index, &object, now()).expect("known").changed);
+
+        // Fixed: advances, and the condition goes.
+        index.apply_rollout(object.clone(), Ok(rollout(20, Some(bad.status))));
+        let fixed = reconcile(&index, &object, now()).expect("known");
+        assert_eq!(fixed.status.current_pod_hash.as_deref(), Some("bbb"));
+        assert!(fixed.status.conditions.iter().all(|c| c.type_ != CONDITION_INVALID_SPEC));
+        assert_eq!(reconcile(&index, &RolloutRef::new(RolloutApi::Sluice, "prod", "x"), now()), None);
+    }
+}

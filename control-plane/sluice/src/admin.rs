@@ -70,11 +70,11 @@ impl Admin for AdminService {
             .snapshot()
             .into_iter()
             .map(|p| ProxyStatus {
+                connected_unix_ms: p.connected_unix_ms(),
                 node_id: p.node_id,
                 node_cluster: p.node_cluster,
                 peer: p.peer,
                 delta: p.delta,
-                connected_unix_ms: p.connected_unix_ms,
                 types: p
                     .types
                     .into_iter()

@@ -8,7 +8,9 @@ use sluice_proto::admin::v1::{
     RolloutRef, RolloutStatus, SetWeightRequest, StatusRequest, StatusResponse,
     admin_client::AdminClient,
 };
-use sluice_xds::bootstrap::{BootstrapOptions, Role};
+use std::net::SocketAddr;
+
+use sluice_xds::bootstrap::{BootstrapOptions, HostPort, Role};
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -45,42 +47,44 @@ pub enum RoleArg {
 pub struct BootstrapArgs {
     /// The control plane's xDS address, host:port.
     #[arg(long, env = "SLUICE_XDS", default_value = "127.0.0.1:18000")]
-    pub xds: String,
+    pub xds: HostPort,
     /// Gateway (an edge Envoy) or sidecar (next to an app).
     #[arg(long, value_enum, default_value = "gateway")]
     pub role: RoleArg,
     /// Node id; unique per Envoy.
-    #[arg(long, env = "SLUICE_NODE_ID", default_value = "envoy-gateway")]
+    #[arg(long, env = "SLUICE_NODE_ID", default_value = "envoy")]
     pub node_id: String,
-    /// Node cluster (a group of identical Envoys).
-    #[arg(long, env = "SLUICE_NODE_CLUSTER", default_value = "sluice")]
-    pub node_cluster: String,
-    /// Address the control plane should give this Envoy's HTTP listener (node metadata
-    /// `sluice.listener`); default: the control plane's --envoy-listener.
+    /// Node cluster (a group of identical Envoys); default `sluice-<role>`.
+    #[arg(long, env = "SLUICE_NODE_CLUSTER")]
+    pub node_cluster: Option<String>,
+    /// Where this Envoy's HTTP listener binds, sent as node metadata `sluice.listener`
+    /// (default: gateway — the control plane's --envoy-listener; sidecar — 127.0.0.1:15001).
     #[arg(long)]
-    pub listener: Option<String>,
+    pub listener: Option<SocketAddr>,
     /// Envoy's admin interface.
     #[arg(long, default_value = "127.0.0.1:9901")]
-    pub admin: String,
-    /// host:port of the control plane's HTTP server, when Envoys fetch the filter module from it.
+    pub admin: SocketAddr,
+    /// host:port of the control plane's HTTP server, when Envoys fetch the filter module from it
+    /// (the control plane runs with --wasm-url).
     #[arg(long)]
-    pub module_server: Option<String>,
+    pub wasm_server: Option<HostPort>,
 }
 
 pub fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
-    let options = BootstrapOptions {
-        role: match args.role {
-            RoleArg::Gateway => Role::Gateway,
-            RoleArg::Sidecar => Role::Sidecar,
-        },
-        node_id: args.node_id,
-        node_cluster: args.node_cluster,
-        xds_address: args.xds,
-        listener: args.listener,
-        admin_address: args.admin,
-        module_server: args.module_server,
+    let role = match args.role {
+        RoleArg::Gateway => Role::Gateway,
+        RoleArg::Sidecar => Role::Sidecar,
     };
-    print!("{}", sluice_xds::bootstrap::bootstrap_yaml(&options)?);
+    let mut options = BootstrapOptions::new(role, args.node_id, args.xds);
+    if let Some(cluster) = args.node_cluster {
+        options.node_cluster = cluster;
+    }
+    if args.listener.is_some() {
+        options.listener = args.listener;
+    }
+    options.admin = args.admin;
+    options.wasm_server = args.wasm_server;
+    print!("{}", sluice_xds::bootstrap::bootstrap_yaml(&options));
     Ok(())
 }
 

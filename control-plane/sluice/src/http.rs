@@ -46,13 +46,11 @@ async fn respond<B>(app: &App, req: Request<B>) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match req.uri().path() {
-        "/metrics" => Response::builder()
-            .header(
-                "content-type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Full::new(Bytes::from(app.metrics.encode())))
-            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encode\n")),
+        "/metrics" => {
+            app.metrics
+                .set_connected_proxies(app.registry.snapshot().len());
+            metrics_response(app)
+        }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             let store = app.store.lock().await;
@@ -69,6 +67,16 @@ async fn respond<B>(app: &App, req: Request<B>) -> Response<Full<Bytes>> {
             .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "module\n")),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+fn metrics_response(app: &App) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(Full::new(Bytes::from(app.metrics.encode())))
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encode\n"))
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -121,15 +121,16 @@ impl Metrics {
         self.inner.source_errors.inc();
     }
 
-    pub fn proxy_connected(&self) {
-        self.inner.connected_proxies.inc();
+    pub fn set_connected_proxies(&self, n: usize) {
+        self.inner
+            .connected_proxies
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+}
 
-    pub fn proxy_disconnected(&self) {
-        self.inner.connected_proxies.dec();
-    }
-
-    pub fn pushed(&self, type_url: &str) {
+/// The ADS server reports pushes, NACKs and ACK latency through these hooks.
+impl sluice_xds::registry::Callbacks for Metrics {
+    fn on_push(&self, type_url: &str) {
         self.inner
             .pushes
             .get_or_create(&TypeLabel {
@@ -138,7 +139,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn nacked(&self, type_url: &str) {
+    fn on_nack(&self, type_url: &str, _error_detail: &str) {
         self.inner
             .nacks
             .get_or_create(&TypeLabel {
@@ -147,7 +148,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn push_acked(&self, latency: std::time::Duration) {
+    fn on_ack_latency(&self, latency: std::time::Duration) {
         self.inner.push_latency.observe(latency.as_secs_f64());
     }
 }

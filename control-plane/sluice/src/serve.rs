@@ -13,7 +13,11 @@ use sluice_xds::{
     snapshot::Snapshot,
     translate::{self, TranslateOptions, WasmSource},
 };
-use tokio::sync::{Mutex, watch};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tokio::{
+    net::TcpListener,
+    sync::{Mutex, watch},
+};
 use tracing::{error, info, warn};
 
 use crate::{admin::AdminService, file_source, http, metrics::Metrics, store::Store};
@@ -39,9 +43,13 @@ pub struct ServeArgs {
     /// Internal request header that carries the chosen pod-template hash.
     #[arg(long, env = "SLUICE_ROUTING_HEADER", default_value = sluice_proto::DEFAULT_ROUTING_HEADER)]
     pub routing_header: String,
-    /// The filter module (sluice_filter.wasm).
+    /// The filter module (sluice_filter.wasm), served at /sluice_filter.wasm.
     #[arg(long, env = "SLUICE_WASM")]
     pub wasm: PathBuf,
+    /// Where Envoys find the module on their own machine, when they load it from a file (default:
+    /// the absolute --wasm path, right when Envoy runs beside the control plane).
+    #[arg(long, env = "SLUICE_ENVOY_WASM_PATH", conflicts_with = "wasm_url")]
+    pub envoy_wasm_path: Option<String>,
     /// Serve the module over HTTP instead of naming a local path: Envoys fetch it from this URL
     /// (through their `sluice_control_plane_http` bootstrap cluster) and check its sha256, so
     /// sidecars need no volume with the module. E.g. http://sluice:18002/sluice_filter.wasm
@@ -111,11 +119,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let wasm_source = match &args.wasm_url {
         Some(uri) => WasmSource::Remote {
             uri: uri.clone(),
-            cluster: sluice_xds::bootstrap::CONTROL_PLANE_HTTP_CLUSTER.to_string(),
+            cluster: sluice_xds::bootstrap::WASM_FETCH_CLUSTER.to_string(),
             sha256: hex::encode(Sha256::digest(&wasm)),
         },
         None => WasmSource::Local {
-            path: std::path::absolute(&args.wasm)?.display().to_string(),
+            path: match &args.envoy_wasm_path {
+                Some(path) => path.clone(),
+                None => std::path::absolute(&args.wasm)?.display().to_string(),
+            },
         },
     };
     let options = TranslateOptions {
@@ -125,7 +136,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let metrics = Metrics::new();
-    let registry = Registry::new(metrics.xds_callbacks());
+    let registry = Registry::with_callbacks(Arc::new(metrics.clone()));
     let empty = translate::translate(&TrafficState::default(), &options)?;
     let (snapshots, snapshot_rx) = watch::channel(Arc::new(empty));
     let app = Arc::new(App {
@@ -157,16 +168,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let node_options = app.options.clone();
     let ads = AdsServer::new(
         snapshot_rx,
-        Arc::new(move |node, snapshot: &Snapshot| {
-            translate::specialise_for_node(&node_options, node, snapshot)
+        Arc::new(move |node: &Node, snapshot: &Snapshot| {
+            // Each Envoy may ask for its own listener address (node metadata `sluice.listener`).
+            let mut own = snapshot.clone();
+            own.insert(translate::listener_for_node(
+                &node_options,
+                node.metadata.as_ref(),
+            ));
+            own
         }),
         registry,
-        shutdown_signal(shutdown_rx.clone()),
     );
-    let xds = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(ads.into_service())
-        .serve_with_shutdown(args.xds_addr, shutdown_signal(shutdown_rx.clone()));
+    let xds_listener = TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("binding the xDS address {}", args.xds_addr))?;
+    let xds = ads.serve(xds_listener, shutdown_signal(shutdown_rx.clone()));
     let admin = tonic::transport::Server::builder()
         .add_service(AdminServer::new(AdminService::new(app.clone())))
         .serve_with_shutdown(args.admin_addr, shutdown_signal(shutdown_rx.clone()));

@@ -73,7 +73,7 @@ impl Store {
         // Overrides compose: promote after set-weight acts on the weighted state.
         let mut candidate = self.effective_rollout(rollout).unwrap_or_else(|| source.clone());
         candidate
-            .apply_override(&over)
+            .apply_override(over)
             .and_then(|()| candidate.validate())
             .map_err(|e| StoreError::Refused {
                 rollout: rollout.to_string(),
@@ -96,7 +96,7 @@ impl Store {
         if let Some(held) = self.overrides.get(name) {
             // Each was validated when applied against this very source state.
             for over in &held.overs {
-                if rollout.apply_override(over).is_err() {
+                if rollout.apply_override(*over).is_err() {
                     return self.source.rollouts.get(name).cloned();
                 }
             }
