@@ -51,6 +51,9 @@ def free_port():
 def start_backend(name, port):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and
+        # delayed ACKs would hold every response for ~40 ms.
+        disable_nagle_algorithm = True
 
         def do_GET(self):
             body = name.encode()
@@ -69,7 +72,7 @@ def start_backend(name, port):
     return server
 
 
-def rollouts_file(stable_port, canary_port, step_index):
+def rollouts_file(stable_port, canary_port, step_index, canary=CANARY):
     steps = []
     for w in STEPS:
         steps.append(f"        - setWeight: {w}")
@@ -91,7 +94,7 @@ spec:
     {CANARY}: ["127.0.0.1:{canary_port}"]
 status:
   stableRS: "{STABLE}"
-  currentPodHash: "{CANARY}"
+  currentPodHash: "{canary}"
   currentStepIndex: {step_index}
 """
 
@@ -186,7 +189,8 @@ def main():
         backends = [start_backend("stable", ports["stable"]),
                     start_backend("canary", ports["canary"])]
         rollouts = os.path.join(work, "rollouts.yaml")
-        write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], 0))
+        # Before the release: the current pod hash is the stable one, so there is no canary.
+        write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], 0, STABLE))
 
         log = open(os.path.join(work, "sluice.log"), "w")
         admin = f"http://127.0.0.1:{ports['admin']}"
@@ -221,9 +225,9 @@ def main():
               f"{SLUICE} status --admin {admin}\n")
 
         load = Load(ports["listener"])
-        show(load, "weight 0% (step 0)", STEP_SECONDS)
+        show(load, "no canary yet", STEP_SECONDS)
         for i, weight in enumerate(STEPS):
-            # Step 2i is setWeight; the index after it is the pause that holds the weight.
+            # Step 2i is setWeight; the pause after it holds the weight (Argo's currentStepIndex).
             write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], 2 * i + 1))
             show(load, f"weight {weight}% (step {2 * i + 1})", STEP_SECONDS)
         subprocess.run([SLUICE, "promote", "default/demo", "--admin", admin],

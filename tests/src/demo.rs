@@ -162,12 +162,12 @@ pub fn invalid_policies() -> Vec<(&'static str, Value, &'static str)> {
         (
             "weight above 10000",
             policy(12_000, json!({})),
-            "canaryWeightBp",
+            "canaryWeightBp: 12000 is above 10000",
         ),
         (
             "canary not among versions",
             policy(1000, json!({"canaryHash": "ghost1"})),
-            "canaryHash",
+            "canaryHash: \"ghost1\"",
         ),
         (
             "bad regex",
@@ -175,9 +175,17 @@ pub fn invalid_policies() -> Vec<(&'static str, Value, &'static str)> {
                 1000,
                 json!({"headerRoutes": [{"name": "bad", "matches": [{"name": "x-a", "regex": "(["}], "canary": true}]}),
             ),
-            "regex",
+            "headerRoutes[0].matches[0].regex",
         ),
-        ("duplicate host", duplicate_host, HOST),
-        ("unknown JSON field", unknown_field, "canaryWeight"),
+        (
+            "duplicate host",
+            duplicate_host,
+            "hosts[0]: \"demo.local\" is also served",
+        ),
+        (
+            "unknown JSON field",
+            unknown_field,
+            "unknown field `canaryWeight`",
+        ),
     ]
 }

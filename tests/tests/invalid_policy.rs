@@ -28,7 +28,6 @@ async fn invalid_policies_fail_validation_with_the_filters_message() -> anyhow::
             .lines()
             .find(|line| line.contains("wasm log"))
             .with_context(|| format!("{what}: no filter log line in:\n{}", outcome.output))?;
-        eprintln!("DEBUG {what}: {filter_line}");
         assert!(
             filter_line.contains(needle),
             "{what}: filter message lacks {needle:?}: {filter_line}"
