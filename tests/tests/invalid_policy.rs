@@ -52,18 +52,20 @@ async fn invalid_policies_fail_validation_with_the_filters_message() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_policy_stops_envoy_at_startup_with_the_message() -> anyhow::Result<()> {
     let upstreams = Upstreams::start().await?;
-    let config = upstreams.config(Some(&policy(12_000, json!({}))), [50, 50, 0])?;
-    let exited = sluice_e2e::run_until_exit(&config, Duration::from_secs(90)).await?;
-    assert!(
-        !exited.status.success(),
-        "Envoy exited successfully:\n{}",
-        exited.output
-    );
-    assert!(
-        exited.output.contains("canaryWeightBp") && exited.output.contains("default/demo"),
-        "the filter's message is missing:\n{}",
-        exited.output
-    );
+    for (what, policy, needle) in invalid_policies() {
+        let config = upstreams.config(Some(&policy), [50, 50, 0])?;
+        let exited = sluice_e2e::run_until_exit(&config, Duration::from_secs(90)).await?;
+        assert!(
+            !exited.status.success(),
+            "{what}: Envoy exited successfully:\n{}",
+            exited.output
+        );
+        assert!(
+            exited.output.contains(needle),
+            "{what}: the filter's message ({needle:?}) is missing:\n{}",
+            exited.output
+        );
+    }
     Ok(())
 }
 

@@ -13,10 +13,7 @@
 //! A rollout that fails (unparsable, bad selector, derivation or validation, a host another
 //! rollout has) is reported and keeps serving its last good state.
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-};
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use k8s_openapi::{
     api::core::v1::{Pod, Service},
@@ -137,7 +134,8 @@ impl Index {
 
     pub fn apply_pod(&mut self, pod: &Pod) {
         let info = PodInfo::from_pod(pod);
-        self.pods.insert((info.namespace.clone(), info.name.clone()), info);
+        self.pods
+            .insert((info.namespace.clone(), info.name.clone()), info);
     }
 
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
@@ -146,7 +144,8 @@ impl Index {
 
     /// Replaces every Pod (in `namespace`, or everywhere) after a (re)list.
     pub fn reset_pods(&mut self, namespace: Option<&str>, pods: &[Pod]) {
-        self.pods.retain(|(ns, _), _| namespace.is_some_and(|n| n != ns));
+        self.pods
+            .retain(|(ns, _), _| namespace.is_some_and(|n| n != ns));
         for pod in pods {
             self.apply_pod(pod);
         }
@@ -154,16 +153,19 @@ impl Index {
 
     pub fn apply_service(&mut self, service: &Service) {
         let info = ServiceInfo::from_service(service);
-        self.services.insert((info.namespace.clone(), info.name.clone()), info);
+        self.services
+            .insert((info.namespace.clone(), info.name.clone()), info);
     }
 
     pub fn delete_service(&mut self, namespace: &str, name: &str) {
-        self.services.remove(&(namespace.to_owned(), name.to_owned()));
+        self.services
+            .remove(&(namespace.to_owned(), name.to_owned()));
     }
 
     /// Replaces every Service (in `namespace`, or everywhere) after a (re)list.
     pub fn reset_services(&mut self, namespace: Option<&str>, services: &[Service]) {
-        self.services.retain(|(ns, _), _| namespace.is_some_and(|n| n != ns));
+        self.services
+            .retain(|(ns, _), _| namespace.is_some_and(|n| n != ns));
         for service in services {
             self.apply_service(service);
         }
@@ -176,7 +178,10 @@ impl Index {
         let mut host_owner: BTreeMap<String, String> = BTreeMap::new();
         let mut good = BTreeMap::new();
         for (object, rollout) in &self.rollouts {
-            let fail = |message: String| SourceError { object: object.clone(), message };
+            let fail = |message: String| SourceError {
+                object: object.clone(),
+                message,
+            };
             let derived = match rollout {
                 Err(message) => Err(fail(message.clone())),
                 // Not routable yet (the step engine, or Argo, has not picked a stable version);
@@ -237,7 +242,10 @@ impl Index {
         }
         Ok(newest
             .into_iter()
-            .map(|(hash, newest_pod)| LiveHash { hash: hash.to_owned(), newest_pod })
+            .map(|(hash, newest_pod)| LiveHash {
+                hash: hash.to_owned(),
+                newest_pod,
+            })
             .collect())
     }
 
@@ -257,9 +265,10 @@ impl Index {
     fn versions(&self, doc: &Rollout, name: &str) -> Result<BTreeMap<String, Version>, ApiError> {
         let selector = selector(doc, name)?;
         // The stable Service's target port, else the canary Service's.
-        let service = service_names(doc)
-            .into_iter()
-            .find_map(|svc| self.services.get(&(namespace_of(doc).to_owned(), svc.to_owned())));
+        let service = service_names(doc).into_iter().find_map(|svc| {
+            self.services
+                .get(&(namespace_of(doc).to_owned(), svc.to_owned()))
+        });
         let mut versions: BTreeMap<String, Version> = BTreeMap::new();
         for pod in self.selected_pods(doc, &selector) {
             let Some(hash) = &pod.hash else { continue };
@@ -311,9 +320,14 @@ fn namespace_of(doc: &Rollout) -> &str {
 
 /// The stable, then the canary Service's name.
 fn service_names(doc: &Rollout) -> Vec<&str> {
-    let Some(canary) = doc.spec.strategy.canary.as_ref() else { return Vec::new() };
+    let Some(canary) = doc.spec.strategy.canary.as_ref() else {
+        return Vec::new();
+    };
     let mut names: Vec<&str> = Vec::new();
-    for name in [&canary.stable_service, &canary.canary_service].into_iter().flatten() {
+    for name in [&canary.stable_service, &canary.canary_service]
+        .into_iter()
+        .flatten()
+    {
         if !name.is_empty() && !names.contains(&name.as_str()) {
             names.push(name);
         }
@@ -349,7 +363,9 @@ fn conflict(
     }
     state.hosts.iter().find_map(|host| {
         let owner = host_owner.get(host)?;
-        Some(format!("host {host:?} already belongs to rollout {owner:?}"))
+        Some(format!(
+            "host {host:?} already belongs to rollout {owner:?}"
+        ))
     })
 }
 

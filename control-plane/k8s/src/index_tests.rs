@@ -77,7 +77,10 @@ fn demo_index() -> Index {
     index.apply_pod(&pod("prod", "c1", "bbb", "10.0.1.1", true));
     index.apply_service(&service("prod", "demo-stable", 80, ", targetPort: 8080"));
     index.apply_service(&service("prod", "demo-canary", 80, ", targetPort: 8080"));
-    index.apply_rollout(argo_ref("prod", "demo"), Ok(argo("prod", "demo", "aaa", "bbb", 1)));
+    index.apply_rollout(
+        argo_ref("prod", "demo"),
+        Ok(argo("prod", "demo", "aaa", "bbb", 1)),
+    );
     index
 }
 
@@ -94,7 +97,10 @@ fn argo_rollout_with_pods_and_services_becomes_a_rollout_state() {
         rollout.versions["aaa"].endpoints,
         vec![addr("10.0.0.1:8080"), addr("10.0.0.2:8080")]
     );
-    assert_eq!(rollout.versions["bbb"].endpoints, vec![addr("10.0.1.1:8080")]);
+    assert_eq!(
+        rollout.versions["bbb"].endpoints,
+        vec![addr("10.0.1.1:8080")]
+    );
     assert_eq!(
         rollout.hosts,
         [
@@ -114,19 +120,35 @@ fn argo_rollout_with_pods_and_services_becomes_a_rollout_state() {
 fn the_split_follows_the_status_step_by_step() {
     let mut index = demo_index();
     for (step, weight) in [(0, 2000), (1, 2000), (2, 5000), (3, 5000), (4, 10_000)] {
-        index.apply_rollout(argo_ref("prod", "demo"), Ok(argo("prod", "demo", "aaa", "bbb", step)));
+        index.apply_rollout(
+            argo_ref("prod", "demo"),
+            Ok(argo("prod", "demo", "aaa", "bbb", step)),
+        );
         let state = index.state();
-        assert_eq!(state.traffic.rollouts["prod/demo"].canary_weight_bp, weight, "step {step}");
+        assert_eq!(
+            state.traffic.rollouts["prod/demo"].canary_weight_bp, weight,
+            "step {step}"
+        );
     }
     // Promoted: the canary is stable, no canary left.
-    index.apply_rollout(argo_ref("prod", "demo"), Ok(argo("prod", "demo", "bbb", "bbb", 4)));
+    index.apply_rollout(
+        argo_ref("prod", "demo"),
+        Ok(argo("prod", "demo", "bbb", "bbb", 4)),
+    );
     let rollout = &index.state().traffic.rollouts["prod/demo"];
-    assert_eq!((rollout.stable_hash.as_str(), rollout.canary_hash.as_ref()), ("bbb", None));
+    assert_eq!(
+        (rollout.stable_hash.as_str(), rollout.canary_hash.as_ref()),
+        ("bbb", None)
+    );
 }
 
 #[test]
 fn target_ports_resolve_numeric_named_and_default() {
-    for (target, port) in [("", 80), (", targetPort: 9090", 9090), (", targetPort: admin", 9090)] {
+    for (target, port) in [
+        ("", 80),
+        (", targetPort: 9090", 9090),
+        (", targetPort: admin", 9090),
+    ] {
         let mut index = demo_index();
         index.apply_service(&service("prod", "demo-stable", 80, target));
         let state = index.state();
@@ -137,13 +159,19 @@ fn target_ports_resolve_numeric_named_and_default() {
     let mut index = demo_index();
     index.apply_service(&service("prod", "demo-stable", 80, ", targetPort: grpc"));
     let state = index.state();
-    assert_eq!(state.traffic.rollouts["prod/demo"].versions["aaa"].endpoints, vec![]);
+    assert_eq!(
+        state.traffic.rollouts["prod/demo"].versions["aaa"].endpoints,
+        vec![]
+    );
     // No service at all: the pods' first container port.
     let mut index = demo_index();
     index.delete_service("prod", "demo-stable");
     index.delete_service("prod", "demo-canary");
     let state = index.state();
-    assert_eq!(state.traffic.rollouts["prod/demo"].versions["bbb"].endpoints[0].port(), 8080);
+    assert_eq!(
+        state.traffic.rollouts["prod/demo"].versions["bbb"].endpoints[0].port(),
+        8080
+    );
 }
 
 #[test]
@@ -154,7 +182,12 @@ fn only_ready_live_selected_pods_of_the_namespace_are_endpoints() {
     terminating.metadata.deletion_timestamp = terminating.metadata.creation_timestamp.clone();
     index.apply_pod(&terminating);
     let mut other_app = pod("prod", "x1", "aaa", "10.0.0.5", true);
-    other_app.metadata.labels.as_mut().expect("labels").insert("app".into(), "other".into());
+    other_app
+        .metadata
+        .labels
+        .as_mut()
+        .expect("labels")
+        .insert("app".into(), "other".into());
     index.apply_pod(&other_app);
     index.apply_pod(&pod("staging", "s6", "aaa", "10.0.0.6", true));
     let mut no_ip = pod("prod", "s7", "aaa", "10.0.0.7", true);
@@ -175,7 +208,11 @@ fn only_ready_live_selected_pods_of_the_namespace_are_endpoints() {
     index.reset_pods(Some("prod"), &[pod("prod", "s9", "aaa", "10.0.0.9", true)]);
     let state = index.state();
     // bbb has no pods any more: the canary is not live, so the last good state serves.
-    assert!(state.errors[0].message.contains("status.currentPodHash"), "{:?}", state.errors);
+    assert!(
+        state.errors[0].message.contains("status.currentPodHash"),
+        "{:?}",
+        state.errors
+    );
     assert_eq!(
         state.traffic.rollouts["prod/demo"].versions["aaa"].endpoints,
         vec![addr("10.0.0.2:8080")]
@@ -194,17 +231,25 @@ fn an_invalid_rollout_keeps_its_last_good_state_and_is_reported() {
     assert_eq!(state.errors.len(), 1);
     assert_eq!(state.errors[0].object, argo_ref("prod", "demo"));
     assert!(
-        state.errors[0].message.contains("spec.strategy.canary.steps[2].setWeight"),
+        state.errors[0]
+            .message
+            .contains("spec.strategy.canary.steps[2].setWeight"),
         "{}",
         state.errors[0].message
     );
     // Still the last good one on the next computation, and unparsable objects too.
-    index.apply_rollout(argo_ref("prod", "demo"), Err("spec.replicas: invalid type".into()));
+    index.apply_rollout(
+        argo_ref("prod", "demo"),
+        Err("spec.replicas: invalid type".into()),
+    );
     let state = index.state();
     assert_eq!(state.traffic, good);
     assert_eq!(state.errors[0].message, "spec.replicas: invalid type");
     // Fixed: served again, no error.
-    index.apply_rollout(argo_ref("prod", "demo"), Ok(argo("prod", "demo", "aaa", "bbb", 2)));
+    index.apply_rollout(
+        argo_ref("prod", "demo"),
+        Ok(argo("prod", "demo", "aaa", "bbb", 2)),
+    );
     let state = index.state();
     assert_eq!(state.errors, vec![]);
     assert_eq!(state.traffic.rollouts["prod/demo"].canary_weight_bp, 5000);
@@ -233,10 +278,17 @@ fn a_host_claimed_twice_is_reported_on_the_later_rollout() {
     other.spec.hosts = vec!["demo-stable.prod".into()];
     index.apply_rollout(argo_ref("prod", "zzz"), Ok(other));
     let state = index.state();
-    assert_eq!(state.traffic.rollouts.keys().collect::<Vec<_>>(), ["prod/demo"]);
+    assert_eq!(
+        state.traffic.rollouts.keys().collect::<Vec<_>>(),
+        ["prod/demo"]
+    );
     assert_eq!(state.errors.len(), 1);
     assert_eq!(state.errors[0].object, argo_ref("prod", "zzz"));
-    assert!(state.errors[0].message.contains("\"demo-stable.prod\""), "{}", state.errors[0].message);
+    assert!(
+        state.errors[0].message.contains("\"demo-stable.prod\""),
+        "{}",
+        state.errors[0].message
+    );
     assert!(state.traffic.validate().is_ok());
 }
 
@@ -246,7 +298,10 @@ fn sluice_and_argo_rollouts_of_the_same_name_do_not_both_serve() {
     let sluice = RolloutRef::new(RolloutApi::Sluice, "prod", "demo");
     index.apply_rollout(sluice.clone(), Ok(argo("prod", "demo", "aaa", "bbb", 2)));
     let state = index.state();
-    assert_eq!(state.traffic.rollouts["prod/demo"].canary_weight_bp, 5000, "sluice.dev wins");
+    assert_eq!(
+        state.traffic.rollouts["prod/demo"].canary_weight_bp, 5000,
+        "sluice.dev wins"
+    );
     assert_eq!(state.errors.len(), 1);
     assert_eq!(state.errors[0].object, argo_ref("prod", "demo"));
 }
@@ -269,8 +324,17 @@ fn live_hashes_report_the_newest_pod_of_each_hash() {
     newer.metadata.creation_timestamp =
         Some(serde_json::from_str("\"2024-02-01T00:00:00Z\"").expect("time"));
     index.apply_pod(&newer);
-    let doc = index.rollout(&argo_ref("prod", "demo")).expect("rollout").clone();
+    let doc = index
+        .rollout(&argo_ref("prod", "demo"))
+        .expect("rollout")
+        .clone();
     let live = index.live_hashes(&doc).expect("selector");
-    assert_eq!(live.iter().map(|h| h.hash.as_str()).collect::<Vec<_>>(), ["aaa", "bbb"]);
-    assert_eq!(live[1].newest_pod, newer.metadata.creation_timestamp.map(|t| t.0));
+    assert_eq!(
+        live.iter().map(|h| h.hash.as_str()).collect::<Vec<_>>(),
+        ["aaa", "bbb"]
+    );
+    assert_eq!(
+        live[1].newest_pod,
+        newer.metadata.creation_timestamp.map(|t| t.0)
+    );
 }

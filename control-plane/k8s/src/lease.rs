@@ -118,7 +118,10 @@ pub async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, K8
             return Ok(false);
         }
         Decision::Create(lease) => api.create(&PostParams::default(), &lease).await,
-        Decision::Update(lease) => api.replace(&config.name, &PostParams::default(), &lease).await,
+        Decision::Update(lease) => {
+            api.replace(&config.name, &PostParams::default(), &lease)
+                .await
+        }
     };
     match written {
         Ok(_) => Ok(true),
@@ -194,7 +197,9 @@ mod tests {
 
     #[test]
     fn no_lease_is_created_held_by_us() {
-        let Decision::Create(created) = decide(&config(), None, at(5)) else { panic!("create") };
+        let Decision::Create(created) = decide(&config(), None, at(5)) else {
+            panic!("create")
+        };
         assert_eq!(created.metadata.name.as_deref(), Some("sluice-leader"));
         assert_eq!(created.metadata.namespace.as_deref(), Some("sluice-system"));
         let spec = created.spec.expect("spec");
@@ -222,7 +227,9 @@ mod tests {
         let current = lease("pod-b", at(2), 1);
         assert_eq!(
             decide(&config(), Some(&current), at(12)),
-            Decision::Follow { holder: "pod-b".into() }
+            Decision::Follow {
+                holder: "pod-b".into()
+            }
         );
     }
 

@@ -40,7 +40,11 @@ pub struct RolloutRef {
 
 impl RolloutRef {
     pub fn new(api: RolloutApi, namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        RolloutRef { api, namespace: namespace.into(), name: name.into() }
+        RolloutRef {
+            api,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// The rollout's name in the traffic model.
@@ -51,7 +55,13 @@ impl RolloutRef {
 
 impl fmt::Display for RolloutRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} Rollout \"{}/{}\"", self.api.api_version(), self.namespace, self.name)
+        write!(
+            f,
+            "{} Rollout \"{}/{}\"",
+            self.api.api_version(),
+            self.namespace,
+            self.name
+        )
     }
 }
 
@@ -91,9 +101,15 @@ impl PodInfo {
             .and_then(|ip| ip.parse().ok());
         let mut named_ports = BTreeMap::new();
         let mut first_port = None;
-        let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default();
         for port in containers.iter().flat_map(|c| c.ports.iter().flatten()) {
-            let Ok(number) = u16::try_from(port.container_port) else { continue };
+            let Ok(number) = u16::try_from(port.container_port) else {
+                continue;
+            };
             first_port.get_or_insert(number);
             if let Some(name) = &port.name {
                 named_ports.entry(name.clone()).or_insert(number);
@@ -142,7 +158,11 @@ impl ServiceInfo {
                 })
             });
         ServiceInfo {
-            namespace: service.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            namespace: service
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             name: service.metadata.name.clone().unwrap_or_default(),
             port,
         }

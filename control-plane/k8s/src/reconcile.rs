@@ -55,7 +55,11 @@ pub fn reconcile(index: &Index, object: &RolloutRef, now: Timestamp) -> Option<R
             }
         },
     };
-    Some(Reconciled { changed: status != current, status, requeue_after })
+    Some(Reconciled {
+        changed: status != current,
+        status,
+        requeue_after,
+    })
 }
 
 #[cfg(test)]
@@ -106,10 +110,23 @@ mod tests {
         index.apply_rollout(object.clone(), Ok(rollout(120, Some(first.status.clone()))));
         let bad = reconcile(&index, &object, now()).expect("known");
         assert!(bad.changed);
-        assert_eq!(bad.status.current_pod_hash.as_deref(), Some("aaa"), "not advanced");
-        let condition = bad.status.conditions.iter().find(|c| c.type_ == CONDITION_INVALID_SPEC);
-        let message = condition.and_then(|c| c.message.clone()).expect("InvalidSpec message");
-        assert!(message.contains("spec.strategy.canary.steps[0].setWeight"), "{message}");
+        assert_eq!(
+            bad.status.current_pod_hash.as_deref(),
+            Some("aaa"),
+            "not advanced"
+        );
+        let condition = bad
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_INVALID_SPEC);
+        let message = condition
+            .and_then(|c| c.message.clone())
+            .expect("InvalidSpec message");
+        assert!(
+            message.contains("spec.strategy.canary.steps[0].setWeight"),
+            "{message}"
+        );
         // Written and observed again: nothing more to write.
         index.apply_rollout(object.clone(), Ok(rollout(120, Some(bad.status.clone()))));
         assert!(!reconcile(&index, &object, now()).expect("known").changed);
@@ -118,7 +135,20 @@ mod tests {
         index.apply_rollout(object.clone(), Ok(rollout(20, Some(bad.status))));
         let fixed = reconcile(&index, &object, now()).expect("known");
         assert_eq!(fixed.status.current_pod_hash.as_deref(), Some("bbb"));
-        assert!(fixed.status.conditions.iter().all(|c| c.type_ != CONDITION_INVALID_SPEC));
-        assert_eq!(reconcile(&index, &RolloutRef::new(RolloutApi::Sluice, "prod", "x"), now()), None);
+        assert!(
+            fixed
+                .status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != CONDITION_INVALID_SPEC)
+        );
+        assert_eq!(
+            reconcile(
+                &index,
+                &RolloutRef::new(RolloutApi::Sluice, "prod", "x"),
+                now()
+            ),
+            None
+        );
     }
 }

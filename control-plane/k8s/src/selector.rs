@@ -33,12 +33,18 @@ impl Selector {
             let key = expr.key.clone();
             let requirement = match expr.operator.as_str() {
                 "In" | "NotIn" if values.is_empty() => {
-                    return Err((at(".values"), format!("must be non-empty for operator {}", expr.operator)));
+                    return Err((
+                        at(".values"),
+                        format!("must be non-empty for operator {}", expr.operator),
+                    ));
                 }
                 "In" => Requirement::In(key, values),
                 "NotIn" => Requirement::NotIn(key, values),
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err((at(".values"), format!("must be empty for operator {}", expr.operator)));
+                    return Err((
+                        at(".values"),
+                        format!("must be empty for operator {}", expr.operator),
+                    ));
                 }
                 "Exists" => Requirement::Exists(key),
                 "DoesNotExist" => Requirement::DoesNotExist(key),
@@ -52,7 +58,10 @@ impl Selector {
             requirements.push(requirement);
         }
         if requirements.is_empty() {
-            return Err((field.to_owned(), "selects every pod: give matchLabels or matchExpressions".into()));
+            return Err((
+                field.to_owned(),
+                "selects every pod: give matchLabels or matchExpressions".into(),
+            ));
         }
         Ok(Selector { requirements })
     }
@@ -75,7 +84,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn expr(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -99,25 +111,49 @@ mod tests {
         };
         let s = Selector::new(&selector, "spec.selector").expect("valid");
         assert!(s.matches(&labels(&[("app", "demo"), ("tier", "web"), ("team", "a")])));
-        assert!(s.matches(&labels(&[("app", "demo"), ("tier", "api"), ("team", "a"), ("track", "new")])));
+        assert!(s.matches(&labels(&[
+            ("app", "demo"),
+            ("tier", "api"),
+            ("team", "a"),
+            ("track", "new")
+        ])));
         assert!(!s.matches(&labels(&[("app", "other"), ("tier", "web"), ("team", "a")])));
         assert!(!s.matches(&labels(&[("app", "demo"), ("tier", "db"), ("team", "a")])));
-        assert!(!s.matches(&labels(&[("app", "demo"), ("tier", "web"), ("team", "a"), ("track", "legacy")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "demo"),
+            ("tier", "web"),
+            ("team", "a"),
+            ("track", "legacy")
+        ])));
         assert!(!s.matches(&labels(&[("app", "demo"), ("tier", "web")])));
-        assert!(!s.matches(&labels(&[("app", "demo"), ("tier", "web"), ("team", "a"), ("debug", "1")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "demo"),
+            ("tier", "web"),
+            ("team", "a"),
+            ("debug", "1")
+        ])));
     }
 
     #[test]
     fn bad_selectors_name_the_field() {
         let bad = |e: LabelSelectorRequirement| {
-            let selector = LabelSelector { match_labels: None, match_expressions: Some(vec![e]) };
+            let selector = LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![e]),
+            };
             Selector::new(&selector, "spec.selector").unwrap_err()
         };
         let (field, problem) = bad(expr("a", "Equals", &["x"]));
         assert_eq!(field, "spec.selector.matchExpressions[0].operator");
         assert!(problem.contains("\"Equals\""), "{problem}");
-        assert_eq!(bad(expr("a", "In", &[])).0, "spec.selector.matchExpressions[0].values");
-        assert_eq!(bad(expr("a", "Exists", &["x"])).0, "spec.selector.matchExpressions[0].values");
+        assert_eq!(
+            bad(expr("a", "In", &[])).0,
+            "spec.selector.matchExpressions[0].values"
+        );
+        assert_eq!(
+            bad(expr("a", "Exists", &["x"])).0,
+            "spec.selector.matchExpressions[0].values"
+        );
         let (field, _) = Selector::new(&LabelSelector::default(), "spec.selector").unwrap_err();
         assert_eq!(field, "spec.selector");
     }

@@ -68,16 +68,26 @@ pub fn next_status(
             None => {
                 status.phase = Some(PHASE_PROGRESSING.into());
                 status.message = Some("waiting for pods selected by spec.selector".into());
-                return Ok(Step { status, requeue_after: None });
+                return Ok(Step {
+                    status,
+                    requeue_after: None,
+                });
             }
         },
     };
     status.stable_rs = Some(stable.clone());
 
-    let Some(canary) = by_age.iter().rev().find(|h| h.hash != stable).map(|h| h.hash.clone())
+    let Some(canary) = by_age
+        .iter()
+        .rev()
+        .find(|h| h.hash != stable)
+        .map(|h| h.hash.clone())
     else {
         settle(&mut status, &stable, done);
-        return Ok(Step { status, requeue_after: None });
+        return Ok(Step {
+            status,
+            requeue_after: None,
+        });
     };
     if status.current_pod_hash.as_deref() != Some(canary.as_str()) {
         status.current_pod_hash = Some(canary.clone());
@@ -91,11 +101,16 @@ pub fn next_status(
         let Some(step) = usize::try_from(index).ok().and_then(|i| steps.get(i)) else {
             // Every step done: promote.
             settle(&mut status, &canary, done);
-            return Ok(Step { status, requeue_after: None });
+            return Ok(Step {
+                status,
+                requeue_after: None,
+            });
         };
         if let Some(pause) = &step.pause {
             let field = format!("spec.strategy.canary.steps[{index}].pause.duration");
-            let duration = pause.duration_seconds().map_err(|problem| (field, problem))?;
+            let duration = pause
+                .duration_seconds()
+                .map_err(|problem| (field, problem))?;
             let start = set_condition(
                 &mut status.conditions,
                 CONDITION_PAUSED,
@@ -125,7 +140,10 @@ pub fn next_status(
     });
     let weight = weight_at(steps, index);
     status.canary = Some(weights(&stable, &canary, weight));
-    Ok(Step { status, requeue_after })
+    Ok(Step {
+        status,
+        requeue_after,
+    })
 }
 
 /// No canary in progress: everything on `hash`, which is stable.
@@ -142,7 +160,11 @@ fn settle(status: &mut RolloutStatus, hash: &str, done: i32) {
 /// The weight of the last `setWeight` at or before the step in progress (as derivation reads it).
 fn weight_at(steps: &[CanaryStep], index: i32) -> i32 {
     let reached = usize::try_from(index).map_or(0, |i| (i + 1).min(steps.len()));
-    steps[..reached].iter().rev().find_map(|s| s.set_weight).unwrap_or(0)
+    steps[..reached]
+        .iter()
+        .rev()
+        .find_map(|s| s.set_weight)
+        .unwrap_or(0)
 }
 
 fn weights(stable: &str, canary: &str, canary_weight: i32) -> CanaryStatus {
@@ -166,7 +188,13 @@ fn weights(stable: &str, canary: &str, canary_weight: i32) -> CanaryStatus {
 pub fn mark_invalid(status: &mut RolloutStatus, message: &str, now: Timestamp) {
     status.phase = Some(PHASE_DEGRADED.into());
     status.message = Some(message.to_owned());
-    set_condition(&mut status.conditions, CONDITION_INVALID_SPEC, "InvalidSpec", message, now);
+    set_condition(
+        &mut status.conditions,
+        CONDITION_INVALID_SPEC,
+        "InvalidSpec",
+        message,
+        now,
+    );
 }
 
 pub fn clear_invalid(status: &mut RolloutStatus) {

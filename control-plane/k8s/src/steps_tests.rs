@@ -13,7 +13,10 @@ fn at(seconds: i64) -> Timestamp {
 fn live(hashes: &[(&str, i64)]) -> Vec<LiveHash> {
     hashes
         .iter()
-        .map(|(hash, created)| LiveHash { hash: (*hash).into(), newest_pod: Some(at(*created)) })
+        .map(|(hash, created)| LiveHash {
+            hash: (*hash).into(),
+            newest_pod: Some(at(*created)),
+        })
         .collect()
 }
 
@@ -40,7 +43,13 @@ fn status(stable: &str, current: &str, index: i32) -> RolloutStatus {
 }
 
 fn canary_weight(status: &RolloutStatus) -> i32 {
-    status.canary.as_ref().and_then(|c| c.weights.as_ref()).expect("weights").canary.weight
+    status
+        .canary
+        .as_ref()
+        .and_then(|c| c.weights.as_ref())
+        .expect("weights")
+        .canary
+        .weight
 }
 
 fn paused_since(status: &RolloutStatus) -> Option<Timestamp> {
@@ -106,21 +115,40 @@ fn a_new_canary_applies_set_weight_and_holds_at_a_timed_pause() {
     assert_eq!(canary_weight(s), 50);
     assert_eq!(paused_since(s), Some(at(231)), "a new pause starts now");
     assert_eq!(step.requeue_after, None);
-    assert!(s.message.as_deref().unwrap_or_default().contains("until resumed"));
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("until resumed")
+    );
 
     // An indefinite pause holds however long.
-    let later = next_status(&rollout(STEPS, Some(step.status.clone())), &pods, at(99_999));
+    let later = next_status(
+        &rollout(STEPS, Some(step.status.clone())),
+        &pods,
+        at(99_999),
+    );
     assert_eq!(later.expect("runs").status, step.status);
 }
 
 #[test]
 fn after_the_last_step_the_canary_is_promoted() {
-    let doc = rollout("[{setWeight: 20}, {pause: {duration: 10}}]", Some(status("aaa", "bbb", 1)));
+    let doc = rollout(
+        "[{setWeight: 20}, {pause: {duration: 10}}]",
+        Some(status("aaa", "bbb", 1)),
+    );
     let pods = live(&[("aaa", 0), ("bbb", 100)]);
     let held = next_status(&doc, &pods, at(200)).expect("runs");
     assert_eq!(held.status.current_step_index, Some(1));
-    let done = next_status(&rollout("[{setWeight: 20}, {pause: {duration: 10}}]", Some(held.status)), &pods, at(210))
-        .expect("runs");
+    let done = next_status(
+        &rollout(
+            "[{setWeight: 20}, {pause: {duration: 10}}]",
+            Some(held.status),
+        ),
+        &pods,
+        at(210),
+    )
+    .expect("runs");
     let s = &done.status;
     assert_eq!(s.stable_rs.as_deref(), Some("bbb"));
     assert_eq!(s.current_pod_hash.as_deref(), Some("bbb"));

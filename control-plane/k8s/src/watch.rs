@@ -165,9 +165,12 @@ fn streams(client: &Client, config: &Config) -> Vec<ChangeStream> {
             };
             let what = format!("{} Rollouts", api.api_version());
             let s = scope.clone();
-            out.push(watch_updates(objects, watcher::Config::default(), what, move |u| {
-                Change::Rollout(api, s.clone(), u)
-            }));
+            out.push(watch_updates(
+                objects,
+                watcher::Config::default(),
+                what,
+                move |u| Change::Rollout(api, s.clone(), u),
+            ));
         }
         let pods: Api<Pod> = scoped_api(client, &scope);
         let s = scope.clone();
@@ -177,9 +180,12 @@ fn streams(client: &Client, config: &Config) -> Vec<ChangeStream> {
         }));
         let services: Api<Service> = scoped_api(client, &scope);
         let s = scope.clone();
-        out.push(watch_updates(services, watcher::Config::default(), "Services".into(), move |u| {
-            Change::Service(s.clone(), u)
-        }));
+        out.push(watch_updates(
+            services,
+            watcher::Config::default(),
+            "Services".into(),
+            move |u| Change::Service(s.clone(), u),
+        ));
     }
     out
 }
@@ -204,36 +210,43 @@ fn watch_updates<K>(
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let stream = watcher(api, config).default_backoff().scan(
-        None::<Vec<K>>,
-        move |buffer, event| {
-            let change = match event {
-                Ok(watcher::Event::Init) => {
-                    *buffer = Some(Vec::new());
-                    None
-                }
-                Ok(watcher::Event::InitApply(object)) => {
-                    buffer.get_or_insert_default().push(object);
-                    None
-                }
-                Ok(watcher::Event::InitDone) => {
-                    Some(wrap(Update::Reset(buffer.take().unwrap_or_default())))
-                }
-                Ok(watcher::Event::Apply(object)) => Some(wrap(Update::Apply(object))),
-                Ok(watcher::Event::Delete(object)) => Some(wrap(Update::Delete(object))),
-                Err(error) => Some(Change::Failed(what.clone(), error)),
-            };
-            ready(Some(change))
-        },
-    );
+    let stream =
+        watcher(api, config)
+            .default_backoff()
+            .scan(None::<Vec<K>>, move |buffer, event| {
+                let change = match event {
+                    Ok(watcher::Event::Init) => {
+                        *buffer = Some(Vec::new());
+                        None
+                    }
+                    Ok(watcher::Event::InitApply(object)) => {
+                        buffer.get_or_insert_default().push(object);
+                        None
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        Some(wrap(Update::Reset(buffer.take().unwrap_or_default())))
+                    }
+                    Ok(watcher::Event::Apply(object)) => Some(wrap(Update::Apply(object))),
+                    Ok(watcher::Event::Delete(object)) => Some(wrap(Update::Delete(object))),
+                    Err(error) => Some(Change::Failed(what.clone(), error)),
+                };
+                ready(Some(change))
+            });
     Box::pin(stream.filter_map(ready))
 }
 
 /// Reads a watched object as a Rollout of `api`; the error names the bad field's path.
-pub fn parse_rollout(api: RolloutApi, object: &DynamicObject) -> (RolloutRef, Result<Rollout, String>) {
+pub fn parse_rollout(
+    api: RolloutApi,
+    object: &DynamicObject,
+) -> (RolloutRef, Result<Rollout, String>) {
     let object_ref = RolloutRef::new(
         api,
-        object.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        object
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         object.metadata.name.clone().unwrap_or_default(),
     );
     let parsed = serde_json::to_value(object)
@@ -275,7 +288,10 @@ impl Driver {
         tx: watch::Sender<TrafficState>,
         errors: mpsc::Sender<SourceError>,
     ) -> Self {
-        let reporter = Reporter { controller: "sluice".into(), instance: config.instance.clone() };
+        let reporter = Reporter {
+            controller: "sluice".into(),
+            instance: config.instance.clone(),
+        };
         Driver {
             recorder: Recorder::new(client.clone(), reporter),
             index: Index::new(&config.cluster_domain),
@@ -308,7 +324,9 @@ impl Driver {
                 let (ns, name) = ns_name(&pod.metadata);
                 self.index.delete_pod(&ns, &name);
             }
-            Change::Pod(scope, Update::Reset(pods)) => self.index.reset_pods(scope.as_deref(), &pods),
+            Change::Pod(scope, Update::Reset(pods)) => {
+                self.index.reset_pods(scope.as_deref(), &pods)
+            }
             Change::Service(_, Update::Apply(service)) => self.index.apply_service(&service),
             Change::Service(_, Update::Delete(service)) => {
                 let (ns, name) = ns_name(&service.metadata);
@@ -327,7 +345,10 @@ impl Driver {
         self.tx.send_if_modified(|current| {
             let changed = *current != state.traffic;
             if changed {
-                tracing::info!(rollouts = state.traffic.rollouts.len(), "traffic state changed");
+                tracing::info!(
+                    rollouts = state.traffic.rollouts.len(),
+                    "traffic state changed"
+                );
                 *current = state.traffic.clone();
             }
             changed
@@ -343,8 +364,13 @@ impl Driver {
             reported.insert(error.object.clone(), error.message.clone());
         }
         self.reported = reported;
-        for error in state.errors.iter().filter(|e| e.object.api == RolloutApi::Argo) {
-            if self.evented.get(&error.object) == Some(&error.message) || !*self.is_leader.borrow() {
+        for error in state
+            .errors
+            .iter()
+            .filter(|e| e.object.api == RolloutApi::Argo)
+        {
+            if self.evented.get(&error.object) == Some(&error.message) || !*self.is_leader.borrow()
+            {
                 continue;
             }
             let event = K8sEvent {
@@ -354,7 +380,10 @@ impl Driver {
                 action: "Route".into(),
                 secondary: None,
             };
-            let uid = self.index.rollout(&error.object).and_then(|r| r.metadata.uid.clone());
+            let uid = self
+                .index
+                .rollout(&error.object)
+                .and_then(|r| r.metadata.uid.clone());
             let reference = ObjectReference {
                 api_version: Some(error.object.api.api_version().into()),
                 kind: Some("Rollout".into()),
@@ -365,7 +394,8 @@ impl Driver {
             };
             match self.recorder.publish(&event, &reference).await {
                 Ok(()) => {
-                    self.evented.insert(error.object.clone(), error.message.clone());
+                    self.evented
+                        .insert(error.object.clone(), error.message.clone());
                 }
                 Err(e) => tracing::warn!(error = %e, object = %error.object, "publishing an Event"),
             }
@@ -377,15 +407,24 @@ impl Driver {
         if !self.config.manage_sluice_rollouts || !*self.is_leader.borrow() {
             return;
         }
-        let objects: Vec<RolloutRef> =
-            self.index.rollouts_of(RolloutApi::Sluice).map(|(r, _)| r.clone()).collect();
+        let objects: Vec<RolloutRef> = self
+            .index
+            .rollouts_of(RolloutApi::Sluice)
+            .map(|(r, _)| r.clone())
+            .collect();
         let mut wrote = false;
         for object in objects {
-            let Some(result) = reconcile(&self.index, &object, Timestamp::now()) else { continue };
+            let Some(result) = reconcile(&self.index, &object, Timestamp::now()) else {
+                continue;
+            };
             if !result.changed {
                 continue;
             }
-            let old = self.index.rollout(&object).and_then(|r| r.status.clone()).unwrap_or_default();
+            let old = self
+                .index
+                .rollout(&object)
+                .and_then(|r| r.status.clone())
+                .unwrap_or_default();
             match write_status(&self.client, &self.is_leader, &object, &old, &result.status).await {
                 Ok(Some(updated)) => {
                     self.index.apply_rollout(object, Ok(updated));
@@ -417,12 +456,18 @@ pub async fn write_status(
     }
     let api: Api<Rollout> = Api::namespaced(client.clone(), &object.namespace);
     let params = PatchParams::default();
-    match api.patch_status(&object.name, &params, &Patch::Merge(&body)).await {
+    match api
+        .patch_status(&object.name, &params, &Patch::Merge(&body))
+        .await
+    {
         Ok(updated) => {
             tracing::info!(%object, phase = ?new.phase, step = ?new.current_step_index, "status written");
             Ok(Some(updated))
         }
-        Err(error) => Err(K8sError::Status { object: object.clone(), error }),
+        Err(error) => Err(K8sError::Status {
+            object: object.clone(),
+            error,
+        }),
     }
 }
 

@@ -31,8 +31,15 @@ type Route = Box<dyn FnMut(&Seen) -> Option<(u16, Value)> + Send>;
 
 /// Serves requests with `route`: `Some((code, body))` answers, `None` leaves the request pending
 /// (an open watch that never delivers). Every request is logged in order.
-fn apiserver(mut route: Route) -> (kube::Client, Arc<Mutex<Vec<Seen>>>, tokio::task::JoinHandle<()>) {
-    let (service, mut handle): (_, Handle<Request<Body>, Response<Body>>) = tower_test::mock::pair();
+fn apiserver(
+    mut route: Route,
+) -> (
+    kube::Client,
+    Arc<Mutex<Vec<Seen>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (service, mut handle): (_, Handle<Request<Body>, Response<Body>>) =
+        tower_test::mock::pair();
     let log = Arc::new(Mutex::new(Vec::new()));
     let task_log = log.clone();
     let task = tokio::spawn(async move {
@@ -63,17 +70,26 @@ fn apiserver(mut route: Route) -> (kube::Client, Arc<Mutex<Vec<Seen>>>, tokio::t
 }
 
 fn not_found(name: &str) -> (u16, Value) {
-    (404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                 "message": format!("leases \"{name}\" not found"), "code": 404}))
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                 "message": format!("leases \"{name}\" not found"), "code": 404}),
+    )
 }
 
 fn conflict() -> (u16, Value) {
-    (409, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
-                 "message": "the object has been modified", "code": 409}))
+    (
+        409,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+                 "message": "the object has been modified", "code": 409}),
+    )
 }
 
 fn list(kind: &str, api_version: &str, items: Vec<Value>) -> (u16, Value) {
-    (200, json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items}))
+    (
+        200,
+        json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items}),
+    )
 }
 
 fn lease_config(identity: &str) -> LeaseConfig {
@@ -86,13 +102,18 @@ const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/sluice-system/leas
 
 /// A Lease store behind the mock: GET / POST / PUT with resourceVersion checks, and `fail_put`
 /// answers PUTs with 409 (another replica wrote first).
-fn lease_route(stored: Arc<Mutex<Option<Value>>>, fail_put: Arc<Mutex<bool>>) -> impl FnMut(&Seen) -> Option<(u16, Value)> {
+fn lease_route(
+    stored: Arc<Mutex<Option<Value>>>,
+    fail_put: Arc<Mutex<bool>>,
+) -> impl FnMut(&Seen) -> Option<(u16, Value)> {
     move |seen| {
         let mut stored = stored.lock().expect("lease");
         match (seen.method.as_str(), seen.path.as_str()) {
-            ("GET", p) if p == format!("{LEASES}/sluice-leader") => {
-                Some(stored.clone().map_or_else(|| not_found("sluice-leader"), |l| (200, l)))
-            }
+            ("GET", p) if p == format!("{LEASES}/sluice-leader") => Some(
+                stored
+                    .clone()
+                    .map_or_else(|| not_found("sluice-leader"), |l| (200, l)),
+            ),
             ("POST", LEASES) if stored.is_some() => Some(conflict()),
             ("POST", LEASES) => {
                 let mut lease = seen.body.clone();
@@ -105,7 +126,11 @@ fn lease_route(stored: Arc<Mutex<Option<Value>>>, fail_put: Arc<Mutex<bool>>) ->
                     return Some(conflict());
                 }
                 let mut lease = seen.body.clone();
-                let rv: u64 = lease["metadata"]["resourceVersion"].as_str().unwrap_or("0").parse().unwrap_or(0);
+                let rv: u64 = lease["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0);
                 lease["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
                 *stored = Some(lease.clone());
                 Some((200, lease))
@@ -131,14 +156,28 @@ async fn the_lease_is_created_renewed_and_lost_on_conflict() {
         assert_eq!(methods, ["GET", "POST", "GET", "PUT"]);
         assert_eq!(log[1].body["spec"]["holderIdentity"], "pod-a");
         assert_eq!(log[1].body["spec"]["leaseDurationSeconds"], 10);
-        assert_eq!(log[3].body["metadata"]["resourceVersion"], "1", "renewal is resourceVersion-checked");
+        assert_eq!(
+            log[3].body["metadata"]["resourceVersion"], "1",
+            "renewal is resourceVersion-checked"
+        );
     }
     *fail_put.lock().expect("flag") = true;
-    assert!(!try_hold(&api, &config).await.expect("a conflict is an answer, not an error"));
+    assert!(
+        !try_hold(&api, &config)
+            .await
+            .expect("a conflict is an answer, not an error")
+    );
     // Another replica, while pod-a's lease is live: follows without writing.
     let before = log.lock().expect("log").len();
-    assert!(!try_hold(&api, &lease_config("pod-b")).await.expect("follow"));
-    let after: Vec<String> = log.lock().expect("log")[before..].iter().map(|s| s.method.clone()).collect();
+    assert!(
+        !try_hold(&api, &lease_config("pod-b"))
+            .await
+            .expect("follow")
+    );
+    let after: Vec<String> = log.lock().expect("log")[before..]
+        .iter()
+        .map(|s| s.method.clone())
+        .collect();
     assert_eq!(after, ["GET"]);
 }
 
@@ -153,11 +192,20 @@ async fn elect_publishes_leadership_and_drops_it_at_once_on_conflict() {
     let elector = tokio::spawn(elect(api, lease_config("pod-a"), tx, async {
         let _ = stopped.await;
     }));
-    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|leader| *leader)).await.expect("leads").expect("open");
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|leader| *leader))
+        .await
+        .expect("leads")
+        .expect("open");
     *fail_put.lock().expect("flag") = true;
-    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|leader| !*leader)).await.expect("steps down").expect("open");
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|leader| !*leader))
+        .await
+        .expect("steps down")
+        .expect("open");
     stop.send(()).expect("elector running");
-    tokio::time::timeout(Duration::from_secs(30), elector).await.expect("stops").expect("no panic");
+    tokio::time::timeout(Duration::from_secs(30), elector)
+        .await
+        .expect("stops")
+        .expect("no panic");
 }
 
 fn demo_rollout(status: Option<Value>) -> Value {
@@ -206,7 +254,11 @@ fn cluster_route(
             return None;
         }
         match (seen.method.as_str(), seen.path.as_str()) {
-            ("GET", ROLLOUTS) => Some(list("RolloutList", "sluice.dev/v1alpha1", vec![rollout.clone()])),
+            ("GET", ROLLOUTS) => Some(list(
+                "RolloutList",
+                "sluice.dev/v1alpha1",
+                vec![rollout.clone()],
+            )),
             ("GET", "/api/v1/pods") => Some(list("PodList", "v1", pods.clone())),
             ("GET", "/api/v1/services") => Some(list("ServiceList", "v1", vec![demo_service()])),
             ("PATCH", STATUS) => {
@@ -229,7 +281,11 @@ fn cluster_route(
 }
 
 fn config(lease: LeaseConfig) -> Config {
-    Config { lease: Some(lease), resync: Duration::from_millis(50), ..Config::default() }
+    Config {
+        lease: Some(lease),
+        resync: Duration::from_millis(50),
+        ..Config::default()
+    }
 }
 
 #[tokio::test]
@@ -244,29 +300,61 @@ async fn the_leader_runs_the_steps_writes_status_and_the_state_follows() {
     let (tx, mut rx) = watch::channel(TrafficState::default());
     let (errors_tx, _errors_rx) = mpsc::channel::<SourceError>(16);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(sluice_k8s::run(client, config(lease_config("pod-a")), tx, errors_tx, async {
-        let _ = stopped.await;
-    }));
+    let run = tokio::spawn(sluice_k8s::run(
+        client,
+        config(lease_config("pod-a")),
+        tx,
+        errors_tx,
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let served = |state: &TrafficState| {
-        state.rollouts.get("prod/demo").is_some_and(|r| r.canary_hash.as_deref() == Some("bbb"))
+        state
+            .rollouts
+            .get("prod/demo")
+            .is_some_and(|r| r.canary_hash.as_deref() == Some("bbb"))
     };
-    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(served)).await.expect("served").expect("open");
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(served))
+        .await
+        .expect("served")
+        .expect("open");
     let state = rx.borrow().clone();
     let rollout = &state.rollouts["prod/demo"];
     assert_eq!(rollout.stable_hash, "aaa");
     assert_eq!(rollout.canary_weight_bp, 2500);
-    assert_eq!(rollout.versions["bbb"].endpoints, vec!["10.0.0.2:8080".parse().expect("addr")]);
-    assert!(rollout.hosts.contains(&"demo.prod.svc.cluster.local".to_owned()));
+    assert_eq!(
+        rollout.versions["bbb"].endpoints,
+        vec!["10.0.0.2:8080".parse().expect("addr")]
+    );
+    assert!(
+        rollout
+            .hosts
+            .contains(&"demo.prod.svc.cluster.local".to_owned())
+    );
 
     stop.send(()).expect("running");
-    tokio::time::timeout(Duration::from_secs(30), run).await.expect("stops").expect("no panic").expect("ok");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("stops")
+        .expect("no panic")
+        .expect("ok");
 
     let log = log.lock().expect("log");
-    let first_lease_write = log.iter().position(|s| s.method == "POST" && s.path == LEASES).expect("lease created");
+    let first_lease_write = log
+        .iter()
+        .position(|s| s.method == "POST" && s.path == LEASES)
+        .expect("lease created");
     let patches: Vec<&Seen> = log.iter().filter(|s| s.method == "PATCH").collect();
-    let first_patch = log.iter().position(|s| s.method == "PATCH").expect("status written");
-    assert!(first_lease_write < first_patch, "no status write before holding the lease");
+    let first_patch = log
+        .iter()
+        .position(|s| s.method == "PATCH")
+        .expect("status written");
+    assert!(
+        first_lease_write < first_patch,
+        "no status write before holding the lease"
+    );
     assert_eq!(patches[0].path, STATUS);
     // First the only... here two versions at once: the oldest is stable, the newest the canary
     // held at the indefinite pause after setWeight 25.
@@ -276,7 +364,11 @@ async fn the_leader_runs_the_steps_writes_status_and_the_state_follows() {
     assert_eq!(status["currentStepIndex"], 1);
     assert_eq!(status["phase"], "Paused");
     assert_eq!(status["canary"]["weights"]["canary"]["weight"], 25);
-    assert_eq!(patches.len(), 1, "a status observed as written is not written again");
+    assert_eq!(
+        patches.len(),
+        1,
+        "a status observed as written is not written again"
+    );
 }
 
 #[tokio::test]
@@ -293,31 +385,58 @@ async fn a_follower_serves_but_never_writes_status() {
         demo_pod("a-1", "aaa", "10.0.0.1", "2024-01-01T00:00:00Z"),
         demo_pod("b-1", "bbb", "10.0.0.2", "2024-01-02T00:00:00Z"),
     ];
-    let route = cluster_route(Some(status), pods, lease_route(other, Arc::new(Mutex::new(false))));
+    let route = cluster_route(
+        Some(status),
+        pods,
+        lease_route(other, Arc::new(Mutex::new(false))),
+    );
     let (client, log, _server) = apiserver(route);
     let (tx, mut rx) = watch::channel(TrafficState::default());
     let (errors_tx, _errors_rx) = mpsc::channel::<SourceError>(16);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(sluice_k8s::run(client, config(lease_config("pod-a")), tx, errors_tx, async {
-        let _ = stopped.await;
-    }));
-    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|s| s.rollouts.contains_key("prod/demo")))
-        .await
-        .expect("served")
-        .expect("open");
+    let run = tokio::spawn(sluice_k8s::run(
+        client,
+        config(lease_config("pod-a")),
+        tx,
+        errors_tx,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        rx.wait_for(|s| s.rollouts.contains_key("prod/demo")),
+    )
+    .await
+    .expect("served")
+    .expect("open");
     assert_eq!(rx.borrow().rollouts["prod/demo"].canary_weight_bp, 2500);
     // Several election rounds (and engine ticks) pass.
     tokio::time::timeout(Duration::from_secs(30), async {
-        while log.lock().expect("log").iter().filter(|s| s.path.starts_with(LEASES)).count() < 5 {
+        while log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|s| s.path.starts_with(LEASES))
+            .count()
+            < 5
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
     .expect("election rounds");
     stop.send(()).expect("running");
-    tokio::time::timeout(Duration::from_secs(30), run).await.expect("stops").expect("no panic").expect("ok");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("stops")
+        .expect("no panic")
+        .expect("ok");
     let log = log.lock().expect("log");
-    assert!(log.iter().all(|s| s.method == "GET"), "a follower only reads: {log:?}");
+    assert!(
+        log.iter().all(|s| s.method == "GET"),
+        "a follower only reads: {log:?}"
+    );
 }
 
 #[tokio::test]
@@ -326,17 +445,41 @@ async fn status_writes_check_leadership_right_before_writing() {
         (seen.method == "PATCH").then(|| (200, demo_rollout(Some(seen.body["status"].clone()))))
     }));
     let object = RolloutRef::new(RolloutApi::Sluice, "prod", "demo");
-    let old = serde_json::from_value(json!({"phase": "Paused", "message": "paused", "stableRS": "aaa"})).expect("status");
-    let new = serde_json::from_value(json!({"phase": "Healthy", "stableRS": "bbb"})).expect("status");
+    let old =
+        serde_json::from_value(json!({"phase": "Paused", "message": "paused", "stableRS": "aaa"}))
+            .expect("status");
+    let new =
+        serde_json::from_value(json!({"phase": "Healthy", "stableRS": "bbb"})).expect("status");
     let (leader, is_leader) = watch::channel(false);
-    assert!(write_status(&client, &is_leader, &object, &old, &new).await.expect("no error").is_none());
-    assert!(log.lock().expect("log").is_empty(), "no request when not the leader");
+    assert!(
+        write_status(&client, &is_leader, &object, &old, &new)
+            .await
+            .expect("no error")
+            .is_none()
+    );
+    assert!(
+        log.lock().expect("log").is_empty(),
+        "no request when not the leader"
+    );
 
     leader.send_replace(true);
-    let written = write_status(&client, &is_leader, &object, &old, &new).await.expect("written");
-    assert_eq!(written.expect("updated").status.expect("status").stable_rs.as_deref(), Some("bbb"));
+    let written = write_status(&client, &is_leader, &object, &old, &new)
+        .await
+        .expect("written");
+    assert_eq!(
+        written
+            .expect("updated")
+            .status
+            .expect("status")
+            .stable_rs
+            .as_deref(),
+        Some("bbb")
+    );
     let log = log.lock().expect("log");
     assert_eq!(log[0].path, STATUS);
-    assert_eq!(log[0].body, json!({"status": {"phase": "Healthy", "stableRS": "bbb", "message": null}}));
+    assert_eq!(
+        log[0].body,
+        json!({"status": {"phase": "Healthy", "stableRS": "bbb", "message": null}})
+    );
     assert_eq!(log[0].body, status_patch(&old, &new));
 }

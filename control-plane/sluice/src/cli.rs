@@ -68,6 +68,9 @@ pub struct BootstrapArgs {
     /// (the control plane runs with --wasm-url).
     #[arg(long)]
     pub wasm_server: Option<HostPort>,
+    /// Use incremental (delta) xDS instead of state of the world.
+    #[arg(long)]
+    pub delta: bool,
 }
 
 pub fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
@@ -84,6 +87,7 @@ pub fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     }
     options.admin = args.admin;
     options.wasm_server = args.wasm_server;
+    options.delta = args.delta;
     print!("{}", sluice_xds::bootstrap::bootstrap_yaml(&options));
     Ok(())
 }

@@ -113,6 +113,8 @@ pub struct BootstrapOptions {
     pub admin: SocketAddr,
     /// The control plane's HTTP address, when Envoy fetches the Wasm module from it.
     pub wasm_server: Option<HostPort>,
+    /// Use incremental (delta) ADS instead of state of the world.
+    pub delta: bool,
 }
 
 impl BootstrapOptions {
@@ -130,6 +132,7 @@ impl BootstrapOptions {
             },
             admin: SocketAddr::from(([127, 0, 0, 1], 9_901)),
             wasm_server: None,
+            delta: false,
         }
     }
 }
@@ -159,7 +162,7 @@ pub fn bootstrap_value(options: &BootstrapOptions) -> Value {
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": if options.delta { "DELTA_GRPC" } else { "GRPC" },
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
                 "set_node_on_first_message_only": true,
