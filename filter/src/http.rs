@@ -7,7 +7,10 @@ use std::borrow::Cow;
 /// bracketed IPv6 literal, `[::1]:8080` → `[::1]`) and ASCII letters are lower-cased. Allocates only
 /// when the host has upper-case letters.
 pub fn normalize_host(authority: &str) -> Cow<'_, str> {
-    let host = strip_port(authority);
+    // `strip_port` cuts at an ASCII byte (`:` or after `]`), so the length is a char boundary.
+    let host = authority
+        .get(..strip_port(authority.as_bytes()).len())
+        .unwrap_or(authority);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -15,20 +18,27 @@ pub fn normalize_host(authority: &str) -> Cow<'_, str> {
     }
 }
 
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
+/// The host part of an `:authority`: a trailing `:<digits>` port is cut off (also after a
+/// bracketed IPv6 literal); a bare IPv6 address or a non-numeric "port" is left whole. Case is
+/// unchanged.
+pub fn strip_port(authority: &[u8]) -> &[u8] {
+    if authority.first() == Some(&b'[') {
         // IPv6 literal: everything up to and including the closing bracket.
-        return match authority.find(']') {
+        return match authority.iter().position(|&b| b == b']') {
             Some(end) => authority.get(..=end).unwrap_or(authority),
             None => authority,
         };
     }
-    match authority.rsplit_once(':') {
-        // A bare IPv6 address (more than one colon, no brackets) has no port to strip.
-        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            host
-        }
-        _ => authority,
+    let Some(colon) = authority.iter().rposition(|&b| b == b':') else {
+        return authority;
+    };
+    let host = authority.get(..colon).unwrap_or_default();
+    let port = authority.get(colon + 1..).unwrap_or_default();
+    // A bare IPv6 address (more than one colon, no brackets) has no port to strip.
+    if !host.contains(&b':') && port.iter().all(u8::is_ascii_digit) {
+        host
+    } else {
+        authority
     }
 }
 

@@ -65,6 +65,7 @@
 )]
 
 pub mod decision;
+pub mod hosts;
 pub mod http;
 pub mod metrics;
 pub mod policy;
@@ -77,13 +78,17 @@ mod glue {
     use std::cell::Cell;
     use std::rc::Rc;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::UNIX_EPOCH;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use proxy_wasm::hostcalls;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
-    use crate::{CompiledPolicy, RequestView, decide, metrics};
+    use crate::metrics::Tally;
+    use crate::{CompiledPolicy, RequestView, decide};
+
+    /// How often a root context adds its counted requests to Envoy's counters.
+    const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
     proxy_wasm::main! {{
         proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::new()) });
@@ -102,15 +107,41 @@ mod glue {
         clear_cache_failed: Cell<bool>,
     }
 
-    /// A compiled policy with the ids of its counters (`counters[rollout][slot]`).
+    /// A compiled policy with its counters: Envoy's ids and the counts not yet added to them,
+    /// both in [`Tally`] order.
     struct Configured {
         policy: CompiledPolicy,
-        counters: Vec<Vec<u32>>,
+        counter_ids: Vec<u32>,
+        tally: Tally,
+    }
+
+    impl Configured {
+        /// Adds the counted requests to Envoy's counters.
+        fn flush(&self) {
+            self.tally.drain(|index, count| {
+                if let Some(&id) = self.counter_ids.get(index) {
+                    let _ =
+                        hostcalls::increment_metric(id, i64::try_from(count).unwrap_or(i64::MAX));
+                }
+            });
+        }
     }
 
     struct Root {
         shared: Rc<Shared>,
         config: Option<Rc<Configured>>,
+        /// Replaced configurations still held by in-flight HTTP contexts: flushed on every tick
+        /// until the last of those contexts is gone.
+        retired: Vec<Rc<Configured>>,
+    }
+
+    impl Root {
+        fn flush(&mut self) {
+            for config in self.config.iter().chain(&self.retired) {
+                config.flush();
+            }
+            self.retired.retain(|c| Rc::strong_count(c) > 1);
+        }
     }
 
     impl Root {
@@ -121,6 +152,7 @@ mod glue {
                     clear_cache_failed: Cell::new(false),
                 }),
                 config: None,
+                retired: Vec::new(),
             }
         }
     }
@@ -144,7 +176,12 @@ mod glue {
         }
     }
 
-    impl Context for Root {}
+    impl Context for Root {
+        fn on_done(&mut self) -> bool {
+            self.flush();
+            true
+        }
+    }
 
     impl RootContext for Root {
         fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -163,22 +200,27 @@ mod glue {
                     return false;
                 }
             };
-            let mut counters = Vec::with_capacity(policy.rollouts.len());
-            for rollout in &policy.rollouts {
-                let mut ids = Vec::new();
-                for name in metrics::counter_names(rollout) {
-                    match hostcalls::define_metric(MetricType::Counter, &name) {
-                        Ok(id) => ids.push(id),
-                        Err(status) => {
-                            log(
-                                LogLevel::Error,
-                                &format!("sluice: defining counter {name}: {status:?}"),
-                            );
-                            return false;
-                        }
+            let names = Tally::counter_names(&policy);
+            let mut counter_ids = Vec::with_capacity(names.len());
+            for name in names {
+                match hostcalls::define_metric(MetricType::Counter, &name) {
+                    Ok(id) => counter_ids.push(id),
+                    Err(status) => {
+                        log(
+                            LogLevel::Error,
+                            &format!("sluice: defining counter {name}: {status:?}"),
+                        );
+                        return false;
                     }
                 }
-                counters.push(ids);
+            }
+            // Each worker's VM has its own root context, so each flushes its own counts.
+            if let Err(status) = hostcalls::set_tick_period(FLUSH_PERIOD) {
+                log(
+                    LogLevel::Error,
+                    &format!("sluice: setting the tick period: {status:?}"),
+                );
+                return false;
             }
             log(
                 LogLevel::Info,
@@ -188,8 +230,21 @@ mod glue {
                     policy.routing_header
                 ),
             );
-            self.config = Some(Rc::new(Configured { policy, counters }));
+            let tally = Tally::new(&policy);
+            let new = Rc::new(Configured {
+                policy,
+                counter_ids,
+                tally,
+            });
+            if let Some(old) = self.config.replace(new) {
+                self.retired.push(old);
+            }
+            self.flush();
             true
+        }
+
+        fn on_tick(&mut self) {
+            self.flush();
         }
 
         fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -233,10 +288,7 @@ mod glue {
             let Some(authority) = HostHeaders.header(":authority") else {
                 return Action::Continue;
             };
-            let Some((index, rollout)) = std::str::from_utf8(&authority)
-                .ok()
-                .and_then(|a| config.policy.rollout_for_host(a))
-            else {
+            let Some((index, rollout)) = config.policy.rollout_for_authority(&authority) else {
                 return Action::Continue;
             };
 
@@ -269,13 +321,7 @@ mod glue {
                     ),
                 );
             }
-            let counter = config
-                .counters
-                .get(index)
-                .and_then(|ids| ids.get(decision.metric_slot()));
-            if let Some(&id) = counter {
-                let _ = hostcalls::increment_metric(id, 1);
-            }
+            config.tally.record(index, decision.metric_slot());
             self.set_cookie = decision.set_cookie;
             Action::Continue
         }

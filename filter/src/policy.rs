@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use prost::Message;
 use sluice_proto::v1::{self as pb, header_match, header_route, stickiness};
 
+use crate::hosts::HostMap;
 use crate::http::{is_match_header_name, is_token, normalize_host};
 
 /// Canary weight meaning "all traffic", in basis points.
@@ -43,7 +44,7 @@ pub struct CompiledPolicy {
     /// The rollouts, in policy order.
     pub rollouts: Vec<Rollout>,
     /// Normalised host → index in `rollouts`.
-    hosts: HashMap<String, usize>,
+    hosts: HostMap,
 }
 
 /// One rollout, compiled.
@@ -148,7 +149,7 @@ impl CompiledPolicy {
         };
 
         let mut names: HashMap<&str, usize> = HashMap::new();
-        let mut hosts: HashMap<String, usize> = HashMap::new();
+        let mut hosts = HostMap::default();
         for (index, rollout) in policy.rollouts.iter().enumerate() {
             if rollout.name.is_empty() {
                 return Err(invalid(
@@ -169,11 +170,11 @@ impl CompiledPolicy {
                 return Err(invalid(object, "hosts", "at least one host is required"));
             }
             for (h, host) in rollout.hosts.iter().enumerate() {
-                let key = normalize_host(host).into_owned();
+                let key = normalize_host(host);
                 if key.is_empty() {
                     return Err(invalid(object, format!("hosts[{h}]"), "must not be empty"));
                 }
-                if let Some(other) = hosts.insert(key, index) {
+                if let Some(other) = hosts.insert(&key, index) {
                     let owner = policy.rollouts.get(other).map_or("", |r| r.name.as_str());
                     return Err(invalid(
                         object,
@@ -198,7 +199,13 @@ impl CompiledPolicy {
 
     /// The rollout serving `authority` (port stripped, case-insensitive), with its index.
     pub fn rollout_for_host(&self, authority: &str) -> Option<(usize, &Rollout)> {
-        let index = *self.hosts.get(normalize_host(authority).as_ref())?;
+        self.rollout_for_authority(authority.as_bytes())
+    }
+
+    /// [`CompiledPolicy::rollout_for_host`] for the `:authority` header's raw bytes, as the
+    /// per-request path has them: no UTF-8 check, no allocation.
+    pub fn rollout_for_authority(&self, authority: &[u8]) -> Option<(usize, &Rollout)> {
+        let index = self.hosts.get(authority)?;
         Some((index, self.rollouts.get(index)?))
     }
 }

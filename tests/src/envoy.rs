@@ -1,6 +1,7 @@
 //! A real Envoy process: started from a config string, ready when admin `/ready` says LIVE,
 //! killed on drop. Also `envoy --mode validate` and "start it and expect it to exit".
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,10 +13,14 @@ use tempfile::TempDir;
 
 use crate::client::http_get;
 use crate::paths::envoy_binary;
+use crate::stats::{CounterKey, sluice_counters};
 
 /// How long a starting Envoy may take to become LIVE (V8 compiles the module per worker; the
 /// machine is shared and noisy).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long the filter's batched counters may take to show up.
+const COUNTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options for starting Envoy.
 #[derive(Debug, Clone)]
@@ -123,6 +128,28 @@ impl Envoy {
     /// The admin `/stats/prometheus` text.
     pub async fn stats_prometheus(&mut self) -> anyhow::Result<String> {
         self.admin_get("/stats/prometheus").await
+    }
+
+    /// The filter's request counters once their sum reaches `total`. The filter batches counts
+    /// and adds them to Envoy's counters on a timer (about every second), so a scrape right after
+    /// the traffic may not have them all yet.
+    pub async fn sluice_counters_reaching(
+        &mut self,
+        total: u64,
+    ) -> anyhow::Result<BTreeMap<CounterKey, u64>> {
+        let deadline = tokio::time::Instant::now() + COUNTER_TIMEOUT;
+        loop {
+            let counters = sluice_counters(&self.stats_prometheus().await?)?;
+            if counters.values().sum::<u64>() >= total {
+                return Ok(counters);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "the sluice counters did not reach {total} in {COUNTER_TIMEOUT:?}: {counters:#?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The value of one counter or gauge from admin `/stats` (e.g.

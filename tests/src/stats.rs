@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 /// Whether `observed` successes out of `n` trials are within 4 standard deviations of a
 /// binomial(n, p): `|observed - n p| <= 4 sqrt(n p (1 - p))`. At p = 0 or 1 this is exact.
@@ -103,6 +103,33 @@ fn parse_labels(mut text: &str) -> Option<(BTreeMap<String, String>, &str)> {
     }
 }
 
+/// A filter counter's labels: (rollout, version, reason).
+pub type CounterKey = (String, String, String);
+
+/// The filter's request counters by (rollout, version, reason), read from the Prometheus labels
+/// that the bootstrap's `stats_tags` (see [`crate::config::sluice_stats_config`]) extract from the
+/// counter names.
+pub fn sluice_counters(prometheus: &str) -> anyhow::Result<BTreeMap<CounterKey, u64>> {
+    let mut counters = BTreeMap::new();
+    for sample in parse_prometheus(prometheus) {
+        if sample.name != "sluice_requests_total" {
+            continue;
+        }
+        let label = |name: &str| {
+            sample
+                .labels
+                .get(name)
+                .cloned()
+                .with_context(|| format!("label {name} missing in {sample:?}"))
+        };
+        let key = (label("rollout")?, label("version")?, label("reason")?);
+        if counters.insert(key, sample.value as u64).is_some() {
+            bail!("duplicate sample {sample:?}");
+        }
+    }
+    Ok(counters)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +166,22 @@ mod tests {
         assert_eq!(samples[1].name, "plain");
         assert_eq!(samples[1].value, 7.0);
         assert_eq!(samples[2].labels["le"], "+Inf");
+    }
+
+    #[test]
+    fn reads_labelled_sluice_counters() {
+        let text = "# TYPE sluice_requests_total counter\n\
+                    sluice_requests_total{rollout=\"default_demo\",version=\"a1\",reason=\"weight\"} 5\n\
+                    sluice_requests_total{rollout=\"default_demo\",version=\"b2\",reason=\"header\"} 2\n\
+                    envoy_other{} 9\n";
+        let counters = sluice_counters(text).expect("parses");
+        assert_eq!(counters.len(), 2);
+        let key = (
+            "default_demo".to_string(),
+            "a1".to_string(),
+            "weight".to_string(),
+        );
+        assert_eq!(counters[&key], 5);
+        assert!(sluice_counters("sluice_requests_total{rollout=\"r\"} 1").is_err());
     }
 }

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::Deserialize;
 use sluice_e2e::{
-    Envoy, Req, Upstream, check_binomial, filter_wasm, parse_prometheus, send_all, validate,
-    workspace_root,
+    Envoy, Req, Upstream, check_binomial, filter_wasm, send_all, validate, workspace_root,
 };
 
 /// Where the deploy configs expect the filter module to be installed.
@@ -32,9 +32,44 @@ fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 
 /// An Envoy bootstrap has `static_resources` or `dynamic_resources` at the top level; Kubernetes
 /// manifests and Sluice's own files do not.
-fn is_envoy_config(text: &str) -> bool {
-    text.lines()
-        .any(|line| line.starts_with("static_resources:") || line.starts_with("dynamic_resources:"))
+fn is_envoy_config(document: &serde_yaml::Value) -> bool {
+    document.get("static_resources").is_some() || document.get("dynamic_resources").is_some()
+}
+
+/// The Envoy configs in one deploy file, named for messages: the file itself if it is one, and
+/// every `data` entry of a ConfigMap in it that is one (e.g. a bootstrap mounted into a pod).
+fn envoy_configs(path: &Path, text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut configs = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let document = serde_yaml::Value::deserialize(document)
+            .with_context(|| format!("{} is not valid YAML", path.display()))?;
+        if is_envoy_config(&document) {
+            configs.push((path.display().to_string(), text.to_string()));
+            continue;
+        }
+        if document.get("kind").and_then(serde_yaml::Value::as_str) != Some("ConfigMap") {
+            continue;
+        }
+        let Some(data) = document.get("data").and_then(serde_yaml::Value::as_mapping) else {
+            continue;
+        };
+        for (key, value) in data {
+            let (Some(key), Some(value)) = (key.as_str(), value.as_str()) else {
+                continue;
+            };
+            let embedded: serde_yaml::Value = match serde_yaml::from_str(value) {
+                Ok(embedded) => embedded,
+                Err(_) => continue, // not YAML at all: not an Envoy config
+            };
+            if is_envoy_config(&embedded) {
+                configs.push((
+                    format!("{} (data.{key})", path.display()),
+                    value.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(configs)
 }
 
 #[test]
@@ -47,25 +82,24 @@ fn every_envoy_config_in_deploy_validates() -> anyhow::Result<()> {
     for path in files {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        if !is_envoy_config(&text) {
-            continue;
+        for (name, config) in envoy_configs(&path, &text)? {
+            let config = config.replace(INSTALLED_WASM, &wasm.display().to_string());
+            let outcome = validate(&config)?;
+            assert!(
+                outcome.status.success(),
+                "{name} fails envoy --mode validate:\n{}",
+                outcome.output
+            );
+            checked.push(name);
         }
-        let config = text.replace(INSTALLED_WASM, &wasm.display().to_string());
-        let outcome = validate(&config)?;
-        assert!(
-            outcome.status.success(),
-            "{} fails envoy --mode validate:\n{}",
-            path.display(),
-            outcome.output
-        );
-        checked.push(path);
     }
     assert!(
         checked
             .iter()
-            .any(|path| path.ends_with("deploy/envoy/filter-only.yaml")),
+            .any(|name| name.ends_with("deploy/envoy/filter-only.yaml")),
         "deploy/envoy/filter-only.yaml was not checked; checked: {checked:?}"
     );
+    eprintln!("validated: {checked:#?}");
     Ok(())
 }
 
@@ -154,17 +188,30 @@ async fn filter_only_config_routes_as_documented() -> anyhow::Result<()> {
     .await?;
     assert!(testers.iter().all(|r| r.upstream() == Some(canary.name())));
 
-    let text = envoy.stats_prometheus().await?;
-    let sticky_canary = parse_prometheus(&text)
-        .into_iter()
-        .find(|s| {
-            s.name == "sluice_requests_total"
-                && s.labels.get("rollout").map(String::as_str) == Some("default_demo")
-                && s.labels.get("version").map(String::as_str) == Some(canary.name())
-                && s.labels.get("reason").map(String::as_str) == Some("sticky")
-        })
-        .with_context(|| format!("no labelled canary counter in:\n{text}"))?;
-    assert_eq!(sticky_canary.value as usize, on_canary);
+    // Every request was counted, each new visitor under (version, "sticky").
+    let counters = envoy.sluice_counters_reaching((N + 200) as u64).await?;
+    let key = |version: &str, reason: &str| {
+        (
+            "default_demo".to_string(),
+            version.to_string(),
+            reason.to_string(),
+        )
+    };
+    assert_eq!(
+        counters.values().sum::<u64>(),
+        (N + 200) as u64,
+        "{counters:#?}"
+    );
+    assert_eq!(
+        counters[&key(canary.name(), "sticky")],
+        on_canary as u64,
+        "{counters:#?}"
+    );
+    assert_eq!(
+        counters[&key(canary.name(), "header")],
+        200,
+        "{counters:#?}"
+    );
     envoy.ensure_running()?;
     Ok(())
 }

@@ -11,7 +11,8 @@ use serde_json::json;
 use sluice_e2e::demo::{
     CANARY, CONNECTIONS, HOST, PINNED, Rig, STABLE, count, header_routes, policy, repeat,
 };
-use sluice_e2e::{Req, Resp, check_binomial, parse_prometheus, send_all};
+use sluice_e2e::stats::CounterKey;
+use sluice_e2e::{Req, Resp, check_binomial, send_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_split_traffic_within_four_binomial_deviations() -> anyhow::Result<()> {
@@ -244,35 +245,8 @@ async fn filter_decision_reroutes_past_the_fallback_route() -> anyhow::Result<()
     Ok(())
 }
 
-/// The filter's request counters by (rollout, version, reason), read from the Prometheus labels
-/// that the bootstrap's `stats_tags` (see `sluice_stats_config`) extract from the counter names.
-fn sluice_counters(prometheus: &str) -> anyhow::Result<BTreeMap<(String, String, String), u64>> {
-    let mut counters = BTreeMap::new();
-    for sample in parse_prometheus(prometheus) {
-        if sample.name != "sluice_requests_total" {
-            continue;
-        }
-        let label = |name: &str| {
-            sample
-                .labels
-                .get(name)
-                .cloned()
-                .with_context(|| format!("label {name} missing in {sample:?}"))
-        };
-        let key = (label("rollout")?, label("version")?, label("reason")?);
-        ensure!(
-            counters.insert(key, sample.value as u64).is_none(),
-            "duplicate sample {sample:?}"
-        );
-    }
-    Ok(counters)
-}
-
 /// Sum of the counters whose (rollout, version, reason) pass `keep`.
-fn sum_where(
-    counters: &BTreeMap<(String, String, String), u64>,
-    keep: impl Fn(&str, &str, &str) -> bool,
-) -> u64 {
+fn sum_where(counters: &BTreeMap<CounterKey, u64>, keep: impl Fn(&str, &str, &str) -> bool) -> u64 {
     counters
         .iter()
         .filter(|((rollout, version, reason), _)| keep(rollout, version, reason))
@@ -300,8 +274,10 @@ async fn counters_per_rollout_version_and_reason_add_up() -> anyhow::Result<()> 
     let served: Vec<&Resp> = responses.iter().filter(|r| r.status == 200).collect();
     assert_eq!(served.len(), total_for_rollout);
 
-    let text = rig.envoy.stats_prometheus().await?;
-    let counters = sluice_counters(&text)?;
+    let counters = rig
+        .envoy
+        .sluice_counters_reaching(total_for_rollout as u64)
+        .await?;
     // Bounded: one counter per (version, reason) of the one rollout, 3 x 3.
     assert_eq!(counters.len(), 9, "{counters:#?}");
     assert!(

@@ -19,6 +19,7 @@
 mod error;
 pub mod index;
 pub mod lease;
+pub mod manifests;
 pub mod objects;
 pub mod reconcile;
 pub mod selector;

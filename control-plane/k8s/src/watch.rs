@@ -71,8 +71,8 @@ impl Default for Config {
 /// One watch event, with a (re)list collapsed into one `Reset`.
 #[derive(Debug)]
 enum Update<K> {
-    Apply(K),
-    Delete(K),
+    Apply(Box<K>),
+    Delete(Box<K>),
     Reset(Vec<K>),
 }
 
@@ -226,8 +226,12 @@ where
                     Ok(watcher::Event::InitDone) => {
                         Some(wrap(Update::Reset(buffer.take().unwrap_or_default())))
                     }
-                    Ok(watcher::Event::Apply(object)) => Some(wrap(Update::Apply(object))),
-                    Ok(watcher::Event::Delete(object)) => Some(wrap(Update::Delete(object))),
+                    Ok(watcher::Event::Apply(object)) => {
+                        Some(wrap(Update::Apply(Box::new(object))))
+                    }
+                    Ok(watcher::Event::Delete(object)) => {
+                        Some(wrap(Update::Delete(Box::new(object))))
+                    }
                     Err(error) => Some(Change::Failed(what.clone(), error)),
                 };
                 ready(Some(change))
@@ -319,14 +323,14 @@ impl Driver {
                 let rollouts = objects.iter().map(|o| parse_rollout(api, o)).collect();
                 self.index.reset_rollouts(api, scope.as_deref(), rollouts);
             }
-            Change::Pod(_, Update::Apply(pod)) => self.index.apply_pod(&pod),
-            Change::Pod(_, Update::Delete(pod)) => {
-                let (ns, name) = ns_name(&pod.metadata);
-                self.index.delete_pod(&ns, &name);
-            }
-            Change::Pod(scope, Update::Reset(pods)) => {
-                self.index.reset_pods(scope.as_deref(), &pods)
-            }
+            Change::Pod(scope, update) => match update {
+                Update::Apply(pod) => self.index.apply_pod(&pod),
+                Update::Delete(pod) => {
+                    let (ns, name) = ns_name(&pod.metadata);
+                    self.index.delete_pod(&ns, &name);
+                }
+                Update::Reset(pods) => self.index.reset_pods(scope.as_deref(), &pods),
+            },
             Change::Service(_, Update::Apply(service)) => self.index.apply_service(&service),
             Change::Service(_, Update::Delete(service)) => {
                 let (ns, name) = ns_name(&service.metadata);

