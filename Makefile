@@ -6,7 +6,7 @@ WASM := target/wasm32-wasip1/release/sluice_filter.wasm
 export ENVOY_BIN ?= $(shell ./scripts/envoy-bin.sh 2>/dev/null)
 export SLUICE_WASM ?= $(CURDIR)/$(WASM)
 
-.PHONY: all setup wasm build test fmt-check clippy unit generated-check validate demo bench crd
+.PHONY: all setup wasm build test fmt-check clippy unit generated-check bench-check demo bench crd
 
 all: build
 
@@ -41,7 +41,11 @@ crd:
 unit: wasm
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads 2
 
-test: setup fmt-check clippy wasm unit generated-check
+# The benchmark scripts' own tests (their Envoy configs pass `envoy --mode validate`).
+bench-check: setup
+	python3 -m unittest discover -s bench
+
+test: setup fmt-check clippy wasm unit generated-check bench-check
 	@echo "make test: all checks passed"
 
 demo: setup wasm

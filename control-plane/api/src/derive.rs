@@ -129,7 +129,10 @@ pub(crate) fn derive(
     if canary.is_some() && !status.abort {
         weight = canary_weight(strategy, status, progress)
             .map_err(|(field, problem)| invalid(&field, problem))?;
-        for (step, route) in step_routes.into_iter().filter(|(i, _)| progress.reaches(*i)) {
+        for (step, route) in step_routes
+            .into_iter()
+            .filter(|(i, _)| progress.reaches(*i))
+        {
             apply_route_step(&mut routes, step, route);
         }
     }
@@ -139,7 +142,12 @@ pub(crate) fn derive(
         Some(spec) => stickiness(spec).map_err(|p| invalid(STICKINESS, p))?,
     };
 
-    let mut hosts: Vec<String> = doc.spec.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let mut hosts: Vec<String> = doc
+        .spec
+        .hosts
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     for host in extra_hosts {
         let host = host.to_ascii_lowercase();
         if !hosts.contains(&host) {

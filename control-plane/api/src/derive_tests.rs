@@ -153,7 +153,11 @@ spec:
 status: {stableRS: aaa, currentPodHash: bbb, currentStepIndex: 2}
 "#;
     let state = derived(&doc(yaml));
-    let names: Vec<&str> = state.header_routes.iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = state
+        .header_routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
     assert_eq!(names, ["one", "two"]);
     assert_eq!(state.header_routes[0].matches[0].name, "c");
     assert_eq!(
@@ -186,7 +190,13 @@ fn blue_green_keeps_traffic_on_stable_until_promoted() {
 #[test]
 fn name_hosts_and_stickiness_come_from_the_document() {
     let mut rollout = at_step(STEPS, 0);
-    rollout.spec.strategy.canary.as_mut().expect("canary").stickiness =
+    rollout
+        .spec
+        .strategy
+        .canary
+        .as_mut()
+        .expect("canary")
+        .stickiness =
         Some(serde_yaml::from_str("cookie: {name: sluice, maxAgeSeconds: 60}").expect("cookie"));
     let state = derive_rollout(
         &rollout,
@@ -206,8 +216,13 @@ fn name_hosts_and_stickiness_come_from_the_document() {
     assert_eq!(state.versions, versions());
 
     rollout.metadata.namespace = None;
-    rollout.spec.strategy.canary.as_mut().expect("canary").stickiness =
-        Some(serde_yaml::from_str("header: X-User").expect("header"));
+    rollout
+        .spec
+        .strategy
+        .canary
+        .as_mut()
+        .expect("canary")
+        .stickiness = Some(serde_yaml::from_str("header: X-User").expect("header"));
     let state = derived(&rollout);
     assert_eq!(state.name, "default/demo");
     assert_eq!(state.stickiness, Stickiness::Header("x-user".into()));
@@ -216,8 +231,14 @@ fn name_hosts_and_stickiness_come_from_the_document() {
 #[test]
 fn errors_name_the_field_at_fault() {
     let cases: Vec<(&str, String)> = vec![
-        ("status.stableRS", STEPS.replace("stableRS: aaa", "stableRS: zzz")),
-        ("status.stableRS", STEPS.replace("stableRS: aaa", "phase: Healthy")),
+        (
+            "status.stableRS",
+            STEPS.replace("stableRS: aaa", "stableRS: zzz"),
+        ),
+        (
+            "status.stableRS",
+            STEPS.replace("stableRS: aaa", "phase: Healthy"),
+        ),
         (
             "status.currentPodHash",
             STEPS.replace("currentPodHash: bbb", "currentPodHash: zzz"),
@@ -240,10 +261,19 @@ fn errors_name_the_field_at_fault() {
         ),
         (
             "spec.strategy.canary.steps[5].setHeaderRoute.name",
-            STEPS.replace("            name: testers\n        - setWeight", "            name: \"\"\n        - setWeight"),
+            STEPS.replace(
+                "            name: testers\n        - setWeight",
+                "            name: \"\"\n        - setWeight",
+            ),
         ),
-        ("spec.hosts[0]", STEPS.replace("[Demo.Local]", "[demo.local:8080]")),
-        ("spec.hosts", STEPS.replace("hosts: [Demo.Local]", "hosts: []")),
+        (
+            "spec.hosts[0]",
+            STEPS.replace("[Demo.Local]", "[demo.local:8080]"),
+        ),
+        (
+            "spec.hosts",
+            STEPS.replace("hosts: [Demo.Local]", "hosts: []"),
+        ),
         (
             "spec.strategy.canary.stickiness",
             STEPS.replace("    canary:\n", "    canary:\n      stickiness: {}\n"),

@@ -87,7 +87,8 @@ fn parse_documents(text: &str, origin: &str) -> Result<Vec<(usize, Rollout)>, Ap
                 .to_owned()
         };
         let (api_version, kind) = (field("apiVersion"), field("kind"));
-        if kind != "Rollout" || (api_version != SLUICE_API_VERSION && api_version != ARGO_API_VERSION)
+        if kind != "Rollout"
+            || (api_version != SLUICE_API_VERSION && api_version != ARGO_API_VERSION)
         {
             return Err(ApiError::NotARollout {
                 origin: origin.to_owned(),

@@ -63,7 +63,12 @@ fn several_rollouts_of_both_api_versions_load_and_empty_documents_are_skipped() 
     let names: Vec<&String> = state.rollouts.keys().collect();
     assert_eq!(names, ["default/one", "default/two"]);
     assert_eq!(state.rollouts["default/two"].canary_weight_bp, 3000);
-    assert_eq!(state.rollouts["default/two"].versions["bbb"].endpoints.len(), 2);
+    assert_eq!(
+        state.rollouts["default/two"].versions["bbb"]
+            .endpoints
+            .len(),
+        2
+    );
     assert!(load_state("", "f").expect("empty file").rollouts.is_empty());
 }
 
@@ -79,7 +84,10 @@ fn other_kinds_are_errors_naming_the_document() {
          \"Rollout\" of apiVersion \"sluice.dev/v1alpha1\" or \"argoproj.io/v1alpha1\""
     );
     let text = rollout_doc("one", "one.local").replace("sluice.dev/v1alpha1", "sluice.dev/v2");
-    assert!(load_err(&text).contains("document 1: found kind \"Rollout\" of apiVersion \"sluice.dev/v2\""));
+    assert!(
+        load_err(&text)
+            .contains("document 1: found kind \"Rollout\" of apiVersion \"sluice.dev/v2\"")
+    );
 }
 
 #[test]
@@ -90,7 +98,10 @@ fn shape_errors_name_the_document_field_and_line() {
         rollout_doc("two", "two.local").replace("setWeight: 30", "setWeight: lots")
     );
     let message = load_err(&text);
-    assert!(message.starts_with("rollouts.yaml: document 2: "), "{message}");
+    assert!(
+        message.starts_with("rollouts.yaml: document 2: "),
+        "{message}"
+    );
     assert!(
         message.contains("spec.strategy.canary.steps[0].setWeight"),
         "{message}"
@@ -98,7 +109,10 @@ fn shape_errors_name_the_document_field_and_line() {
     assert!(message.contains("line 20"), "{message}");
 
     let message = load_err("a: [unclosed\n");
-    assert!(message.starts_with("rollouts.yaml: document 1: "), "{message}");
+    assert!(
+        message.starts_with("rollouts.yaml: document 1: "),
+        "{message}"
+    );
 }
 
 #[test]
@@ -112,7 +126,9 @@ fn rule_errors_name_the_document_rollout_and_field() {
     let text = rollout_doc("one", "one.local").replace("    aaa: ", "    AAA: ");
     let message = load_err(&text);
     assert!(
-        message.contains("rollout \"default/one\": status.stableRS: \"aaa\" has no entry in spec.staticEndpoints"),
+        message.contains(
+            "rollout \"default/one\": status.stableRS: \"aaa\" has no entry in spec.staticEndpoints"
+        ),
         "{message}"
     );
     let text = rollout_doc("one", "one.local").replace("9002\"", "9001\"");
@@ -123,7 +139,10 @@ fn rule_errors_name_the_document_rollout_and_field() {
     );
     let text = rollout_doc("one", "one.local")
         .replace("  staticEndpoints:\n", "  staticEndpoints:\n    BAD: []\n");
-    assert!(load_err(&text).contains("spec.staticEndpoints[\"BAD\"]: \"BAD\" is not a pod-template hash"));
+    assert!(
+        load_err(&text)
+            .contains("spec.staticEndpoints[\"BAD\"]: \"BAD\" is not a pod-template hash")
+    );
 }
 
 #[test]

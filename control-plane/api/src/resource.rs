@@ -39,13 +39,21 @@ pub const ARGO_API_VERSION: &str = "argoproj.io/v1alpha1";
     shortname = "sro",
     derive = "PartialEq",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Step", type_ = "integer", json_path = ".status.currentStepIndex"),
+    printcolumn(
+        name = "Step",
+        type_ = "integer",
+        json_path = ".status.currentStepIndex"
+    ),
     printcolumn(
         name = "Canary weight",
         type_ = "integer",
         json_path = ".status.canary.weights.canary.weight"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
@@ -382,8 +390,8 @@ fn parse_duration(text: &str) -> Result<f64, String> {
 }
 
 /// The CustomResourceDefinition of Sluice's Rollout.
-pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition
-{
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     Rollout::crd()
 }
 
@@ -400,8 +408,16 @@ mod tests {
     fn pause_durations_parse_as_argo_writes_them() {
         let pause = |d: Option<IntOrString>| PauseStep { duration: d };
         assert_eq!(pause(None).duration_seconds(), Ok(None));
-        assert_eq!(pause(Some(IntOrString::Int(15))).duration_seconds(), Ok(Some(15.0)));
-        for (text, seconds) in [("10s", 10.0), ("1m", 60.0), ("1h30m", 5400.0), ("500ms", 0.5)] {
+        assert_eq!(
+            pause(Some(IntOrString::Int(15))).duration_seconds(),
+            Ok(Some(15.0))
+        );
+        for (text, seconds) in [
+            ("10s", 10.0),
+            ("1m", 60.0),
+            ("1h30m", 5400.0),
+            ("500ms", 0.5),
+        ] {
             assert_eq!(
                 pause(Some(IntOrString::String(text.into()))).duration_seconds(),
                 Ok(Some(seconds)),
@@ -416,7 +432,11 @@ mod tests {
                 "{text}"
             );
         }
-        assert!(pause(Some(IntOrString::Int(-1))).duration_seconds().is_err());
+        assert!(
+            pause(Some(IntOrString::Int(-1)))
+                .duration_seconds()
+                .is_err()
+        );
     }
 
     #[test]
@@ -439,15 +459,27 @@ mod tests {
             assert!(yaml.contains(field), "CRD lacks {field}");
         }
         let version = &crd.spec.versions[0];
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
     }
 
     #[test]
     fn argo_rollouts_serialize_with_their_own_api_version() {
         let argo = ArgoRollout::default();
         let yaml = serde_yaml::to_string(&argo).expect("serializes");
-        assert!(yaml.starts_with("apiVersion: argoproj.io/v1alpha1\nkind: Rollout\n"), "{yaml}");
+        assert!(
+            yaml.starts_with("apiVersion: argoproj.io/v1alpha1\nkind: Rollout\n"),
+            "{yaml}"
+        );
         let sluice = serde_yaml::to_string(&Rollout::from(argo)).expect("serializes");
-        assert!(sluice.starts_with("apiVersion: sluice.dev/v1alpha1\nkind: Rollout\n"), "{sluice}");
+        assert!(
+            sluice.starts_with("apiVersion: sluice.dev/v1alpha1\nkind: Rollout\n"),
+            "{sluice}"
+        );
     }
 }

@@ -69,7 +69,12 @@ fn derive_at_every_step(rollout: Rollout, label: &str) {
         .into_iter()
         .map(|(hash, i)| {
             let endpoint = std::net::SocketAddr::from(([127, 0, 0, 1], 9000 + i));
-            (hash.to_owned(), Version { endpoints: vec![endpoint] })
+            (
+                hash.to_owned(),
+                Version {
+                    endpoints: vec![endpoint],
+                },
+            )
         })
         .collect();
     for index in 0..=steps {
@@ -90,7 +95,10 @@ fn derive_at_every_step(rollout: Rollout, label: &str) {
 fn every_argo_rollout_in_the_corpus_parses_and_derives() {
     let dir = corpus_dir();
     if !dir.is_dir() {
-        eprintln!("note: {} is absent; skipping the corpus test", dir.display());
+        eprintln!(
+            "note: {} is absent; skipping the corpus test",
+            dir.display()
+        );
         return;
     }
     let mut files = Vec::new();
@@ -98,7 +106,11 @@ fn every_argo_rollout_in_the_corpus_parses_and_derives() {
     let (mut parsed, mut expected_failures, mut header_routes) = (0, 0, 0);
     for file in &files {
         let text = std::fs::read_to_string(file).expect("readable corpus file");
-        let relative = file.strip_prefix(&dir).expect("under corpus").display().to_string();
+        let relative = file
+            .strip_prefix(&dir)
+            .expect("under corpus")
+            .display()
+            .to_string();
         let expected_to_fail = relative.starts_with("test/e2e/expectedfailures/");
         for (document, result) in argo_rollouts(&text) {
             let label = format!("{relative} document {document}");

@@ -164,9 +164,17 @@ fn render_rollout(r: &RolloutStatus) -> String {
         r.name,
         r.hosts.join(","),
         r.stable_hash,
-        if r.canary_hash.is_empty() { "-" } else { &r.canary_hash },
+        if r.canary_hash.is_empty() {
+            "-"
+        } else {
+            &r.canary_hash
+        },
         percent(r.canary_weight_bp),
-        if r.overridden { "  (admin override)" } else { "" }
+        if r.overridden {
+            "  (admin override)"
+        } else {
+            ""
+        }
     );
     for v in &r.versions {
         let _ = writeln!(
@@ -184,7 +192,11 @@ fn render_status(s: &StatusResponse) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "snapshot {}", s.snapshot_version);
     if !s.last_source_error.is_empty() {
-        let _ = writeln!(out, "SOURCE ERROR (last good state serving): {}", s.last_source_error);
+        let _ = writeln!(
+            out,
+            "SOURCE ERROR (last good state serving): {}",
+            s.last_source_error
+        );
     }
     let _ = writeln!(out, "\nROLLOUTS ({})", s.rollouts.len());
     for r in &s.rollouts {

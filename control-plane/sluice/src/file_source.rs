@@ -40,11 +40,15 @@ pub async fn load(app: &App, path: &Path) -> bool {
 
 /// Watches the file's directory (editors and `kubectl`-style tools replace files by rename, which
 /// a watch on the file itself would miss) and reloads after a quiet period.
-pub fn watch(app: Arc<App>, path: PathBuf, debounce: Duration) -> anyhow::Result<RecommendedWatcher> {
+pub fn watch(
+    app: Arc<App>,
+    path: PathBuf,
+    debounce: Duration,
+) -> anyhow::Result<RecommendedWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let file_name = path.file_name().map(|n| n.to_owned());
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        match event {
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) => {
                 let ours = event
                     .paths
@@ -55,8 +59,7 @@ pub fn watch(app: Arc<App>, path: PathBuf, debounce: Duration) -> anyhow::Result
                 }
             }
             Err(e) => warn!(error = %e, "file watch error"),
-        }
-    })?;
+        })?;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),

@@ -58,7 +58,10 @@ async fn respond<B>(app: &App, req: Request<B>) -> Response<Full<Bytes>> {
                 text(StatusCode::OK, "ready\n")
             } else {
                 let why = store.last_error().unwrap_or("no valid state loaded yet");
-                text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {why}\n"))
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("not ready: {why}\n"),
+                )
             }
         }
         WASM_PATH => Response::builder()

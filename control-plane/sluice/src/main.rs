@@ -26,7 +26,11 @@ mod store;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Meshless progressive delivery for Envoy")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Meshless progressive delivery for Envoy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -106,7 +106,9 @@ impl Metrics {
     }
 
     pub fn set_rollouts(&self, n: usize) {
-        self.inner.rollouts.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.inner
+            .rollouts
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn set_ready(&self, ready: bool) {

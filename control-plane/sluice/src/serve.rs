@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
+use envoy_types::pb::envoy::config::core::v3::Node;
 use sha2::{Digest, Sha256};
 use sluice_model::TrafficState;
 use sluice_proto::admin::v1::admin_server::AdminServer;
@@ -13,7 +14,6 @@ use sluice_xds::{
     snapshot::Snapshot,
     translate::{self, TranslateOptions, WasmSource},
 };
-use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::{
     net::TcpListener,
     sync::{Mutex, watch},
@@ -186,7 +186,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let admin = tonic::transport::Server::builder()
         .add_service(AdminServer::new(AdminService::new(app.clone())))
         .serve_with_shutdown(args.admin_addr, shutdown_signal(shutdown_rx.clone()));
-    let http = http::serve(app.clone(), args.http_addr, shutdown_signal(shutdown_rx.clone()));
+    let http = http::serve(
+        app.clone(),
+        args.http_addr,
+        shutdown_signal(shutdown_rx.clone()),
+    );
     info!(xds = %args.xds_addr, admin = %args.admin_addr, http = %args.http_addr, file = %args.file.display(), "sluice control plane serving");
 
     let (xds, admin, http) = tokio::join!(xds, admin, http);

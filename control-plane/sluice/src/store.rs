@@ -71,7 +71,9 @@ impl Store {
             .get(rollout)
             .ok_or_else(|| StoreError::UnknownRollout(rollout.to_string()))?;
         // Overrides compose: promote after set-weight acts on the weighted state.
-        let mut candidate = self.effective_rollout(rollout).unwrap_or_else(|| source.clone());
+        let mut candidate = self
+            .effective_rollout(rollout)
+            .unwrap_or_else(|| source.clone());
         candidate
             .apply_override(over)
             .and_then(|()| candidate.validate())

@@ -171,8 +171,23 @@ pub fn bootstrap_value(options: &BootstrapOptions) -> Value {
             "lds_config": ads,
         },
         "static_resources": {"clusters": clusters},
+        "stats_config": stats_config(),
         "admin": {"address": socket_address(&options.admin.ip().to_string(), options.admin.port())},
     })
+}
+
+/// Tag extraction for the filter's counters, which it names
+/// `sluice_requests_total.rollout.<r>.version.<h>.reason.<why>` (Envoy prefixes `wasmcustom.`):
+/// with these, `/stats/prometheus` shows `sluice_requests_total{rollout=..,version=..,reason=..}`.
+pub fn stats_config() -> Value {
+    json!({"stats_tags": [
+        {"tag_name": "rollout",
+         "regex": r"^wasmcustom\.sluice_requests_total(\.rollout\.([^.]+))\.version\."},
+        {"tag_name": "version",
+         "regex": r"^wasmcustom\.sluice_requests_total\.rollout\.[^.]+(\.version\.([^.]+))\.reason\."},
+        {"tag_name": "reason",
+         "regex": r"^wasmcustom\.sluice_requests_total\.rollout\.[^.]+\.version\.[^.]+(\.reason\.([^.]+))$"},
+    ]})
 }
 
 fn socket_address(host: &str, port: u16) -> Value {

@@ -26,7 +26,11 @@ async fn control_plane_killed_and_restarted_under_load() -> anyhow::Result<()> {
     let at_kill = load.tally();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let while_dead = load.tally();
-    assert_eq!(while_dead.failures(), 0, "while the control plane is dead: {while_dead:?}");
+    assert_eq!(
+        while_dead.failures(),
+        0,
+        "while the control plane is dead: {while_dead:?}"
+    );
     // Still split by the last configuration.
     for version in [STABLE, CANARY] {
         assert!(
@@ -48,7 +52,11 @@ async fn control_plane_killed_and_restarted_under_load() -> anyhow::Result<()> {
         .await?;
     let responses = proxy.send(vec![Req::get(HOST); 500]).await?;
     let counts = by_upstream(&responses)?;
-    assert_eq!(counts.get(CANARY), Some(&500), "after set-weight 100: {counts:?}");
+    assert_eq!(
+        counts.get(CANARY),
+        Some(&500),
+        "after set-weight 100: {counts:?}"
+    );
 
     let tally = load.stop();
     eprintln!("kill/restart under load: {tally:?}");
@@ -75,7 +83,11 @@ async fn invalid_file_is_not_pushed() -> anyhow::Result<()> {
             "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nspec: [unclosed\n".to_string(),
             "document 1",
         ),
-        ("weight 150", rollout.clone().weight(150).yaml(), "setWeight"),
+        (
+            "weight 150",
+            rollout.clone().weight(150).yaml(),
+            "setWeight",
+        ),
         (
             "canary hash not in staticEndpoints",
             unknown_canary.yaml(),
@@ -90,12 +102,22 @@ async fn invalid_file_is_not_pushed() -> anyhow::Result<()> {
         })
         .await?;
         eprintln!("{what}: {error}");
-        assert!(error.contains(&file), "{what}: the error does not name the file: {error}");
+        assert!(
+            error.contains(&file),
+            "{what}: the error does not name the file: {error}"
+        );
         let status = cp.status().await?;
         assert_eq!(status.snapshot_version, good_snapshot, "{what} was pushed");
-        assert_eq!(cp.http("/readyz").await?.0, 200, "{what}: not ready any more");
+        assert_eq!(
+            cp.http("/readyz").await?.0,
+            200,
+            "{what}: not ready any more"
+        );
         let cli = cp.cli(&["status"])?;
-        assert!(cli.contains("SOURCE ERROR") && cli.contains(field), "{what}: {cli}");
+        assert!(
+            cli.contains("SOURCE ERROR") && cli.contains(field),
+            "{what}: {cli}"
+        );
         // Traffic still split by the last good file.
         let counts = by_upstream(&proxy.send(vec![Req::get(HOST); 2_000]).await?)?;
         check_binomial(what, counts.get(CANARY).copied().unwrap_or(0), 2_000, 0.10)?;
@@ -104,10 +126,16 @@ async fn invalid_file_is_not_pushed() -> anyhow::Result<()> {
     // A fixed file is pushed and clears the error.
     let before = acked(&synced, ECDS_TYPE);
     cp.write_file(&rollout.clone().weight(50).yaml())?;
-    cp.wait_synced("invalid", |p| acked(p, ECDS_TYPE) != before).await?;
+    cp.wait_synced("invalid", |p| acked(p, ECDS_TYPE) != before)
+        .await?;
     assert_eq!(cp.status().await?.last_source_error, "");
     let counts = by_upstream(&proxy.send(vec![Req::get(HOST); 3_000]).await?)?;
-    check_binomial("fixed file", counts.get(CANARY).copied().unwrap_or(0), 3_000, 0.5)?;
+    check_binomial(
+        "fixed file",
+        counts.get(CANARY).copied().unwrap_or(0),
+        3_000,
+        0.5,
+    )?;
     Ok(())
 }
 
@@ -118,23 +146,36 @@ async fn nacked_filter_config_is_reported() -> anyhow::Result<()> {
     let rollout = Rollout::two(stable.addr(), canary.addr(), 50);
     let cp = ControlPlane::start(
         &rollout.yaml(),
-        &["--envoy-wasm-path".into(), "/nonexistent/sluice_filter.wasm".into()],
+        &[
+            "--envoy-wasm-path".into(),
+            "/nonexistent/sluice_filter.wasm".into(),
+        ],
     )
     .await?;
     let mut proxy = Proxy::start(&cp, "nacker", ProxyOptions::default()).await?;
 
-    let nack = eventually("a NACK of the ECDS resource", Duration::from_secs(60), async || {
-        let status = cp.status().await?;
-        Ok(status
-            .proxies
-            .into_iter()
-            .find(|p| p.node_id == "nacker")
-            .and_then(|p| p.types.into_iter().find(|t| t.type_url == ECDS_TYPE))
-            .filter(|t| t.nacks > 0 && !t.last_nack.is_empty()))
-    })
+    let nack = eventually(
+        "a NACK of the ECDS resource",
+        Duration::from_secs(60),
+        async || {
+            let status = cp.status().await?;
+            Ok(status
+                .proxies
+                .into_iter()
+                .find(|p| p.node_id == "nacker")
+                .and_then(|p| p.types.into_iter().find(|t| t.type_url == ECDS_TYPE))
+                .filter(|t| t.nacks > 0 && !t.last_nack.is_empty()))
+        },
+    )
     .await?;
     eprintln!("ECDS NACK reported: {nack:?}");
     assert!(nack.acked_version.is_empty() || nack.acked_version != nack.last_nack_version);
+
+    let cli = cp.cli(&["status"])?;
+    assert!(
+        cli.contains("nacker") && cli.contains("NACK("),
+        "sluice status: {cli}"
+    );
 
     let (_, metrics) = cp.http("/metrics").await?;
     let nacks: f64 = parse_prometheus(&metrics)
@@ -142,13 +183,18 @@ async fn nacked_filter_config_is_reported() -> anyhow::Result<()> {
         .filter(|s| s.name.starts_with("sluice_xds_nacks") && s.mentions("TypedExtensionConfig"))
         .map(|s| s.value)
         .sum();
-    assert!(nacks > 0.0, "no sluice_xds_nacks for the ECDS type:\n{metrics}");
+    assert!(
+        nacks > 0.0,
+        "no sluice_xds_nacks for the ECDS type:\n{metrics}"
+    );
 
     // What Envoy does with a listener whose filter config never arrived: see the report.
     let outcome = sluice_e2e::send_one(proxy.listener, Req::get(HOST)).await;
     eprintln!(
         "request through the Envoy that NACKed the filter config: {:?}",
-        outcome.as_ref().map(|r| (r.status, r.upstream().map(str::to_owned)))
+        outcome
+            .as_ref()
+            .map(|r| (r.status, r.upstream().map(str::to_owned), r.body.clone()))
     );
     proxy.envoy.ensure_running()?;
     Ok(())
@@ -171,7 +217,12 @@ async fn filter_module_fetched_from_the_control_plane() -> anyhow::Result<()> {
     cp.wait_synced("remote", |_| true).await?;
 
     let counts = by_upstream(&proxy.send(vec![Req::get(HOST); 5_000]).await?)?;
-    check_binomial("remote module, 50 %", counts.get(CANARY).copied().unwrap_or(0), 5_000, 0.5)?;
+    check_binomial(
+        "remote module, 50 %",
+        counts.get(CANARY).copied().unwrap_or(0),
+        5_000,
+        0.5,
+    )?;
     let routed = vec![Req::get(HOST).header("x-canary", "1"); 300];
     let counts = by_upstream(&proxy.send(routed).await?)?;
     assert_eq!(counts.get(CANARY), Some(&300), "{counts:?}");

@@ -40,7 +40,9 @@ pub struct Ports {
 
 impl Ports {
     pub fn free() -> anyhow::Result<Self> {
-        let port = || -> anyhow::Result<SocketAddr> { Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?))) };
+        let port = || -> anyhow::Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+        };
         Ok(Self {
             xds: port()?,
             admin: port()?,
@@ -160,7 +162,10 @@ impl ControlPlane {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("sluice serve not ready after {READY:?}; its log:\n{}", self.log());
+                bail!(
+                    "sluice serve not ready after {READY:?}; its log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -496,9 +501,11 @@ impl Proxy {
                     .and_then(|i| parts.get(i + 1))
                     .map(|s| s.to_string())
             };
-            if let (Some(version), Some(reason), Ok(value)) =
-                (field("version"), field("reason"), value.trim().parse::<u64>())
-            {
+            if let (Some(version), Some(reason), Ok(value)) = (
+                field("version"),
+                field("reason"),
+                value.trim().parse::<u64>(),
+            ) {
                 *counts.entry((version, reason)).or_default() += value;
             }
         }
@@ -545,8 +552,10 @@ pub async fn eventually<T>(
 
 /// Where the tests write their reports: `<target>/e2e`.
 pub fn report_dir() -> anyhow::Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| sluice_e2e::workspace_root().join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || sluice_e2e::workspace_root().join("target"),
+        PathBuf::from,
+    );
     let dir = target.join("e2e");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)

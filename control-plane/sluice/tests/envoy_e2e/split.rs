@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use sluice_e2e::{Req, Upstream, check_binomial};
 
 use crate::harness::{
-    CANARY, ControlPlane, ECDS_TYPE, HOST, Proxy, ProxyOptions, Rollout, STABLE, acked,
-    by_upstream,
+    CANARY, ControlPlane, ECDS_TYPE, HOST, Proxy, ProxyOptions, Rollout, STABLE, acked, by_upstream,
 };
 
 /// Requests per weight check.
@@ -35,16 +34,28 @@ async fn split_scenario(delta: bool) -> anyhow::Result<()> {
     rollout.sticky_header = Some("x-user-id".into());
     let cp = ControlPlane::start(&rollout.yaml(), &[]).await?;
     let node = if delta { "split-delta" } else { "split-sotw" };
-    let mut proxy = Proxy::start_serving(&cp, node, ProxyOptions { delta, ..Default::default() }).await?;
+    let mut proxy = Proxy::start_serving(
+        &cp,
+        node,
+        ProxyOptions {
+            delta,
+            ..Default::default()
+        },
+    )
+    .await?;
     let synced = cp.wait_synced(node, |_| true).await?;
-    assert_eq!(synced.delta, delta, "status must say which ADS flavour the proxy uses");
+    assert_eq!(
+        synced.delta, delta,
+        "status must say which ADS flavour the proxy uses"
+    );
 
     check_split(&proxy, 0.10).await?;
     let sticky_at_10 = check_sticky(&proxy, 0.10).await?;
 
     let before = acked(&synced, ECDS_TYPE);
     cp.write_file(&rollout.clone().weight(50).yaml())?;
-    cp.wait_synced(node, |p| acked(p, ECDS_TYPE) != before).await?;
+    cp.wait_synced(node, |p| acked(p, ECDS_TYPE) != before)
+        .await?;
     check_split(&proxy, 0.50).await?;
     let sticky_at_50 = check_sticky(&proxy, 0.50).await?;
     // Raising the weight only moves keys onto the canary, never off it.
@@ -63,13 +74,22 @@ async fn split_scenario(delta: bool) -> anyhow::Result<()> {
         })
         .collect();
     let counts = by_upstream(&proxy.send(routed).await?)?;
-    assert_eq!(counts.get(CANARY), Some(&500), "x-canary: 1 → canary: {counts:?}");
+    assert_eq!(
+        counts.get(CANARY),
+        Some(&500),
+        "x-canary: 1 → canary: {counts:?}"
+    );
     // A non-matching value is split as usual.
     let other: Vec<Req> = (0..500)
         .map(|_| Req::get(HOST).header("x-canary", "2"))
         .collect();
     let counts = by_upstream(&proxy.send(other).await?)?;
-    check_binomial("x-canary: 2 at 50 %", counts.get(CANARY).copied().unwrap_or(0), 500, 0.5)?;
+    check_binomial(
+        "x-canary: 2 at 50 %",
+        counts.get(CANARY).copied().unwrap_or(0),
+        500,
+        0.5,
+    )?;
 
     // The filter, not the native fallback route, made the decisions.
     let header_key = (CANARY.to_string(), "header".to_string());
@@ -114,7 +134,10 @@ async fn check_sticky(proxy: &Proxy, p: f64) -> anyhow::Result<BTreeMap<String, 
         let user = format!("user-{}", i % USERS);
         let upstream = response.upstream().unwrap_or_default().to_string();
         if let Some(first) = version_of.get(&user) {
-            assert_eq!(first, &upstream, "{user} moved between versions at weight {p}");
+            assert_eq!(
+                first, &upstream,
+                "{user} moved between versions at weight {p}"
+            );
         } else {
             version_of.insert(user, upstream);
         }
