@@ -31,12 +31,10 @@ impl AdminService {
     async fn apply(&self, rollout: &str, over: Override) -> Result<RolloutStatus, Status> {
         let status = {
             let mut store = self.app.store.lock().await;
-            store
-                .apply_override(rollout, over)
-                .map_err(|e| match e {
-                    StoreError::UnknownRollout(_) => Status::not_found(e.to_string()),
-                    StoreError::Refused { .. } => Status::failed_precondition(e.to_string()),
-                })?;
+            store.apply_override(rollout, over).map_err(|e| match e {
+                StoreError::UnknownRollout(_) => Status::not_found(e.to_string()),
+                StoreError::Refused { .. } => Status::failed_precondition(e.to_string()),
+            })?;
             let state = store.effective();
             let r = state
                 .rollouts

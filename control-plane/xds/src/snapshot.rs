@@ -17,7 +17,11 @@ pub struct Resource {
 impl Resource {
     pub fn new(name: impl Into<String>, body: Any) -> Self {
         let version = content_version([body.type_url.as_bytes(), &body.value]);
-        Resource { name: name.into(), version, body }
+        Resource {
+            name: name.into(),
+            version,
+            body,
+        }
     }
 }
 
@@ -37,7 +41,10 @@ impl Snapshot {
 
     /// The resources of one type (empty if none).
     pub fn of_type(&self, type_url: &str) -> impl Iterator<Item = &Resource> {
-        self.resources.get(type_url).into_iter().flat_map(|m| m.values())
+        self.resources
+            .get(type_url)
+            .into_iter()
+            .flat_map(|m| m.values())
     }
 
     pub fn get(&self, type_url: &str, name: &str) -> Option<&Resource> {
