@@ -13,7 +13,8 @@
 //! The table goes to stdout and the JSON to `target/bench/xds.json`.
 //!
 //! Environment: `BENCH_N` (default `10,100,1000`), `BENCH_M` (default `10,1000`),
-//! `BENCH_CHANGES` (default 20), `BENCH_SLUICE_BIN` (default `target/release/sluice`; build it
+//! `BENCH_CHANGES` (default 20), `BENCH_BUDGET_SECONDS` (default 120: a configuration whose
+//! changes take longer stops after at least 3), `BENCH_SLUICE_BIN` (default `target/release/sluice`; build it
 //! with `cargo build --release -p sluice`), `BENCH_OUT` (default `target/bench/xds.json`).
 //! Each client holds one TCP connection, so the open-file limit must exceed N (`ulimit -n`).
 #![forbid(unsafe_code)]
@@ -60,13 +61,8 @@ async fn bench() -> anyhow::Result<()> {
     let target = root.join("target");
     let clients = env_list("BENCH_N", &[10, 100, 1_000])?;
     let rollouts = env_list("BENCH_M", &[10, 1_000])?;
-    let changes = env_list("BENCH_CHANGES", &[20])?
-        .first()
-        .copied()
-        .unwrap_or(20);
-    if changes == 0 {
-        bail!("BENCH_CHANGES: 0 changes measure nothing");
-    }
+    let changes = env_count("BENCH_CHANGES", 20)?;
+    let budget = Duration::from_secs(env_count("BENCH_BUDGET_SECONDS", 120)? as u64);
     let binary = std::env::var_os("BENCH_SLUICE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| target.join("release").join("sluice"));
@@ -82,6 +78,7 @@ async fn bench() -> anyhow::Result<()> {
                 clients: n,
                 rollouts: m,
                 changes,
+                budget,
                 binary: binary.clone(),
                 work_dir: control_plane::work_dir(&target),
                 // Generous: the machine is small and shared.
@@ -135,6 +132,14 @@ fn env_list(name: &str, default: &[usize]) -> anyhow::Result<Vec<usize>> {
         Ok(value) => parse_list(&value).with_context(|| format!("{name}={value:?}")),
         Err(std::env::VarError::NotPresent) => Ok(default.to_vec()),
         Err(e) => Err(e).with_context(|| name.to_owned()),
+    }
+}
+
+/// One positive count from the environment, or the default.
+fn env_count(name: &str, default: usize) -> anyhow::Result<usize> {
+    match env_list(name, &[default])?.as_slice() {
+        [count] => Ok(*count),
+        _ => bail!("{name}: expected one count"),
     }
 }
 

@@ -22,7 +22,7 @@ use sluice_proto::admin::v1::{SetWeightRequest, admin_client::AdminClient};
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     client::{AdsClient, TYPES, TypeSet, type_names},
@@ -37,13 +37,18 @@ const QUIET: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_millis(1_000);
 /// Envoy accepts large responses; so do we (1,000 rollouts make CDS/EDS/RDS of some 100s of KB).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// At least this many changes are measured even when they exceed the time budget.
+const MIN_CHANGES: usize = 3;
 
 /// What one configuration runs with.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub clients: usize,
     pub rollouts: usize,
+    /// Changes to measure, unless `budget` runs out first (then at least [`MIN_CHANGES`]).
     pub changes: usize,
+    /// Time for the measured changes, so the largest configurations finish in minutes.
+    pub budget: Duration,
     pub binary: PathBuf,
     pub work_dir: PathBuf,
     pub sync_timeout: Duration,
@@ -55,6 +60,7 @@ pub struct RunConfig {
 pub struct Outcome {
     pub clients: usize,
     pub rollouts: usize,
+    /// Changes measured (fewer than asked when the time budget ran out).
     pub changes: usize,
     pub latencies: Vec<Duration>,
     pub p50: Duration,
@@ -182,7 +188,12 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
     let cpu_before = control_plane.cpu_ticks()?;
     let mut latencies = Vec::with_capacity(config.changes);
     let mut unexpected = 0;
+    let started = Instant::now();
     for k in 0..config.changes {
+        if k >= MIN_CHANGES && started.elapsed() > config.budget {
+            warn!(measured = k, asked = config.changes, budget = ?config.budget, "time budget spent; measuring fewer changes");
+            break;
+        }
         coordinator.drain_for(QUIET).await?;
         let t0 = Instant::now();
         coordinator.epoch = Some(Epoch::new(n, t0, expected));
@@ -196,7 +207,9 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
             .await?;
         let epoch = coordinator.epoch.take().context("the epoch vanished")?;
         unexpected += epoch.unexpected();
-        latencies.push(epoch.latency().context("a complete epoch has a latency")?);
+        let latency = epoch.latency().context("a complete epoch has a latency")?;
+        debug!(change = k, ?latency, "change delivered to every client");
+        latencies.push(latency);
     }
     coordinator.drain_for(QUIET).await?;
     let cpu_after = control_plane.cpu_ticks()?;
@@ -210,20 +223,21 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
     }
     tasks.abort_all();
 
+    let measured = latencies.len();
     let ticks = cpu_after.saturating_sub(cpu_before) as f64;
     let per_second = procfs::clock_ticks_per_second() as f64;
     let p = |q| percentile(&latencies, q).unwrap_or_default();
     Ok(Outcome {
         clients: n,
         rollouts: config.rollouts,
-        changes: config.changes,
+        changes: measured,
         p50: p(50.0),
         p99: p(99.0),
         max: p(100.0),
         latencies,
         rss_bytes: memory.rss,
         hwm_bytes: memory.hwm,
-        cpu_seconds_per_change: ticks / per_second / config.changes.max(1) as f64,
+        cpu_seconds_per_change: ticks / per_second / measured.max(1) as f64,
         sync_time,
         changed_types: type_names(expected),
         unexpected_pushes: unexpected,

@@ -100,7 +100,11 @@ fn parse_documents(text: &str, origin: &str) -> Result<Vec<(usize, Rollout)>, Ap
         is_rollout.push(true);
     }
     let mut rollouts = Vec::new();
-    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    // `take`: after a syntax error serde_yaml's document iterator does not end.
+    for (i, document) in serde_yaml::Deserializer::from_str(text)
+        .take(is_rollout.len())
+        .enumerate()
+    {
         if is_rollout.get(i).copied().unwrap_or(false) {
             let rollout = Rollout::deserialize(document).map_err(|e| yaml_error(i + 1, e))?;
             rollouts.push((i + 1, rollout));

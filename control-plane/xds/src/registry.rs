@@ -178,6 +178,11 @@ impl Registry {
                 inner.counters.acks += 1;
                 if let Some(t) = type_entry(inner, id, type_url) {
                     t.acked_version.clone_from(version);
+                    // A proxy that reconnects with the current version is sent nothing; what it
+                    // holds is still what it was sent.
+                    if t.sent_version.is_empty() {
+                        t.sent_version.clone_from(version);
+                    }
                     t.last_nack.clear();
                     t.last_nack_version.clear();
                 }
