@@ -29,6 +29,8 @@ pub const ARGO_API_VERSION: &str = "argoproj.io/v1alpha1";
 
 /// A service under progressive delivery: its pods (as an Argo Rollout's `replicas`, `selector`,
 /// `template`), the canary steps, and the hosts whose traffic Sluice splits between versions.
+// Two print columns are integers: clippy reads the repeated `type_` as a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "sluice.dev",
