@@ -53,7 +53,16 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(bench())
+        .block_on(async {
+            // Dropping the benchmark on Ctrl-C drops the control-plane handle, which kills it.
+            tokio::select! {
+                result = bench() => result,
+                signal = tokio::signal::ctrl_c() => {
+                    signal?;
+                    bail!("interrupted")
+                }
+            }
+        })
 }
 
 async fn bench() -> anyhow::Result<()> {

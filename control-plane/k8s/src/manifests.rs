@@ -40,7 +40,9 @@ pub fn apply_yaml(index: &mut Index, text: &str) -> Result<(), String> {
                 index.apply_service(&service);
             }
             (api_version, kind) => {
-                return Err(at(&format!("unexpected kind {kind:?} of apiVersion {api_version:?}")));
+                return Err(at(&format!(
+                    "unexpected kind {kind:?} of apiVersion {api_version:?}"
+                )));
             }
         }
     }

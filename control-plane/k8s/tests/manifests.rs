@@ -20,13 +20,18 @@ fn deploy_dir() -> PathBuf {
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(dir).expect("readable dir").map(|e| e.expect("entry").path()).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("readable dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
             yaml_files(&path, out);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
             out.push(path);
         }
     }
@@ -69,8 +74,15 @@ fn every_manifest_parses_as_its_kind_and_every_bootstrap_validates() {
                 continue;
             }
             let at = format!("{} document {}", file.display(), i + 1);
-            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
-            let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let api_version = value
+                .get("apiVersion")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default();
             let checked: anyhow::Result<()> = (|| {
                 match (api_version, kind.as_str()) {
                     ("kustomize.config.k8s.io/v1beta1", "Kustomization") => {
@@ -95,17 +107,23 @@ fn every_manifest_parses_as_its_kind_and_every_bootstrap_validates() {
                             }
                         }
                     }
-                    ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(strict::<ClusterRole>(&value)?),
+                    ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                        drop(strict::<ClusterRole>(&value)?)
+                    }
                     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                         drop(strict::<ClusterRoleBinding>(&value)?);
                     }
                     ("rbac.authorization.k8s.io/v1", "Role") => drop(strict::<Role>(&value)?),
-                    ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(strict::<RoleBinding>(&value)?),
+                    ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                        drop(strict::<RoleBinding>(&value)?)
+                    }
                     ("sluice.dev/v1alpha1", "Rollout") => {
                         let rollout: Rollout = strict(&value)?;
                         sluice_api::rollout_name(&rollout)?;
                     }
-                    (api_version, kind) => bail!("unknown kind {kind:?} of apiVersion {api_version:?}"),
+                    (api_version, kind) => {
+                        bail!("unknown kind {kind:?} of apiVersion {api_version:?}")
+                    }
                 }
                 Ok(())
             })();
@@ -113,8 +131,19 @@ fn every_manifest_parses_as_its_kind_and_every_bootstrap_validates() {
             kinds.push(kind);
         }
     }
-    for expected in ["Deployment", "Service", "ClusterRole", "Role", "ConfigMap", "Rollout", "Kustomization"] {
-        assert!(kinds.iter().any(|k| k == expected), "no {expected} in deploy/kubernetes");
+    for expected in [
+        "Deployment",
+        "Service",
+        "ClusterRole",
+        "Role",
+        "ConfigMap",
+        "Rollout",
+        "Kustomization",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == expected),
+            "no {expected} in deploy/kubernetes"
+        );
     }
     assert!(bootstraps.len() >= 2, "gateway and sidecar bootstraps");
     if sluice_e2e::envoy_binary().is_err() {
@@ -123,7 +152,11 @@ fn every_manifest_parses_as_its_kind_and_every_bootstrap_validates() {
     }
     for (at, bootstrap) in bootstraps {
         let exited = sluice_e2e::validate(&bootstrap).expect("envoy runs");
-        assert!(exited.status.success(), "{at}: envoy --mode validate failed:\n{}", exited.output);
+        assert!(
+            exited.status.success(),
+            "{at}: envoy --mode validate failed:\n{}",
+            exited.output
+        );
     }
 }
 
@@ -133,7 +166,10 @@ fn the_control_plane_role_grants_only_what_is_used() {
     let mut granted = Vec::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(document).expect("yaml");
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
         if kind != "ClusterRole" && kind != "Role" {
             continue;
         }
