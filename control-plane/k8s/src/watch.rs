@@ -87,7 +87,9 @@ enum Change {
 type ChangeStream = Pin<Box<dyn Stream<Item = Change> + Send>>;
 
 /// Watches until `shutdown`, publishing the traffic state on `tx` (only when it changed) and each
-/// new or changed per-rollout error on `errors`.
+/// new or changed per-rollout error on `errors`. `tx` also notifies once when every watch has
+/// finished its initial list, even if the state is unchanged: until then the state is partial,
+/// and a control plane that served it would tell Envoys that rollouts vanished.
 pub async fn run(
     client: Client,
     config: Config,
@@ -108,7 +110,12 @@ pub async fn run(
         tokio::spawn(lease::elect(api, lease_config, leader_tx, stop))
     });
 
-    let mut changes = select_all(streams(&client, &config));
+    let streams = streams(&client, &config);
+    let watches = streams.len();
+    let mut listed = std::collections::BTreeSet::new();
+    let mut announced_sync = false;
+    let synced_tx = tx.clone();
+    let mut changes = select_all(streams);
     let mut driver = Driver::new(client, config.clone(), leader_rx.clone(), tx, errors);
     let mut tick = tokio::time::interval(config.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,12 +124,19 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             Some(change) = changes.next() => {
+                note_listed(&change, &mut listed);
                 driver.apply(change);
                 // Take whatever else is ready, then publish once.
                 while let Some(Some(change)) = changes.next().now_or_never() {
+                    note_listed(&change, &mut listed);
                     driver.apply(change);
                 }
                 driver.publish().await;
+                if !announced_sync && listed.len() >= watches {
+                    announced_sync = true;
+                    tracing::info!(watches, "initial lists done: the traffic state is complete");
+                    synced_tx.send_modify(|_| {});
+                }
                 driver.reconcile_all().await;
             }
             _ = tick.tick() => driver.reconcile_all().await,
@@ -198,6 +212,17 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// Records which watch finished a (re)list: one key per watch stream.
+fn note_listed(change: &Change, listed: &mut std::collections::BTreeSet<String>) {
+    let key = match change {
+        Change::Rollout(api, ns, Update::Reset(_)) => format!("rollout/{api:?}/{ns:?}"),
+        Change::Pod(ns, Update::Reset(_)) => format!("pod/{ns:?}"),
+        Change::Service(ns, Update::Reset(_)) => format!("service/{ns:?}"),
+        _ => return,
+    };
+    listed.insert(key);
 }
 
 /// A watcher (with backoff) as a stream of [`Change`]s; a relist becomes one `Reset`.

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  rollouts file ──(notify, debounce)──► file_source ─┐
+//!  Kubernetes (Rollouts, Pods, Services) ► k8s_source ─┤
 //!                                                      ▼
 //!  admin gRPC (set-weight/promote/abort) ──────────► Store (last good state + overrides)
 //!                                                      │ effective() → translate()
@@ -19,6 +20,7 @@ mod admin;
 mod cli;
 mod file_source;
 mod http;
+mod k8s_source;
 mod metrics;
 mod serve;
 mod store;

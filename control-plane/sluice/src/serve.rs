@@ -23,11 +23,18 @@ use tracing::{error, info, warn};
 use crate::{admin::AdminService, file_source, http, metrics::Metrics, store::Store};
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "kubernetes"])))]
 pub struct ServeArgs {
     /// Standalone mode: the rollouts file (YAML Rollout documents with static endpoints),
     /// hot-reloaded on change.
     #[arg(long, env = "SLUICE_FILE")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// Kubernetes mode: follow Rollouts, Pods and Services through the API server (in-cluster
+    /// service account or kubeconfig).
+    #[arg(long, env = "SLUICE_KUBERNETES")]
+    pub kubernetes: bool,
+    #[command(flatten)]
+    pub k8s: crate::k8s_source::K8sArgs,
     /// Address of the xDS (ADS) gRPC server that Envoys connect to.
     #[arg(long, env = "SLUICE_XDS_ADDR", default_value = "127.0.0.1:18000")]
     pub xds_addr: SocketAddr,
@@ -156,14 +163,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
 
-    // The source: load once now, then follow the file.
-    file_source::load(&app, &args.file).await;
-    app.publish().await;
-    let watcher = file_source::watch(
-        app.clone(),
-        args.file.clone(),
-        Duration::from_millis(args.debounce_ms),
-    )?;
+    // The source: a file (loaded now, then followed) or the Kubernetes API.
+    let mut file_watcher = None;
+    let mut source_task = None;
+    match &args.file {
+        Some(file) => {
+            file_source::load(&app, file).await;
+            app.publish().await;
+            file_watcher = Some(file_source::watch(
+                app.clone(),
+                file.clone(),
+                Duration::from_millis(args.debounce_ms),
+            )?);
+        }
+        None => {
+            source_task = Some(
+                crate::k8s_source::start(
+                    app.clone(),
+                    &args.k8s,
+                    shutdown_signal(shutdown_rx.clone()),
+                )
+                .await?,
+            );
+        }
+    }
 
     let node_options = app.options.clone();
     let ads = AdsServer::new(
@@ -191,10 +214,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.http_addr,
         shutdown_signal(shutdown_rx.clone()),
     );
-    info!(xds = %args.xds_addr, admin = %args.admin_addr, http = %args.http_addr, file = %args.file.display(), "sluice control plane serving");
+    info!(xds = %args.xds_addr, admin = %args.admin_addr, http = %args.http_addr, file = ?args.file, kubernetes = args.kubernetes, "sluice control plane serving");
 
     let (xds, admin, http) = tokio::join!(xds, admin, http);
-    drop(watcher);
+    drop(file_watcher);
+    if let Some(task) = source_task {
+        task.await.context("Kubernetes source task")??;
+    }
     xds.context("xDS server")?;
     admin.context("admin server")?;
     http.context("HTTP server")?;
