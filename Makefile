@@ -55,4 +55,5 @@ demo: setup wasm
 bench: setup
 	$(CARGO) build --release --target wasm32-wasip1 -p sluice-filter -p sluice-bench-noop-filter
 	python3 bench/filter_bench.py
+	$(CARGO) build --release -p sluice
 	$(CARGO) run --release -p sluice-bench-xds
