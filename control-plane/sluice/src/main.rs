@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane (xDS/ADS server, admin API, metrics).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Print an Envoy bootstrap that knows only the control plane's address.
     Bootstrap(cli::BootstrapArgs),
     /// Show rollouts, their weights, and every connected Envoy with what it ACKed or NACKed.
@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bootstrap(args) => cli::bootstrap(args),
-        Command::Serve(args) => runtime()?.block_on(serve::run(args)),
+        Command::Serve(args) => runtime()?.block_on(serve::run(*args)),
         Command::Status(args) => runtime()?.block_on(cli::status(args)),
         Command::SetWeight(args) => runtime()?.block_on(cli::set_weight(args)),
         Command::Promote(args) => runtime()?.block_on(cli::promote(args)),

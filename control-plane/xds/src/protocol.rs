@@ -41,7 +41,7 @@ use std::collections::BTreeSet;
 
 use envoy_types::pb::google::protobuf::Any as PbAny;
 
-use crate::snapshot::{Resource, Snapshot, content_version};
+use crate::snapshot::{Resource, Resources, Snapshot};
 use crate::type_url::{CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, PUSH_ORDER, ROUTE};
 
 pub use delta::DeltaConnection;
@@ -72,17 +72,91 @@ pub enum Event {
 }
 
 /// Which resources of one type a client asked for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Subscription {
     /// All resources of the type (`*`, or the legacy empty list on LDS/CDS).
     pub wildcard: bool,
     /// Explicitly named resources.
-    pub names: BTreeSet<String>,
+    names: Names,
+}
+
+/// The explicitly subscribed names. A SotW client usually names exactly the resources of the
+/// current snapshot (Envoy asks for the endpoints of every cluster it holds); such a list is
+/// kept as a handle on that snapshot's set, shared by every connection, instead of a copy each.
+#[derive(Clone, Debug)]
+enum Names {
+    Own(BTreeSet<String>),
+    KeysOf(Resources),
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::Own(BTreeSet::new())
+    }
 }
 
 impl Subscription {
     pub fn contains(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
+        self.wildcard || self.names(name)
+    }
+
+    /// `name` is subscribed explicitly.
+    fn names(&self, name: &str) -> bool {
+        match &self.names {
+            Names::Own(names) => names.contains(name),
+            Names::KeysOf(set) => set.contains(name),
+        }
+    }
+
+    fn has_names(&self) -> bool {
+        match &self.names {
+            Names::Own(names) => !names.is_empty(),
+            Names::KeysOf(set) => !set.is_empty(),
+        }
+    }
+
+    /// Every resource of `set` is subscribed.
+    fn covers(&self, set: &Resources) -> bool {
+        self.wildcard
+            || matches!(&self.names, Names::KeysOf(keys) if keys.same(set))
+            || set.names().all(|name| self.names(name))
+    }
+
+    fn add_name(&mut self, name: String) {
+        let mut names = self.take_names();
+        names.insert(name);
+        self.names = Names::Own(names);
+    }
+
+    fn remove_name(&mut self, name: &str) {
+        let mut names = self.take_names();
+        names.remove(name);
+        self.names = Names::Own(names);
+    }
+
+    fn take_names(&mut self) -> BTreeSet<String> {
+        match std::mem::take(&mut self.names) {
+            Names::Own(names) => names,
+            Names::KeysOf(set) => set.names().map(str::to_string).collect(),
+        }
+    }
+
+    /// The subscription naming exactly `names` (besides `*`), shared with `like` when it holds
+    /// exactly those names.
+    fn with_names(wildcard: bool, names: &[String], like: &Resources) -> Self {
+        let mut named: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != "*")
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        let names = if !like.is_empty() && named.iter().copied().eq(like.names()) {
+            Names::KeysOf(like.clone())
+        } else {
+            Names::Own(named.into_iter().map(str::to_string).collect())
+        };
+        Subscription { wildcard, names }
     }
 }
 
@@ -94,15 +168,6 @@ fn is_wildcard_type(type_url: &str) -> bool {
 /// The served type URL matching a request's, or `None` for a type Sluice does not serve.
 fn known_type(type_url: &str) -> Option<&'static str> {
     PUSH_ORDER.iter().copied().find(|known| *known == type_url)
-}
-
-/// Content version of a set of resources given as (name, version) pairs in name order.
-fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    content_version(
-        pairs
-            .into_iter()
-            .flat_map(|(name, version)| [name.as_bytes(), version.as_bytes()]),
-    )
 }
 
 /// The envoy-types `Any` for a snapshot resource (the snapshot stores `prost_types::Any`).
@@ -142,7 +207,7 @@ trait PushSink {
 /// outstanding.
 fn plan(sink: &mut impl PushSink, target: &Snapshot) -> bool {
     const WARM: [&str; 2] = [CLUSTER, ENDPOINT];
-    const ROUTES: [&str; 3] = [LISTENER, ROUTE, EXTENSION_CONFIG];
+    const ROUTES: [&str; 3] = ROUTE_TYPES;
 
     for type_url in WARM {
         sink.offer(type_url, target, true);
@@ -162,19 +227,77 @@ fn plan(sink: &mut impl PushSink, target: &Snapshot) -> bool {
     true
 }
 
-/// Names that phase 2 waits for: clusters the client holds whose endpoints (an EDS resource of
-/// the same name — Sluice names each cluster's load assignment after it) it has not subscribed
-/// to. Only a wildcard-free EDS subscription can lag behind, and a NACKed CDS is not waited for
-/// (the client may have rejected the very cluster).
+/// Whether phase 2 waits for endpoint subscriptions: the client holds a cluster whose endpoints
+/// (an EDS resource of the same name — Sluice names each cluster's load assignment after it) it
+/// has not subscribed to. A client that has not subscribed to EDS at all yet is waiting too (a
+/// fresh Envoy ACKs CDS before its first EDS request) — but only while it subscribes to some
+/// route type: otherwise nothing is held back, and a CDS-only client must still see removals.
+/// A NACKed CDS is not waited for (the client may have rejected the very cluster).
 fn missing_endpoint_subscriptions<'a>(
     held_clusters: impl IntoIterator<Item = &'a str>,
-    eds: &Subscription,
+    eds: Option<&Subscription>,
+    routes_subscribed: bool,
     target: &Snapshot,
 ) -> bool {
-    if eds.wildcard {
+    if !routes_subscribed {
         return false;
     }
-    held_clusters
-        .into_iter()
-        .any(|name| target.get(ENDPOINT, name).is_some() && !eds.names.contains(name))
+    let endpoints = target.type_set(ENDPOINT);
+    match eds {
+        Some(eds) if eds.covers(&endpoints) => false,
+        Some(eds) => held_clusters
+            .into_iter()
+            .any(|name| endpoints.contains(name) && !eds.contains(name)),
+        None => held_clusters
+            .into_iter()
+            .any(|name| endpoints.contains(name)),
+    }
+}
+
+/// Route types (phase 2), for [`missing_endpoint_subscriptions`].
+const ROUTE_TYPES: [&str; 3] = [LISTENER, ROUTE, EXTENSION_CONFIG];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::snapshot::Resource;
+
+    fn set(names: &[&str]) -> Resources {
+        names
+            .iter()
+            .map(|name| {
+                Arc::new(Resource::new(
+                    *name,
+                    prost_types::Any {
+                        type_url: ENDPOINT.into(),
+                        value: name.as_bytes().to_vec(),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_equal_to_the_snapshot_set_are_shared_and_behave_the_same() {
+        let like = set(&["a", "b"]);
+        let requested = ["b".to_string(), "a".to_string(), "b".to_string()];
+        let shared = Subscription::with_names(false, &requested, &like);
+        assert!(matches!(&shared.names, Names::KeysOf(keys) if keys.same(&like)));
+        assert!(shared.contains("a") && shared.contains("b") && !shared.contains("c"));
+        assert!(shared.covers(&like));
+        assert!(!shared.covers(&set(&["a", "c"])));
+
+        let fewer = Subscription::with_names(false, &["a".to_string()], &like);
+        assert!(matches!(&fewer.names, Names::Own(_)));
+        assert!(!fewer.covers(&like) && fewer.covers(&set(&["a"])));
+
+        // Changing a shared list makes it the client's own.
+        let mut changed = shared.clone();
+        changed.add_name("c".into());
+        changed.remove_name("a");
+        assert!(!changed.contains("a") && changed.contains("b") && changed.contains("c"));
+        assert!(shared.contains("a"), "the shared set is untouched");
+    }
 }

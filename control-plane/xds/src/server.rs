@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -41,6 +41,31 @@ pub struct AdsServer {
     node_specialise: NodeSpecialise,
     registry: Registry,
     stop: Arc<watch::Sender<bool>>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// The latest published snapshot as the streams see it: its unchanged types shared with the
+/// snapshot before, so per-stream work on a change is proportional to what changed.
+#[derive(Default)]
+struct Shared {
+    /// (as published, as shared) — every stream maps the same publication to the same value.
+    latest: Option<(Arc<Snapshot>, Arc<Snapshot>)>,
+}
+
+impl Shared {
+    fn share(&mut self, published: &Arc<Snapshot>) -> Arc<Snapshot> {
+        match &self.latest {
+            Some((seen, shared)) if Arc::ptr_eq(seen, published) => Arc::clone(shared),
+            latest => {
+                let shared = Arc::new(match latest {
+                    Some((_, previous)) => Snapshot::clone(published).sharing_with(previous),
+                    None => Snapshot::clone(published),
+                });
+                self.latest = Some((Arc::clone(published), Arc::clone(&shared)));
+                shared
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for AdsServer {
@@ -60,6 +85,7 @@ impl AdsServer {
             node_specialise,
             registry,
             stop: Arc::new(watch::Sender::new(false)),
+            shared: Arc::default(),
         }
     }
 
@@ -240,7 +266,14 @@ async fn run_stream<P: Protocol>(
     };
 
     let mut snapshots = server.snapshots.clone();
-    let specialise = |snapshot: &Snapshot| Arc::new((server.node_specialise)(&node, snapshot));
+    let specialise = |published: &Arc<Snapshot>| {
+        let shared = server
+            .shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .share(published);
+        Arc::new((server.node_specialise)(&node, &shared))
+    };
     let current = Arc::clone(&snapshots.borrow_and_update());
     let mut connection = P::start(specialise(&current));
     let mut snapshots_open = true;

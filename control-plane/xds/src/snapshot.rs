@@ -1,6 +1,12 @@
 //! A consistent, content-versioned set of xDS resources.
+//!
+//! Snapshots are cheap to clone and to specialise: each type's resources sit behind one `Arc`
+//! (and each resource behind its own), so a clone costs O(types), inserting into a clone copies
+//! only that type's map, and every connection shares the same resource bodies. A type's set
+//! version is computed once per distinct set and cached with it.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use prost_types::Any;
 use sha2::{Digest, Sha256};
@@ -25,18 +31,120 @@ impl Resource {
     }
 }
 
+/// The resources of one type, by name: shared, copy-on-write.
+#[derive(Clone, Debug, Default)]
+pub struct Resources(Arc<TypeSet>);
+
+#[derive(Debug, Default)]
+struct TypeSet {
+    by_name: BTreeMap<String, Arc<Resource>>,
+    /// [`Resources::version`], computed on first use.
+    version: OnceLock<String>,
+}
+
+impl Clone for TypeSet {
+    fn clone(&self) -> Self {
+        // Only cloned to be modified (`Arc::make_mut`): the cached version would be stale.
+        TypeSet {
+            by_name: self.by_name.clone(),
+            version: OnceLock::new(),
+        }
+    }
+}
+
+impl PartialEq for Resources {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other) || self.0.by_name == other.0.by_name
+    }
+}
+
+impl FromIterator<Arc<Resource>> for Resources {
+    fn from_iter<I: IntoIterator<Item = Arc<Resource>>>(iter: I) -> Self {
+        Resources(Arc::new(TypeSet {
+            by_name: iter.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            version: OnceLock::new(),
+        }))
+    }
+}
+
+impl Resources {
+    pub fn get(&self, name: &str) -> Option<&Resource> {
+        self.0.by_name.get(name).map(Arc::as_ref)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.by_name.contains_key(name)
+    }
+
+    /// Adds or replaces a resource, copying this type's map first if it is shared.
+    pub fn insert(&mut self, resource: impl Into<Arc<Resource>>) -> Option<Arc<Resource>> {
+        let resource = resource.into();
+        self.make_mut().insert(resource.name.clone(), resource)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Resource>> {
+        if !self.contains(name) {
+            return None;
+        }
+        self.make_mut().remove(name)
+    }
+
+    /// In name order.
+    pub fn values(&self) -> impl Iterator<Item = &Resource> {
+        self.0.by_name.values().map(Arc::as_ref)
+    }
+
+    /// In name order, as shared handles.
+    pub fn shared(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        self.0.by_name.values()
+    }
+
+    /// In order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.by_name.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.by_name.is_empty()
+    }
+
+    /// The content version of the whole set (cached): see [`Snapshot::type_version`].
+    pub fn version(&self) -> &str {
+        self.0.version.get_or_init(|| {
+            set_version(self.values().map(|r| (r.name.as_str(), r.version.as_str())))
+        })
+    }
+
+    /// Both are the very same set (not merely equal): cheap, for memoising.
+    pub fn same(&self, other: &Resources) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    fn make_mut(&mut self) -> &mut BTreeMap<String, Arc<Resource>> {
+        let set = Arc::make_mut(&mut self.0);
+        // Unique now (or just copied); the set is about to change.
+        set.version = OnceLock::new();
+        &mut set.by_name
+    }
+}
+
 /// Resources by type URL, then by name.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    pub resources: BTreeMap<String, BTreeMap<String, Resource>>,
+    pub resources: BTreeMap<String, Resources>,
 }
 
 impl Snapshot {
-    pub fn insert(&mut self, resource: Resource) {
+    pub fn insert(&mut self, resource: impl Into<Arc<Resource>>) {
+        let resource = resource.into();
         self.resources
             .entry(resource.body.type_url.clone())
             .or_default()
-            .insert(resource.name.clone(), resource);
+            .insert(resource);
     }
 
     /// The resources of one type (empty if none).
@@ -44,7 +152,12 @@ impl Snapshot {
         self.resources
             .get(type_url)
             .into_iter()
-            .flat_map(|m| m.values())
+            .flat_map(Resources::values)
+    }
+
+    /// The set of one type (empty if none), shared: a cheap clone.
+    pub fn type_set(&self, type_url: &str) -> Resources {
+        self.resources.get(type_url).cloned().unwrap_or_default()
     }
 
     pub fn get(&self, type_url: &str, name: &str) -> Option<&Resource> {
@@ -53,21 +166,46 @@ impl Snapshot {
 
     /// The version of one type's whole resource set (for state-of-the-world `version_info`).
     pub fn type_version(&self, type_url: &str) -> String {
-        content_version(
-            self.of_type(type_url)
-                .flat_map(|r| [r.name.as_bytes(), r.version.as_bytes()]),
-        )
+        match self.resources.get(type_url) {
+            Some(set) => set.version().to_string(),
+            None => set_version([]),
+        }
+    }
+
+    /// This snapshot, with every type set whose content equals `previous`'s replaced by
+    /// `previous`'s (shared) one. Translation builds every snapshot afresh; sharing what did not
+    /// change keeps it shared (and its cached versions computed) from one snapshot to the next.
+    pub fn sharing_with(mut self, previous: &Snapshot) -> Snapshot {
+        for (type_url, set) in &mut self.resources {
+            if let Some(old) = previous.resources.get(type_url)
+                && !old.same(set)
+                && old.version() == set.version()
+                && old.len() == set.len()
+            {
+                *set = old.clone();
+            }
+        }
+        self
     }
 
     /// The version of the whole snapshot.
     pub fn version(&self) -> String {
-        content_version(
+        set_version(
             self.resources
                 .values()
-                .flat_map(|m| m.values())
-                .flat_map(|r| [r.name.as_bytes(), r.version.as_bytes()]),
+                .flat_map(Resources::values)
+                .map(|r| (r.name.as_str(), r.version.as_str())),
         )
     }
+}
+
+/// Content version of a set of resources given as (name, version) pairs in name order.
+pub fn set_version<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    content_version(
+        pairs
+            .into_iter()
+            .flat_map(|(name, version)| [name.as_bytes(), version.as_bytes()]),
+    )
 }
 
 /// A short, stable content hash: 16 hex digits of sha256.
@@ -79,4 +217,78 @@ pub fn content_version<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String 
         hasher.update(part);
     }
     hex::encode(&hasher.finalize()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(type_url: &str, name: &str, value: &[u8]) -> Resource {
+        Resource::new(
+            name,
+            Any {
+                type_url: type_url.into(),
+                value: value.to_vec(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_clone_shares_until_one_type_is_changed() {
+        let mut base = Snapshot::default();
+        base.insert(resource("t/a", "x", b"1"));
+        base.insert(resource("t/b", "y", b"2"));
+        let before = base.type_version("t/a");
+
+        let mut own = base.clone();
+        own.insert(resource("t/a", "x", b"changed"));
+
+        assert!(own.resources["t/b"].same(&base.resources["t/b"]));
+        assert!(!own.resources["t/a"].same(&base.resources["t/a"]));
+        assert_eq!(
+            base.type_version("t/a"),
+            before,
+            "the original is untouched"
+        );
+        assert_ne!(
+            own.type_version("t/a"),
+            before,
+            "the cached version was reset"
+        );
+        assert_eq!(
+            own.type_version("t/a"),
+            set_version(
+                own.of_type("t/a")
+                    .map(|r| (r.name.as_str(), r.version.as_str()))
+            )
+        );
+    }
+
+    #[test]
+    fn unchanged_types_are_shared_with_the_previous_snapshot() {
+        let build = |value: &[u8]| {
+            let mut snapshot = Snapshot::default();
+            snapshot.insert(resource("t/a", "x", value));
+            snapshot.insert(resource("t/b", "y", b"same"));
+            snapshot
+        };
+        let previous = build(b"1");
+        let next = build(b"2").sharing_with(&previous);
+        assert!(next.resources["t/b"].same(&previous.resources["t/b"]));
+        assert!(!next.resources["t/a"].same(&previous.resources["t/a"]));
+        assert_eq!(next, build(b"2"));
+    }
+
+    #[test]
+    fn removing_a_resource_changes_the_type_version() {
+        let mut snapshot = Snapshot::default();
+        snapshot.insert(resource("t/a", "x", b"1"));
+        snapshot.insert(resource("t/a", "y", b"2"));
+        let both = snapshot.type_version("t/a");
+        let set = snapshot.resources.get_mut("t/a").expect("type present");
+        assert!(set.remove("nope").is_none());
+        assert!(set.remove("y").is_some());
+        assert_ne!(snapshot.type_version("t/a"), both);
+        assert_eq!(snapshot.type_version("t/none"), set_version([]));
+    }
 }

@@ -10,10 +10,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use tracing::{debug, warn};
 
 use super::{
-    Event, Nonces, PushSink, Subscription, is_wildcard_type, known_type,
-    missing_endpoint_subscriptions, plan, set_version, to_pb_any,
+    Event, Nonces, PushSink, ROUTE_TYPES, Subscription, is_wildcard_type, known_type,
+    missing_endpoint_subscriptions, plan, to_pb_any,
 };
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, set_version};
 use crate::type_url::{CLUSTER, ENDPOINT};
 
 /// One subscribed type on a delta stream.
@@ -106,7 +106,7 @@ impl DeltaConnection {
             if name == "*" {
                 state.subscription.wildcard = true;
             } else {
-                state.subscription.names.insert(name);
+                state.subscription.add_name(name);
             }
         }
         for name in request.resource_names_unsubscribe {
@@ -114,7 +114,7 @@ impl DeltaConnection {
                 state.subscription.wildcard = false;
             } else {
                 // The client drops it; if still covered by a wildcard it is sent again.
-                state.subscription.names.remove(&name);
+                state.subscription.remove_name(&name);
                 state.held.remove(&name);
             }
         }
@@ -223,15 +223,17 @@ impl PushSink for DeltaConnection {
     }
 
     fn awaiting_endpoint_subscription(&self, target: &Snapshot) -> bool {
-        let (Some(cds), Some(eds)) = (self.types.get(CLUSTER), self.types.get(ENDPOINT)) else {
+        let Some(cds) = self.types.get(CLUSTER) else {
             return false;
         };
+        let eds = self.types.get(ENDPOINT);
         if cds.acked_version != cds.sent_version {
             return false; // NACKed: the client may not hold the clusters at all
         }
         missing_endpoint_subscriptions(
             cds.held.keys().map(String::as_str),
-            &eds.subscription,
+            eds.map(|eds| &eds.subscription),
+            ROUTE_TYPES.iter().any(|t| self.types.contains_key(t)),
             target,
         )
     }

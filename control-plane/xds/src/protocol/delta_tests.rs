@@ -273,3 +273,21 @@ fn unknown_type_is_reported() {
         }]
     );
 }
+
+#[test]
+fn routes_wait_for_the_first_endpoint_subscription() {
+    let mut conn = DeltaConnection::new(snapshot(&["a"], 8080, "r1"));
+    let cds = conn.on_delta_request(subscribe(CLUSTER, &[]));
+    assert_eq!(cds.len(), 1);
+    assert!(conn.on_delta_request(subscribe(LISTENER, &[])).is_empty());
+    assert!(
+        conn.on_delta_request(ack(&cds[0])).is_empty(),
+        "LDS waits for the EDS subscription"
+    );
+    let eds = conn.on_delta_request(subscribe(ENDPOINT, &["a"]));
+    assert_eq!(eds.len(), 1);
+    assert_eq!(eds[0].type_url, ENDPOINT);
+    let lds = conn.on_delta_request(ack(&eds[0]));
+    assert_eq!(lds.len(), 1);
+    assert_eq!(lds[0].type_url, LISTENER);
+}

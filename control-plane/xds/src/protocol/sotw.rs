@@ -7,10 +7,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tracing::{debug, warn};
 
 use super::{
-    Event, Nonces, PushSink, Subscription, is_wildcard_type, known_type,
-    missing_endpoint_subscriptions, plan, set_version, to_pb_any,
+    Event, Nonces, PushSink, ROUTE_TYPES, Subscription, is_wildcard_type, known_type,
+    missing_endpoint_subscriptions, plan, to_pb_any,
 };
-use crate::snapshot::{Resource, Snapshot};
+use crate::snapshot::{Resource, Resources, Snapshot};
 use crate::type_url::{CLUSTER, ENDPOINT};
 
 /// One subscribed type on a SotW stream.
@@ -18,8 +18,13 @@ use crate::type_url::{CLUSTER, ENDPOINT};
 struct TypeState {
     subscription: Subscription,
     /// Resources of the last response: what the client holds once it applies it. `None` after a
-    /// reconnect, until we know which set the reported version stands for.
-    sent: Option<BTreeMap<String, Resource>>,
+    /// reconnect, until we know which set the reported version stands for. Usually the very set
+    /// of the snapshot, shared with it and with the other connections.
+    sent: Option<Resources>,
+    /// The snapshot set and phase of the last offer: offering them again changes nothing (until
+    /// the client's next request of this type), so it is skipped. This keeps a change of one
+    /// type from costing work proportional to the others' size on every connection.
+    last_offer: Option<(Resources, bool)>,
     /// Version of the last response, or the version the client reported holding on reconnect.
     sent_version: Option<String>,
     /// Nonce of the last response; answers carrying another nonce are stale.
@@ -65,6 +70,7 @@ impl Connection {
             return Vec::new();
         };
         let nonce = request.response_nonce;
+        let like = self.snapshot.type_set(type_url);
         match self.types.get_mut(type_url) {
             Some(state) if !nonce.is_empty() => {
                 if state.nonce.as_deref() != Some(nonce.as_str()) {
@@ -91,13 +97,20 @@ impl Connection {
                         }
                     }
                 }
-                state.subscription =
-                    sotw_subscription(type_url, &request.resource_names, Some(&state.subscription));
+                state.subscription = sotw_subscription(
+                    type_url,
+                    &request.resource_names,
+                    Some(&state.subscription),
+                    &like,
+                );
+                state.last_offer = None;
             }
             _ => {
                 // A new subscription (a nonce from an earlier stream means nothing on this one).
                 let state = self.types.entry(type_url).or_default();
-                state.subscription = sotw_subscription(type_url, &request.resource_names, None);
+                state.subscription =
+                    sotw_subscription(type_url, &request.resource_names, None, &like);
+                state.last_offer = None;
                 state.nonce = None;
                 state.outstanding = false;
                 if request.version_info.is_empty() {
@@ -150,40 +163,35 @@ impl PushSink for Connection {
         let Some(state) = self.types.get_mut(type_url) else {
             return; // not subscribed (yet)
         };
-        let mut desired: BTreeMap<&str, &Resource> = target
-            .of_type(type_url)
-            .filter(|r| state.subscription.contains(&r.name))
-            .map(|r| (r.name.as_str(), r))
-            .collect();
-        if keep_removed && let Some(sent) = &state.sent {
-            for (name, resource) in sent {
-                if state.subscription.contains(name) {
-                    desired.entry(name.as_str()).or_insert(resource);
-                }
-            }
+        let all = target.type_set(type_url);
+        if let Some((last, keep)) = &state.last_offer
+            && last.same(&all)
+            && *keep == keep_removed
+        {
+            return;
         }
-        let version = set_version(
-            desired
-                .values()
-                .map(|r| (r.name.as_str(), r.version.as_str())),
-        );
-        let owned: BTreeMap<String, Resource> = desired
-            .into_values()
-            .map(|r| (r.name.clone(), r.clone()))
-            .collect();
-        if state.sent_version.as_deref() == Some(version.as_str()) {
+        let kept = if keep_removed {
+            state.sent.as_ref()
+        } else {
+            None
+        };
+        let desired = desired_set(&all, &state.subscription, kept);
+        state.last_offer = Some((all, keep_removed));
+        let version = desired.version();
+        if state.sent_version.as_deref() == Some(version) {
             // The client already holds this set (content-hash versions); after a reconnect this
             // is where we learn which resources that is.
             if state.sent.is_none() {
-                state.sent = Some(owned);
+                state.sent = Some(desired);
             }
             return;
         }
+        let version = version.to_string();
         let nonce = self.nonces.next();
-        debug!(type_url, version, nonce, resources = owned.len(), "push");
+        debug!(type_url, version, nonce, resources = desired.len(), "push");
         self.responses.push(DiscoveryResponse {
             version_info: version.clone(),
-            resources: owned.values().map(to_pb_any).collect(),
+            resources: desired.values().map(to_pb_any).collect(),
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
             ..Default::default()
@@ -191,9 +199,9 @@ impl PushSink for Connection {
         self.events.push(Event::Sent {
             type_url,
             version: version.clone(),
-            resources: owned.len(),
+            resources: desired.len(),
         });
-        state.sent = Some(owned);
+        state.sent = Some(desired);
         state.sent_version = Some(version);
         state.nonce = Some(nonce);
         state.outstanding = true;
@@ -204,32 +212,61 @@ impl PushSink for Connection {
     }
 
     fn awaiting_endpoint_subscription(&self, target: &Snapshot) -> bool {
-        let (Some(cds), Some(eds)) = (self.types.get(CLUSTER), self.types.get(ENDPOINT)) else {
+        let Some(cds) = self.types.get(CLUSTER) else {
             return false;
         };
+        let eds = self.types.get(ENDPOINT);
         if cds.acked_version != cds.sent_version {
             return false; // NACKed: the client may not hold the clusters at all
         }
         let Some(held) = &cds.sent else {
             return false;
         };
-        missing_endpoint_subscriptions(held.keys().map(String::as_str), &eds.subscription, target)
+        let routes_subscribed = ROUTE_TYPES.iter().any(|t| self.types.contains_key(t));
+        missing_endpoint_subscriptions(
+            held.names(),
+            eds.map(|eds| &eds.subscription),
+            routes_subscribed,
+            target,
+        )
     }
 }
 
 /// The subscription a SotW request asks for: its `resource_names` is the complete list.
 /// `*` asks for everything; so does an empty list on LDS/CDS while the stream has only ever
-/// used that legacy wildcard form.
+/// used that legacy wildcard form. `like` is the snapshot's set of the type, to share names with.
 fn sotw_subscription(
     type_url: &str,
     names: &[String],
     previous: Option<&Subscription>,
+    like: &Resources,
 ) -> Subscription {
     let legacy_wildcard = names.is_empty()
         && is_wildcard_type(type_url)
-        && previous.is_none_or(|p| p.wildcard && p.names.is_empty());
-    Subscription {
-        wildcard: legacy_wildcard || names.iter().any(|n| n == "*"),
-        names: names.iter().filter(|n| *n != "*").cloned().collect(),
+        && previous.is_none_or(|p| p.wildcard && !p.has_names());
+    let wildcard = legacy_wildcard || names.iter().any(|n| n == "*");
+    Subscription::with_names(wildcard, names, like)
+}
+
+/// What the client should hold of one type: the subscribed part of the snapshot's set, plus (in
+/// phase 1) the subscribed resources it holds that the snapshot dropped. The snapshot's own set
+/// (shared, version cached) whenever that is all of it.
+fn desired_set(
+    all: &Resources,
+    subscription: &Subscription,
+    kept: Option<&Resources>,
+) -> Resources {
+    let extra: Vec<&Arc<Resource>> = kept
+        .into_iter()
+        .flat_map(Resources::shared)
+        .filter(|r| !all.contains(&r.name) && subscription.contains(&r.name))
+        .collect();
+    if extra.is_empty() && subscription.covers(all) {
+        return all.clone();
     }
+    all.shared()
+        .filter(|r| subscription.contains(&r.name))
+        .chain(extra)
+        .cloned()
+        .collect()
 }

@@ -390,3 +390,42 @@ fn nacked_cds_does_not_hold_routes_forever() {
     let responses = h.send(nack(&cds, &good, &[], "bad cluster c"));
     assert_eq!(types(&responses), [ROUTE]);
 }
+
+#[test]
+fn routes_wait_for_the_first_endpoint_subscription() {
+    // A client that subscribes to listeners early (as a reconnecting Envoy does) and ACKs CDS
+    // before its first EDS request must not get routes to clusters without endpoints.
+    let mut h = Harness::new(snapshot(&["a"], 8080, "r1"));
+    assert_eq!(types(&h.send(subscribe(CLUSTER, &[]))), [CLUSTER]);
+    assert!(h.send(subscribe(LISTENER, &[])).is_empty());
+    assert!(
+        h.ack(CLUSTER, &[]).is_empty(),
+        "LDS waits for the EDS subscription"
+    );
+    assert_eq!(types(&h.send(subscribe(ENDPOINT, &["a"]))), [ENDPOINT]);
+    assert_eq!(types(&h.ack(ENDPOINT, &["a"])), [LISTENER]);
+}
+
+#[test]
+fn a_cds_only_client_is_not_held_back_by_endpoints() {
+    let mut h = Harness::new(snapshot(&["a", "b"], 8080, "r1"));
+    assert_eq!(types(&h.send(subscribe(CLUSTER, &[]))), [CLUSTER]);
+    assert!(h.ack(CLUSTER, &[]).is_empty());
+    assert!(h.conn.is_synced());
+    assert_eq!(
+        names(only(&h.push(snapshot(&["a"], 8080, "r1")), CLUSTER)),
+        ["a"]
+    );
+}
+
+#[test]
+fn unchanged_types_are_not_resent_when_the_snapshot_shares_them() {
+    let first = snapshot(&["a", "b"], 8080, "r1");
+    let mut h = Harness::new(Arc::clone(&first));
+    h.establish(&["a", "b"]);
+    let next = Arc::new(Snapshot::clone(&snapshot(&["a", "b"], 8080, "r2")).sharing_with(&first));
+    assert!(next.resources[CLUSTER].same(&first.resources[CLUSTER]));
+    assert_eq!(types(&h.push(Arc::clone(&next))), [ROUTE]);
+    assert!(h.ack(ROUTE, &[ROUTE_NAME]).is_empty());
+    assert!(h.conn.is_synced());
+}
