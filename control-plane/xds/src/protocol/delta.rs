@@ -13,7 +13,7 @@ use super::{
     Event, Nonces, PushSink, ROUTE_TYPES, Subscription, is_wildcard_type, known_type,
     missing_endpoint_subscriptions, plan, to_pb_any,
 };
-use crate::snapshot::{Snapshot, set_version};
+use crate::snapshot::{Resources, Snapshot, set_version};
 use crate::type_url::{CLUSTER, ENDPOINT};
 
 /// One subscribed type on a delta stream.
@@ -27,6 +27,9 @@ struct TypeState {
     responded: bool,
     nonce: Option<String>,
     outstanding: bool,
+    /// The snapshot set and phase of the last offer, skipped when offered again before the
+    /// client's next request of this type (see the SotW connection).
+    last_offer: Option<(Resources, bool)>,
     /// Content version of `held` after the last response (what the registry shows).
     sent_version: Option<String>,
     acked_version: Option<String>,
@@ -72,6 +75,7 @@ impl DeltaConnection {
         };
         let first = !self.types.contains_key(type_url);
         let state = self.types.entry(type_url).or_default();
+        state.last_offer = None;
 
         if first {
             state.held = request.initial_resource_versions.into_iter().collect();
@@ -154,8 +158,16 @@ impl PushSink for DeltaConnection {
         let Some(state) = self.types.get_mut(type_url) else {
             return; // not subscribed (yet)
         };
-        let changed: Vec<DeltaResource> = target
-            .of_type(type_url)
+        let all = target.type_set(type_url);
+        if let Some((last, keep)) = &state.last_offer
+            && last.same(&all)
+            && *keep == keep_removed
+        {
+            return;
+        }
+        state.last_offer = Some((all.clone(), keep_removed));
+        let changed: Vec<DeltaResource> = all
+            .values()
             .filter(|r| state.subscription.contains(&r.name))
             .filter(|r| state.held.get(&r.name) != Some(&r.version))
             .map(|r| DeltaResource {
@@ -172,9 +184,7 @@ impl PushSink for DeltaConnection {
             state
                 .held
                 .keys()
-                .filter(|name| {
-                    target.get(type_url, name).is_none() || !state.subscription.contains(name)
-                })
+                .filter(|name| !all.contains(name) || !state.subscription.contains(name))
                 .cloned()
                 .collect()
         };
