@@ -14,7 +14,7 @@ setup:
 	@./scripts/setup.sh
 
 wasm: setup
-	$(CARGO) build --release --target wasm32-wasip1 -p sluice-filter
+	$(CARGO) build --release --target wasm32-wasip1 -p sluice-filter -p sluice-bench-noop-filter
 	@ls -l $(WASM) | awk '{print "sluice_filter.wasm:", $$5, "bytes"}'
 
 build: wasm
