@@ -6,7 +6,7 @@ WASM := target/wasm32-wasip1/release/sluice_filter.wasm
 export ENVOY_BIN ?= $(shell ./scripts/envoy-bin.sh 2>/dev/null)
 export SLUICE_WASM ?= $(CURDIR)/$(WASM)
 
-.PHONY: all setup wasm build test fmt-check clippy unit generated-check bench-check demo bench crd
+.PHONY: all setup wasm build test fmt-check clippy unit generated-check bench-check demo bench generated
 
 all: build
 
@@ -29,12 +29,20 @@ clippy: setup
 
 # Generated files that are checked in must match their generators.
 generated-check:
-	$(CARGO) run -q -p sluice -- crdgen > target/crd.yaml
+	$(CARGO) build -q -p sluice
+	target/debug/sluice crdgen > target/crd.yaml
 	diff -u deploy/crd/rollouts.sluice.dev.yaml target/crd.yaml || \
-	  { echo "deploy/crd is stale: run 'make crd'"; exit 1; }
+	  { echo "deploy/crd is stale: run 'make generated'"; exit 1; }
+	rm -rf target/configmaps && scripts/gen-configmaps.sh target/debug/sluice target/configmaps
+	for f in gateway/configmap.yaml sidecar-example/configmap.yaml; do \
+	  diff -u deploy/kubernetes/$$f target/configmaps/$$f || \
+	  { echo "deploy/kubernetes/$$f is stale: run 'make generated'"; exit 1; }; done
 
-crd:
-	$(CARGO) run -q -p sluice -- crdgen > deploy/crd/rollouts.sluice.dev.yaml
+# Regenerates the checked-in generated files: the CRD and the Envoy bootstrap ConfigMaps.
+generated:
+	$(CARGO) build -q -p sluice
+	target/debug/sluice crdgen > deploy/crd/rollouts.sluice.dev.yaml
+	scripts/gen-configmaps.sh target/debug/sluice deploy/kubernetes
 
 # Unit, property and end-to-end tests (real Envoy, real upstreams); the e2e tests also run
 # `envoy --mode validate` on every Envoy config in deploy/.

@@ -36,16 +36,16 @@ mod sotw;
 mod sotw_tests;
 #[cfg(test)]
 mod test_support;
+mod wire;
 
 use std::collections::BTreeSet;
-
-use envoy_types::pb::google::protobuf::Any as PbAny;
 
 use crate::snapshot::{Resource, Resources, Snapshot};
 use crate::type_url::{CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, PUSH_ORDER, ROUTE};
 
 pub use delta::DeltaConnection;
 pub use sotw::Connection;
+pub use wire::{DeltaResponse, Encode, SotwResponse};
 
 /// Something the registry (status API, metrics) should know about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,14 +168,6 @@ fn is_wildcard_type(type_url: &str) -> bool {
 /// The served type URL matching a request's, or `None` for a type Sluice does not serve.
 fn known_type(type_url: &str) -> Option<&'static str> {
     PUSH_ORDER.iter().copied().find(|known| *known == type_url)
-}
-
-/// The envoy-types `Any` for a snapshot resource (the snapshot stores `prost_types::Any`).
-fn to_pb_any(resource: &Resource) -> PbAny {
-    PbAny {
-        type_url: resource.body.type_url.clone(),
-        value: resource.body.value.clone(),
-    }
 }
 
 /// Per-connection nonce source: unique within the stream, which is all the protocol asks.

@@ -12,27 +12,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
-use crate::protocol::{Connection, DeltaConnection, Event};
+use crate::protocol::{Connection, DeltaConnection, DeltaResponse, Encode, Event, SotwResponse};
 use crate::registry::{ConnectionId, Registry};
 use crate::snapshot::Snapshot;
 
 /// Turns the shared snapshot into the one a given node should see (e.g. its own listener).
 pub type NodeSpecialise = Arc<dyn Fn(&Node, &Snapshot) -> Snapshot + Send + Sync>;
 
-/// Responses buffered per stream before the task waits for the client to read.
-const RESPONSE_BUFFER: usize = 16;
+/// Responses buffered per stream before the task waits for the client to read. ADS is paced by
+/// the client's ACKs, so a stream rarely has more than one response in flight; a deeper queue
+/// would only hold more memory per slow client.
+const RESPONSE_BUFFER: usize = 2;
 
 /// The ADS gRPC service. Cheap to clone; all clones share the shutdown signal.
 #[derive(Clone)]
@@ -96,8 +93,8 @@ impl AdsServer {
     }
 
     /// The tonic service, to add to a `tonic::transport::Server` next to other services.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
+    pub fn into_service(self) -> AdsService {
+        AdsService::new(self)
     }
 
     /// Serves ADS on `listener` until `shutdown` resolves, then ends all streams and returns.
@@ -118,48 +115,27 @@ impl AdsServer {
             .await
     }
 
+    /// Starts the task of one ADS stream; its responses come out of the returned stream.
     fn spawn_stream<P: Protocol>(
         &self,
-        peer: Option<SocketAddr>,
-        requests: Streaming<P::Request>,
-    ) -> ReceiverStream<Result<P::Response, Status>> {
+        request: Request<Streaming<P::Request>>,
+    ) -> Response<ReceiverStream<Result<P::Response, Status>>> {
+        let peer = request.remote_addr();
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        tokio::spawn(run_stream::<P>(self.clone(), peer, requests, tx));
-        ReceiverStream::new(rx)
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr();
-        Ok(Response::new(
-            self.spawn_stream::<Connection>(peer, request.into_inner()),
-        ))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr();
-        Ok(Response::new(self.spawn_stream::<DeltaConnection>(
+        tokio::spawn(run_stream::<P>(
+            self.clone(),
             peer,
             request.into_inner(),
-        )))
+            tx,
+        ));
+        Response::new(ReceiverStream::new(rx))
     }
 }
 
 /// What the stream task needs from a protocol state machine (SotW or delta).
 trait Protocol: Send + 'static {
     type Request: prost::Message + Default + Send + 'static;
-    type Response: Send + 'static;
+    type Response: Encode + Send + 'static;
     const DELTA: bool;
     fn node(request: &Self::Request) -> Option<&Node>;
     fn start(snapshot: Arc<Snapshot>) -> Self;
@@ -171,7 +147,7 @@ trait Protocol: Send + 'static {
 
 impl Protocol for Connection {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     const DELTA: bool = false;
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
@@ -179,10 +155,10 @@ impl Protocol for Connection {
     fn start(snapshot: Arc<Snapshot>) -> Self {
         Connection::new(snapshot)
     }
-    fn on_request(&mut self, request: DiscoveryRequest) -> Vec<DiscoveryResponse> {
+    fn on_request(&mut self, request: DiscoveryRequest) -> Vec<SotwResponse> {
         Connection::on_request(self, request)
     }
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<SotwResponse> {
         Connection::on_snapshot(self, snapshot)
     }
     fn take_events(&mut self) -> Vec<Event> {
@@ -195,7 +171,7 @@ impl Protocol for Connection {
 
 impl Protocol for DeltaConnection {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
     const DELTA: bool = true;
     fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
@@ -203,10 +179,10 @@ impl Protocol for DeltaConnection {
     fn start(snapshot: Arc<Snapshot>) -> Self {
         DeltaConnection::new(snapshot)
     }
-    fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Vec<DeltaDiscoveryResponse> {
+    fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Vec<DeltaResponse> {
         self.on_delta_request(request)
     }
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaResponse> {
         DeltaConnection::on_snapshot(self, snapshot)
     }
     fn take_events(&mut self) -> Vec<Event> {

@@ -4,16 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tracing::{debug, warn};
 
 use super::{
     Event, Nonces, PushSink, ROUTE_TYPES, Subscription, is_wildcard_type, known_type,
-    missing_endpoint_subscriptions, plan, to_pb_any,
+    missing_endpoint_subscriptions, plan,
 };
-use crate::snapshot::{Resources, Snapshot, set_version};
+use super::wire::DeltaResponse;
+use crate::snapshot::{Resource, Resources, Snapshot, set_version};
 use crate::type_url::{CLUSTER, ENDPOINT};
 
 /// One subscribed type on a delta stream.
@@ -43,7 +42,7 @@ pub struct DeltaConnection {
     snapshot: Arc<Snapshot>,
     types: BTreeMap<&'static str, TypeState>,
     nonces: Nonces,
-    responses: Vec<DeltaDiscoveryResponse>,
+    responses: Vec<DeltaResponse>,
     events: Vec<Event>,
     synced: bool,
 }
@@ -65,7 +64,7 @@ impl DeltaConnection {
     pub fn on_delta_request(
         &mut self,
         request: DeltaDiscoveryRequest,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    ) -> Vec<DeltaResponse> {
         let Some(type_url) = known_type(&request.type_url) else {
             warn!(type_url = %request.type_url, "delta request for a type Sluice does not serve; ignored");
             self.events.push(Event::UnknownType {
@@ -126,7 +125,7 @@ impl DeltaConnection {
     }
 
     /// A new snapshot (already specialised for this node): push what changed, make-before-break.
-    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaResponse> {
         self.snapshot = snapshot;
         self.flush()
     }
@@ -141,7 +140,7 @@ impl DeltaConnection {
         self.synced
     }
 
-    fn flush(&mut self) -> Vec<DeltaDiscoveryResponse> {
+    fn flush(&mut self) -> Vec<DeltaResponse> {
         let snapshot = Arc::clone(&self.snapshot);
         let complete = plan(self, &snapshot);
         let synced = complete && !self.types.values().any(|t| t.outstanding);
@@ -166,16 +165,11 @@ impl PushSink for DeltaConnection {
             return;
         }
         state.last_offer = Some((all.clone(), keep_removed));
-        let changed: Vec<DeltaResource> = all
-            .values()
+        let changed: Vec<Arc<Resource>> = all
+            .shared()
             .filter(|r| state.subscription.contains(&r.name))
             .filter(|r| state.held.get(&r.name) != Some(&r.version))
-            .map(|r| DeltaResource {
-                name: r.name.clone(),
-                version: r.version.clone(),
-                resource: Some(to_pb_any(r)),
-                ..Default::default()
-            })
+            .cloned()
             .collect();
         // Phase 1 removes nothing: a route may still point at a cluster being removed.
         let removed: Vec<String> = if keep_removed {
@@ -214,13 +208,12 @@ impl PushSink for DeltaConnection {
             version: version.clone(),
             resources: changed.len(),
         });
-        self.responses.push(DeltaDiscoveryResponse {
+        self.responses.push(DeltaResponse {
             system_version_info: version.clone(),
             resources: changed,
             type_url: type_url.to_string(),
             removed_resources: removed,
             nonce: nonce.clone(),
-            ..Default::default()
         });
         state.responded = true;
         state.sent_version = Some(version);

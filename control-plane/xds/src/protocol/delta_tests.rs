@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+    DeltaDiscoveryRequest,
 };
 use envoy_types::pb::google::rpc::Status;
 
 use super::test_support::{FILTER_NAME, ROUTE_NAME, node, snapshot};
-use super::{DeltaConnection, Event};
+use super::{DeltaConnection, DeltaResponse, Event};
 use crate::type_url::{CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE};
 
 fn subscribe(type_url: &str, names: &[&str]) -> DeltaDiscoveryRequest {
@@ -20,7 +20,7 @@ fn subscribe(type_url: &str, names: &[&str]) -> DeltaDiscoveryRequest {
     }
 }
 
-fn ack(response: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+fn ack(response: &DeltaResponse) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         type_url: response.type_url.clone(),
         response_nonce: response.nonce.clone(),
@@ -28,7 +28,7 @@ fn ack(response: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
     }
 }
 
-fn nack(response: &DeltaDiscoveryResponse, error: &str) -> DeltaDiscoveryRequest {
+fn nack(response: &DeltaResponse, error: &str) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         error_detail: Some(Status {
             code: 3,
@@ -39,7 +39,7 @@ fn nack(response: &DeltaDiscoveryResponse, error: &str) -> DeltaDiscoveryRequest
     }
 }
 
-fn changed(response: &DeltaDiscoveryResponse) -> Vec<(&str, &str)> {
+fn changed(response: &DeltaResponse) -> Vec<(&str, &str)> {
     response
         .resources
         .iter()
@@ -47,11 +47,11 @@ fn changed(response: &DeltaDiscoveryResponse) -> Vec<(&str, &str)> {
         .collect()
 }
 
-fn types(responses: &[DeltaDiscoveryResponse]) -> Vec<&str> {
+fn types(responses: &[DeltaResponse]) -> Vec<&str> {
     responses.iter().map(|r| r.type_url.as_str()).collect()
 }
 
-fn one(mut responses: Vec<DeltaDiscoveryResponse>, type_url: &str) -> DeltaDiscoveryResponse {
+fn one(mut responses: Vec<DeltaResponse>, type_url: &str) -> DeltaResponse {
     assert_eq!(types(&responses), [type_url]);
     responses.remove(0)
 }

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tracing::{debug, warn};
 
 use super::{
     Event, Nonces, PushSink, ROUTE_TYPES, Subscription, is_wildcard_type, known_type,
-    missing_endpoint_subscriptions, plan, to_pb_any,
+    missing_endpoint_subscriptions, plan,
 };
+use super::wire::SotwResponse;
 use crate::snapshot::{Resource, Resources, Snapshot};
 use crate::type_url::{CLUSTER, ENDPOINT};
 
@@ -42,7 +43,7 @@ pub struct Connection {
     snapshot: Arc<Snapshot>,
     types: BTreeMap<&'static str, TypeState>,
     nonces: Nonces,
-    responses: Vec<DiscoveryResponse>,
+    responses: Vec<SotwResponse>,
     events: Vec<Event>,
     synced: bool,
 }
@@ -61,7 +62,7 @@ impl Connection {
 
     /// Handles one request from the client: a new subscription, an ACK, a NACK or a change of
     /// resource names. Returns the responses to send, in order.
-    pub fn on_request(&mut self, request: DiscoveryRequest) -> Vec<DiscoveryResponse> {
+    pub fn on_request(&mut self, request: DiscoveryRequest) -> Vec<SotwResponse> {
         let Some(type_url) = known_type(&request.type_url) else {
             warn!(type_url = %request.type_url, "request for a type Sluice does not serve; ignored");
             self.events.push(Event::UnknownType {
@@ -131,7 +132,7 @@ impl Connection {
     }
 
     /// A new snapshot (already specialised for this node): push what changed, make-before-break.
-    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<SotwResponse> {
         self.snapshot = snapshot;
         self.flush()
     }
@@ -146,7 +147,7 @@ impl Connection {
         self.synced
     }
 
-    fn flush(&mut self) -> Vec<DiscoveryResponse> {
+    fn flush(&mut self) -> Vec<SotwResponse> {
         let snapshot = Arc::clone(&self.snapshot);
         let complete = plan(self, &snapshot);
         let synced = complete && !self.types.values().any(|t| t.outstanding);
@@ -189,12 +190,11 @@ impl PushSink for Connection {
         let version = version.to_string();
         let nonce = self.nonces.next();
         debug!(type_url, version, nonce, resources = desired.len(), "push");
-        self.responses.push(DiscoveryResponse {
+        self.responses.push(SotwResponse {
             version_info: version.clone(),
-            resources: desired.values().map(to_pb_any).collect(),
+            resources: desired.shared().cloned().collect(),
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
-            ..Default::default()
         });
         self.events.push(Event::Sent {
             type_url,

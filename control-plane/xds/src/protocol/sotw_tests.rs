@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+use super::SotwResponse;
 
 use super::test_support::{
     FILTER_NAME, ROUTE_NAME, ack, nack, names, only, snapshot, subscribe, types,
@@ -15,7 +17,7 @@ use crate::type_url::{CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE};
 /// A connection plus the last response of each type, as Envoy would remember them.
 struct Harness {
     conn: Connection,
-    last: BTreeMap<String, DiscoveryResponse>,
+    last: BTreeMap<String, SotwResponse>,
 }
 
 impl Harness {
@@ -26,7 +28,7 @@ impl Harness {
         }
     }
 
-    fn remember(&mut self, responses: Vec<DiscoveryResponse>) -> Vec<DiscoveryResponse> {
+    fn remember(&mut self, responses: Vec<SotwResponse>) -> Vec<SotwResponse> {
         for response in &responses {
             self.last
                 .insert(response.type_url.clone(), response.clone());
@@ -34,17 +36,17 @@ impl Harness {
         responses
     }
 
-    fn send(&mut self, request: DiscoveryRequest) -> Vec<DiscoveryResponse> {
+    fn send(&mut self, request: DiscoveryRequest) -> Vec<SotwResponse> {
         let responses = self.conn.on_request(request);
         self.remember(responses)
     }
 
-    fn push(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+    fn push(&mut self, snapshot: Arc<Snapshot>) -> Vec<SotwResponse> {
         let responses = self.conn.on_snapshot(snapshot);
         self.remember(responses)
     }
 
-    fn last(&self, type_url: &str) -> DiscoveryResponse {
+    fn last(&self, type_url: &str) -> SotwResponse {
         self.last
             .get(type_url)
             .cloned()
@@ -52,7 +54,7 @@ impl Harness {
     }
 
     /// ACKs the last response of `type_url`, subscribing to `names`.
-    fn ack(&mut self, type_url: &str, names: &[&str]) -> Vec<DiscoveryResponse> {
+    fn ack(&mut self, type_url: &str, names: &[&str]) -> Vec<SotwResponse> {
         let last = self.last(type_url);
         self.send(ack(&last, names))
     }

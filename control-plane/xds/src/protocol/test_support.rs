@@ -13,7 +13,9 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, VirtualHost, route, route_action,
 };
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+use super::SotwResponse;
 use envoy_types::pb::google::rpc::Status;
 use prost::Message;
 
@@ -117,17 +119,17 @@ pub fn snapshot(clusters: &[&str], port: u32, route_tag: &str) -> Arc<Snapshot> 
 
 /// The names of the resources in a SotW response (decoded from the bodies, not trusted from a
 /// side channel).
-pub fn names(response: &DiscoveryResponse) -> Vec<String> {
+pub fn names(response: &SotwResponse) -> Vec<String> {
     response
         .resources
         .iter()
         .map(|any| {
             assert_eq!(
-                any.type_url, response.type_url,
+                any.body.type_url, response.type_url,
                 "resource type matches response type"
             );
-            let bytes = any.value.as_slice();
-            match any.type_url.as_str() {
+            let bytes = any.body.value.as_slice();
+            match any.body.type_url.as_str() {
                 CLUSTER => Cluster::decode(bytes).map(|m| m.name),
                 ENDPOINT => ClusterLoadAssignment::decode(bytes).map(|m| m.cluster_name),
                 LISTENER => Listener::decode(bytes).map(|m| m.name),
@@ -159,7 +161,7 @@ pub fn subscribe(type_url: &str, names: &[&str]) -> DiscoveryRequest {
 }
 
 /// The ACK Envoy sends for `response`, keeping (or changing to) `names`.
-pub fn ack(response: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+pub fn ack(response: &SotwResponse, names: &[&str]) -> DiscoveryRequest {
     DiscoveryRequest {
         version_info: response.version_info.clone(),
         type_url: response.type_url.clone(),
@@ -171,7 +173,7 @@ pub fn ack(response: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
 
 /// The NACK Envoy sends for `response`: the version it still has, and the error.
 pub fn nack(
-    response: &DiscoveryResponse,
+    response: &SotwResponse,
     previous_version: &str,
     names: &[&str],
     error: &str,
@@ -188,7 +190,7 @@ pub fn nack(
 }
 
 /// The one response of `type_url` in `responses`.
-pub fn only<'a>(responses: &'a [DiscoveryResponse], type_url: &str) -> &'a DiscoveryResponse {
+pub fn only<'a>(responses: &'a [SotwResponse], type_url: &str) -> &'a SotwResponse {
     let matching: Vec<_> = responses
         .iter()
         .filter(|r| r.type_url == type_url)
@@ -203,6 +205,6 @@ pub fn only<'a>(responses: &'a [DiscoveryResponse], type_url: &str) -> &'a Disco
 }
 
 /// The type URLs of `responses`, in order.
-pub fn types(responses: &[DiscoveryResponse]) -> Vec<&str> {
+pub fn types(responses: &[SotwResponse]) -> Vec<&str> {
     responses.iter().map(|r| r.type_url.as_str()).collect()
 }
