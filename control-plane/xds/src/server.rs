@@ -19,6 +19,10 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
+mod grpc;
+
+pub use grpc::AdsService;
+
 use crate::protocol::{Connection, DeltaConnection, DeltaResponse, Encode, Event, SotwResponse};
 use crate::registry::{ConnectionId, Registry};
 use crate::snapshot::Snapshot;
