@@ -40,7 +40,7 @@ mod wire;
 
 use std::collections::BTreeSet;
 
-use crate::snapshot::{Resource, Resources, Snapshot};
+use crate::snapshot::{Resources, Snapshot};
 use crate::type_url::{CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, PUSH_ORDER, ROUTE};
 
 pub use delta::DeltaConnection;

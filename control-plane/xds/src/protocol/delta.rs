@@ -7,11 +7,11 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tracing::{debug, warn};
 
+use super::wire::DeltaResponse;
 use super::{
     Event, Nonces, PushSink, ROUTE_TYPES, Subscription, is_wildcard_type, known_type,
     missing_endpoint_subscriptions, plan,
 };
-use super::wire::DeltaResponse;
 use crate::snapshot::{Resource, Resources, Snapshot, set_version};
 use crate::type_url::{CLUSTER, ENDPOINT};
 
@@ -61,10 +61,7 @@ impl DeltaConnection {
 
     /// Handles one request: subscription changes (always applied — they are incremental) and
     /// the ACK or NACK of the nonce it carries (ignored when stale).
-    pub fn on_delta_request(
-        &mut self,
-        request: DeltaDiscoveryRequest,
-    ) -> Vec<DeltaResponse> {
+    pub fn on_delta_request(&mut self, request: DeltaDiscoveryRequest) -> Vec<DeltaResponse> {
         let Some(type_url) = known_type(&request.type_url) else {
             warn!(type_url = %request.type_url, "delta request for a type Sluice does not serve; ignored");
             self.events.push(Event::UnknownType {

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tracing::{debug, warn};
 
+use super::wire::SotwResponse;
 use super::{
     Event, Nonces, PushSink, ROUTE_TYPES, Subscription, is_wildcard_type, known_type,
     missing_endpoint_subscriptions, plan,
 };
-use super::wire::SotwResponse;
 use crate::snapshot::{Resource, Resources, Snapshot};
 use crate::type_url::{CLUSTER, ENDPOINT};
 
