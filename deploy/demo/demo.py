@@ -184,6 +184,10 @@ def main():
     for path, what in ((SLUICE, "run `cargo build -p sluice`"), (WASM, "run `make wasm`")):
         if not os.path.exists(path):
             sys.exit(f"demo: {path} is missing: {what}")
+    # Ctrl-C and SIGTERM both stop the demo and everything it started (also when started from a
+    # shell that made it ignore SIGINT, as background jobs do).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = tempfile.mkdtemp(prefix="sluice-demo-")
     procs = []
     backends = []
