@@ -4,10 +4,15 @@
 //!   to every Envoy by ECDS; the filter (`sluice-filter`) decodes it in `on_configure`, as binary
 //!   protobuf or as its proto3 JSON form (the form people write into static Envoy configs).
 //! - [`admin::v1`] (feature `admin`): the control plane's admin/status gRPC API used by the CLI.
+//! - [`rules`]: the policy's rules (host normalisation, field syntax, cookie attributes), stated
+//!   once and used by both the filter and the control plane.
 #![forbid(unsafe_code)]
-#![allow(missing_docs, clippy::all)]
+#![allow(missing_docs)]
+
+pub mod rules;
 
 /// The filter policy, package `sluice.v1`.
+#[allow(clippy::all)]
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/sluice.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/sluice.v1.serde.rs"));
@@ -15,6 +20,7 @@ pub mod v1 {
 
 /// The admin/status API, package `sluice.admin.v1`.
 #[cfg(feature = "admin")]
+#[allow(clippy::all)]
 pub mod admin {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/sluice.admin.v1.rs"));
