@@ -3,18 +3,49 @@
 //! Order: header routes (first matching route wins, its matches AND-ed) → stickiness (a key from a
 //! header or cookie hashed into a bucket in `[0, 10000)`; canary iff bucket < weight) → a random
 //! draw (canary iff `rng.u32(0..10000)` < weight). Headers are read through [`RequestView`] only
-//! when a step needs them, so the glue makes a host call only for headers actually tested.
+//! when a step needs them, so the glue makes a host call only when a header is actually tested.
+//!
+//! A header sent several times is tested as one value, its values joined with `,` in the order
+//! received — what Envoy's route `HeaderMatcher` does (`HeaderUtility::getAllOfHeaderAsString`),
+//! so the filter and a native header route agree on `x-canary: 1` + `x-canary: 0` (= `1,0`).
+//! Cookies are the exception: every `Cookie` field is searched, in order, for the sticky cookie.
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::http::{find_cookie, new_sticky_key, set_cookie_value};
 use crate::policy::{HeaderMatch, MAX_WEIGHT_BP, MatchKind, Rollout, Sticky};
 
-/// Read access to the request's headers. Names are lower-case; for a repeated header the first
-/// value is returned (what Envoy's proxy-wasm host returns).
+/// Read access to the request's headers.
 pub trait RequestView {
-    /// The value of header `name`, if present.
-    fn header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Calls `each` with every value of header `name` (lower-case), in the order received; not
+    /// at all when the header is absent.
+    fn for_each_value(&self, name: &str, each: &mut dyn FnMut(&[u8]));
+}
+
+/// The value of header `name` as Envoy's route matching sees it: all its values joined with `,`
+/// (a single value as it is); `None` when the header is absent.
+pub fn joined_value(request: &dyn RequestView, name: &str) -> Option<Vec<u8>> {
+    let mut joined: Option<Vec<u8>> = None;
+    request.for_each_value(name, &mut |value| match &mut joined {
+        None => joined = Some(value.to_vec()),
+        Some(all) => {
+            all.push(b',');
+            all.extend_from_slice(value);
+        }
+    });
+    joined
+}
+
+/// The sticky cookie `name` from the first `Cookie` field that holds it (HTTP/1.1 clients may
+/// send several `Cookie` lines; HTTP/2 ones one field per cookie).
+pub fn sticky_cookie(request: &dyn RequestView, name: &str) -> Option<Vec<u8>> {
+    let mut found: Option<Vec<u8>> = None;
+    request.for_each_value("cookie", &mut |field| {
+        if found.is_none() {
+            found = find_cookie(field, name).map(<[u8]>::to_vec);
+        }
+    });
+    found
 }
 
 /// Why a version was chosen; also a metric label.
@@ -97,22 +128,17 @@ pub fn decide(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::
 
     match &rollout.stickiness {
         Some(Sticky::Header(name)) => {
-            if let Some(key) = request.header(name).filter(|k| !k.is_empty()) {
+            if let Some(key) = joined_value(request, name).filter(|k| !k.is_empty()) {
                 return sticky(rollout, &key, None);
             }
         }
-        Some(Sticky::Cookie {
-            name,
-            max_age_seconds,
-        }) => {
-            let cookies = request.header("cookie");
-            let key = cookies.as_deref().and_then(|c| find_cookie(c, name));
-            if let Some(key) = key.filter(|k| !k.is_empty()) {
-                return sticky(rollout, key, None);
+        Some(Sticky::Cookie(cookie)) => {
+            if let Some(key) = sticky_cookie(request, &cookie.name).filter(|k| !k.is_empty()) {
+                return sticky(rollout, &key, None);
             }
             let key = new_sticky_key(rng);
-            let cookie = set_cookie_value(name, &key, *max_age_seconds);
-            return sticky(rollout, key.as_bytes(), Some(cookie));
+            let set_cookie = set_cookie_value(cookie, &key);
+            return sticky(rollout, key.as_bytes(), Some(set_cookie));
         }
         None => {}
     }
@@ -146,7 +172,7 @@ fn pick(rollout: &Rollout, canary: bool) -> usize {
 }
 
 fn matches(m: &HeaderMatch, request: &dyn RequestView) -> bool {
-    let Some(value) = request.header(&m.header) else {
+    let Some(value) = joined_value(request, &m.header) else {
         return false;
     };
     match &m.kind {

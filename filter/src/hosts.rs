@@ -1,11 +1,12 @@
 //! The host → rollout map of a compiled policy, looked up once per request with the raw
-//! `:authority` bytes: the port is cut off and the case folded without allocating (a stack buffer
-//! holds the lower-cased host) and without UTF-8 validation.
+//! `:authority` bytes, normalised by `sluice_proto::rules::normalize_authority` (trailing dot and
+//! port cut off, as Envoy's HCM does) and case-folded without allocating in the usual case (a
+//! stack buffer holds the lower-cased host) and without UTF-8 validation.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::http::strip_port;
+use crate::http::normalize_authority;
 
 /// Hosts up to this length are lower-cased on the stack; longer ones (not valid DNS names, but
 /// nothing forbids them in a policy) in a heap buffer.
@@ -24,9 +25,10 @@ impl HostMap {
         self.map.insert(host.as_bytes().into(), index)
     }
 
-    /// The index for an `:authority` as sent: port stripped, ASCII case ignored.
+    /// The index for an `:authority` as sent: normalised, ASCII case ignored.
     pub fn get(&self, authority: &[u8]) -> Option<usize> {
-        let host = strip_port(authority);
+        let host = normalize_authority(authority);
+        let host: &[u8] = &host;
         if !host.iter().any(u8::is_ascii_uppercase) {
             return self.map.get(host).copied();
         }
@@ -115,6 +117,10 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert_eq!(m.get(b"demo.local"), Some(0));
         assert_eq!(m.get(b"DEMO.Local:8080"), Some(0));
+        assert_eq!(m.get(b"demo.local."), Some(0));
+        assert_eq!(m.get(b"demo.local:"), Some(0));
+        assert_eq!(m.get(b"Demo.Local.:"), Some(0));
+        assert_eq!(m.get(b"demo.local.."), None);
         assert_eq!(m.get(b"[::1]:80"), Some(1));
         assert_eq!(m.get(b"api.example"), Some(2));
         assert_eq!(m.get(b"api.EXAMPLE:443"), Some(2));

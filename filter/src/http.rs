@@ -1,60 +1,21 @@
-//! Small HTTP helpers with no host calls: host normalisation, header-name tokens, cookie parsing and
-//! the `Set-Cookie` value for a new sticky key.
+//! Small HTTP helpers with no host calls: the `:authority` rewrite, cookie parsing and the
+//! `Set-Cookie` value for a new sticky key. Host normalisation itself is
+//! `sluice_proto::rules::normalize_host` (re-exported here), shared with the control plane.
 
 use std::borrow::Cow;
 
-/// Normalises an `:authority` (or a policy host) for lookup: the port is stripped (also from a
-/// bracketed IPv6 literal, `[::1]:8080` → `[::1]`) and ASCII letters are lower-cased. Allocates only
-/// when the host has upper-case letters.
-pub fn normalize_host(authority: &str) -> Cow<'_, str> {
-    // `strip_port` cuts at an ASCII byte (`:` or after `]`), so the length is a char boundary.
-    let host = authority
-        .get(..strip_port(authority.as_bytes()).len())
-        .unwrap_or(authority);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
-}
+use crate::policy::StickyCookie;
 
-/// The host part of an `:authority`: a trailing `:<digits>` port is cut off (also after a
-/// bracketed IPv6 literal); a bare IPv6 address or a non-numeric "port" is left whole. Case is
-/// unchanged.
-pub fn strip_port(authority: &[u8]) -> &[u8] {
-    if authority.first() == Some(&b'[') {
-        // IPv6 literal: everything up to and including the closing bracket.
-        return match authority.iter().position(|&b| b == b']') {
-            Some(end) => authority.get(..=end).unwrap_or(authority),
-            None => authority,
-        };
-    }
-    let Some(colon) = authority.iter().rposition(|&b| b == b':') else {
-        return authority;
-    };
-    let host = authority.get(..colon).unwrap_or_default();
-    let port = authority.get(colon + 1..).unwrap_or_default();
-    // A bare IPv6 address (more than one colon, no brackets) has no port to strip.
-    if !host.contains(&b':') && port.iter().all(u8::is_ascii_digit) {
-        host
-    } else {
-        authority
-    }
-}
+pub use sluice_proto::rules::{is_token, normalize_authority, normalize_host};
 
-/// RFC 9110 `tchar`: the bytes allowed in a header name or a cookie name.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// A non-empty RFC 9110 token (a valid header field name or cookie name).
-pub fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(is_tchar)
-}
-
-/// A valid header name for matching: a token, optionally a `:`-prefixed pseudo-header (`:path`).
-pub fn is_match_header_name(s: &str) -> bool {
-    is_token(s.strip_prefix(':').unwrap_or(s))
+/// The `:authority` to write back when `authority` is not in its normal form apart from case
+/// (`demo.local.`, `demo.local:`, `demo.local:8080`): the normalised host, case preserved.
+/// Envoy's router then matches the host the filter decided for even on a listener without the
+/// HCM options `strip_trailing_host_dot`/`strip_any_host_port`, or with the empty port those
+/// leave alone. `None` when the authority is already normal (the usual case: no host call).
+pub fn authority_rewrite(authority: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let host = normalize_authority(authority);
+    (host.len() != authority.len()).then_some(host)
 }
 
 /// The value of cookie `name` in a `Cookie` header value, if present. Parsing is tolerant: pairs
@@ -93,14 +54,21 @@ pub fn new_sticky_key(rng: &mut fastrand::Rng) -> String {
     format!("{:016x}", rng.u64(..))
 }
 
-/// The `Set-Cookie` value that hands a client its sticky key. `max_age_seconds == 0` makes it a
-/// session cookie (no `Max-Age`).
-pub fn set_cookie_value(name: &str, key: &str, max_age_seconds: u32) -> String {
-    if max_age_seconds == 0 {
-        format!("{name}={key}; Path=/; HttpOnly; SameSite=Lax")
-    } else {
-        format!("{name}={key}; Path=/; Max-Age={max_age_seconds}; HttpOnly; SameSite=Lax")
+/// The `Set-Cookie` value that hands a client its sticky key (RFC 6265bis):
+/// `<name>=<key>; Path=/[; Max-Age=<n>][; Secure]; HttpOnly; SameSite=<Lax|Strict|None>`, never a
+/// `Domain` (so a `__Host-` name is valid once `Secure`, which policy validation requires).
+/// `max_age_seconds == 0` makes it a session cookie (no `Max-Age`).
+pub fn set_cookie_value(cookie: &StickyCookie, key: &str) -> String {
+    let mut value = format!("{}={key}; Path=/", cookie.name);
+    if cookie.max_age_seconds != 0 {
+        value.push_str(&format!("; Max-Age={}", cookie.max_age_seconds));
     }
+    if cookie.secure {
+        value.push_str("; Secure");
+    }
+    value.push_str("; HttpOnly; SameSite=");
+    value.push_str(cookie.same_site.as_str());
+    value
 }
 
 #[cfg(test)]
@@ -109,42 +77,17 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn hosts_are_normalised() {
-        let cases = [
-            ("demo.local", "demo.local"),
-            ("demo.local:8080", "demo.local"),
-            ("Demo.LOCAL:80", "demo.local"),
-            ("[::1]:80", "[::1]"),
-            ("[::1]", "[::1]"),
-            ("[FE80::1]:443", "[fe80::1]"),
-            ("::1", "::1"),
-            ("demo.local:", "demo.local"),
-            ("demo.local:http", "demo.local:http"),
-            ("[broken", "[broken"),
-            ("", ""),
-        ];
-        for (input, want) in cases {
-            assert_eq!(normalize_host(input), want, "input {input:?}");
+    fn only_non_normal_authorities_are_rewritten() {
+        assert_eq!(authority_rewrite(b"demo.local"), None);
+        assert_eq!(authority_rewrite(b"Demo.Local"), None, "case alone is no reason");
+        for (authority, want) in [
+            (&b"demo.local."[..], &b"demo.local"[..]),
+            (b"demo.local:", b"demo.local"),
+            (b"Demo.local.:8080", b"Demo.local"),
+        ] {
+            assert_eq!(authority_rewrite(authority).as_deref(), Some(want));
         }
-    }
-
-    #[test]
-    fn lower_case_hosts_do_not_allocate() {
-        assert!(matches!(normalize_host("demo.local:80"), Cow::Borrowed(_)));
-        assert!(matches!(normalize_host("Demo.local"), Cow::Owned(_)));
-    }
-
-    #[test]
-    fn tokens() {
-        assert!(is_token("x-sluice-hash"));
-        assert!(is_token("X-Upper"));
-        assert!(!is_token(""));
-        assert!(!is_token("has space"));
-        assert!(!is_token("semi;colon"));
-        assert!(!is_token("é"));
-        assert!(is_match_header_name(":path"));
-        assert!(!is_match_header_name(":"));
-        assert!(!is_match_header_name("a:b"));
+        assert_eq!(authority_rewrite(b"demo.local:http"), None);
     }
 
     #[test]
@@ -173,13 +116,28 @@ mod tests {
 
     #[test]
     fn set_cookie_values() {
+        use sluice_proto::rules::SameSite;
+        let cookie = |name: &str, max_age_seconds, secure, same_site| StickyCookie {
+            name: name.into(),
+            max_age_seconds,
+            secure,
+            same_site,
+        };
         assert_eq!(
-            set_cookie_value("sluice", "00ff", 3600),
+            set_cookie_value(&cookie("sluice", 3600, false, SameSite::Lax), "00ff"),
             "sluice=00ff; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"
         );
         assert_eq!(
-            set_cookie_value("sluice", "00ff", 0),
+            set_cookie_value(&cookie("sluice", 0, false, SameSite::Lax), "00ff"),
             "sluice=00ff; Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            set_cookie_value(&cookie("__Host-sluice", 60, true, SameSite::Strict), "00ff"),
+            "__Host-sluice=00ff; Path=/; Max-Age=60; Secure; HttpOnly; SameSite=Strict"
+        );
+        assert_eq!(
+            set_cookie_value(&cookie("s", 0, true, SameSite::None), "k"),
+            "s=k; Path=/; Secure; HttpOnly; SameSite=None"
         );
     }
 
@@ -201,15 +159,6 @@ mod tests {
         fn cookie_parsing_never_panics(header in proptest::collection::vec(any::<u8>(), 0..512),
                                        name in "[a-z]{1,8}") {
             let _ = find_cookie(&header, &name);
-        }
-
-        #[test]
-        fn host_normalisation_never_panics_and_is_idempotent(host in "\\PC{0,64}") {
-            let once = normalize_host(&host).into_owned();
-            let twice = normalize_host(&once).into_owned();
-            // Stripping a port can expose another `:digits` suffix only for odd inputs like
-            // "a:1:2", which are left alone (more than one colon), so one pass is enough.
-            prop_assert_eq!(once, twice);
         }
     }
 }

@@ -43,10 +43,12 @@
 //! # Host calls per request
 //!
 //! Unknown host: 1 (read `:authority`). Known host: read `:authority`, write the routing header,
-//! call `clear_route_cache` — 3 — plus one read per header a header route or the stickiness key
-//! tests (the `cookie` header for cookie stickiness), plus one response header write when a new
-//! sticky cookie is handed out. (The benchmark's sticky path: 5.) Counters cost no host call per
-//! request: one `increment_metric` per non-zero counter per second per worker.
+//! call `clear_route_cache` — 3 — plus one read of all request headers when a header route or the
+//! stickiness key tests a header (a repeated header's values are all needed: Envoy's per-name read
+//! returns only the first), plus one response header write when a new sticky cookie is handed
+//! out, plus one `:authority` write when it was not in normal form (`demo.local.`,
+//! `demo.local:`). Counters cost no host call per request: one `increment_metric` per non-zero
+//! counter per second per worker.
 //!
 //! `clear_route_cache` is called explicitly because since Envoy 1.33 header writes by modules
 //! with an ABI newer than 0.2.1 no longer clear the route cache. proxy-wasm 0.2.5 declares ABI
@@ -56,7 +58,8 @@
 //! benchmark machine, against about 3 µs for a header read).
 //!
 //! Reading all request headers in one call (`get_map_bytes`) instead of one call per header was
-//! measured and is not faster: the SDK copies every header into a new `String`/`Vec`.
+//! measured as not faster (the SDK copies every header into a new `String`/`Vec`); it is done
+//! because it is the only way to see every value of a repeated header.
 //!
 //! # Randomness
 //!
@@ -277,14 +280,21 @@ mod glue {
         set_cookie: Option<String>,
     }
 
-    /// Request headers, read from Envoy one at a time and only when asked.
-    struct HostHeaders;
+    /// Request headers, read from Envoy only when a decision asks for one, then all at once (a
+    /// repeated header's values are all needed, and Envoy's per-name read returns the first).
+    #[derive(Default)]
+    struct HostHeaders {
+        all: std::cell::OnceCell<Vec<(String, Vec<u8>)>>,
+    }
 
     impl RequestView for HostHeaders {
-        fn header(&self, name: &str) -> Option<Vec<u8>> {
-            hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-                .ok()
-                .flatten()
+        fn for_each_value(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
+            let all = self.all.get_or_init(|| {
+                hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+            });
+            for (_, value) in all.iter().filter(|(key, _)| key == name) {
+                each(value);
+            }
         }
     }
 
@@ -295,15 +305,27 @@ mod glue {
             let Some(config) = &self.config else {
                 return Action::Continue;
             };
-            let Some(authority) = HostHeaders.header(":authority") else {
+            let Ok(Some(authority)) =
+                hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":authority")
+            else {
                 return Action::Continue;
             };
             let Some((index, rollout)) = config.policy.rollout_for_authority(&authority) else {
                 return Action::Continue;
             };
+            // The router must see the host the filter decided for (see `authority_rewrite`).
+            if let Some(host) = crate::http::authority_rewrite(&authority)
+                && let Err(status) =
+                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":authority", Some(&host))
+            {
+                log(
+                    LogLevel::Error,
+                    &format!("sluice: normalising :authority: {status:?}"),
+                );
+            }
 
             let mut rng = fastrand::Rng::with_seed(self.shared.rng_state.get());
-            let decision = decide(rollout, &HostHeaders, &mut rng);
+            let decision = decide(rollout, &HostHeaders::default(), &mut rng);
             self.shared.rng_state.set(rng.get_seed());
 
             // proxy_replace_header_map_value is Envoy's `setCopy`: it replaces every value a

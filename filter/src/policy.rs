@@ -2,18 +2,21 @@
 //!
 //! The compiled form is what the per-request path needs and nothing else: a host → rollout map,
 //! version hashes by index, header-route targets resolved to a version index, regexes compiled
-//! and anchored, and header names lower-cased.
+//! and anchored.
+//!
+//! The rules each field must satisfy are `sluice_proto::rules`, the same functions the control
+//! plane validates its model with, so a policy is valid here iff it is valid there.
 
 use std::collections::HashMap;
 
 use prost::Message;
+use sluice_proto::rules::{self, SameSite, Violation};
 use sluice_proto::v1::{self as pb, header_match, header_route, stickiness};
 
 use crate::hosts::HostMap;
-use crate::http::{is_match_header_name, is_token, normalize_host};
 
 /// Canary weight meaning "all traffic", in basis points.
-pub const MAX_WEIGHT_BP: u32 = 10_000;
+pub const MAX_WEIGHT_BP: u32 = rules::MAX_WEIGHT_BP;
 
 /// Why a policy was rejected. Messages name the object and the field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -105,12 +108,20 @@ pub enum Sticky {
     /// The value of this (lower-case) request header.
     Header(String),
     /// A cookie; clients without it get a new key and a `Set-Cookie`.
-    Cookie {
-        /// Cookie name.
-        name: String,
-        /// `Max-Age` of the cookie set on responses; 0 = session cookie.
-        max_age_seconds: u32,
-    },
+    Cookie(StickyCookie),
+}
+
+/// The sticky cookie and the attributes of the `Set-Cookie` that hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyCookie {
+    /// Cookie name.
+    pub name: String,
+    /// `Max-Age` of the cookie set on responses; 0 = session cookie.
+    pub max_age_seconds: u32,
+    /// Whether the cookie carries `Secure`.
+    pub secure: bool,
+    /// Its `SameSite` attribute.
+    pub same_site: SameSite,
 }
 
 impl CompiledPolicy {
@@ -130,34 +141,17 @@ impl CompiledPolicy {
     pub fn compile(policy: pb::FilterPolicy) -> Result<Self, PolicyError> {
         let routing_header = if policy.routing_header.is_empty() {
             sluice_proto::DEFAULT_ROUTING_HEADER.to_owned()
-        } else if is_token(&policy.routing_header)
-            && !policy
-                .routing_header
-                .bytes()
-                .any(|b| b.is_ascii_uppercase())
-        {
-            policy.routing_header
         } else {
-            return Err(invalid(
-                "policy",
-                "routingHeader",
-                format!(
-                    "{:?} is not a lower-case header name",
-                    policy.routing_header
-                ),
-            ));
+            rules::check_routing_header(&policy.routing_header)
+                .map_err(|v| violated("policy", "routingHeader", v))?;
+            policy.routing_header
         };
 
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut hosts = HostMap::default();
         for (index, rollout) in policy.rollouts.iter().enumerate() {
-            if rollout.name.is_empty() {
-                return Err(invalid(
-                    format!("rollouts[{index}]"),
-                    "name",
-                    "must not be empty",
-                ));
-            }
+            rules::check_rollout_name(&rollout.name)
+                .map_err(|v| violated(format!("rollouts[{index}]"), "name", v))?;
             let object = rollout_object(&rollout.name);
             if let Some(first) = names.insert(&rollout.name, index) {
                 return Err(invalid(
@@ -170,11 +164,8 @@ impl CompiledPolicy {
                 return Err(invalid(object, "hosts", "at least one host is required"));
             }
             for (h, host) in rollout.hosts.iter().enumerate() {
-                let key = normalize_host(host);
-                if key.is_empty() {
-                    return Err(invalid(object, format!("hosts[{h}]"), "must not be empty"));
-                }
-                if let Some(other) = hosts.insert(&key, index) {
+                rules::check_host(host).map_err(|v| violated(&object, format!("hosts[{h}]"), v))?;
+                if let Some(other) = hosts.insert(host, index) {
                     let owner = policy.rollouts.get(other).map_or("", |r| r.name.as_str());
                     return Err(invalid(
                         object,
@@ -197,7 +188,8 @@ impl CompiledPolicy {
         })
     }
 
-    /// The rollout serving `authority` (port stripped, case-insensitive), with its index.
+    /// The rollout serving `authority` (normalised by `sluice_proto::rules::normalize_host`:
+    /// trailing dot and port removed, case folded), with its index.
     pub fn rollout_for_host(&self, authority: &str) -> Option<(usize, &Rollout)> {
         self.rollout_for_authority(authority.as_bytes())
     }
@@ -224,6 +216,10 @@ fn rollout_object(name: &str) -> String {
     format!("rollout {name:?}")
 }
 
+fn violated(object: impl Into<String>, field: impl Into<String>, v: Violation) -> PolicyError {
+    invalid(object, field, v.0)
+}
+
 fn invalid(
     object: impl Into<String>,
     field: impl Into<String>,
@@ -234,11 +230,6 @@ fn invalid(
         field: field.into(),
         message: message.into(),
     }
-}
-
-/// A pod-template hash must be usable as a header value and in a metric name: visible ASCII.
-fn is_valid_hash(hash: &str) -> bool {
-    !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// `routing_header` is the policy's internal header: no rule may read it, because a client could
@@ -257,13 +248,7 @@ fn compile_rollout(
     }
     let mut index_of: HashMap<&str, usize> = HashMap::new();
     for (i, hash) in rollout.versions.iter().enumerate() {
-        if !is_valid_hash(hash) {
-            return Err(invalid(
-                object,
-                format!("versions[{i}]"),
-                format!("{hash:?} is not a hash (non-empty, visible ASCII)"),
-            ));
-        }
+        rules::check_hash(hash).map_err(|v| violated(&object, format!("versions[{i}]"), v))?;
         if index_of.insert(hash, i).is_some() {
             return Err(invalid(
                 object,
@@ -283,19 +268,28 @@ fn compile_rollout(
     let canary = if rollout.canary_hash.is_empty() {
         None
     } else {
-        Some(lookup("canaryHash", &rollout.canary_hash)?)
+        let canary = lookup("canaryHash", &rollout.canary_hash)?;
+        rules::check_canary_differs(&rollout.stable_hash, &rollout.canary_hash)
+            .map_err(|v| violated(&object, "canaryHash", v))?;
+        Some(canary)
     };
-    if rollout.canary_weight_bp > MAX_WEIGHT_BP {
-        return Err(invalid(
-            &object,
-            "canaryWeightBp",
-            format!("{} is above {MAX_WEIGHT_BP}", rollout.canary_weight_bp),
-        ));
-    }
+    rules::check_weight_bp(rollout.canary_weight_bp)
+        .and_then(|()| rules::check_weight_has_canary(rollout.canary_weight_bp, canary.is_some()))
+        .map_err(|v| violated(&object, "canaryWeightBp", v))?;
 
     let mut header_routes = Vec::with_capacity(rollout.header_routes.len());
+    let mut route_names: HashMap<&str, usize> = HashMap::new();
     for (r, route) in rollout.header_routes.iter().enumerate() {
         let field = format!("headerRoutes[{r}]");
+        rules::check_route_name(&route.name)
+            .map_err(|v| violated(&object, format!("{field}.name"), v))?;
+        if let Some(first) = route_names.insert(&route.name, r) {
+            return Err(invalid(
+                &object,
+                format!("{field}.name"),
+                format!("{:?} also names headerRoutes[{first}]", route.name),
+            ));
+        }
         if route.matches.is_empty() {
             return Err(invalid(
                 &object,
@@ -357,34 +351,24 @@ fn compile_rollout(
             ));
         }
         Some(Some(stickiness::Key::Header(name))) => {
-            if !is_token(&name) {
-                return Err(invalid(
-                    &object,
-                    "stickiness.header",
-                    format!("{name:?} is not a header name"),
-                ));
-            }
-            if name.eq_ignore_ascii_case(routing_header) {
-                return Err(invalid(
-                    &object,
-                    "stickiness.header",
-                    format!("{name:?} is the routing header, which clients must not control"),
-                ));
-            }
-            Some(Sticky::Header(name.to_ascii_lowercase()))
+            rules::check_header_name(&name)
+                .and_then(|()| rules::check_not_routing_header(&name, routing_header))
+                .map_err(|v| violated(&object, "stickiness.header", v))?;
+            Some(Sticky::Header(name))
         }
         Some(Some(stickiness::Key::Cookie(cookie))) => {
-            if !is_token(&cookie.name) {
-                return Err(invalid(
-                    &object,
-                    "stickiness.cookie.name",
-                    format!("{:?} is not a cookie name", cookie.name),
-                ));
-            }
-            Some(Sticky::Cookie {
+            rules::check_cookie_name(&cookie.name)
+                .map_err(|v| violated(&object, "stickiness.cookie.name", v))?;
+            let same_site = SameSite::parse(&cookie.same_site)
+                .map_err(|v| violated(&object, "stickiness.cookie.sameSite", v))?;
+            rules::check_cookie_secure(&cookie.name, cookie.secure, same_site)
+                .map_err(|v| violated(&object, "stickiness.cookie.secure", v))?;
+            Some(Sticky::Cookie(StickyCookie {
                 name: cookie.name,
                 max_age_seconds: cookie.max_age_seconds,
-            })
+                secure: cookie.secure,
+                same_site,
+            }))
         }
     };
 
@@ -405,34 +389,15 @@ fn compile_match(
     m: &pb::HeaderMatch,
     routing_header: &str,
 ) -> Result<HeaderMatch, PolicyError> {
-    if !is_match_header_name(&m.name) {
-        return Err(invalid(
-            object,
-            format!("{field}.name"),
-            format!("{:?} is not a header name", m.name),
-        ));
-    }
-    if m.name.eq_ignore_ascii_case(routing_header) {
-        return Err(invalid(
-            object,
-            format!("{field}.name"),
-            format!(
-                "{:?} is the routing header, which clients must not control",
-                m.name
-            ),
-        ));
-    }
+    rules::check_header_name(&m.name)
+        .and_then(|()| rules::check_not_routing_header(&m.name, routing_header))
+        .map_err(|v| violated(object, format!("{field}.name"), v))?;
     let kind = match &m.r#match {
         Some(header_match::Match::Exact(s)) => MatchKind::Exact(s.clone()),
         Some(header_match::Match::Prefix(s)) => MatchKind::Prefix(s.clone()),
-        Some(header_match::Match::Regex(re)) => {
-            // Compile the pattern alone first: wrapping an unbalanced pattern such as `a)|(b`
-            // could otherwise yield a valid regex with a different meaning.
-            regex_lite::Regex::new(re)
-                .and_then(|_| regex_lite::Regex::new(&format!("^(?:{re})$")))
-                .map(MatchKind::Regex)
-                .map_err(|e| invalid(object, format!("{field}.regex"), e.to_string()))?
-        }
+        Some(header_match::Match::Regex(re)) => rules::compile_header_regex(re)
+            .map(MatchKind::Regex)
+            .map_err(|v| violated(object, format!("{field}.regex"), v))?,
         Some(header_match::Match::Present(true)) => MatchKind::Present,
         Some(header_match::Match::Present(false)) => {
             return Err(invalid(
@@ -450,7 +415,7 @@ fn compile_match(
         }
     };
     Ok(HeaderMatch {
-        header: m.name.to_ascii_lowercase(),
+        header: m.name.clone(),
         kind,
     })
 }

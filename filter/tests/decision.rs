@@ -31,12 +31,11 @@ impl Headers {
 }
 
 impl RequestView for Headers {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
+    fn for_each_value(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
         self.asked.borrow_mut().push(name.to_owned());
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        for (_, value) in self.pairs.iter().filter(|(k, _)| k == name) {
+            each(value);
+        }
     }
 }
 
@@ -144,7 +143,9 @@ fn weight_edges() {
     let mut rng = rng();
     let never = rollout(json!({"canaryWeightBp": 0}));
     let always = rollout(json!({"canaryWeightBp": 10000}));
-    let no_canary = rollout(json!({"canaryHash": "", "canaryWeightBp": 5000}));
+    // Policy validation rejects a weight without a canary; the decision still never panics on it.
+    let mut no_canary = rollout(json!({"canaryWeightBp": 5000}));
+    no_canary.canary = None;
     for _ in 0..2000 {
         let h = Headers::default();
         assert_eq!(hash_of(&never, &decide(&never, &h, &mut rng)), "aaa");
@@ -172,7 +173,7 @@ fn weight_edges() {
 
 #[test]
 fn header_stickiness() {
-    let r = rollout(json!({"canaryWeightBp": 5000, "stickiness": {"header": "X-User"}}));
+    let r = rollout(json!({"canaryWeightBp": 5000, "stickiness": {"header": "x-user"}}));
     let mut rng = rng();
     for user in ["alice", "bob", "carol", "dave"] {
         let h = Headers::new(&[("x-user", user)]);
@@ -248,11 +249,72 @@ fn cookie_stickiness() {
     );
 }
 
+/// Issue 7: `x-canary: 1` and `x-canary: 0` on two lines are one value, "1,0", as Envoy's route
+/// HeaderMatcher sees them; the result does not depend on header order.
+#[test]
+fn repeated_headers_are_matched_joined_like_envoy_routes() {
+    let r = routes();
+    for pairs in [
+        &[("x-canary", "1"), ("x-canary", "0")][..],
+        &[("x-canary", "0"), ("x-canary", "1")][..],
+    ] {
+        let d = decide(&r, &Headers::new(pairs), &mut rng());
+        assert_eq!((hash_of(&r, &d).as_str(), d.reason), ("aaa", Reason::Weight), "{pairs:?}");
+    }
+    // The joined value is what prefix and regex see too.
+    let joined = rollout(json!({"headerRoutes": [
+        {"name": "p", "matches": [{"name": "x-canary", "prefix": "1,"}], "canary": true},
+        {"name": "r", "matches": [{"name": "x-team", "regex": "a,b"}], "hash": "ccc"},
+    ]}));
+    let d = decide(&joined, &Headers::new(&[("x-canary", "1"), ("x-canary", "0")]), &mut rng());
+    assert_eq!(hash_of(&joined, &d), "bbb");
+    let d = decide(&joined, &Headers::new(&[("x-team", "a"), ("x-team", "b")]), &mut rng());
+    assert_eq!(hash_of(&joined, &d), "ccc");
+    // The sticky header's key is the joined value as well.
+    let sticky = rollout(json!({"canaryWeightBp": 5000, "stickiness": {"header": "x-user"}}));
+    let d = decide(&sticky, &Headers::new(&[("x-user", "u1"), ("x-user", "u2")]), &mut rng());
+    let want = if bucket(b"u1,u2") < 5000 { "bbb" } else { "aaa" };
+    assert_eq!(hash_of(&sticky, &d), want);
+}
+
+/// Issue 7: two HTTP/1.1 `Cookie:` lines with the sticky key in the second one keep the key.
+#[test]
+fn sticky_cookie_is_found_in_any_cookie_field() {
+    let r = rollout(json!({
+        "canaryWeightBp": 5000,
+        "stickiness": {"cookie": {"name": "sluice", "maxAgeSeconds": 600}}
+    }));
+    let want = if bucket(b"user-42") < 5000 { "bbb" } else { "aaa" };
+    for pairs in [
+        &[("cookie", "theme=dark"), ("cookie", "sluice=user-42")][..],
+        &[("cookie", "theme=dark"), ("cookie", "lang=en; sluice=user-42")][..],
+        &[("cookie", "sluice=user-42"), ("cookie", "sluice=other")][..],
+    ] {
+        let d = decide(&r, &Headers::new(pairs), &mut rng());
+        assert_eq!((d.reason, d.set_cookie.as_deref()), (Reason::Sticky, None), "{pairs:?}");
+        assert_eq!(hash_of(&r, &d), want, "{pairs:?}");
+    }
+}
+
+#[test]
+fn sticky_cookie_attributes_follow_the_policy() {
+    let r = rollout(json!({"stickiness": {"cookie": {
+        "name": "__Host-sluice", "maxAgeSeconds": 60, "secure": true, "sameSite": "Strict"
+    }}}));
+    let d = decide(&r, &Headers::default(), &mut rng());
+    let cookie = d.set_cookie.expect("a new key");
+    assert!(
+        cookie.starts_with("__Host-sluice=")
+            && cookie.ends_with("; Path=/; Max-Age=60; Secure; HttpOnly; SameSite=Strict"),
+        "{cookie}"
+    );
+}
+
 #[test]
 fn header_routes_come_before_stickiness() {
     let r = rollout(json!({
         "canaryWeightBp": 0,
-        "headerRoutes": [{"matches": [{"name": "x-pin", "present": true}], "hash": "ccc"}],
+        "headerRoutes": [{"name": "pin", "matches": [{"name": "x-pin", "present": true}], "hash": "ccc"}],
         "stickiness": {"cookie": {"name": "sluice"}}
     }));
     let d = decide(&r, &Headers::new(&[("x-pin", "1")]), &mut rng());
@@ -354,9 +416,11 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let mut with_cookie = routes();
-        with_cookie.stickiness = Some(sluice_filter::policy::Sticky::Cookie {
-            name: "sluice".into(), max_age_seconds: 1,
-        });
+        with_cookie.stickiness = Some(sluice_filter::policy::Sticky::Cookie(
+            sluice_filter::policy::StickyCookie {
+                name: "sluice".into(), max_age_seconds: 1, secure: false,
+                same_site: sluice_proto::rules::SameSite::Lax,
+            }));
         let h = Headers { pairs, ..Default::default() };
         let mut rng = fastrand::Rng::with_seed(seed);
         for r in [&routes(), &with_cookie] {

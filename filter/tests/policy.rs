@@ -3,7 +3,8 @@
 
 use prost::Message;
 use serde_json::{Value, json};
-use sluice_filter::policy::{MatchKind, Sticky};
+use sluice_filter::policy::{MatchKind, Sticky, StickyCookie};
+use sluice_proto::rules::{SameSite, cases};
 use sluice_filter::{CompiledPolicy, PolicyError};
 use sluice_proto::v1 as pb;
 
@@ -11,13 +12,13 @@ fn base() -> Value {
     json!({
         "rollouts": [{
             "name": "default/demo",
-            "hosts": ["demo.local", "Demo.Example:8080"],
+            "hosts": ["demo.local", "demo.example"],
             "versions": ["aaa", "bbb", "ccc"],
             "stableHash": "aaa",
             "canaryHash": "bbb",
             "canaryWeightBp": 2500,
             "headerRoutes": [
-                {"name": "testers", "matches": [{"name": "X-Canary", "exact": "1"}], "canary": true},
+                {"name": "testers", "matches": [{"name": "x-canary", "exact": "1"}], "canary": true},
                 {"name": "pin", "matches": [{"name": "x-pin", "regex": "c+"}], "hash": "ccc"}
             ],
             "stickiness": {"cookie": {"name": "sluice", "maxAgeSeconds": 60}}
@@ -66,10 +67,12 @@ fn json_policy_compiles() {
     }
     assert_eq!(
         r.stickiness,
-        Some(Sticky::Cookie {
+        Some(Sticky::Cookie(StickyCookie {
             name: "sluice".into(),
-            max_age_seconds: 60
-        })
+            max_age_seconds: 60,
+            secure: false,
+            same_site: SameSite::Lax,
+        }))
     );
     assert_eq!(p.rollouts[1].canary, None);
 }
@@ -87,7 +90,7 @@ fn protobuf_policy_compiles() {
             canary_weight_bp: 10_000,
             header_routes: vec![],
             stickiness: Some(pb::Stickiness {
-                key: Some(pb::stickiness::Key::Header("X-User".into())),
+                key: Some(pb::stickiness::Key::Header("x-user".into())),
             }),
         }],
     };
@@ -131,7 +134,7 @@ fn validation_errors_name_the_rollout_and_field() {
         ),
         (
             Box::new(|v| v["rollouts"][1]["name"] = json!("")),
-            "rollouts[1]: name: must not be empty",
+            r#"rollouts[1]: name: "" is not a rollout name"#,
         ),
         (
             Box::new(|v| v["rollouts"][1]["name"] = json!("default/demo")),
@@ -143,11 +146,11 @@ fn validation_errors_name_the_rollout_and_field() {
         ),
         (
             Box::new(|v| v["rollouts"][0]["hosts"][1] = json!("")),
-            r#"rollout "default/demo": hosts[1]: must not be empty"#,
+            r#"rollout "default/demo": hosts[1]: "" is not a lower-case DNS name"#,
         ),
         (
-            Box::new(|v| v["rollouts"][1]["hosts"] = json!(["x.local", "DEMO.local:81"])),
-            r#"rollout "default/other": hosts[1]: "DEMO.local:81" is also served by rollout "default/demo""#,
+            Box::new(|v| v["rollouts"][1]["hosts"] = json!(["x.local", "demo.local"])),
+            r#"rollout "default/other": hosts[1]: "demo.local" is also served by rollout "default/demo""#,
         ),
         (
             Box::new(|v| v["rollouts"][0]["hosts"] = json!(["a.local", "A.local"])),
@@ -212,6 +215,7 @@ fn validation_errors_name_the_rollout_and_field() {
                     .as_object_mut()
                     .unwrap()
                     .remove("canaryHash");
+                v["rollouts"][0]["canaryWeightBp"] = json!(0);
             }),
             r#"rollout "default/demo": headerRoutes[0].canary: the rollout has no canaryHash"#,
         ),
@@ -261,9 +265,9 @@ fn validation_errors_name_the_rollout_and_field() {
         (
             Box::new(|v| {
                 v["rollouts"][0]["headerRoutes"][1]["matches"] =
-                    json!([{"name": "X-Sluice-Hash", "exact": "ccc"}]);
+                    json!([{"name": "x-sluice-hash", "exact": "ccc"}]);
             }),
-            r#"rollout "default/demo": headerRoutes[1].matches[0].name: "X-Sluice-Hash" is the routing header"#,
+            r#"rollout "default/demo": headerRoutes[1].matches[0].name: "x-sluice-hash" is the routing header"#,
         ),
         (
             Box::new(|v| {
@@ -283,12 +287,100 @@ fn validation_errors_name_the_rollout_and_field() {
     }
 }
 
+/// The shared table of `sluice_proto::rules::cases`, through the filter's policy validation: the
+/// control plane's model validation runs the same table (sluice-model), so both accept the same.
+#[test]
+fn shared_rule_cases_hold_for_the_filter() {
+    fn check(what: &str, ok: bool, field: &str, edit: impl FnOnce(&mut Value)) {
+        let mut v = base();
+        edit(&mut v);
+        match compile(&v) {
+            Ok(_) => assert!(ok, "{what}: accepted, must be rejected"),
+            Err(e) => {
+                assert!(!ok, "{what}: rejected, must be accepted: {e}");
+                let e = e.to_string();
+                assert!(e.contains(&format!(": {field}")), "{what}: {e} must name {field}");
+            }
+        }
+    }
+    for (host, ok) in cases::HOSTS {
+        check(&format!("host {host:?}"), *ok, "hosts[0]", |v| {
+            v["rollouts"][0]["hosts"] = json!([host])
+        });
+    }
+    for (hash, ok) in cases::HASHES {
+        check(&format!("hash {hash:?}"), *ok, "versions[2]", |v| {
+            v["rollouts"][0]["versions"][2] = json!(hash);
+            v["rollouts"][0]["headerRoutes"][1]["hash"] = json!(hash);
+        });
+    }
+    for (name, ok) in cases::HEADER_NAMES {
+        check(&format!("header {name:?}"), *ok, "headerRoutes[0].matches[0].name", |v| {
+            v["rollouts"][0]["headerRoutes"][0]["matches"][0]["name"] = json!(name)
+        });
+        check(&format!("sticky header {name:?}"), *ok, "stickiness.header", |v| {
+            v["rollouts"][0]["stickiness"] = json!({"header": name})
+        });
+    }
+    for (name, ok) in cases::ROLLOUT_NAMES {
+        check(&format!("rollout name {name:?}"), *ok, "name", |v| {
+            v["rollouts"] = json!([v["rollouts"][0].clone()]);
+            v["rollouts"][0]["name"] = json!(name);
+        });
+    }
+    for (weight, ok) in cases::WEIGHTS {
+        check(&format!("weight {weight}"), *ok, "canaryWeightBp", |v| {
+            v["rollouts"][0]["canaryWeightBp"] = json!(weight)
+        });
+    }
+    for (re, ok) in cases::REGEXES {
+        check(&format!("regex {re:?}"), *ok, "headerRoutes[1].matches[0].regex", |v| {
+            v["rollouts"][0]["headerRoutes"][1]["matches"][0]["regex"] = json!(re)
+        });
+    }
+    for (name, secure, same_site, ok) in cases::COOKIES {
+        let what = format!("cookie {name:?} secure={secure} sameSite={same_site:?}");
+        check(&what, *ok, "stickiness.cookie.", |v| {
+            v["rollouts"][0]["stickiness"] =
+                json!({"cookie": {"name": name, "secure": secure, "sameSite": same_site}})
+        });
+    }
+}
+
+/// Issue 7: a wildcard host was accepted and matched literally (never); it is rejected now, as
+/// the control plane rejects it, with the rollout and field named.
+#[test]
+fn wildcard_hosts_are_rejected() {
+    let e = error_after(|v| v["rollouts"][0]["hosts"] = json!(["*.example.com"]));
+    assert!(
+        e.starts_with(r#"rollout "default/demo": hosts[0]: "*.example.com" is a wildcard"#),
+        "{e}"
+    );
+}
+
+/// Issue 7: `__Host-`/`__Secure-` cookies without Secure are dropped by browsers: rejected.
+#[test]
+fn prefixed_cookies_must_be_secure() {
+    for name in ["__Host-sluice", "__Secure-sluice"] {
+        let e = error_after(|v| v["rollouts"][0]["stickiness"] = json!({"cookie": {"name": name}}));
+        assert!(
+            e.starts_with(r#"rollout "default/demo": stickiness.cookie.secure: false, but"#),
+            "{e}"
+        );
+    }
+    let e = error_after(|v| {
+        v["rollouts"][0]["stickiness"] = json!({"cookie": {"name": "s", "sameSite": "None"}})
+    });
+    assert!(e.contains("stickiness.cookie.secure") && e.contains("SameSite=None"), "{e}");
+}
+
 #[test]
 fn canary_hash_may_be_absent_with_hash_routes() {
     let mut v = base();
     let r = v["rollouts"][0].as_object_mut().unwrap();
     r.remove("canaryHash");
-    r["headerRoutes"] = json!([{"matches": [{"name": "x-a", "prefix": ""}], "hash": "ccc"}]);
+    r.insert("canaryWeightBp".into(), json!(0));
+    r["headerRoutes"] = json!([{"name": "a", "matches": [{"name": "x-a", "prefix": ""}], "hash": "ccc"}]);
     let p = compile(&v).expect("valid without canary");
     assert_eq!(p.rollouts[0].canary, None);
 }

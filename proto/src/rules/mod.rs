@@ -215,6 +215,33 @@ pub fn check_hash(hash: &str) -> Result<(), Violation> {
     Ok(())
 }
 
+/// A header route's name: non-empty (routes are told apart by name in logs and in Argo's
+/// `setHeaderRoute`/`managedRoutes`); names are unique within a rollout.
+pub fn check_route_name(name: &str) -> Result<(), Violation> {
+    if name.is_empty() {
+        return violation("must be non-empty".to_owned());
+    }
+    Ok(())
+}
+
+/// The canary, when there is one, is another version than stable.
+pub fn check_canary_differs(stable: &str, canary: &str) -> Result<(), Violation> {
+    if stable == canary {
+        return violation(format!(
+            "{canary:?} is also the stable hash; a canary must differ from stable"
+        ));
+    }
+    Ok(())
+}
+
+/// A non-zero canary weight needs a canary.
+pub fn check_weight_has_canary(weight_bp: u32, has_canary: bool) -> Result<(), Violation> {
+    if weight_bp > 0 && !has_canary {
+        return violation(format!("{weight_bp} needs a canary, and there is none"));
+    }
+    Ok(())
+}
+
 /// A canary weight in basis points: `0..=10000`.
 pub fn check_weight_bp(weight_bp: u32) -> Result<(), Violation> {
     if weight_bp > MAX_WEIGHT_BP {
