@@ -99,6 +99,10 @@ impl RolloutEnvoyConfig {
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "ingress",
+                        // As deploy/envoy/filter-only.yaml and the generated listener: Envoy
+                        // normalises the host as the filter does (sluice_proto::rules).
+                        "strip_trailing_host_dot": sluice_proto::rules::HCM_STRIP_TRAILING_HOST_DOT,
+                        "strip_any_host_port": sluice_proto::rules::HCM_STRIP_ANY_HOST_PORT,
                         "route_config": self.route_config(),
                         "http_filters": http_filters,
                     }
@@ -143,7 +147,7 @@ impl RolloutEnvoyConfig {
             "virtual_hosts": [
                 {
                     "name": "rollout",
-                    "domains": [self.host, format!("{}:*", self.host)],
+                    "domains": sluice_proto::rules::route_domains(&self.host),
                     "routes": routes,
                 },
                 {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use sluice_model::{
     FULL_WEIGHT_BP, FieldPath, HeaderMatch, HeaderRoute, MatchKind, ModelError, RolloutState,
-    RouteTarget, Segment, Stickiness, Version,
+    RouteTarget, SameSite, Segment, Stickiness, Version,
 };
 
 use crate::{
@@ -330,6 +330,9 @@ fn stickiness(spec: &StickinessSpec) -> Result<Stickiness, String> {
         (None, Some(cookie)) => Ok(Stickiness::Cookie {
             name: cookie.name.clone(),
             max_age_seconds: cookie.max_age_seconds.unwrap_or(0),
+            secure: cookie.secure.unwrap_or(false),
+            same_site: SameSite::parse(cookie.same_site.as_deref().unwrap_or_default())
+                .map_err(|v| format!("cookie.sameSite: {v}"))?,
         }),
         _ => Err("set exactly one of header or cookie".into()),
     }
@@ -381,8 +384,8 @@ impl PathMap {
                 step_field(step, &format!("setHeaderRoute{tail}"))
             }
             [Field("stickiness"), Field("header")] => format!("{STICKINESS}.header"),
-            [Field("stickiness"), Field("cookie"), Field("name")] => {
-                format!("{STICKINESS}.cookie.name")
+            [Field("stickiness"), Field("cookie"), Field(field)] => {
+                format!("{STICKINESS}.cookie.{field}")
             }
             _ => path.to_string(),
         }

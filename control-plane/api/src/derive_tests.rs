@@ -210,7 +210,9 @@ fn name_hosts_and_stickiness_come_from_the_document() {
         state.stickiness,
         Stickiness::Cookie {
             name: "sluice".into(),
-            max_age_seconds: 60
+            max_age_seconds: 60,
+            secure: false,
+            same_site: SameSite::Lax,
         }
     );
     assert_eq!(state.versions, versions());
@@ -285,6 +287,21 @@ fn errors_name_the_field_at_fault() {
                 "    canary:\n      stickiness: {cookie: {name: \"a b\"}}\n",
             ),
         ),
+        (
+            // Browsers drop a __Host- cookie without Secure (issue 7).
+            "spec.strategy.canary.stickiness.cookie.secure",
+            STEPS.replace(
+                "    canary:\n",
+                "    canary:\n      stickiness: {cookie: {name: __Host-sluice}}\n",
+            ),
+        ),
+        (
+            "spec.strategy.canary.stickiness",
+            STEPS.replace(
+                "    canary:\n",
+                "    canary:\n      stickiness: {cookie: {name: s, sameSite: Sometimes}}\n",
+            ),
+        ),
         ("metadata.name", STEPS.replace("name: demo,", "")),
     ];
     for (field, yaml) in cases {
@@ -304,7 +321,7 @@ fn error_messages_read_rollout_field_problem() {
     assert!(
         message.starts_with(
             "rollout \"shop/demo\": spec.strategy.canary.steps[3].setHeaderRoute.match[0]\
-             .headerValue.regex: \"(a\": "
+             .headerValue.regex: \"(a\" is not a valid regex: "
         ),
         "{message}"
     );

@@ -21,6 +21,7 @@ pub mod validate;
 
 pub use error::{FieldPath, ModelError, Segment};
 pub use overrides::Override;
+pub use sluice_proto::rules::SameSite;
 
 /// Canary weights are in basis points: 10_000 = 100 %.
 pub const FULL_WEIGHT_BP: u32 = 10_000;
@@ -93,8 +94,14 @@ pub enum Stickiness {
     None,
     /// The value of this request header is the sticky key.
     Header(String),
-    /// A cookie holds the key; the filter sets it when absent.
-    Cookie { name: String, max_age_seconds: u32 },
+    /// A cookie holds the key; the filter sets it when absent, with `Secure` when `secure` and
+    /// the given `SameSite` (RFC 6265bis; see `sluice_proto::rules::check_cookie_secure`).
+    Cookie {
+        name: String,
+        max_age_seconds: u32,
+        secure: bool,
+        same_site: SameSite,
+    },
 }
 
 #[cfg(test)]

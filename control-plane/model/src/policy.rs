@@ -63,9 +63,13 @@ fn render_stickiness(stickiness: &Stickiness) -> Option<pb::Stickiness> {
         Stickiness::Cookie {
             name,
             max_age_seconds,
+            secure,
+            same_site,
         } => Key::Cookie(pb::CookieStickiness {
             name: name.clone(),
             max_age_seconds: *max_age_seconds,
+            secure: *secure,
+            same_site: same_site.as_str().to_owned(),
         }),
     };
     Some(pb::Stickiness { key: Some(key) })

@@ -52,6 +52,8 @@ fn demo() -> RolloutState {
         stickiness: Stickiness::Cookie {
             name: "sluice".into(),
             max_age_seconds: 3600,
+            secure: false,
+            same_site: SameSite::Lax,
         },
     }
 }
@@ -176,9 +178,23 @@ fn each_rule_names_its_field() {
                 r.stickiness = Stickiness::Cookie {
                     name: "a=b".into(),
                     max_age_seconds: 0,
+                    secure: false,
+                    same_site: SameSite::Lax,
                 }
             }),
         ),
+        (
+            "stickiness.cookie.secure",
+            Box::new(|r| {
+                r.stickiness = Stickiness::Cookie {
+                    name: "__Host-sluice".into(),
+                    max_age_seconds: 0,
+                    secure: false,
+                    same_site: SameSite::Lax,
+                }
+            }),
+        ),
+        ("hosts[0]", Box::new(|r| r.hosts[0] = "*.example.com".into())),
     ];
     for (want, break_it) in cases {
         let mut rollout = demo();
@@ -193,7 +209,9 @@ fn errors_read_as_rollout_field_problem() {
     rollout.header_routes[0].matches[1].kind = MatchKind::Regex("(a".into());
     let message = rollout.validate().expect_err("bad regex").to_string();
     assert!(
-        message.starts_with(r#"rollout "default/demo": headerRoutes[0].matches[1].regex: "(a": "#),
+        message.starts_with(
+            r#"rollout "default/demo": headerRoutes[0].matches[1].regex: "(a" is not a valid regex: "#
+        ),
         "{message}"
     );
 }
@@ -334,6 +352,8 @@ fn render_maps_every_field() {
                 key: Some(pb::stickiness::Key::Cookie(pb::CookieStickiness {
                     name: "sluice".into(),
                     max_age_seconds: 3600,
+                    secure: false,
+                    same_site: "Lax".into(),
                 })),
             }),
         }],
@@ -383,12 +403,17 @@ fn arb_stickiness() -> impl Strategy<Value = Stickiness> {
     prop_oneof![
         Just(Stickiness::None),
         arb_header_name().prop_map(Stickiness::Header),
-        ("[A-Za-z0-9_.-]{1,10}", any::<u32>()).prop_map(|(name, max_age_seconds)| {
-            Stickiness::Cookie {
+        (
+            "[A-Za-z0-9_.-]{1,10}",
+            any::<u32>(),
+            prop_oneof![Just(SameSite::Lax), Just(SameSite::Strict), Just(SameSite::None)],
+        )
+            .prop_map(|(name, max_age_seconds, same_site)| Stickiness::Cookie {
                 name,
                 max_age_seconds,
-            }
-        }),
+                secure: true,
+                same_site,
+            }),
     ]
 }
 
@@ -554,5 +579,76 @@ proptest! {
         let mut rollout = rollout;
         rollout.canary_weight_bp = weight;
         prop_assert!(rollout.validate().is_err());
+    }
+}
+
+/// The shared table of `sluice_proto::rules::cases`, through the model's validation: the filter's
+/// policy validation runs the same table (filter/tests/policy.rs), so both accept the same.
+#[test]
+fn shared_rule_cases_hold_for_the_model() {
+    use sluice_proto::rules::cases;
+    fn check(what: &str, ok: bool, field: &str, edit: impl FnOnce(&mut RolloutState)) {
+        let mut rollout = demo();
+        edit(&mut rollout);
+        match rollout.validate() {
+            Ok(()) => assert!(ok, "{what}: accepted, must be rejected"),
+            Err(ModelError::InvalidField { field: got, .. }) => {
+                assert!(!ok, "{what}: rejected, must be accepted");
+                assert!(got.to_string().starts_with(field), "{what}: {got} is not {field}");
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    for (host, ok) in cases::HOSTS {
+        check(&format!("host {host:?}"), *ok, "hosts[0]", |r| {
+            r.hosts = vec![(*host).to_owned()]
+        });
+    }
+    for (hash, ok) in cases::HASHES {
+        check(&format!("hash {hash:?}"), *ok, "versions", |r| {
+            let version = r.versions.remove("bbb222").unwrap();
+            r.versions.insert((*hash).to_owned(), version);
+            r.canary_hash = Some((*hash).to_owned());
+        });
+    }
+    for (name, ok) in cases::HEADER_NAMES {
+        check(&format!("header {name:?}"), *ok, "headerRoutes[0].matches[0].name", |r| {
+            r.header_routes[0].matches[0].name = (*name).to_owned()
+        });
+        check(&format!("sticky header {name:?}"), *ok, "stickiness.header", |r| {
+            r.stickiness = Stickiness::Header((*name).to_owned())
+        });
+    }
+    for (name, ok) in cases::ROLLOUT_NAMES {
+        check(&format!("rollout name {name:?}"), *ok, "name", |r| {
+            r.name = (*name).to_owned()
+        });
+    }
+    for (weight, ok) in cases::WEIGHTS {
+        check(&format!("weight {weight}"), *ok, "canaryWeightBp", |r| {
+            r.canary_weight_bp = *weight
+        });
+    }
+    for (re, ok) in cases::REGEXES {
+        check(&format!("regex {re:?}"), *ok, "headerRoutes[0].matches[1].regex", |r| {
+            r.header_routes[0].matches[1].kind = MatchKind::Regex((*re).to_owned())
+        });
+    }
+    for (name, secure, same_site, ok) in cases::COOKIES {
+        let what = format!("cookie {name:?} secure={secure} sameSite={same_site:?}");
+        // The model holds a parsed SameSite; an unparsable one is rejected where it is parsed
+        // (sluice-api derivation, the filter's policy decoding).
+        let Ok(same_site) = SameSite::parse(same_site) else {
+            assert!(!ok, "{what}: unparsable sameSite must be rejected");
+            continue;
+        };
+        check(&what, *ok, "stickiness.cookie.", |r| {
+            r.stickiness = Stickiness::Cookie {
+                name: (*name).to_owned(),
+                max_age_seconds: 0,
+                secure: *secure,
+                same_site,
+            }
+        });
     }
 }

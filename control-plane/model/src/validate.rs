@@ -1,10 +1,13 @@
 //! Validation: the rules a [`TrafficState`] must satisfy before anything is rendered or pushed.
 //!
-//! The same rules hold for the filter's policy (`sluice.v1.FilterPolicy`): a state that passes here
-//! renders to a policy the filter accepts, so a bad rollout is rejected at the control plane, with
-//! its name and field, instead of being NACKed by every Envoy.
+//! The field rules are `sluice_proto::rules`, the very functions the filter validates its policy
+//! (`sluice.v1.FilterPolicy`) with: a state that passes here renders to a policy the filter
+//! accepts, and a hand-written filter policy is held to the same rules, so a bad rollout is
+//! rejected at the control plane, with its name and field, instead of being NACKed by every Envoy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sluice_proto::rules::{self, Violation};
 
 use crate::{
     FULL_WEIGHT_BP, FieldPath, HeaderRoute, MatchKind, ModelError, RolloutState, RouteTarget,
@@ -12,7 +15,7 @@ use crate::{
 };
 
 /// Longest pod-template hash accepted: hashes become parts of Envoy cluster names and label values.
-pub const MAX_HASH_LEN: usize = 63;
+pub const MAX_HASH_LEN: usize = rules::MAX_HASH_LEN;
 
 impl TrafficState {
     /// Checks every rollout, that each is stored under its own name, and that no host belongs to
@@ -50,18 +53,9 @@ impl RolloutState {
             field,
             problem,
         };
+        let violated = |field: FieldPath| move |v: Violation| fail(field, v.0);
 
-        if self.name.is_empty()
-            || self
-                .name
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(fail(
-                FieldPath::field("name"),
-                "must be non-empty, without spaces or control characters".into(),
-            ));
-        }
+        rules::check_rollout_name(&self.name).map_err(violated(FieldPath::field("name")))?;
 
         let hosts = FieldPath::field("hosts");
         if self.hosts.is_empty() {
@@ -69,15 +63,7 @@ impl RolloutState {
         }
         let mut seen_hosts = BTreeSet::new();
         for (i, host) in self.hosts.iter().enumerate() {
-            if !is_valid_host(host) {
-                return Err(fail(
-                    hosts.at(i),
-                    format!(
-                        "{host:?} is not a lower-case DNS name without port \
-                         (labels of a-z, 0-9 and '-', separated by '.')"
-                    ),
-                ));
-            }
+            rules::check_host(host).map_err(violated(hosts.at(i)))?;
             if !seen_hosts.insert(host) {
                 return Err(fail(hosts.at(i), format!("{host:?} is listed twice")));
             }
@@ -90,9 +76,7 @@ impl RolloutState {
         // An address belongs to one pod, and a pod to one hash.
         let mut version_of_endpoint = HashMap::new();
         for (hash, version) in &self.versions {
-            if !is_valid_hash(hash) {
-                return Err(fail(versions.key(hash), hash_rule(hash)));
-            }
+            rules::check_hash(hash).map_err(violated(versions.key(hash)))?;
             for (i, endpoint) in version.endpoints.iter().enumerate() {
                 if let Some(other) = version_of_endpoint.insert(*endpoint, hash) {
                     return Err(fail(
@@ -114,40 +98,20 @@ impl RolloutState {
             if !self.versions.contains_key(canary) {
                 return Err(fail(field, not_a_version(canary, &self.versions)));
             }
-            if *canary == self.stable_hash {
-                return Err(fail(
-                    field,
-                    format!("{canary:?} is also the stable hash; a canary must differ from stable"),
-                ));
-            }
+            rules::check_canary_differs(&self.stable_hash, canary).map_err(violated(field))?;
         }
 
-        let weight = FieldPath::field("canaryWeightBp");
-        if self.canary_weight_bp > FULL_WEIGHT_BP {
-            return Err(fail(
-                weight,
-                format!(
-                    "{} is above {FULL_WEIGHT_BP} (100 %)",
-                    self.canary_weight_bp
-                ),
-            ));
-        }
-        if self.canary_weight_bp > 0 && self.canary_hash.is_none() {
-            return Err(fail(
-                weight,
-                format!(
-                    "{} needs a canary, and there is none",
-                    self.canary_weight_bp
-                ),
-            ));
-        }
+        debug_assert_eq!(FULL_WEIGHT_BP, rules::MAX_WEIGHT_BP);
+        rules::check_weight_bp(self.canary_weight_bp)
+            .and_then(|()| {
+                rules::check_weight_has_canary(self.canary_weight_bp, self.canary_hash.is_some())
+            })
+            .map_err(violated(FieldPath::field("canaryWeightBp")))?;
 
         let mut route_names = BTreeSet::new();
         for (i, route) in self.header_routes.iter().enumerate() {
             let path = FieldPath::field("headerRoutes").at(i);
-            if route.name.is_empty() {
-                return Err(fail(path.then("name"), "must be non-empty".into()));
-            }
+            rules::check_route_name(&route.name).map_err(violated(path.then("name")))?;
             if !route_names.insert(&route.name) {
                 return Err(fail(
                     path.then("name"),
@@ -158,26 +122,22 @@ impl RolloutState {
                 .map_err(|(field, problem)| fail(field, problem))?;
         }
 
+        let stickiness = FieldPath::field("stickiness");
         match &self.stickiness {
             Stickiness::None => {}
             Stickiness::Header(name) => {
-                if !is_valid_header_name(name) {
-                    return Err(fail(
-                        FieldPath::field("stickiness").then("header"),
-                        header_name_rule(name),
-                    ));
-                }
+                rules::check_header_name(name).map_err(violated(stickiness.then("header")))?;
             }
-            Stickiness::Cookie { name, .. } => {
-                if !is_token(name) {
-                    return Err(fail(
-                        FieldPath::field("stickiness").then("cookie").then("name"),
-                        format!(
-                            "{name:?} is not a valid cookie name (an HTTP token: letters, digits \
-                             and !#$%&'*+-.^_`|~)"
-                        ),
-                    ));
-                }
+            Stickiness::Cookie {
+                name,
+                secure,
+                same_site,
+                ..
+            } => {
+                let cookie = stickiness.then("cookie");
+                rules::check_cookie_name(name).map_err(violated(cookie.then("name")))?;
+                rules::check_cookie_secure(name, *secure, *same_site)
+                    .map_err(violated(cookie.then("secure")))?;
             }
         }
         Ok(())
@@ -194,11 +154,9 @@ impl RolloutState {
         }
         for (j, m) in route.matches.iter().enumerate() {
             let at = matches.at(j);
-            if !is_valid_header_name(&m.name) {
-                return Err((at.then("name"), header_name_rule(&m.name)));
-            }
+            rules::check_header_name(&m.name).map_err(|v| (at.then("name"), v.0))?;
             if let MatchKind::Regex(re) = &m.kind {
-                compile_anchored(re).map_err(|e| (at.then("regex"), format!("{re:?}: {e}")))?;
+                rules::compile_header_regex(re).map_err(|v| (at.then("regex"), v.0))?;
             }
         }
         let target = path.then("target");
@@ -215,55 +173,30 @@ impl RolloutState {
     }
 }
 
-/// Compiles a header-route regex the way the filter does: anchored at both ends, so it must match
-/// the whole header value.
-pub fn compile_anchored(re: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
-    regex_lite::Regex::new(&format!("^(?:{re})$"))
+/// Compiles a header-route regex the way the filter does (`sluice_proto::rules`): anchored at
+/// both ends, so it must match the whole header value.
+pub fn compile_anchored(re: &str) -> Result<regex_lite::Regex, Violation> {
+    rules::compile_header_regex(re)
 }
 
-/// A lower-case DNS name without port: dot-separated labels of `a-z0-9-`, each 1..=63 long and
-/// not starting or ending with `-`; at most 253 characters. (IP addresses pass as such names.)
+/// See `sluice_proto::rules::check_host`.
 pub fn is_valid_host(host: &str) -> bool {
-    host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
+    rules::check_host(host).is_ok()
 }
 
-/// A pod-template hash: 1..=63 characters of `a-z0-9-`.
+/// See `sluice_proto::rules::check_hash`.
 pub fn is_valid_hash(hash: &str) -> bool {
-    !hash.is_empty()
-        && hash.len() <= MAX_HASH_LEN
-        && hash
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    rules::check_hash(hash).is_ok()
 }
 
-/// A lower-case HTTP header name (an RFC 9110 token), or an HTTP/2 pseudo-header such as `:path`.
+/// See `sluice_proto::rules::check_header_name`.
 pub fn is_valid_header_name(name: &str) -> bool {
-    let token = name.strip_prefix(':').unwrap_or(name);
-    is_token(token) && !token.bytes().any(|b| b.is_ascii_uppercase())
+    rules::check_header_name(name).is_ok()
 }
 
-/// An RFC 9110 token: one or more of ALPHA, DIGIT and ``!#$%&'*+-.^_`|~``.
+/// See `sluice_proto::rules::is_token`.
 pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn hash_rule(hash: &str) -> String {
-    format!("{hash:?} is not a pod-template hash (1 to {MAX_HASH_LEN} characters of a-z, 0-9, '-')")
-}
-
-fn header_name_rule(name: &str) -> String {
-    format!("{name:?} is not a lower-case HTTP header name")
+    rules::is_token(s)
 }
 
 fn not_a_version<V>(hash: &str, versions: &BTreeMap<String, V>) -> String {

@@ -5,7 +5,7 @@
 //!        │
 //!        ├─► CDS  cluster "ns/app/<hash>" per live version (type EDS, over ADS)
 //!        ├─► EDS  ClusterLoadAssignment "ns/app/<hash>": that version's ready endpoints
-//!        ├─► RDS  "sluice_routes": virtual host "ns/app" { domains: host, host:* }
+//!        ├─► RDS  "sluice_routes": virtual host "ns/app" { domains: host, "host:" }
 //!        │          routes: <routing header> == <hash> → "ns/app/<hash>"   (one per live version)
 //!        │                  fallback → weighted_clusters {stable: 10000−w, canary: w}
 //!        │        last virtual host "*" → 404 "no rollout for this host"

@@ -25,7 +25,8 @@ use envoy_types::pb::envoy::extensions::{
     filters::{
         http::{router::v3::Router, wasm::v3::Wasm},
         network::http_connection_manager::v3::{
-            HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier,
+            HttpConnectionManager, HttpFilter, Rds,
+            http_connection_manager::{RouteSpecifier, StripPortMode},
             http_filter,
         },
     },
@@ -35,6 +36,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher}
 use envoy_types::pb::google::protobuf::{self as pbuf, BytesValue, Duration, UInt32Value};
 use prost::{Message, Name};
 use sluice_model::{FULL_WEIGHT_BP, RolloutState, TrafficState, Version};
+use sluice_proto::rules;
 use sluice_proto::v1::FilterPolicy;
 
 use super::{FILTER_CONFIG_NAME, ROUTE_CONFIG_NAME, cluster_name};
@@ -164,10 +166,12 @@ pub(super) fn route_configuration(state: &TrafficState, routing_header: &str) ->
 }
 
 fn virtual_host(rollout: &RolloutState, routing_header: &str) -> VirtualHost {
+    // The listener strips trailing dots and numeric ports (see `listener`), so a host and the host
+    // with an empty port are all a rollout's domains: the filter's host rule, stated once.
     let domains = rollout
         .hosts
         .iter()
-        .flat_map(|host| [host.clone(), format!("{host}:*")])
+        .flat_map(|host| rules::route_domains(host))
         .collect();
     let mut routes: Vec<Route> = rollout
         .versions
@@ -259,6 +263,13 @@ pub(super) fn listener(address: SocketAddr) -> prost_types::Any {
             config_source: Some(ads()),
             route_config_name: ROUTE_CONFIG_NAME.into(),
         })),
+        // Host normalisation as the filter does it (`sluice_proto::rules::normalize_authority`),
+        // before any filter or the router sees `:authority`: `demo.local.` and `demo.local:8080`
+        // are `demo.local` for both.
+        strip_trailing_host_dot: rules::HCM_STRIP_TRAILING_HOST_DOT,
+        strip_port_mode: Some(StripPortMode::StripAnyHostPort(
+            rules::HCM_STRIP_ANY_HOST_PORT,
+        )),
         http_filters: vec![
             HttpFilter {
                 // With ECDS the filter's name is the extension config's resource name.

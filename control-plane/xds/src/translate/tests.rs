@@ -194,7 +194,9 @@ fn routes_match_the_routing_header_per_version_then_split_by_weight() {
         .collect();
     assert_eq!(names, ["default/demo", "no_rollout"]);
     let vhost = virtual_host(&routes, "default/demo");
-    assert_eq!(vhost.domains, ["demo.local", "demo.local:*"]);
+    // Issue 7: the empty port (`demo.local:`), which `strip_any_host_port` leaves, is a domain;
+    // `demo.local:*` is not (a non-numeric "port" is no rollout host for the filter either).
+    assert_eq!(vhost.domains, ["demo.local", "demo.local:"]);
     assert_eq!(vhost.routes.len(), 3);
     for (route, hash) in vhost.routes.iter().zip(["aaa", "bbb"]) {
         let matcher = route.r#match.as_ref().expect("match");
@@ -304,6 +306,14 @@ fn listener_uses_rds_and_the_ecds_filter_before_the_router() {
     assert_eq!(port_of(&listener), ("0.0.0.0".into(), 10_000));
     let hcm = hcm_of(&listener);
     assert_eq!(hcm.stat_prefix, "sluice");
+    // Issue 7: Envoy normalises the host as the filter does (trailing dot, port).
+    assert!(hcm.strip_trailing_host_dot);
+    assert_eq!(
+        hcm.strip_port_mode,
+        Some(
+            envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::StripPortMode::StripAnyHostPort(true)
+        )
+    );
     match &hcm.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             assert_eq!(rds.route_config_name, ROUTE_CONFIG_NAME);
