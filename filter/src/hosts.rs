@@ -120,7 +120,8 @@ mod tests {
         assert_eq!(m.get(b"demo.local."), Some(0));
         assert_eq!(m.get(b"demo.local:"), Some(0));
         assert_eq!(m.get(b"Demo.Local.:"), Some(0));
-        assert_eq!(m.get(b"demo.local.."), None);
+        assert_eq!(m.get(b"demo.local.."), Some(0));
+        assert_eq!(m.get(b"demo.local:http"), None);
         assert_eq!(m.get(b"[::1]:80"), Some(1));
         assert_eq!(m.get(b"api.example"), Some(2));
         assert_eq!(m.get(b"api.EXAMPLE:443"), Some(2));

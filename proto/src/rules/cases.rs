@@ -104,9 +104,8 @@ pub const COOKIES: &[(&str, bool, &str, bool)] = &[
 ];
 
 /// `:authority` values and the host they normalise to (see
-/// [`normalize_host`](super::normalize_host)); Envoy's HCM with `strip_trailing_host_dot` and
-/// `strip_any_host_port` turns each into the same host, apart from the empty port, which the
-/// route domains cover (see [`route_domains`](super::route_domains)).
+/// [`normalize_host`](super::normalize_host)), whether or not Envoy's HCM already stripped them
+/// (`strip_trailing_host_dot`, `strip_any_host_port`).
 pub const AUTHORITIES: &[(&str, &str)] = &[
     ("demo.local", "demo.local"),
     ("DEMO.Local", "demo.local"),
@@ -123,7 +122,10 @@ pub const AUTHORITIES: &[(&str, &str)] = &[
     ("demo.local:http", "demo.local:http"),
     ("demo.local:+", "demo.local:+"),
     ("demo.local:-1", "demo.local:-1"),
-    ("demo.local..", "demo.local."),
+    ("demo.local..", "demo.local"),
+    ("demo.local:80:80", "demo.local"),
+    ("demo.local.:80.", "demo.local"),
+    ("demo.local:http:80", "demo.local:http"),
     ("demo.local.:http", "demo.local:http"),
     ("[::1]:80", "[::1]"),
     ("[::1]", "[::1]"),

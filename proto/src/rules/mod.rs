@@ -60,43 +60,104 @@ pub fn route_domains(host: &str) -> [String; 2] {
 }
 
 /// The host an `:authority` names, case preserved: what Envoy's HCM makes of it with
-/// `strip_trailing_host_dot` and `strip_any_host_port` (in that order, as Envoy applies them),
-/// and then an empty port (`demo.local:`) cut off as well.
+/// `strip_trailing_host_dot` and `strip_any_host_port` (in that order, as Envoy applies them), an
+/// empty port (`demo.local:`) cut off as well, repeated until nothing more is removed.
 ///
 /// - trailing dot: the last `.` is removed when it ends the authority or directly precedes a
 ///   `:` (`demo.local.` → `demo.local`, `demo.local.:80` → `demo.local:80`);
 /// - port: the text after the last `:` (when no `]` follows it) is removed with the `:` when it
 ///   is what Envoy's `absl::SimpleAtoi` reads as a `u32` (an optional `+`, then decimal digits,
-///   at most 4294967295), or when it is empty;
+///   at most 4294967295), or when it is empty.
 ///
-/// so `Demo.Local.:8080` → `Demo.Local`, `[::1]:80` → `[::1]`, `demo.local:http` and
-/// `demo.local:99999999999` stay as they are (and match no rollout). Allocates only in the odd
-/// case of a dot removed before a `:` that does not start a port (`demo.local.:http`).
+/// Repeating makes the rule idempotent, so it gives the same host whether or not Envoy already
+/// applied its one step to the authority the filter reads (`normalize(envoy(a)) ==
+/// normalize(a)`): `Demo.Local.:8080` → `Demo.Local`, `demo.local..` → `demo.local`,
+/// `[::1]:80` → `[::1]`; `demo.local:http` and `demo.local:99999999999` stay as they are (and
+/// match no rollout). Allocates only in the odd case of a dot removed before a `:` that does not
+/// start a port (`demo.local.:http`, `demo.local.:`).
 pub fn normalize_authority(authority: &[u8]) -> Cow<'_, [u8]> {
-    // Envoy's `HeaderUtility::stripTrailingHostDot`, then `stripPortFromHost`.
+    let mut current = Cow::Borrowed(authority);
+    loop {
+        let next = match &current {
+            Cow::Borrowed(bytes) => normalize_step(bytes),
+            Cow::Owned(bytes) => Cow::Owned(normalize_step(bytes).into_owned()),
+        };
+        // Every step that changes anything makes the authority shorter, so this ends.
+        if next.len() == current.len() {
+            return current;
+        }
+        current = next;
+    }
+}
+
+/// What Envoy's HCM does to `:authority` with `strip_trailing_host_dot` and
+/// `strip_any_host_port`: one trailing dot, then one numeric port. Exposed for tests that relate
+/// the rule to Envoy's.
+pub fn envoy_hcm_strip(authority: &[u8]) -> Cow<'_, [u8]> {
+    match strip_trailing_dot(authority) {
+        Cow::Borrowed(bytes) => Cow::Borrowed(strip_numeric_port(bytes)),
+        Cow::Owned(bytes) => Cow::Owned(strip_numeric_port(&bytes).to_vec()),
+    }
+}
+
+/// One step of [`normalize_authority`]: Envoy's, then an empty port.
+fn normalize_step(authority: &[u8]) -> Cow<'_, [u8]> {
+    match envoy_hcm_strip(authority) {
+        Cow::Borrowed(bytes) => Cow::Borrowed(strip_empty_port(bytes)),
+        Cow::Owned(bytes) => Cow::Owned(strip_empty_port(&bytes).to_vec()),
+    }
+}
+
+/// Envoy's `HeaderUtility::stripTrailingHostDot`.
+fn strip_trailing_dot(authority: &[u8]) -> Cow<'_, [u8]> {
     let Some(dot) = authority.iter().rposition(|&b| b == b'.') else {
-        return Cow::Borrowed(strip_port(authority));
+        return Cow::Borrowed(authority);
     };
     let (host, rest) = authority.split_at(dot);
     // `rest` is the dot and what follows it.
     let after = rest.get(1..).unwrap_or_default();
     if after.is_empty() {
-        return Cow::Borrowed(strip_port(host));
+        return Cow::Borrowed(host);
     }
     if after.first() != Some(&b':') {
-        return Cow::Borrowed(strip_port(authority));
+        return Cow::Borrowed(authority);
     }
-    // `host.:…`: the dot goes. `after` starts with a colon, so the last colon is in `after`;
-    // when it is `after`'s first byte and a port follows, the port goes too and `host` remains.
-    if strip_port(after).is_empty() {
+    // `host.:…`: when only a port follows, removing the dot and then the port leaves `host`,
+    // borrowed; otherwise the dot is cut out of the middle.
+    if port_start(after) == Some(0) && is_u32_decimal(after.get(1..).unwrap_or_default()) {
         return Cow::Borrowed(host);
     }
     let mut dotless = Vec::with_capacity(authority.len());
     dotless.extend_from_slice(host);
     dotless.extend_from_slice(after);
-    let len = strip_port(&dotless).len();
-    dotless.truncate(len);
     Cow::Owned(dotless)
+}
+
+/// Envoy's `HeaderUtility::getPortStart`: the last `:`, unless a `]` follows it.
+fn port_start(authority: &[u8]) -> Option<usize> {
+    let colon = authority.iter().rposition(|&b| b == b':')?;
+    match authority.iter().rposition(|&b| b == b']') {
+        Some(bracket) if bracket > colon => None,
+        _ => Some(colon),
+    }
+}
+
+/// Envoy's `HeaderUtility::stripPortFromHost` (any port).
+fn strip_numeric_port(authority: &[u8]) -> &[u8] {
+    match port_start(authority) {
+        Some(colon) if is_u32_decimal(authority.get(colon + 1..).unwrap_or_default()) => {
+            authority.get(..colon).unwrap_or(authority)
+        }
+        _ => authority,
+    }
+}
+
+/// An empty port (`demo.local:`), which Envoy leaves.
+fn strip_empty_port(authority: &[u8]) -> &[u8] {
+    match port_start(authority) {
+        Some(colon) if colon + 1 == authority.len() => authority.get(..colon).unwrap_or(authority),
+        _ => authority,
+    }
 }
 
 /// [`normalize_authority`] and ASCII lower-case: the key a host is looked up by. Policy hosts are
@@ -111,27 +172,6 @@ pub fn normalize_host(authority: &str) -> Cow<'_, str> {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         host
-    }
-}
-
-/// Envoy's `HeaderUtility::stripPortFromHost` (any port), plus the empty port.
-fn strip_port(authority: &[u8]) -> &[u8] {
-    let Some(colon) = authority.iter().rposition(|&b| b == b':') else {
-        return authority;
-    };
-    // A `]` after the last colon: a bracketed IPv6 literal without a port.
-    if authority
-        .iter()
-        .rposition(|&b| b == b']')
-        .is_some_and(|bracket| bracket > colon)
-    {
-        return authority;
-    }
-    let port = authority.get(colon + 1..).unwrap_or_default();
-    if port.is_empty() || is_u32_decimal(port) {
-        authority.get(..colon).unwrap_or(authority)
-    } else {
-        authority
     }
 }
 

@@ -11,8 +11,9 @@ fn authorities_normalise_as_envoy_strips_them() {
 #[test]
 fn normalising_borrows_unless_a_dot_before_a_non_port_is_removed() {
     assert!(matches!(normalize_authority(b"demo.local.:80"), Cow::Borrowed(b"demo.local")));
-    assert!(matches!(normalize_authority(b"demo.local.:"), Cow::Borrowed(b"demo.local")));
+    assert_eq!(normalize_authority(b"demo.local.:").as_ref(), b"demo.local");
     assert!(matches!(normalize_authority(b"demo.local.:http"), Cow::Owned(_)));
+    assert!(matches!(normalize_authority(b"demo.local..:80"), Cow::Borrowed(b"demo.local")));
     assert!(matches!(normalize_authority(b"demo.local:80"), Cow::Borrowed(b"demo.local")));
     assert!(matches!(normalize_authority(b"demo.local."), Cow::Borrowed(b"demo.local")));
     assert!(matches!(normalize_host("demo.local:80"), Cow::Borrowed("demo.local")));
@@ -70,6 +71,16 @@ mod props {
     use proptest::prelude::*;
 
     proptest! {
+        /// The rule gives the same host whether or not Envoy's HCM stripped the authority first,
+        /// and normalising twice changes nothing.
+        #[test]
+        fn normalising_after_envoy_is_normalising(authority in "[aA.:+1-9\\[\\]-]{0,16}") {
+            let bytes = authority.as_bytes();
+            let once = normalize_authority(bytes).into_owned();
+            prop_assert_eq!(normalize_authority(&envoy_hcm_strip(bytes)).into_owned(), once.clone());
+            prop_assert_eq!(normalize_authority(&once).into_owned(), once);
+        }
+
         #[test]
         fn normalising_never_panics_and_is_idempotent_on_hosts(authority in "\\PC{0,40}") {
             let once = normalize_host(&authority).into_owned();
