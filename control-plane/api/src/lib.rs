@@ -18,9 +18,11 @@
 #![deny(warnings)]
 
 mod derive;
+pub mod duration;
 mod error;
 mod file;
 pub mod resource;
+pub mod weight;
 
 pub use derive::{derive_rollout, rollout_name};
 pub use error::ApiError;
@@ -29,3 +31,4 @@ pub use resource::{
     ARGO_API_VERSION, ArgoRollout, Rollout, RolloutSpec, RolloutStatus, SLUICE_API_VERSION, crd,
     crd_yaml,
 };
+pub use weight::WeightScale;
