@@ -12,6 +12,9 @@
 //! - [`derive`](derive_rollout): status + spec + endpoints → validated `RolloutState`; errors name
 //!   the rollout and the field in the document's terms (`spec.strategy.canary.steps[2]...`).
 //! - [`parse_rollouts_file`], [`load_state`]: standalone mode's multi-document YAML file.
+//! - [`weight`]: Argo's weights (units of `maxTrafficWeight`, default 100) → basis points;
+//!   [`duration`]: Argo's pause durations (`10`, `"10"`, Go durations) → whole seconds. Both
+//!   check every number and never wrap.
 //!
 //! Shared by the file mode and the Kubernetes adapter, so file mode needs no cluster client.
 #![forbid(unsafe_code)]
