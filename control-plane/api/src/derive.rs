@@ -3,8 +3,13 @@
 //! Pure. The status says where the rollout is (Argo's controller, or Sluice's step engine, wrote
 //! it); the spec says what each step does. From both:
 //!
-//! - stable = `status.stableRS`; canary = `status.currentPodHash` when it differs from stable;
-//! - canary weight = `status.canary.weights.canary.weight` when present, else the last `setWeight`
+//! - stable = `status.stableRS`; canary = `status.currentPodHash` when it differs from stable and
+//!   has pods: a new version without pods yet, or an aborted canary scaled to zero, is no canary
+//!   (everything goes to stable);
+//! - weights count in units of `trafficRouting.maxTrafficWeight` (default 100), converted to basis
+//!   points by [`WeightScale::to_bp`];
+//! - canary weight = `status.canary.weights.canary.weight` when those weights are the current
+//!   canary's (their `podTemplateHash` is `currentPodHash`, or absent), else the last `setWeight`
 //!   at or before `status.currentStepIndex`; 100 % once every step is done (the canary is not yet
 //!   stable); 0 when aborted, when no `setWeight` is reached, or without a canary strategy
 //!   (blue-green: all traffic stays on stable until promotion makes the new version stable);
@@ -22,6 +27,7 @@ use sluice_model::{
 use crate::{
     ApiError, Rollout,
     resource::{CanaryStrategy, RolloutStatus, SetHeaderRoute, StickinessSpec},
+    weight::{MAX_TRAFFIC_WEIGHT_FIELD, WeightScale},
 };
 
 /// Where the versions given to [`derive`] come from, to name them in errors.
@@ -98,20 +104,40 @@ pub(crate) fn derive(
         }
     };
     known("status.stableRS", stable)?;
-    let canary = status
+    let canary = match status
         .current_pod_hash
         .as_deref()
-        .filter(|hash| !hash.is_empty() && *hash != stable);
-    if let Some(canary) = canary {
-        known("status.currentPodHash", canary)?;
-    }
+        .filter(|hash| !hash.is_empty() && *hash != stable)
+    {
+        // No pods (yet, or any more): nothing to send to. A file names every version it has, so
+        // there a missing entry is a mistake unless the rollout is aborted.
+        Some(hash)
+            if !versions.contains_key(hash)
+                && (status.abort || source == VersionSource::Caller) =>
+        {
+            None
+        }
+        Some(hash) => {
+            known("status.currentPodHash", hash)?;
+            Some(hash)
+        }
+        None => None,
+    };
+    let scale = WeightScale::of(&doc.spec).map_err(|p| invalid(MAX_TRAFFIC_WEIGHT_FIELD, p))?;
 
     // Check every step, reached or not, so a mistake shows before the rollout gets there.
     let steps = strategy.map(|s| s.steps.as_slice()).unwrap_or_default();
     let mut step_routes = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        if let Some(percent) = step.set_weight {
-            percent_to_bp(percent).map_err(|p| invalid(&step_field(i, "setWeight"), p))?;
+        if let Some(weight) = step.set_weight {
+            scale
+                .to_bp(weight)
+                .map_err(|p| invalid(&step_field(i, "setWeight"), p))?;
+        }
+        if let Some(pause) = &step.pause {
+            pause
+                .duration_seconds()
+                .map_err(|p| invalid(&step_field(i, "pause.duration"), p))?;
         }
         if let Some(route) = &step.set_header_route {
             step_routes.push((i, header_route(route, i).map_err(|(f, p)| invalid(&f, p))?));
@@ -126,8 +152,8 @@ pub(crate) fn derive(
     };
     // Header routes with the index of the step that set each.
     let mut routes: Vec<(usize, HeaderRoute)> = Vec::new();
-    if canary.is_some() && !status.abort {
-        weight = canary_weight(strategy, status, progress)
+    if let Some(canary) = canary.filter(|_| !status.abort) {
+        weight = canary_weight(strategy, status, progress, scale, canary)
             .map_err(|(field, problem)| invalid(&field, problem))?;
         for (step, route) in step_routes
             .into_iter()
@@ -185,14 +211,6 @@ fn step_field(step: usize, rest: &str) -> String {
     format!("spec.strategy.canary.steps[{step}].{rest}")
 }
 
-/// Argo weights are percent; the model's are basis points.
-fn percent_to_bp(percent: i32) -> Result<u32, String> {
-    match u32::try_from(percent) {
-        Ok(p) if p * 100 <= FULL_WEIGHT_BP => Ok(p * 100),
-        _ => Err(format!("{percent} is outside 0..=100 (percent)")),
-    }
-}
-
 /// Where the rollout is in its steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Progress {
@@ -233,10 +251,26 @@ fn canary_weight(
     strategy: Option<&CanaryStrategy>,
     status: &RolloutStatus,
     progress: Progress,
+    scale: WeightScale,
+    canary: &str,
 ) -> Result<Weight, (String, String)> {
-    if let Some(weights) = status.canary.as_ref().and_then(|c| c.weights.as_ref()) {
+    // Weights recorded for another canary (e.g. the one this canary replaced) say nothing about
+    // this one.
+    let recorded = status
+        .canary
+        .as_ref()
+        .and_then(|c| c.weights.as_ref())
+        .filter(|w| {
+            w.canary
+                .pod_template_hash
+                .as_deref()
+                .is_none_or(|hash| hash == canary)
+        });
+    if let Some(weights) = recorded {
         let field = "status.canary.weights.canary.weight".to_owned();
-        let bp = percent_to_bp(weights.canary.weight).map_err(|p| (field.clone(), p))?;
+        let bp = scale
+            .to_bp(weights.canary.weight)
+            .map_err(|p| (field.clone(), p))?;
         return Ok(Weight { bp, field });
     }
     let Some(strategy) = strategy else {
@@ -258,15 +292,15 @@ fn canary_weight(
         .iter()
         .enumerate()
         .rev()
-        .find_map(|(i, step)| step.set_weight.map(|percent| (i, percent)));
+        .find_map(|(i, step)| step.set_weight.map(|weight| (i, weight)));
     match last_set {
         None => Ok(Weight {
             bp: 0,
             field: "status.currentStepIndex".into(),
         }),
-        Some((i, percent)) => {
+        Some((i, weight)) => {
             let field = step_field(i, "setWeight");
-            let bp = percent_to_bp(percent).map_err(|p| (field.clone(), p))?;
+            let bp = scale.to_bp(weight).map_err(|p| (field.clone(), p))?;
             Ok(Weight { bp, field })
         }
     }

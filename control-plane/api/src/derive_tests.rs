@@ -242,8 +242,19 @@ fn errors_name_the_field_at_fault() {
             STEPS.replace("stableRS: aaa", "phase: Healthy"),
         ),
         (
-            "status.currentPodHash",
-            STEPS.replace("currentPodHash: bbb", "currentPodHash: zzz"),
+            "spec.strategy.canary.steps[1].pause.duration",
+            STEPS.replace("duration: 30s", "duration: soon"),
+        ),
+        (
+            "spec.strategy.canary.steps[1].pause.duration",
+            STEPS.replace("duration: 30s", "duration: \"-5\""),
+        ),
+        (
+            "spec.strategy.canary.trafficRouting.maxTrafficWeight",
+            STEPS.replace(
+                "    canary:\n",
+                "    canary:\n      trafficRouting: {maxTrafficWeight: 0}\n",
+            ),
         ),
         (
             "spec.strategy.canary.steps[6].setWeight",
@@ -325,4 +336,155 @@ fn error_messages_read_rollout_field_problem() {
         ),
         "{message}"
     );
+}
+
+// --- Argo's meaning of weights and status (issue 7, section 2) ---
+
+/// `STEPS` with `trafficRouting.maxTrafficWeight` set.
+fn with_max(max: i32, yaml: &str) -> String {
+    yaml.replace(
+        "    canary:\n",
+        &format!("    canary:\n      trafficRouting: {{maxTrafficWeight: {max}, nginx: {{stableIngress: x}}}}\n"),
+    )
+}
+
+#[test]
+fn weights_count_in_units_of_max_traffic_weight() {
+    let yaml = with_max(1000, &STEPS.replace("setWeight: 50", "setWeight: 500"));
+    // setWeight 10 of 1000 is 1 %; 500 of 1000 is valid and 50 %.
+    assert_eq!(derived(&at_step(&yaml, 0)).canary_weight_bp, 100);
+    assert_eq!(derived(&at_step(&yaml, 2)).canary_weight_bp, 5000);
+    let yaml = with_max(1000, &STEPS.replace("setWeight: 10 ", "setWeight: 100"));
+    assert_eq!(derived(&at_step(&yaml, 0)).canary_weight_bp, 1000, "10 %");
+
+    // An Argo manifest reads the same.
+    let argo: crate::ArgoRollout =
+        serde_yaml::from_str(&yaml.replace("sluice.dev/v1alpha1", "argoproj.io/v1alpha1"))
+            .expect("argo rollout");
+    let mut argo = Rollout::from(argo);
+    argo.status.as_mut().expect("status").current_step_index = Some(0);
+    assert_eq!(derived(&argo).canary_weight_bp, 1000);
+
+    // Status weights too: 250 of 1000.
+    let mut rollout = at_step(&yaml, 2);
+    rollout.status.as_mut().expect("status").canary = Some(
+        serde_yaml::from_str("weights: {canary: {podTemplateHash: bbb, weight: 250}, stable: {podTemplateHash: aaa, weight: 750}}")
+            .expect("weights"),
+    );
+    assert_eq!(derived(&rollout).canary_weight_bp, 2500);
+
+    // Above the total: an error naming the step, with the range in the message.
+    let bad = at_step(
+        &with_max(1000, &STEPS.replace("setWeight: 80", "setWeight: 1001")),
+        0,
+    );
+    assert_eq!(
+        failing_field(&bad),
+        "spec.strategy.canary.steps[6].setWeight"
+    );
+    let message = derive_rollout(&bad, &versions(), &[])
+        .expect_err("1001")
+        .to_string();
+    assert!(
+        message.ends_with("1001 is outside 0..=1000 (maxTrafficWeight)"),
+        "{message}"
+    );
+    // Without maxTrafficWeight, 500 is above 100.
+    let bad = at_step(&STEPS.replace("setWeight: 50", "setWeight: 500"), 0);
+    assert_eq!(
+        failing_field(&bad),
+        "spec.strategy.canary.steps[2].setWeight"
+    );
+}
+
+#[test]
+fn odd_totals_round_to_the_nearest_basis_point() {
+    let yaml = "metadata: {name: r}\nspec:\n  hosts: [r.local]\n  strategy:\n    canary:\n      \
+                trafficRouting: {maxTrafficWeight: 3}\n      steps: [{setWeight: 1}, {setWeight: 2}]\n\
+                status: {stableRS: aaa, currentPodHash: bbb}";
+    let state = derived(&at_step(yaml, 0));
+    assert_eq!(state.canary_weight_bp, 3333);
+    assert_eq!(state.version_weights_bp()["aaa"], 6667);
+    assert_eq!(derived(&at_step(yaml, 1)).canary_weight_bp, 6667);
+}
+
+#[test]
+fn huge_weights_are_errors_not_overflows() {
+    // 42949673 × 100 overflows u32: a debug build panicked, a release build wrapped to 4 bp.
+    for yaml in [
+        STEPS.replace("setWeight: 80", "setWeight: 42949673"),
+        STEPS.replace("setWeight: 80", "setWeight: 2147483647"),
+        STEPS.replace("setWeight: 80", "setWeight: -2147483648"),
+    ] {
+        assert_eq!(
+            failing_field(&at_step(&yaml, 0)),
+            "spec.strategy.canary.steps[6].setWeight"
+        );
+    }
+    let mut rollout = at_step(STEPS, 0);
+    rollout.status.as_mut().expect("status").canary =
+        Some(serde_yaml::from_str("weights: {canary: {weight: 42949673}}").expect("weights"));
+    assert_eq!(
+        failing_field(&rollout),
+        "status.canary.weights.canary.weight"
+    );
+    let huge = at_step(&with_max(2_147_483_647, STEPS), 6);
+    assert_eq!(
+        derived(&huge).canary_weight_bp,
+        0,
+        "80 of 2^31-1 is 0.0000037 %"
+    );
+}
+
+#[test]
+fn recorded_weights_count_only_for_the_canary_they_name() {
+    let yaml = STEPS.replace("setWeight: 10 ", "setWeight: 5 ");
+    let mut rollout = at_step(&yaml, 0);
+    let status = rollout.status.as_mut().expect("status");
+    status.current_pod_hash = Some("ccc".into());
+    status.canary = Some(
+        serde_yaml::from_str(
+            "weights: {canary: {podTemplateHash: bbb, weight: 30}, stable: {podTemplateHash: aaa, weight: 70}}",
+        )
+        .expect("weights"),
+    );
+    let state = derived(&rollout);
+    assert_eq!(state.canary_hash.as_deref(), Some("ccc"));
+    assert_eq!(state.canary_weight_bp, 500, "step 0's 5 %, not bbb's 30 %");
+
+    // Weights that name the canary, or no hash at all (hand-written, without `stable`), count.
+    for weights in [
+        "weights: {canary: {podTemplateHash: ccc, weight: 30}}",
+        "weights: {canary: {weight: 30}}",
+    ] {
+        rollout.status.as_mut().expect("status").canary =
+            Some(serde_yaml::from_str(weights).expect("weights"));
+        assert_eq!(derived(&rollout).canary_weight_bp, 3000, "{weights}");
+    }
+}
+
+#[test]
+fn a_canary_without_pods_routes_everything_to_stable() {
+    let stable_only: BTreeMap<String, Version> = [("aaa".to_owned(), Version::default())].into();
+    // A new version with no pods yet.
+    let rollout = at_step(STEPS, 4);
+    let state = derive_rollout(&rollout, &stable_only, &[]).expect("derives");
+    assert_eq!(state.canary_hash, None);
+    assert_eq!(state.canary_weight_bp, 0);
+    assert!(state.header_routes.is_empty());
+    assert_eq!(state.version_weights_bp()["aaa"], 10_000);
+    // An aborted canary scaled to zero.
+    let mut aborted = at_step(STEPS, 4);
+    aborted.status.as_mut().expect("status").abort = true;
+    let state = derive_rollout(&aborted, &stable_only, &[]).expect("derives");
+    assert_eq!(state.canary_hash, None);
+    assert_eq!(state.version_weights_bp()["aaa"], 10_000);
+}
+
+#[test]
+fn pause_durations_are_read_as_argo_reads_them() {
+    for duration in ["\"10\"", "10", "1.5h", "500ms", "\"+3\""] {
+        let yaml = STEPS.replace("duration: 30s", &format!("duration: {duration}"));
+        derived(&at_step(&yaml, 4));
+    }
 }

@@ -12,15 +12,20 @@
 //! - [`derive`](derive_rollout): status + spec + endpoints → validated `RolloutState`; errors name
 //!   the rollout and the field in the document's terms (`spec.strategy.canary.steps[2]...`).
 //! - [`parse_rollouts_file`], [`load_state`]: standalone mode's multi-document YAML file.
+//! - [`weight`]: Argo's weights (units of `maxTrafficWeight`, default 100) → basis points;
+//!   [`duration`]: Argo's pause durations (`10`, `"10"`, Go durations) → whole seconds. Both
+//!   check every number and never wrap.
 //!
 //! Shared by the file mode and the Kubernetes adapter, so file mode needs no cluster client.
 #![forbid(unsafe_code)]
 #![deny(warnings)]
 
 mod derive;
+pub mod duration;
 mod error;
 mod file;
 pub mod resource;
+pub mod weight;
 
 pub use derive::{derive_rollout, rollout_name};
 pub use error::ApiError;
@@ -29,3 +34,4 @@ pub use resource::{
     ARGO_API_VERSION, ArgoRollout, Rollout, RolloutSpec, RolloutStatus, SLUICE_API_VERSION, crd,
     crd_yaml,
 };
+pub use weight::WeightScale;

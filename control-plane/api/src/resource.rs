@@ -20,7 +20,10 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ApiError;
+use crate::{
+    ApiError,
+    duration::{argo_duration_int_seconds, argo_duration_string_seconds},
+};
 
 /// The API group and version of Sluice's Rollout.
 pub const SLUICE_API_VERSION: &str = "sluice.dev/v1alpha1";
@@ -102,6 +105,19 @@ pub struct CanaryStrategy {
     /// Sluice: how a client is kept on one version across requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stickiness: Option<StickinessSpec>,
+    /// Argo's traffic routing; Sluice reads only `maxTrafficWeight` (Sluice is the router).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing: Option<TrafficRouting>,
+}
+
+/// Argo's `spec.strategy.canary.trafficRouting`; the router-specific fields are ignored.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficRouting {
+    /// The total traffic weight (default 100): `setWeight` and `status.canary.weights` count in
+    /// units of it, so with 1000, `setWeight: 100` is 10 %. At least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_traffic_weight: Option<i32>,
 }
 
 /// One step of a canary. Argo sets one field per step; a step with several is applied field by
@@ -109,7 +125,8 @@ pub struct CanaryStrategy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStep {
-    /// Canary share in percent, 0 to 100.
+    /// Canary share in units of `trafficRouting.maxTrafficWeight` (default 100, i.e. percent):
+    /// 0 to maxTrafficWeight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_weight: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,8 +141,8 @@ pub struct CanaryStep {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PauseStep {
-    /// How long to pause: seconds, or a duration string such as "30s", "5m", "1h". Absent: until
-    /// resumed by hand.
+    /// How long to pause: seconds (`10` or `"10"`), or a Go duration string such as "30s", "5m",
+    /// "1h30m", truncated to whole seconds as Argo does. Absent: until resumed by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<IntOrString>,
 }
@@ -170,6 +187,8 @@ pub struct SetMirrorRoute {
     pub name: String,
     #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<RouteMatch>,
+    /// Percent of the matching requests to mirror (Argo: plain percent, not maxTrafficWeight
+    /// units; default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<i32>,
 }
@@ -246,7 +265,8 @@ pub struct RolloutStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
-    /// The traffic weights currently applied.
+    /// The traffic weights currently applied, in units of `maxTrafficWeight`. They count only
+    /// for the canary they name (`canary.podTemplateHash`, when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<TrafficWeights>,
 }
@@ -255,7 +275,9 @@ pub struct CanaryStatus {
 #[serde(rename_all = "camelCase")]
 pub struct TrafficWeights {
     pub canary: WeightDestination,
-    pub stable: WeightDestination,
+    /// Argo always writes it (`maxTrafficWeight` − canary); a hand-written status may omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<WeightDestination>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -265,7 +287,7 @@ pub struct WeightDestination {
     pub pod_template_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
-    /// Percent, 0 to 100.
+    /// In units of `maxTrafficWeight` (default 100: percent), 0 to maxTrafficWeight.
     pub weight: i32,
 }
 
@@ -356,46 +378,15 @@ impl From<ArgoRollout> for Rollout {
 }
 
 impl PauseStep {
-    /// The pause in seconds: `None` for an indefinite pause, an error for a duration that is not
-    /// a non-negative integer or a string like "90s", "5m", "1h30m" (units h, m, s, ms).
-    pub fn duration_seconds(&self) -> Result<Option<f64>, String> {
+    /// The pause in whole seconds, as Argo reads it (see [`crate::duration`]): `None` for an
+    /// indefinite pause; an error for a negative, unparsable or out-of-range duration.
+    pub fn duration_seconds(&self) -> Result<Option<u32>, String> {
         match &self.duration {
             None => Ok(None),
-            Some(IntOrString::Int(seconds)) if *seconds >= 0 => Ok(Some(f64::from(*seconds))),
-            Some(IntOrString::Int(seconds)) => Err(format!("{seconds} is negative")),
-            Some(IntOrString::String(text)) => parse_duration(text).map(Some),
+            Some(IntOrString::Int(seconds)) => argo_duration_int_seconds(*seconds).map(Some),
+            Some(IntOrString::String(text)) => argo_duration_string_seconds(text).map(Some),
         }
     }
-}
-
-/// A Go-style duration without sign: one or more `<number><unit>`, units `h`, `m`, `s`, `ms`.
-fn parse_duration(text: &str) -> Result<f64, String> {
-    let bad = || format!("{text:?} is not a duration like \"30s\", \"5m\" or \"1h30m\"");
-    let mut rest = text;
-    let mut total = 0.0;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            _ => return Err(bad()),
-        };
-        total += number * scale;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
 }
 
 /// The CustomResourceDefinition of Sluice's Rollout.
@@ -419,21 +410,16 @@ mod tests {
         assert_eq!(pause(None).duration_seconds(), Ok(None));
         assert_eq!(
             pause(Some(IntOrString::Int(15))).duration_seconds(),
-            Ok(Some(15.0))
+            Ok(Some(15))
         );
-        for (text, seconds) in [
-            ("10s", 10.0),
-            ("1m", 60.0),
-            ("1h30m", 5400.0),
-            ("500ms", 0.5),
-        ] {
+        for (text, seconds) in [("10s", 10), ("1m", 60), ("1h30m", 5400), ("10", 10)] {
             assert_eq!(
                 pause(Some(IntOrString::String(text.into()))).duration_seconds(),
                 Ok(Some(seconds)),
                 "{text}"
             );
         }
-        for text in ["", "10", "s", "10x", "-1s", "1.2.3s"] {
+        for text in ["", "s", "10x", "-1s", "1.2.3s"] {
             assert!(
                 pause(Some(IntOrString::String(text.into())))
                     .duration_seconds()
@@ -464,6 +450,7 @@ mod tests {
             "currentPodHash",
             "currentStepIndex",
             "maxAgeSeconds",
+            "maxTrafficWeight",
         ] {
             assert!(yaml.contains(field), "CRD lacks {field}");
         }

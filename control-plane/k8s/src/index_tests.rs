@@ -207,16 +207,12 @@ fn only_ready_live_selected_pods_of_the_namespace_are_endpoints() {
     );
     index.reset_pods(Some("prod"), &[pod("prod", "s9", "aaa", "10.0.0.9", true)]);
     let state = index.state();
-    // bbb has no pods any more: the canary is not live, so the last good state serves.
-    assert!(
-        state.errors[0].message.contains("status.currentPodHash"),
-        "{:?}",
-        state.errors
-    );
-    assert_eq!(
-        state.traffic.rollouts["prod/demo"].versions["aaa"].endpoints,
-        vec![addr("10.0.0.2:8080")]
-    );
+    // bbb has no pods any more: no canary, everything on stable's new pods.
+    assert!(state.errors.is_empty(), "{:?}", state.errors);
+    let demo = &state.traffic.rollouts["prod/demo"];
+    assert_eq!(demo.canary_hash, None);
+    assert_eq!(demo.versions["aaa"].endpoints, vec![addr("10.0.0.9:8080")]);
+    assert_eq!(demo.version_weights_bp()["aaa"], 10_000);
 }
 
 #[test]
@@ -337,4 +333,20 @@ fn live_hashes_report_the_newest_pod_of_each_hash() {
         live[1].newest_pod,
         newer.metadata.creation_timestamp.map(|t| t.0)
     );
+}
+
+#[test]
+fn a_fresh_index_routes_an_aborted_rollout_without_canary_pods_to_stable() {
+    // Argo scaled the aborted canary (bbb) to zero; a replica starting now has no last good state.
+    let mut index = Index::default();
+    index.apply_pod(&pod("prod", "s1", "aaa", "10.0.0.1", true));
+    index.apply_service(&service("prod", "demo-stable", 80, ", targetPort: 8080"));
+    let mut aborted = argo("prod", "demo", "aaa", "bbb", 2);
+    aborted.status.as_mut().expect("status").abort = true;
+    index.apply_rollout(argo_ref("prod", "demo"), Ok(aborted));
+    let state = index.state();
+    assert!(state.errors.is_empty(), "{:?}", state.errors);
+    let demo = &state.traffic.rollouts["prod/demo"];
+    assert_eq!(demo.version_weights_bp()["aaa"], 10_000);
+    assert!(demo.hosts.contains(&"demo-stable".to_owned()));
 }

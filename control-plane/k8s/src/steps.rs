@@ -14,14 +14,21 @@
 //!
 //! The engine writes `currentStepIndex` as the index of the step it holds at (the number of
 //! steps when all are done) and `canary.weights` as derivation computes them, so `kubectl get`
-//! shows the weight.
+//! shows the weight: like Argo, in units of `trafficRouting.maxTrafficWeight` (default 100),
+//! stable = maxTrafficWeight − canary. Pause durations are read as Argo reads them (whole
+//! seconds; `"10"` is 10 s). Numbers from the spec are checked: a weight outside
+//! 0..=maxTrafficWeight is an error naming its step.
 
 use std::time::Duration;
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
 use sluice_api::{
-    Rollout, RolloutStatus,
+    Rollout, RolloutStatus, WeightScale,
     resource::{CanaryStatus, CanaryStep, RolloutCondition, TrafficWeights, WeightDestination},
+    weight::MAX_TRAFFIC_WEIGHT_FIELD,
 };
 
 use crate::index::LiveHash;
@@ -41,8 +48,9 @@ pub struct Step {
     pub requeue_after: Option<Duration>,
 }
 
-/// Computes the next status. `Err` names a step the engine cannot run (a pause with a bad
-/// duration) as `(field, problem)`.
+/// Computes the next status. `Err` names a field the engine cannot run with (a bad
+/// `maxTrafficWeight`, a `setWeight` outside 0..=maxTrafficWeight, a pause with a bad duration) as
+/// `(field, problem)`.
 pub fn next_status(
     doc: &Rollout,
     live: &[LiveHash],
@@ -55,6 +63,7 @@ pub fn next_status(
         .as_ref()
         .map(|c| c.steps.as_slice())
         .unwrap_or_default();
+    let scale = WeightScale::of(&doc.spec).map_err(|p| (MAX_TRAFFIC_WEIGHT_FIELD.to_owned(), p))?;
     let mut status = doc.status.clone().unwrap_or_default();
     status.observed_generation = doc.metadata.generation.map(|g| g.to_string());
     let done = i32::try_from(steps.len()).unwrap_or(i32::MAX);
@@ -83,7 +92,7 @@ pub fn next_status(
         .find(|h| h.hash != stable)
         .map(|h| h.hash.clone())
     else {
-        settle(&mut status, &stable, done);
+        settle(&mut status, &stable, done, scale);
         return Ok(Step {
             status,
             requeue_after: None,
@@ -100,7 +109,7 @@ pub fn next_status(
     loop {
         let Some(step) = usize::try_from(index).ok().and_then(|i| steps.get(i)) else {
             // Every step done: promote.
-            settle(&mut status, &canary, done);
+            settle(&mut status, &canary, done, scale);
             return Ok(Step {
                 status,
                 requeue_after: None,
@@ -121,9 +130,12 @@ pub fn next_status(
             match duration {
                 None => break,
                 Some(seconds) => {
-                    let elapsed = now.duration_since(start).as_secs_f64();
-                    if elapsed < seconds {
-                        requeue_after = Some(Duration::from_secs_f64(seconds - elapsed));
+                    // The start comes from the status: a time so late that the end is past
+                    // jiff's range holds the pause, as a far end would.
+                    let end = start.checked_add(SignedDuration::from_secs(i64::from(seconds)));
+                    let left = end.map_or(SignedDuration::MAX, |end| end.duration_since(now));
+                    if left.is_positive() {
+                        requeue_after = Some(left.unsigned_abs());
                         break;
                     }
                 }
@@ -138,8 +150,8 @@ pub fn next_status(
         Some(_) => format!("canary {canary}: paused at step {index}"),
         None => format!("canary {canary}: paused at step {index} until resumed"),
     });
-    let weight = weight_at(steps, index);
-    status.canary = Some(weights(&stable, &canary, weight));
+    let (canary_weight, stable_weight) = weight_at(steps, index, scale)?;
+    status.canary = Some(weights(&stable, &canary, canary_weight, stable_weight));
     Ok(Step {
         status,
         requeue_after,
@@ -147,27 +159,48 @@ pub fn next_status(
 }
 
 /// No canary in progress: everything on `hash`, which is stable.
-fn settle(status: &mut RolloutStatus, hash: &str, done: i32) {
+fn settle(status: &mut RolloutStatus, hash: &str, done: i32, scale: WeightScale) {
     status.stable_rs = Some(hash.to_owned());
     status.current_pod_hash = Some(hash.to_owned());
     status.current_step_index = Some(done);
     status.phase = Some(PHASE_HEALTHY.into());
     status.message = None;
-    status.canary = Some(weights(hash, hash, 0));
+    status.canary = Some(weights(hash, hash, 0, scale.max()));
     remove_condition(&mut status.conditions, CONDITION_PAUSED);
 }
 
-/// The weight of the last `setWeight` at or before the step in progress (as derivation reads it).
-fn weight_at(steps: &[CanaryStep], index: i32) -> i32 {
-    let reached = usize::try_from(index).map_or(0, |i| (i + 1).min(steps.len()));
-    steps[..reached]
+/// The weight of the last `setWeight` at or before the step in progress (as derivation reads
+/// it) and stable's (maxTrafficWeight − it), in units of maxTrafficWeight. Every `setWeight` is
+/// checked, reached or not.
+fn weight_at(
+    steps: &[CanaryStep],
+    index: i32,
+    scale: WeightScale,
+) -> Result<(i32, i32), (String, String)> {
+    for (i, step) in steps.iter().enumerate() {
+        if let Some(weight) = step.set_weight {
+            scale
+                .check(weight)
+                .map_err(|p| (format!("spec.strategy.canary.steps[{i}].setWeight"), p))?;
+        }
+    }
+    let reached = usize::try_from(index).map_or(0, |i| i.saturating_add(1).min(steps.len()));
+    let last = steps[..reached]
         .iter()
+        .enumerate()
         .rev()
-        .find_map(|s| s.set_weight)
-        .unwrap_or(0)
+        .find_map(|(i, s)| s.set_weight.map(|w| (i, w)));
+    let Some((i, canary)) = last else {
+        return Ok((0, scale.max()));
+    };
+    let stable = scale
+        .stable_weight(canary)
+        .map_err(|p| (format!("spec.strategy.canary.steps[{i}].setWeight"), p))?;
+    Ok((canary, stable))
 }
 
-fn weights(stable: &str, canary: &str, canary_weight: i32) -> CanaryStatus {
+/// Argo's `status.canary.weights`, in units of maxTrafficWeight.
+fn weights(stable: &str, canary: &str, canary_weight: i32, stable_weight: i32) -> CanaryStatus {
     CanaryStatus {
         weights: Some(TrafficWeights {
             canary: WeightDestination {
@@ -175,11 +208,11 @@ fn weights(stable: &str, canary: &str, canary_weight: i32) -> CanaryStatus {
                 service_name: None,
                 weight: canary_weight,
             },
-            stable: WeightDestination {
+            stable: Some(WeightDestination {
                 pod_template_hash: Some(stable.to_owned()),
                 service_name: None,
-                weight: 100 - canary_weight,
-            },
+                weight: stable_weight,
+            }),
         }),
     }
 }

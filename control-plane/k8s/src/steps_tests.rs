@@ -205,3 +205,113 @@ fn invalid_marks_keep_their_transition_time_and_clear() {
     clear_invalid(&mut s);
     assert!(s.conditions.is_empty());
 }
+
+fn stable_weight(status: &RolloutStatus) -> i32 {
+    status
+        .canary
+        .as_ref()
+        .and_then(|c| c.weights.as_ref())
+        .and_then(|w| w.stable.as_ref())
+        .expect("stable weight")
+        .weight
+}
+
+/// `rollout(steps, ..)` with `trafficRouting.maxTrafficWeight: max`.
+fn rollout_max(max: i32, steps: &str, status: Option<RolloutStatus>) -> Rollout {
+    let mut doc = rollout(steps, status);
+    let canary = doc.spec.strategy.canary.as_mut().expect("canary");
+    canary.traffic_routing =
+        Some(serde_yaml::from_str(&format!("maxTrafficWeight: {max}")).expect("routing"));
+    doc
+}
+
+#[test]
+fn weights_are_written_in_units_of_max_traffic_weight() {
+    let pods = live(&[("aaa", 0), ("bbb", 100)]);
+    let doc = rollout_max(
+        1000,
+        "[{setWeight: 100}, {pause: {}}, {setWeight: 500}, {pause: {}}]",
+        Some(status("aaa", "bbb", 0)),
+    );
+    let step = next_status(&doc, &pods, at(200)).expect("runs");
+    assert_eq!(canary_weight(&step.status), 100, "10 % of 1000");
+    assert_eq!(stable_weight(&step.status), 900);
+    // Derivation reads it back as 10 %.
+    let mut next = doc.clone();
+    next.status = Some(step.status);
+    let versions = ["aaa", "bbb"]
+        .map(|h| (h.to_owned(), sluice_model::Version::default()))
+        .into();
+    let state =
+        sluice_api::derive_rollout(&next, &versions, &["demo.local".into()]).expect("derives");
+    assert_eq!(state.canary_weight_bp, 1000);
+
+    let doc = rollout_max(
+        1000,
+        "[{setWeight: 100}, {pause: {}}]",
+        Some(status("aaa", "aaa", 2)),
+    );
+    let settled = next_status(&doc, &live(&[("aaa", 0)]), at(0)).expect("runs");
+    assert_eq!(canary_weight(&settled.status), 0);
+    assert_eq!(stable_weight(&settled.status), 1000);
+}
+
+#[test]
+fn weights_outside_the_total_are_errors_naming_the_step() {
+    let pods = live(&[("aaa", 0), ("bbb", 100)]);
+    // 42949673 and i32::MIN overflowed `100 - weight` or were written as they were.
+    for (steps, field) in [
+        ("[{setWeight: 42949673}, {pause: {}}]", "steps[0].setWeight"),
+        (
+            "[{setWeight: -2147483648}, {pause: {}}]",
+            "steps[0].setWeight",
+        ),
+        (
+            "[{setWeight: 20}, {pause: {}}, {setWeight: 101}]",
+            "steps[2].setWeight",
+        ),
+    ] {
+        let doc = rollout(steps, Some(status("aaa", "bbb", 0)));
+        let (got, problem) = next_status(&doc, &pods, at(0)).unwrap_err();
+        assert_eq!(got, format!("spec.strategy.canary.{field}"), "{steps}");
+        assert!(problem.contains("0..=100"), "{problem}");
+    }
+    let doc = rollout_max(0, STEPS, Some(status("aaa", "bbb", 0)));
+    let (field, _) = next_status(&doc, &pods, at(0)).unwrap_err();
+    assert_eq!(
+        field,
+        "spec.strategy.canary.trafficRouting.maxTrafficWeight"
+    );
+}
+
+#[test]
+fn a_bare_number_in_a_string_pauses_that_many_seconds() {
+    let steps = r#"[{setWeight: 20}, {pause: {duration: "10"}}, {setWeight: 40}, {pause: {}}]"#;
+    let pods = live(&[("aaa", 0), ("bbb", 100)]);
+    let step = next_status(
+        &rollout(steps, Some(status("aaa", "bbb", 0))),
+        &pods,
+        at(100),
+    )
+    .expect("runs");
+    assert_eq!(step.status.current_step_index, Some(1));
+    assert_eq!(step.requeue_after, Some(Duration::from_secs(10)));
+    let step = next_status(&rollout(steps, Some(step.status)), &pods, at(110)).expect("runs");
+    assert_eq!(step.status.current_step_index, Some(3));
+    assert_eq!(canary_weight(&step.status), 40);
+}
+
+#[test]
+fn a_pause_that_started_at_the_end_of_time_holds() {
+    let mut s = status("aaa", "bbb", 0);
+    s.conditions.push(RolloutCondition {
+        type_: CONDITION_PAUSED.into(),
+        status: "True".into(),
+        last_transition_time: Some(Time(Timestamp::MAX)),
+        ..RolloutCondition::default()
+    });
+    let doc = rollout("[{pause: {duration: 1h}}, {setWeight: 50}]", Some(s));
+    let step = next_status(&doc, &live(&[("aaa", 0), ("bbb", 100)]), at(0)).expect("runs");
+    assert_eq!(step.status.current_step_index, Some(0));
+    assert!(step.requeue_after.is_some());
+}

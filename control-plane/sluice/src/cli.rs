@@ -31,8 +31,9 @@ pub struct RolloutArgs {
 pub struct SetWeightArgs {
     /// Rollout name, `namespace/name`.
     pub rollout: String,
-    /// Canary weight in percent, 0-100 (two decimals, e.g. 12.5).
-    pub percent: f64,
+    /// Canary weight in percent, 0-100, with at most two decimals (e.g. 12.5 or 12.5%).
+    #[arg(value_name = "PERCENT", value_parser = parse_percent_bp)]
+    pub weight_bp: u32,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -109,18 +110,11 @@ pub async fn status(args: AdminArgs) -> anyhow::Result<()> {
 }
 
 pub async fn set_weight(args: SetWeightArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (0.0..=100.0).contains(&args.percent),
-        "weight {} is outside 0-100 %",
-        args.percent
-    );
-    // Basis points: 12.5 % = 1250.
-    let weight_bp = (args.percent * 100.0).round() as u32;
     let r = client(&args.admin)
         .await?
         .set_weight(SetWeightRequest {
             rollout: args.rollout,
-            weight_bp,
+            weight_bp: args.weight_bp,
         })
         .await?
         .into_inner();
@@ -150,6 +144,37 @@ pub async fn abort(args: RolloutArgs) -> anyhow::Result<()> {
         .into_inner();
     print!("{}", render_rollout(&r));
     Ok(())
+}
+
+/// A percentage as typed (`12.5`, `12.50%`, `100`) → basis points (1250), exactly: decimal text,
+/// no floating point, at most two decimals, 0 to 100.
+pub fn parse_percent_bp(text: &str) -> Result<u32, String> {
+    let bad = || format!("{text:?} is not a percentage from 0 to 100 with at most two decimals");
+    let number = text.trim().strip_suffix('%').unwrap_or(text.trim());
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || fraction.len() > 2
+        || whole.len() > 3
+    {
+        return Err(bad());
+    }
+    let whole: u32 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let hundredths: u32 = format!("{fraction:0<2}").parse().map_err(|_| bad())?;
+    let bp = whole
+        .checked_mul(100)
+        .and_then(|w| w.checked_add(hundredths))
+        .ok_or_else(bad)?;
+    if bp > sluice_model::FULL_WEIGHT_BP {
+        return Err(bad());
+    }
+    Ok(bp)
 }
 
 fn percent(bp: u32) -> String {
@@ -230,4 +255,30 @@ fn render_status(s: &StatusResponse) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_convert_to_basis_points_exactly() {
+        for (text, bp) in [
+            ("0", 0),
+            ("12.5", 1250),
+            ("12.50%", 1250),
+            ("0.01", 1),
+            (".5", 50),
+            ("7.", 700),
+            ("100", 10_000),
+            ("100.00", 10_000),
+        ] {
+            assert_eq!(parse_percent_bp(text), Ok(bp), "{text}");
+        }
+        for text in [
+            "", ".", "100.01", "101", "12.345", "-1", "1e1", "NaN", "inf", "42949673", "1,5",
+        ] {
+            assert!(parse_percent_bp(text).is_err(), "{text:?}");
+        }
+    }
 }
