@@ -20,6 +20,7 @@
 mod derive;
 mod error;
 mod file;
+mod release_fields;
 pub mod resource;
 
 pub use derive::{derive_rollout, rollout_name};

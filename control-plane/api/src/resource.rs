@@ -21,6 +21,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
+pub use crate::release_fields::{
+    AnalysisRef, AnalysisTemplateRef, DataPlaneStatus, ExperimentStep, PauseCondition,
+    PublishedTraffic, RollbackWindowSpec, SetCanaryScale, WorkloadRef,
+};
 
 /// The API group and version of Sluice's Rollout.
 pub const SLUICE_API_VERSION: &str = "sluice.dev/v1alpha1";
@@ -77,6 +81,28 @@ pub struct RolloutSpec {
     /// hash. In Kubernetes the endpoints are the ready pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub static_endpoints: BTreeMap<String, Vec<String>>,
+    /// Argo: the rollout does not progress while true (`kubectl argo rollouts pause`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// Argo: seconds a version may take to make progress before the rollout is Degraded
+    /// (`ProgressDeadlineExceeded`). Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<i32>,
+    /// Argo: abort the rollout when the progress deadline is exceeded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress_deadline_abort: bool,
+    /// Argo: old ReplicaSets kept (at 0 replicas) for rollback. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i32>,
+    /// Argo: going back to one of the last `revisions` revisions skips the steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_window: Option<RollbackWindowSpec>,
+    /// Argo: take the pod template from an existing Deployment instead of `template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
+    /// Argo: seconds a new pod must be ready to count as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -102,6 +128,15 @@ pub struct CanaryStrategy {
     /// Sluice: how a client is kept on one version across requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stickiness: Option<StickinessSpec>,
+    /// Argo: seconds between traffic leaving an old version and its scale-down. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// Argo: seconds between an abort and the canary's scale-down; 0 keeps it. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_scale_down_delay_seconds: Option<i32>,
+    /// Argo: background analysis (not run yet: the analysis issue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisRef>,
 }
 
 /// One step of a canary. Argo sets one field per step; a step with several is applied field by
@@ -119,6 +154,15 @@ pub struct CanaryStep {
     /// Parsed for compatibility; Sluice does not mirror traffic yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_mirror_route: Option<SetMirrorRoute>,
+    /// Argo: the canary's replica count from this step on, instead of following the weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_canary_scale: Option<SetCanaryScale>,
+    /// Argo: an analysis step (not run yet: the analysis issue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisRef>,
+    /// Argo: an experiment step (not run yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentStep>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -234,6 +278,39 @@ pub struct RolloutStatus {
     /// The `metadata.generation` this status is about (a string, as in Argo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<String>,
+    /// Argo: why the rollout is paused and since when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pause_conditions: Vec<PauseCondition>,
+    /// Argo: the controller paused the rollout (a `pause` step); cleared pause conditions with
+    /// this still set mean a user promoted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub controller_pause: bool,
+    /// Argo: when the rollout was aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at: Option<Time>,
+    /// Argo: skip the remaining steps (`promote --full`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote_full: bool,
+    /// Argo: bumped when a ReplicaSet of another owner has the new version's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collision_count: Option<i32>,
+    /// Argo: a hash of the steps; when the steps change the canary starts again at step 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_replicas: Option<i32>,
+    /// `spec.selector` as a label-selector string (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Sluice: the traffic published and its acknowledgement by the proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<DataPlaneStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -350,13 +427,18 @@ impl From<ArgoRollout> for Rollout {
 
 impl PauseStep {
     /// The pause in seconds: `None` for an indefinite pause, an error for a duration that is not
-    /// a non-negative integer or a string like "90s", "5m", "1h30m" (units h, m, s, ms).
+    /// a non-negative integer, a string of digits (seconds, as Argo reads "10") or a string like
+    /// "90s", "5m", "1h30m" (units h, m, s, ms).
     pub fn duration_seconds(&self) -> Result<Option<f64>, String> {
         match &self.duration {
             None => Ok(None),
             Some(IntOrString::Int(seconds)) if *seconds >= 0 => Ok(Some(f64::from(*seconds))),
             Some(IntOrString::Int(seconds)) => Err(format!("{seconds} is negative")),
-            Some(IntOrString::String(text)) => parse_duration(text).map(Some),
+            // Argo reads a string of digits as seconds ("10" = 10 s), else a Go duration.
+            Some(IntOrString::String(text)) => match text.parse::<u32>() {
+                Ok(seconds) => Ok(Some(f64::from(seconds))),
+                Err(_) => parse_duration(text).map(Some),
+            },
         }
     }
 }
@@ -419,6 +501,8 @@ mod tests {
             ("1m", 60.0),
             ("1h30m", 5400.0),
             ("500ms", 0.5),
+            ("10", 10.0),
+            ("0", 0.0),
         ] {
             assert_eq!(
                 pause(Some(IntOrString::String(text.into()))).duration_seconds(),
@@ -426,7 +510,7 @@ mod tests {
                 "{text}"
             );
         }
-        for text in ["", "10", "s", "10x", "-1s", "1.2.3s"] {
+        for text in ["", "-10", "s", "10x", "-1s", "1.2.3s"] {
             assert!(
                 pause(Some(IntOrString::String(text.into())))
                     .duration_seconds()
