@@ -236,9 +236,10 @@ fn new_version(cx: &mut Cx, plan: &Plan<'_>, hash: &str, stable: &str, versions:
     status.aborted_at = None;
     status.promote_full = false;
     let within_window = existing.and_then(|v| v.revision).is_some_and(|revision| {
-        // Rank of the old revision among the newer ones: 1 = the one before stable.
+        // Argo counts the window with the current revision: `revisions: 3` from revision 5
+        // reaches back to 4 and 3 (1 and 2 newer revisions).
         let newer = versions.iter().filter(|v| v.revision.is_some_and(|r| r > revision)).count();
-        newer >= 1 && newer <= plan.rollback_window
+        newer >= 1 && newer < plan.rollback_window
     });
     let skip = hash == stable || within_window;
     status.current_step_index = Some(if skip { index_i32(steps) } else { 0 });

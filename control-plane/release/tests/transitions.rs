@@ -506,3 +506,24 @@ fn a_spec_the_engine_cannot_run_is_invalid_naming_the_field() {
     sim.pass();
     assert!(sim.status().message.as_deref().unwrap().starts_with("InvalidSpec: spec.template.metadata.labels:"));
 }
+
+#[test]
+fn the_rollback_window_counts_as_argo_documents_it() {
+    // Argo's docs: revisions 1..5, `rollbackWindow.revisions: 3`: back to 4 or 3 skips the steps,
+    // back to 2 does not.
+    for (back_to, skips) in [(4usize, true), (3, true), (2, false)] {
+        let mut sim = Sim::with_stable("app:1", STEPS);
+        sim.rollout.spec.rollback_window = Some(sluice_api::resource::RollbackWindowSpec { revisions: 3 });
+        for image in ["app:2", "app:3", "app:4", "app:5"] {
+            sim.set_image(image);
+            sim.settle();
+            sim.promote_full();
+            sim.settle();
+        }
+        assert_eq!(sim.version(&sim.stable()).revision, Some(5));
+        sim.set_image(&format!("app:{back_to}"));
+        sim.settle();
+        let skipped = sim.stable() == sim.current();
+        assert_eq!(skipped, skips, "back to revision {back_to}");
+    }
+}
