@@ -26,24 +26,26 @@ pub(crate) struct AtStep {
 pub(crate) fn at_step(steps: &[Step], index: usize) -> AtStep {
     let mut at = AtStep::default();
     for step in steps.iter().take(index.saturating_add(1)) {
-        match step {
-            Step::SetWeight(w) => at.weight = *w,
-            Step::SetCanaryScale(CanaryScale::MatchTrafficWeight) => at.scale = None,
-            Step::SetCanaryScale(scale) => at.scale = Some(*scale),
-            // A route step with only a name removes the route of that name.
-            Step::SetHeaderRoute(route) => {
-                at.header_routes.retain(|r| r.name != route.name);
-                if !route.matches.is_empty() {
-                    at.header_routes.push(route.clone());
-                }
+        match step.set_canary_scale {
+            Some(CanaryScale::MatchTrafficWeight) => at.scale = None,
+            Some(scale) => at.scale = Some(scale),
+            None => {}
+        }
+        // A route step with only a name removes the route of that name.
+        if let Some(route) = &step.set_header_route {
+            at.header_routes.retain(|r| r.name != route.name);
+            if !route.matches.is_empty() {
+                at.header_routes.push(route.clone());
             }
-            Step::SetMirrorRoute(route) => {
-                at.mirror_routes.retain(|r| r.name != route.name);
-                if !route.matches.is_empty() {
-                    at.mirror_routes.push(route.clone());
-                }
+        }
+        if let Some(route) = &step.set_mirror_route {
+            at.mirror_routes.retain(|r| r.name != route.name);
+            if !route.matches.is_empty() {
+                at.mirror_routes.push(route.clone());
             }
-            Step::Pause(_) => {}
+        }
+        if let Some(weight) = step.set_weight {
+            at.weight = weight;
         }
     }
     at
@@ -58,7 +60,9 @@ pub(crate) fn canary_replicas(plan: &Plan<'_>, at: &AtStep, all_done: bool) -> i
     match at.scale {
         Some(CanaryScale::Replicas(r)) => r,
         Some(CanaryScale::Weight(w)) => replicas_for_weight(plan.replicas, w),
-        Some(CanaryScale::MatchTrafficWeight) | None => replicas_for_weight(plan.replicas, at.weight),
+        Some(CanaryScale::MatchTrafficWeight) | None => {
+            replicas_for_weight(plan.replicas, at.weight)
+        }
     }
 }
 
@@ -87,8 +91,16 @@ pub(crate) fn traffic(
         stable: stable.to_owned(),
         canary: Some(canary.to_owned()),
         canary_weight: weight,
-        header_routes: if routed { at.header_routes.clone() } else { Vec::new() },
-        mirror_routes: if routed { at.mirror_routes.clone() } else { Vec::new() },
+        header_routes: if routed {
+            at.header_routes.clone()
+        } else {
+            Vec::new()
+        },
+        mirror_routes: if routed {
+            at.mirror_routes.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -125,20 +137,31 @@ pub(crate) fn take_steps(
                 promote: false,
             };
         }
-        let done = match step {
-            Step::SetWeight(_) | Step::SetHeaderRoute(_) | Step::SetMirrorRoute(_) => {
-                ready(&at, false) && traffic_done(&at)
-            }
-            Step::SetCanaryScale(_) => ready(&at, false),
-            Step::Pause(duration) => pause_done(cx, index, *duration),
-        };
+        // The step's pods and traffic first (a step may scale and route beside its weight or
+        // pause), then its pause.
+        let changes_traffic = step.set_weight.is_some()
+            || step.set_header_route.is_some()
+            || step.set_mirror_route.is_some();
+        let done = ready(&at, false)
+            && (!changes_traffic || traffic_done(&at))
+            && step
+                .pause
+                .is_none_or(|duration| pause_done(cx, index, duration));
         if !done {
             return Progress {
                 index,
                 promote: false,
             };
         }
-        cx.event(false, "RolloutStepCompleted", format!("Rollout step {} of {} completed", index + 1, plan.steps.len()));
+        cx.event(
+            false,
+            "RolloutStepCompleted",
+            format!(
+                "Rollout step {} of {} completed",
+                index + 1,
+                plan.steps.len()
+            ),
+        );
         index += 1;
     }
 }
@@ -159,13 +182,21 @@ fn pause_done(cx: &mut Cx, index: usize, duration: Option<Duration>) -> bool {
             start_time: Time(cx.now),
         });
         status.controller_pause = true;
-        cx.event(false, "RolloutPaused", format!("Rollout is paused at step {index} (CanaryPauseStep)"));
+        cx.event(
+            false,
+            "RolloutPaused",
+            format!("Rollout is paused at step {index} (CanaryPauseStep)"),
+        );
         return pause_elapsed(cx, cx.now, duration);
     };
     pause_elapsed(cx, start, duration)
 }
 
-fn pause_elapsed(cx: &mut Cx, start: k8s_openapi::jiff::Timestamp, duration: Option<Duration>) -> bool {
+fn pause_elapsed(
+    cx: &mut Cx,
+    start: k8s_openapi::jiff::Timestamp,
+    duration: Option<Duration>,
+) -> bool {
     let Some(duration) = duration else {
         return false;
     };
@@ -180,7 +211,11 @@ fn pause_elapsed(cx: &mut Cx, start: k8s_openapi::jiff::Timestamp, duration: Opt
                 .pause_conditions
                 .retain(|p| p.reason != CANARY_PAUSE_STEP);
             cx.status.controller_pause = false;
-            cx.event(false, "RolloutResumed", "Rollout is resumed: the pause elapsed".to_owned());
+            cx.event(
+                false,
+                "RolloutResumed",
+                "Rollout is resumed: the pause elapsed".to_owned(),
+            );
             true
         }
     }

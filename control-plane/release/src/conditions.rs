@@ -37,12 +37,9 @@ pub(crate) fn set(
         || existing.as_ref().is_some_and(|c| {
             c.reason.as_deref() != Some(reason) || c.message.as_deref() != Some(message)
         });
-    let previous = existing.as_ref().map(|c| {
-        (
-            c.last_transition_time.clone(),
-            c.last_update_time.clone(),
-        )
-    });
+    let previous = existing
+        .as_ref()
+        .map(|c| (c.last_transition_time.clone(), c.last_update_time.clone()));
     let (transition_time, update_time) = match previous {
         Some((t, u)) if !transition => (t, if changed || touch { Some(Time(now)) } else { u }),
         _ => (Some(Time(now)), Some(Time(now))),
@@ -62,7 +59,10 @@ pub(crate) fn set(
     transition
 }
 
-pub(crate) fn get<'a>(conditions: &'a [RolloutCondition], type_: &str) -> Option<&'a RolloutCondition> {
+pub(crate) fn get<'a>(
+    conditions: &'a [RolloutCondition],
+    type_: &str,
+) -> Option<&'a RolloutCondition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
 
@@ -71,5 +71,8 @@ pub(crate) fn remove(conditions: &mut Vec<RolloutCondition>, type_: &str) {
 }
 
 pub(crate) fn pause_started(pauses: &[PauseCondition], reason: &str) -> Option<Timestamp> {
-    pauses.iter().find(|p| p.reason == reason).map(|p| p.start_time.0)
+    pauses
+        .iter()
+        .find(|p| p.reason == reason)
+        .map(|p| p.start_time.0)
 }

@@ -91,39 +91,68 @@ fn mark_invalid(cx: &mut Cx, invalid: &Invalid) {
     cx.status.message = Some(message);
 }
 
-fn run(cx: &mut Cx, rollout: &Rollout, plan: &Plan<'_>, observed: &Observed) -> Result<(), Invalid> {
+fn run(
+    cx: &mut Cx,
+    rollout: &Rollout,
+    plan: &Plan<'_>,
+    observed: &Observed,
+) -> Result<(), Invalid> {
     cx.status.selector = Some(plan.selector_string.clone());
-    let hash = pod_template_hash(plan.template, cx.status.collision_count).map_err(|problem| Invalid {
-        field: "spec.template".into(),
-        problem,
-    })?;
-    let rs_name = format!("{}-{hash}", plan.name);
-    if observed.versions.iter().any(|v| v.name == rs_name && !v.controlled) {
-        // Kubernetes' answer to a hash collision: hash again with a bumped count.
-        let count = cx.status.collision_count.unwrap_or(0).checked_add(1).ok_or(Invalid {
-            field: "status.collisionCount".into(),
-            problem: "overflows".into(),
+    let hash =
+        pod_template_hash(plan.template, cx.status.collision_count).map_err(|problem| Invalid {
+            field: "spec.template".into(),
+            problem,
         })?;
+    let rs_name = format!("{}-{hash}", plan.name);
+    if observed
+        .versions
+        .iter()
+        .any(|v| v.name == rs_name && !v.controlled)
+    {
+        // Kubernetes' answer to a hash collision: hash again with a bumped count.
+        let count = cx
+            .status
+            .collision_count
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or(Invalid {
+                field: "status.collisionCount".into(),
+                problem: "overflows".into(),
+            })?;
         cx.status.collision_count = Some(count);
         cx.event(true, "HashCollision", format!("ReplicaSet {rs_name:?} exists and is not controlled by this rollout: collisionCount is now {count}"));
         cx.requeue(Duration::ZERO);
         return Ok(());
     }
-    let versions: Vec<&ObservedVersion> = observed.versions.iter().filter(|v| v.controlled).collect();
+    let versions: Vec<&ObservedVersion> =
+        observed.versions.iter().filter(|v| v.controlled).collect();
     let find = |h: &str| versions.iter().copied().find(|v| v.hash == h);
-    let max_revision = versions.iter().filter_map(|v| v.revision).max().unwrap_or(0);
+    let max_revision = versions
+        .iter()
+        .filter_map(|v| v.revision)
+        .max()
+        .unwrap_or(0);
     let steps = plan.steps.len();
 
     // Stable: status.stableRS while its ReplicaSet exists; the first version becomes stable at
     // once, without steps (Argo's initial deploy).
-    let stable = match cx.status.stable_rs.clone().filter(|s| !s.is_empty() && (find(s).is_some() || *s == hash)) {
+    let stable = match cx
+        .status
+        .stable_rs
+        .clone()
+        .filter(|s| !s.is_empty() && (find(s).is_some() || *s == hash))
+    {
         Some(stable) => stable,
         None => {
             cx.status.stable_rs = Some(hash.clone());
             cx.status.current_pod_hash = Some(hash.clone());
             cx.status.current_step_index = Some(index_i32(steps));
             cx.status.current_step_hash = Some(plan.steps_hash.clone());
-            cx.event(false, "RolloutUpdated", format!("Initial deploy of revision {}: no steps", max_revision + 1));
+            cx.event(
+                false,
+                "RolloutUpdated",
+                format!("Initial deploy of revision {}: no steps", max_revision + 1),
+            );
             hash.clone()
         }
     };
@@ -135,7 +164,11 @@ fn run(cx: &mut Cx, rollout: &Rollout, plan: &Plan<'_>, observed: &Observed) -> 
         cx.status.current_step_index = Some(0);
         cx.status.pause_conditions.clear();
         cx.status.controller_pause = false;
-        cx.event(false, "RolloutUpdated", "Steps changed: the canary starts again at step 0".into());
+        cx.event(
+            false,
+            "RolloutUpdated",
+            "Steps changed: the canary starts again at step 0".into(),
+        );
     }
 
     let published = cx.status.data_plane.clone().unwrap_or_default();
@@ -160,32 +193,55 @@ fn run(cx: &mut Cx, rollout: &Rollout, plan: &Plan<'_>, observed: &Observed) -> 
             cx.status.pause_conditions.clear();
             cx.status.controller_pause = false;
             targets.insert(stable.clone(), plan.replicas);
-            desired_traffic = PublishedTraffic { stable: stable.clone(), ..PublishedTraffic::default() };
+            desired_traffic = PublishedTraffic {
+                stable: stable.clone(),
+                ..PublishedTraffic::default()
+            };
             keep_canary = Some(canary);
         }
         Some(canary) => {
             let index = if cx.status.promote_full {
                 steps
             } else {
-                usize::try_from(cx.status.current_step_index.unwrap_or(0)).unwrap_or(0).min(steps)
+                usize::try_from(cx.status.current_step_index.unwrap_or(0))
+                    .unwrap_or(0)
+                    .min(steps)
             };
             let paused = rollout.spec.paused;
             let canary_available = available(&canary);
-            let ready = |at: &canary::AtStep, done: bool| canary_available >= canary::canary_replicas(plan, at, done);
-            let traffic_for = |at: &canary::AtStep, done: bool| {
-                canary::traffic(&stable, &canary, at, ready(at, done), canary_available, &published.traffic)
+            let ready = |at: &canary::AtStep, done: bool| {
+                canary_available >= canary::canary_replicas(plan, at, done)
             };
-            let progress = canary::take_steps(cx, plan, index, paused, ready, |at| traffic_done(&traffic_for(at, false)));
+            let traffic_for = |at: &canary::AtStep, done: bool| {
+                canary::traffic(
+                    &stable,
+                    &canary,
+                    at,
+                    ready(at, done),
+                    canary_available,
+                    &published.traffic,
+                )
+            };
+            let progress = canary::take_steps(cx, plan, index, paused, ready, |at| {
+                traffic_done(&traffic_for(at, false))
+            });
             cx.status.current_step_index = Some(index_i32(progress.index));
             if progress.promote {
-                cx.event(false, "RolloutCompleted", format!("Promoted: {canary} is stable after {} steps", steps));
+                cx.event(
+                    false,
+                    "RolloutCompleted",
+                    format!("Promoted: {canary} is stable after {} steps", steps),
+                );
                 cx.status.stable_rs = Some(canary.clone());
                 cx.status.promote_full = false;
                 cx.status.pause_conditions.clear();
                 cx.status.controller_pause = false;
                 stable = canary;
                 targets.insert(stable.clone(), plan.replicas);
-                desired_traffic = PublishedTraffic { stable: stable.clone(), ..PublishedTraffic::default() };
+                desired_traffic = PublishedTraffic {
+                    stable: stable.clone(),
+                    ..PublishedTraffic::default()
+                };
                 waiting_on_pods = available(&stable) < plan.replicas;
             } else {
                 let all_done = progress.index >= steps;
@@ -194,7 +250,8 @@ fn run(cx: &mut Cx, rollout: &Rollout, plan: &Plan<'_>, observed: &Observed) -> 
                 targets.insert(stable.clone(), plan.replicas);
                 targets.insert(canary.clone(), canary_target);
                 desired_traffic = traffic_for(&at, all_done);
-                waiting_on_pods = canary_available < canary_target || available(&stable) < plan.replicas;
+                waiting_on_pods =
+                    canary_available < canary_target || available(&stable) < plan.replicas;
             }
         }
         None => {
@@ -205,7 +262,10 @@ fn run(cx: &mut Cx, rollout: &Rollout, plan: &Plan<'_>, observed: &Observed) -> 
             cx.status.abort = false;
             cx.status.aborted_at = None;
             targets.insert(stable.clone(), plan.replicas);
-            desired_traffic = PublishedTraffic { stable: stable.clone(), ..PublishedTraffic::default() };
+            desired_traffic = PublishedTraffic {
+                stable: stable.clone(),
+                ..PublishedTraffic::default()
+            };
             waiting_on_pods = available(&stable) < plan.replicas;
         }
     }
@@ -216,15 +276,43 @@ fn run(cx: &mut Cx, rollout: &Rollout, plan: &Plan<'_>, observed: &Observed) -> 
 
     let data_plane = publish(cx, published, desired_traffic, observed);
     let ack = observed.data_plane.summary(data_plane.generation);
-    versions::scale(cx, rollout, plan, &hash, &versions, &mut targets, keep_canary.as_deref(), &data_plane, ack.complete(), max_revision);
+    versions::scale(
+        cx,
+        rollout,
+        plan,
+        &hash,
+        &versions,
+        &mut targets,
+        keep_canary.as_deref(),
+        &data_plane,
+        ack.complete(),
+        max_revision,
+    );
     cx.status.data_plane = Some(data_plane);
-    status::finish(cx, rollout, plan, &hash, &stable, &versions, waiting_on_pods, &ack, observed);
+    status::finish(
+        cx,
+        rollout,
+        plan,
+        &hash,
+        &stable,
+        &versions,
+        waiting_on_pods,
+        &ack,
+        observed,
+    );
     Ok(())
 }
 
 /// A new template (or a rollback to an older one): a canary at step 0, or no steps at all when
 /// going back to stable or to a revision within `rollbackWindow`.
-fn new_version(cx: &mut Cx, plan: &Plan<'_>, hash: &str, stable: &str, versions: &[&ObservedVersion], max_revision: u64) {
+fn new_version(
+    cx: &mut Cx,
+    plan: &Plan<'_>,
+    hash: &str,
+    stable: &str,
+    versions: &[&ObservedVersion],
+    max_revision: u64,
+) {
     let steps = plan.steps.len();
     let existing = versions.iter().find(|v| v.hash == hash);
     let status = &mut cx.status;
@@ -238,7 +326,10 @@ fn new_version(cx: &mut Cx, plan: &Plan<'_>, hash: &str, stable: &str, versions:
     let within_window = existing.and_then(|v| v.revision).is_some_and(|revision| {
         // Argo counts the window with the current revision: `revisions: 3` from revision 5
         // reaches back to 4 and 3 (1 and 2 newer revisions).
-        let newer = versions.iter().filter(|v| v.revision.is_some_and(|r| r > revision)).count();
+        let newer = versions
+            .iter()
+            .filter(|v| v.revision.is_some_and(|r| r > revision))
+            .count();
         newer >= 1 && newer < plan.rollback_window
     });
     let skip = hash == stable || within_window;
@@ -246,25 +337,46 @@ fn new_version(cx: &mut Cx, plan: &Plan<'_>, hash: &str, stable: &str, versions:
     if let Some(v) = existing
         && v.revision.is_none_or(|r| r < max_revision)
     {
-        cx.actions.push(Action::SetRevision { name: v.name.clone(), revision: max_revision + 1 });
+        cx.actions.push(Action::SetRevision {
+            name: v.name.clone(),
+            revision: max_revision + 1,
+        });
     }
     let why = if hash == stable {
         "back to the stable version".to_owned()
     } else if within_window {
-        format!("rollback within rollbackWindow ({} revisions): steps skipped", plan.rollback_window)
+        format!(
+            "rollback within rollbackWindow ({} revisions): steps skipped",
+            plan.rollback_window
+        )
     } else {
         "canary at step 0".to_owned()
     };
-    cx.event(false, "RolloutUpdated", format!("Rollout updated to revision {} ({hash}): {why}", max_revision + 1));
+    cx.event(
+        false,
+        "RolloutUpdated",
+        format!(
+            "Rollout updated to revision {} ({hash}): {why}",
+            max_revision + 1
+        ),
+    );
 }
 
 /// Publishes `desired` when it differs from what was published: one generation more.
-fn publish(cx: &mut Cx, mut data_plane: DataPlaneStatus, desired: PublishedTraffic, observed: &Observed) -> DataPlaneStatus {
+fn publish(
+    cx: &mut Cx,
+    mut data_plane: DataPlaneStatus,
+    desired: PublishedTraffic,
+    observed: &Observed,
+) -> DataPlaneStatus {
     if data_plane.traffic != desired || data_plane.published_at.is_none() {
         data_plane.generation = data_plane.generation.saturating_add(1);
         data_plane.traffic = desired.clone();
         data_plane.published_at = Some(Time(cx.now));
-        cx.actions.push(Action::PublishTraffic { generation: data_plane.generation, traffic: desired });
+        cx.actions.push(Action::PublishTraffic {
+            generation: data_plane.generation,
+            traffic: desired,
+        });
     }
     let ack = observed.data_plane.summary(data_plane.generation);
     data_plane.acknowledged = i32::try_from(ack.acknowledged).unwrap_or(i32::MAX);

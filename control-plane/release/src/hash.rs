@@ -132,7 +132,10 @@ mod tests {
         // JSON): changing them renames every running rollout's ReplicaSets.
         assert_eq!(v1, "594fffd45");
         assert_eq!(pod_template_hash(&newer, None).expect("hash"), "6656b966b8");
-        assert_eq!(pod_template_hash(&nginx, Some(1)).expect("hash"), "645799f6dd");
+        assert_eq!(
+            pod_template_hash(&nginx, Some(1)).expect("hash"),
+            "645799f6dd"
+        );
         assert_ne!(pod_template_hash(&nginx, Some(0)).expect("hash"), v1);
     }
 

@@ -9,7 +9,10 @@ use crate::spec::Invalid;
 
 /// Checks that `selector` is not empty and matches the template's labels; returns its string form
 /// (`app=demo,tier in (a,b)`).
-pub(crate) fn check(selector: &LabelSelector, template: &PodTemplateSpec) -> Result<String, Invalid> {
+pub(crate) fn check(
+    selector: &LabelSelector,
+    template: &PodTemplateSpec,
+) -> Result<String, Invalid> {
     let labels = template
         .metadata
         .as_ref()
@@ -60,6 +63,8 @@ pub(crate) fn check(selector: &LabelSelector, template: &PodTemplateSpec) -> Res
 fn mismatch(requirement: &str) -> Invalid {
     Invalid {
         field: "spec.template.metadata.labels".into(),
-        problem: format!("the selector requirement {requirement:?} does not match the template's labels"),
+        problem: format!(
+            "the selector requirement {requirement:?} does not match the template's labels"
+        ),
     }
 }

@@ -34,14 +34,16 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Invalid {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Step {
-    SetWeight(i32),
-    /// `None`: until promoted.
-    Pause(Option<Duration>),
-    SetCanaryScale(CanaryScale),
-    SetHeaderRoute(SetHeaderRoute),
-    SetMirrorRoute(SetMirrorRoute),
+/// One step. Argo allows one of `setWeight`, `pause`, `experiment`, `analysis` per step, with
+/// `setCanaryScale`, `setHeaderRoute` and `setMirrorRoute` beside it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Step {
+    pub set_weight: Option<i32>,
+    /// `Some(None)`: until promoted.
+    pub pause: Option<Option<Duration>>,
+    pub set_canary_scale: Option<CanaryScale>,
+    pub set_header_route: Option<SetHeaderRoute>,
+    pub set_mirror_route: Option<SetMirrorRoute>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -161,16 +163,12 @@ pub(crate) fn plan(rollout: &Rollout) -> Result<Plan<'_>, Invalid> {
             DEFAULT_REVISION_HISTORY_LIMIT,
         )?)
         .unwrap_or(0),
-        rollback_window: usize::try_from(non_negative(
-            "spec.rollbackWindow.revisions",
-            window,
-            0,
-        )?)
-        .unwrap_or(0),
+        rollback_window: usize::try_from(non_negative("spec.rollbackWindow.revisions", window, 0)?)
+            .unwrap_or(0),
     })
 }
 
-/// One step; Argo requires exactly one field per step.
+/// One step, checked as Argo's validation does (and rejecting what the engine cannot run yet).
 fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
     if step.analysis.is_some() {
         return Err(invalid(
@@ -184,7 +182,13 @@ fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
             "experiment steps are not supported yet",
         ));
     }
-    let mut found = Vec::new();
+    if step.set_weight.is_some() && step.pause.is_some() {
+        return Err(invalid(
+            field,
+            "a step sets at most one of setWeight, pause, experiment, analysis (as in Argo)",
+        ));
+    }
+    let mut out = Step::default();
     if let Some(weight) = step.set_weight {
         if !(0..=100).contains(&weight) {
             return Err(invalid(
@@ -192,7 +196,7 @@ fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
                 format!("{weight} is not between 0 and 100"),
             ));
         }
-        found.push(Step::SetWeight(weight));
+        out.set_weight = Some(weight);
     }
     if let Some(pause) = &step.pause {
         let seconds = pause
@@ -204,23 +208,26 @@ fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
                     .map_err(|e| invalid(format!("{field}.pause.duration"), e.to_string()))
             })
             .transpose()?;
-        found.push(Step::Pause(duration));
+        out.pause = Some(duration);
     }
     if let Some(scale) = &step.set_canary_scale {
-        found.push(Step::SetCanaryScale(canary_scale(
-            &format!("{field}.setCanaryScale"),
-            scale,
-        )?));
+        out.set_canary_scale = Some(canary_scale(&format!("{field}.setCanaryScale"), scale)?);
     }
     if let Some(route) = &step.set_header_route {
         if route.name.is_empty() {
-            return Err(invalid(format!("{field}.setHeaderRoute.name"), "is required"));
+            return Err(invalid(
+                format!("{field}.setHeaderRoute.name"),
+                "is required",
+            ));
         }
-        found.push(Step::SetHeaderRoute(route.clone()));
+        out.set_header_route = Some(route.clone());
     }
     if let Some(route) = &step.set_mirror_route {
         if route.name.is_empty() {
-            return Err(invalid(format!("{field}.setMirrorRoute.name"), "is required"));
+            return Err(invalid(
+                format!("{field}.setMirrorRoute.name"),
+                "is required",
+            ));
         }
         if let Some(p) = route.percentage
             && !(0..=100).contains(&p)
@@ -230,17 +237,16 @@ fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
                 format!("{p} is not between 0 and 100"),
             ));
         }
-        found.push(Step::SetMirrorRoute(route.clone()));
+        out.set_mirror_route = Some(route.clone());
     }
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(invalid(
+    if out == Step::default() {
+        return Err(invalid(
             field,
             "a step must set one of setWeight, pause, setCanaryScale, setHeaderRoute, \
-             setMirrorRoute",
-        )),
-        _ => Err(invalid(field, "a step must set only one field, as in Argo")),
+             setMirrorRoute (step plugins are not supported)",
+        ));
     }
+    Ok(out)
 }
 
 fn canary_scale(
@@ -249,7 +255,10 @@ fn canary_scale(
 ) -> Result<CanaryScale, Invalid> {
     match (scale.replicas, scale.weight, scale.match_traffic_weight) {
         (Some(r), None, false) if r >= 0 => Ok(CanaryScale::Replicas(r)),
-        (Some(r), None, false) => Err(invalid(format!("{field}.replicas"), format!("{r} is negative"))),
+        (Some(r), None, false) => Err(invalid(
+            format!("{field}.replicas"),
+            format!("{r} is negative"),
+        )),
         (None, Some(w), false) if (0..=100).contains(&w) => Ok(CanaryScale::Weight(w)),
         (None, Some(w), false) => Err(invalid(
             format!("{field}.weight"),

@@ -31,16 +31,25 @@ pub(crate) fn finish(
     observed: &Observed,
 ) {
     let old = rollout.status.clone().unwrap_or_default();
-    let sum = |f: fn(&ObservedVersion) -> i32| versions.iter().fold(0i32, |acc, v| acc.saturating_add(f(v)));
+    let sum = |f: fn(&ObservedVersion) -> i32| {
+        versions
+            .iter()
+            .fold(0i32, |acc, v| acc.saturating_add(f(v)))
+    };
     let find = |h: &str| versions.iter().find(|v| v.hash == h);
     let status = &mut cx.status;
     status.replicas = Some(sum(|v| v.desired));
     status.updated_replicas = Some(find(current).map_or(0, |v| v.desired));
     status.ready_replicas = Some(sum(|v| v.ready));
     status.available_replicas = Some(sum(|v| v.available));
-    let revision = find(current)
-        .and_then(|v| v.revision)
-        .unwrap_or_else(|| versions.iter().filter_map(|v| v.revision).max().unwrap_or(0) + 1);
+    let revision = find(current).and_then(|v| v.revision).unwrap_or_else(|| {
+        versions
+            .iter()
+            .filter_map(|v| v.revision)
+            .max()
+            .unwrap_or(0)
+            + 1
+    });
     let rs_name = format!("{}-{current}", plan.name);
 
     let progressed = old.current_pod_hash != status.current_pod_hash
@@ -48,25 +57,38 @@ pub(crate) fn finish(
         || old.updated_replicas != status.updated_replicas
         || old.ready_replicas != status.ready_replicas
         || old.available_replicas != status.available_replicas
-        || cx.actions.iter().any(|a| matches!(a, crate::Action::CreateReplicaSet(_) | crate::Action::ScaleReplicaSet { .. }));
+        || cx.actions.iter().any(|a| {
+            matches!(
+                a,
+                crate::Action::CreateReplicaSet(_) | crate::Action::ScaleReplicaSet { .. }
+            )
+        });
     let paused = rollout.spec.paused || !status.pause_conditions.is_empty();
     let aborted = status.abort && current != stable;
-    let exceeded = progress_deadline(cx, plan, &rs_name, waiting_on_pods, progressed, paused, aborted);
+    let exceeded = progress_deadline(
+        cx,
+        plan,
+        &rs_name,
+        waiting_on_pods,
+        progressed,
+        paused,
+        aborted,
+    );
 
     // The data-plane gate's verdict.
     let data_plane = cx.status.data_plane.get_or_insert_with(Default::default);
-    let lagging = data_plane
+    // Some(time left before the ACK deadline), None once it has passed.
+    let ack_time_left = data_plane
         .published_at
         .as_ref()
-        .map(|t| after(t.0, observed.data_plane.ack_deadline))
-        .and_then(|deadline| match until(cx.now, deadline) {
-            None => Some(None),
-            Some(left) => Some(Some(left)),
-        });
+        .map(|t| until(cx.now, after(t.0, observed.data_plane.ack_deadline)));
     let dp_problem = if let Some((node, detail)) = &ack.nack {
-        Some(format!("DataPlaneNack: proxy {node:?} rejected traffic generation {}: {detail}", data_plane.generation))
+        Some(format!(
+            "DataPlaneNack: proxy {node:?} rejected traffic generation {}: {detail}",
+            data_plane.generation
+        ))
     } else if !ack.complete() {
-        match lagging {
+        match ack_time_left {
             Some(None) => Some(format!(
                 "DataPlaneLag: proxies {:?} have not acknowledged traffic generation {} within {} s",
                 ack.waiting,
@@ -94,25 +116,47 @@ pub(crate) fn finish(
     let status = &mut cx.status;
     let stable_available = find(stable).map_or(0, |v| v.available);
     let (phase, message) = if aborted {
-        (PHASE_DEGRADED, Some(format!("RolloutAborted: Rollout aborted update to revision {revision}")))
+        (
+            PHASE_DEGRADED,
+            Some(format!(
+                "RolloutAborted: Rollout aborted update to revision {revision}"
+            )),
+        )
     } else if exceeded {
-        (PHASE_DEGRADED, Some(format!("{PROGRESS_DEADLINE_EXCEEDED}: ReplicaSet {rs_name:?} has timed out progressing.")))
+        (
+            PHASE_DEGRADED,
+            Some(format!(
+                "{PROGRESS_DEADLINE_EXCEEDED}: ReplicaSet {rs_name:?} has timed out progressing."
+            )),
+        )
     } else if let Some(problem) = dp_problem {
         (PHASE_DEGRADED, Some(problem))
     } else if rollout.spec.paused {
         (PHASE_PAUSED, Some("manually paused".to_owned()))
     } else if !status.pause_conditions.is_empty() {
-        (PHASE_PAUSED, Some(crate::conditions::CANARY_PAUSE_STEP.to_owned()))
+        (
+            PHASE_PAUSED,
+            Some(crate::conditions::CANARY_PAUSE_STEP.to_owned()),
+        )
     } else if waiting_on_pods {
-        (PHASE_PROGRESSING, Some("updated replicas are still becoming available".to_owned()))
+        (
+            PHASE_PROGRESSING,
+            Some("updated replicas are still becoming available".to_owned()),
+        )
     } else if !ack.complete() {
-        (PHASE_PROGRESSING, Some(format!(
-            "waiting for {} of {} proxies to acknowledge traffic generation {generation}",
-            ack.waiting.len(),
-            ack.proxies
-        )))
+        (
+            PHASE_PROGRESSING,
+            Some(format!(
+                "waiting for {} of {} proxies to acknowledge traffic generation {generation}",
+                ack.waiting.len(),
+                ack.proxies
+            )),
+        )
     } else if current != stable {
-        (PHASE_PROGRESSING, Some("waiting for all steps to complete".to_owned()))
+        (
+            PHASE_PROGRESSING,
+            Some("waiting for all steps to complete".to_owned()),
+        )
     } else {
         (PHASE_HEALTHY, None)
     };
@@ -122,29 +166,97 @@ pub(crate) fn finish(
     let now = cx.now;
     let conds = &mut status.conditions;
     if paused {
-        let reason = if rollout.spec.paused { "RolloutPaused" } else { crate::conditions::CANARY_PAUSE_STEP };
-        conditions::set(conds, PAUSED, "True", reason, "Rollout is paused", now, false);
+        let reason = if rollout.spec.paused {
+            "RolloutPaused"
+        } else {
+            crate::conditions::CANARY_PAUSE_STEP
+        };
+        conditions::set(
+            conds,
+            PAUSED,
+            "True",
+            reason,
+            "Rollout is paused",
+            now,
+            false,
+        );
     } else if conditions::get(conds, PAUSED).is_some() {
-        conditions::set(conds, PAUSED, "False", "RolloutResumed", "Rollout is resumed", now, false);
+        conditions::set(
+            conds,
+            PAUSED,
+            "False",
+            "RolloutResumed",
+            "Rollout is resumed",
+            now,
+            false,
+        );
     }
     if stable_available >= plan.replicas {
-        conditions::set(conds, AVAILABLE, "True", "AvailableReason", "Rollout has minimum availability", now, false);
+        conditions::set(
+            conds,
+            AVAILABLE,
+            "True",
+            "AvailableReason",
+            "Rollout has minimum availability",
+            now,
+            false,
+        );
     } else {
-        conditions::set(conds, AVAILABLE, "False", "AvailableReason", "Rollout does not have minimum availability", now, false);
+        conditions::set(
+            conds,
+            AVAILABLE,
+            "False",
+            "AvailableReason",
+            "Rollout does not have minimum availability",
+            now,
+            false,
+        );
     }
     if phase == PHASE_HEALTHY {
-        if conditions::set(conds, COMPLETED, "True", "RolloutCompleted", &format!("Rollout completed update to revision {revision}"), now, false) {
-            cx.event(false, "RolloutCompleted", format!("Rollout completed update to revision {revision} ({current})"));
+        if conditions::set(
+            conds,
+            COMPLETED,
+            "True",
+            "RolloutCompleted",
+            &format!("Rollout completed update to revision {revision}"),
+            now,
+            false,
+        ) {
+            cx.event(
+                false,
+                "RolloutCompleted",
+                format!("Rollout completed update to revision {revision} ({current})"),
+            );
         }
     } else {
-        conditions::set(conds, COMPLETED, "False", "RolloutCompleted", "Rollout not completed", now, false);
+        conditions::set(
+            conds,
+            COMPLETED,
+            "False",
+            "RolloutCompleted",
+            "Rollout not completed",
+            now,
+            false,
+        );
     }
 
-    let traffic = &cx.status.data_plane.as_ref().map(|d| d.traffic.clone()).unwrap_or_default();
-    let canary_hash = traffic.canary.clone().unwrap_or_else(|| traffic.stable.clone());
+    let traffic = &cx
+        .status
+        .data_plane
+        .as_ref()
+        .map(|d| d.traffic.clone())
+        .unwrap_or_default();
+    let canary_hash = traffic
+        .canary
+        .clone()
+        .unwrap_or_else(|| traffic.stable.clone());
     cx.status.canary = Some(CanaryStatus {
         weights: Some(TrafficWeights {
-            canary: WeightDestination { pod_template_hash: Some(canary_hash), service_name: None, weight: traffic.canary_weight },
+            canary: WeightDestination {
+                pod_template_hash: Some(canary_hash),
+                service_name: None,
+                weight: traffic.canary_weight,
+            },
             stable: WeightDestination {
                 pod_template_hash: Some(traffic.stable.clone()),
                 service_name: None,
@@ -158,19 +270,51 @@ pub(crate) fn finish(
 /// rollout waiting for pods with no progress for `progressDeadlineSeconds` is
 /// `ProgressDeadlineExceeded` (and aborted with `progressDeadlineAbort`). Paused time does not
 /// count. Returns whether the deadline is exceeded.
-fn progress_deadline(cx: &mut Cx, plan: &Plan<'_>, rs_name: &str, waiting: bool, progressed: bool, paused: bool, aborted: bool) -> bool {
+fn progress_deadline(
+    cx: &mut Cx,
+    plan: &Plan<'_>,
+    rs_name: &str,
+    waiting: bool,
+    progressed: bool,
+    paused: bool,
+    aborted: bool,
+) -> bool {
     let now = cx.now;
     let conds = &mut cx.status.conditions;
     if aborted {
-        conditions::set(conds, PROGRESSING, "False", "RolloutAborted", "Rollout is aborted", now, false);
+        conditions::set(
+            conds,
+            PROGRESSING,
+            "False",
+            "RolloutAborted",
+            "Rollout is aborted",
+            now,
+            false,
+        );
         return false;
     }
     if paused {
-        conditions::set(conds, PROGRESSING, "Unknown", "RolloutPaused", "Rollout is paused", now, true);
+        conditions::set(
+            conds,
+            PROGRESSING,
+            "Unknown",
+            "RolloutPaused",
+            "Rollout is paused",
+            now,
+            true,
+        );
         return false;
     }
     if !waiting {
-        conditions::set(conds, PROGRESSING, "True", "NewReplicaSetAvailable", &format!("ReplicaSet {rs_name:?} has successfully progressed."), now, false);
+        conditions::set(
+            conds,
+            PROGRESSING,
+            "True",
+            "NewReplicaSetAvailable",
+            &format!("ReplicaSet {rs_name:?} has successfully progressed."),
+            now,
+            false,
+        );
         return false;
     }
     let current = conditions::get(conds, PROGRESSING);
@@ -180,7 +324,15 @@ fn progress_deadline(cx: &mut Cx, plan: &Plan<'_>, rs_name: &str, waiting: bool,
         .and_then(|c| c.last_update_time.as_ref())
         .map(|t| t.0);
     if progressed || (since.is_none() && !already) {
-        conditions::set(conds, PROGRESSING, "True", "ReplicaSetUpdated", &format!("ReplicaSet {rs_name:?} is progressing."), now, true);
+        conditions::set(
+            conds,
+            PROGRESSING,
+            "True",
+            "ReplicaSetUpdated",
+            &format!("ReplicaSet {rs_name:?} is progressing."),
+            now,
+            true,
+        );
         cx.requeue(plan.progress_deadline);
         return false;
     }
@@ -193,12 +345,27 @@ fn progress_deadline(cx: &mut Cx, plan: &Plan<'_>, rs_name: &str, waiting: bool,
         return false;
     }
     let message = format!("ReplicaSet {rs_name:?} has timed out progressing.");
-    conditions::set(conds, PROGRESSING, "False", PROGRESS_DEADLINE_EXCEEDED, &message, now, false);
+    conditions::set(
+        conds,
+        PROGRESSING,
+        "False",
+        PROGRESS_DEADLINE_EXCEEDED,
+        &message,
+        now,
+        false,
+    );
     cx.event(true, PROGRESS_DEADLINE_EXCEEDED, message);
-    if plan.progress_deadline_abort && cx.status.current_pod_hash != cx.status.stable_rs && !cx.status.abort {
+    if plan.progress_deadline_abort
+        && cx.status.current_pod_hash != cx.status.stable_rs
+        && !cx.status.abort
+    {
         cx.status.abort = true;
         cx.status.aborted_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
-        cx.event(true, "RolloutAborted", "Rollout aborted: progressDeadlineAbort".into());
+        cx.event(
+            true,
+            "RolloutAborted",
+            "Rollout aborted: progressDeadlineAbort".into(),
+        );
         cx.requeue(std::time::Duration::ZERO);
     }
     true

@@ -34,7 +34,10 @@ pub(crate) fn scale(
         if targets.contains_key(&v.hash) {
             if v.scale_down_deadline.is_some() {
                 // Back in use (a rollback): no scale-down.
-                cx.actions.push(Action::SetScaleDownDeadline { name: v.name.clone(), deadline: None });
+                cx.actions.push(Action::SetScaleDownDeadline {
+                    name: v.name.clone(),
+                    deadline: None,
+                });
             }
             continue;
         }
@@ -52,16 +55,40 @@ pub(crate) fn scale(
     }
     if !versions.iter().any(|v| v.hash == current) {
         let replicas = targets.get(current).copied().unwrap_or(0);
-        let rs = replica_set(rollout, plan.template, plan.selector, current, max_revision + 1, replicas);
+        let rs = replica_set(
+            rollout,
+            plan.template,
+            plan.selector,
+            current,
+            max_revision + 1,
+            replicas,
+        );
         let name = rs.metadata.name.clone().unwrap_or_default();
         cx.actions.push(Action::CreateReplicaSet(Box::new(rs)));
-        cx.event(false, "NewReplicaSetCreated", format!("Created ReplicaSet {name} (revision {}) with {replicas} replicas", max_revision + 1));
+        cx.event(
+            false,
+            "NewReplicaSetCreated",
+            format!(
+                "Created ReplicaSet {name} (revision {}) with {replicas} replicas",
+                max_revision + 1
+            ),
+        );
     }
     for v in versions {
         let target = targets.get(&v.hash).copied().unwrap_or(v.desired);
         if target != v.desired {
-            cx.actions.push(Action::ScaleReplicaSet { name: v.name.clone(), replicas: target });
-            cx.event(false, "ScalingReplicaSet", format!("Scaled ReplicaSet {} from {} to {target}", v.name, v.desired));
+            cx.actions.push(Action::ScaleReplicaSet {
+                name: v.name.clone(),
+                replicas: target,
+            });
+            cx.event(
+                false,
+                "ScalingReplicaSet",
+                format!(
+                    "Scaled ReplicaSet {} from {} to {target}",
+                    v.name, v.desired
+                ),
+            );
         }
     }
     history(cx, plan, versions, targets);
@@ -72,7 +99,10 @@ pub(crate) fn scale(
 fn delayed(cx: &mut Cx, v: &ObservedVersion, delay: Duration, routed: bool) -> i32 {
     if v.desired == 0 {
         if v.scale_down_deadline.is_some() {
-            cx.actions.push(Action::SetScaleDownDeadline { name: v.name.clone(), deadline: None });
+            cx.actions.push(Action::SetScaleDownDeadline {
+                name: v.name.clone(),
+                deadline: None,
+            });
         }
         return 0;
     }
@@ -84,7 +114,10 @@ fn delayed(cx: &mut Cx, v: &ObservedVersion, delay: Duration, routed: bool) -> i
         None if delay.is_zero() => cx.now,
         None => {
             let deadline = after(cx.now, delay);
-            cx.actions.push(Action::SetScaleDownDeadline { name: v.name.clone(), deadline: Some(deadline) });
+            cx.actions.push(Action::SetScaleDownDeadline {
+                name: v.name.clone(),
+                deadline: Some(deadline),
+            });
             deadline
         }
     };
@@ -95,7 +128,10 @@ fn delayed(cx: &mut Cx, v: &ObservedVersion, delay: Duration, routed: bool) -> i
         }
         None => {
             if v.scale_down_deadline.is_some() {
-                cx.actions.push(Action::SetScaleDownDeadline { name: v.name.clone(), deadline: None });
+                cx.actions.push(Action::SetScaleDownDeadline {
+                    name: v.name.clone(),
+                    deadline: None,
+                });
             }
             0
         }
@@ -104,8 +140,16 @@ fn delayed(cx: &mut Cx, v: &ObservedVersion, delay: Duration, routed: bool) -> i
 
 /// Old versions at 0 replicas with no pods left: the newest `revisionHistoryLimit` stay (for
 /// rollback), older ones are deleted.
-fn history(cx: &mut Cx, plan: &Plan<'_>, versions: &[&ObservedVersion], targets: &BTreeMap<String, i32>) {
-    let in_use = [cx.status.stable_rs.as_deref(), cx.status.current_pod_hash.as_deref()];
+fn history(
+    cx: &mut Cx,
+    plan: &Plan<'_>,
+    versions: &[&ObservedVersion],
+    targets: &BTreeMap<String, i32>,
+) {
+    let in_use = [
+        cx.status.stable_rs.as_deref(),
+        cx.status.current_pod_hash.as_deref(),
+    ];
     let mut old: Vec<&&ObservedVersion> = versions
         .iter()
         .filter(|v| {
@@ -116,9 +160,22 @@ fn history(cx: &mut Cx, plan: &Plan<'_>, versions: &[&ObservedVersion], targets:
                 && targets.get(&v.hash).copied().unwrap_or(0) == 0
         })
         .collect();
-    old.sort_by(|a, b| b.revision.cmp(&a.revision).then_with(|| a.name.cmp(&b.name)));
+    old.sort_by(|a, b| {
+        b.revision
+            .cmp(&a.revision)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     for v in old.into_iter().skip(plan.history_limit) {
-        cx.actions.push(Action::DeleteReplicaSet { name: v.name.clone() });
-        cx.event(false, "DeletedReplicaSet", format!("Deleted ReplicaSet {} beyond revisionHistoryLimit {}", v.name, plan.history_limit));
+        cx.actions.push(Action::DeleteReplicaSet {
+            name: v.name.clone(),
+        });
+        cx.event(
+            false,
+            "DeletedReplicaSet",
+            format!(
+                "Deleted ReplicaSet {} beyond revisionHistoryLimit {}",
+                v.name, plan.history_limit
+            ),
+        );
     }
 }

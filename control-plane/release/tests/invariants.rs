@@ -55,11 +55,20 @@ fn check_pass(sim: &mut Sim) {
     assert!((0..=100).contains(&weights.canary.weight));
     assert_eq!(weights.canary.weight + weights.stable.weight, 100);
     let dp = status.data_plane.as_ref().unwrap();
-    let available = |hash: &str| observed.versions.iter().find(|v| v.hash == hash).map_or(0, |v| v.available);
+    let available = |hash: &str| {
+        observed
+            .versions
+            .iter()
+            .find(|v| v.hash == hash)
+            .map_or(0, |v| v.available)
+    };
     if let Some(canary) = &dp.traffic.canary
         && (dp.traffic.canary_weight > 0 || !dp.traffic.header_routes.is_empty())
     {
-        assert!(available(canary) > 0, "traffic to {canary} without available pods: {dp:?}");
+        assert!(
+            available(canary) > 0,
+            "traffic to {canary} without available pods: {dp:?}"
+        );
     }
     let all_acked = observed
         .data_plane
@@ -71,10 +80,16 @@ fn check_pass(sim: &mut Sim) {
         if let Action::ScaleReplicaSet { name, replicas } = action {
             let v = observed.versions.iter().find(|v| v.name == *name).unwrap();
             if *replicas < v.desired && v.hash != dp.traffic.canary.clone().unwrap_or_default() {
-                assert!(!dp.traffic.routes_to(&v.hash), "{name} scaled down while routed");
+                assert!(
+                    !dp.traffic.routes_to(&v.hash),
+                    "{name} scaled down while routed"
+                );
                 assert!(all_acked, "{name} scaled down before every proxy ACKed");
             }
-            assert!(v.hash != stable || *replicas >= 4, "stable {name} scaled to {replicas}");
+            assert!(
+                v.hash != stable || *replicas >= 4,
+                "stable {name} scaled to {replicas}"
+            );
         }
     }
     let index = status.current_step_index.unwrap();

@@ -21,17 +21,41 @@ fn the_first_version_is_stable_at_full_scale_without_steps() {
         panic!("no ReplicaSet created: {:?}", first.actions);
     };
     let hash = pod_template_hash(sim.rollout.spec.template.as_ref().unwrap(), None).unwrap();
-    assert_eq!(rs.metadata.name.as_deref(), Some(format!("demo-{hash}").as_str()));
+    assert_eq!(
+        rs.metadata.name.as_deref(),
+        Some(format!("demo-{hash}").as_str())
+    );
     assert_eq!(rs.metadata.namespace.as_deref(), Some("shop"));
     assert_eq!(rs.spec.replicas, Some(4));
     let annotations = rs.metadata.annotations.as_ref().unwrap();
     assert_eq!(annotations[REVISION_ANNOTATION], "1");
     let owner = &rs.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str(), owner.controller), ("Rollout", "demo", "uid-1", Some(true)));
-    let pod_labels = rs.spec.template.as_ref().unwrap().metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            owner.uid.as_str(),
+            owner.controller
+        ),
+        ("Rollout", "demo", "uid-1", Some(true))
+    );
+    let pod_labels = rs
+        .spec
+        .template
+        .as_ref()
+        .unwrap()
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
     assert_eq!(pod_labels[HASH_LABEL], hash);
     assert_eq!(pod_labels["app"], "demo");
-    assert_eq!(rs.spec.selector.match_labels.as_ref().unwrap()[HASH_LABEL], hash);
+    assert_eq!(
+        rs.spec.selector.match_labels.as_ref().unwrap()[HASH_LABEL],
+        hash
+    );
 
     sim.settle();
     assert_eq!(sim.stable(), hash);
@@ -41,10 +65,21 @@ fn the_first_version_is_stable_at_full_scale_without_steps() {
     assert_eq!(sim.traffic().canary_weight, 0);
     let status = sim.status();
     assert_eq!(status.selector.as_deref(), Some("app=demo"));
-    assert_eq!((status.replicas, status.available_replicas), (Some(4), Some(4)));
+    assert_eq!(
+        (status.replicas, status.available_replicas),
+        (Some(4), Some(4))
+    );
     assert_eq!(status.observed_generation.as_deref(), Some("1"));
-    for (condition, value) in [("Available", "True"), ("Completed", "True"), ("Progressing", "True")] {
-        let c = status.conditions.iter().find(|c| c.type_ == condition).unwrap();
+    for (condition, value) in [
+        ("Available", "True"),
+        ("Completed", "True"),
+        ("Progressing", "True"),
+    ] {
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition)
+            .unwrap();
         assert_eq!(c.status, value, "{condition}");
     }
 }
@@ -177,11 +212,30 @@ fn abort_sends_all_traffic_to_stable_in_one_push_and_retry_starts_again() {
     sim.settle();
     assert_eq!(sim.published.len(), pushes + 1, "one push");
     let traffic = sim.traffic();
-    assert_eq!((traffic.stable.as_str(), traffic.canary_weight, traffic.canary.is_none()), (stable.as_str(), 0, true));
+    assert_eq!(
+        (
+            traffic.stable.as_str(),
+            traffic.canary_weight,
+            traffic.canary.is_none()
+        ),
+        (stable.as_str(), 0, true)
+    );
     assert_eq!(sim.phase(), "Degraded");
-    assert!(sim.status().message.as_deref().unwrap().starts_with("RolloutAborted"), "{:?}", sim.status().message);
+    assert!(
+        sim.status()
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("RolloutAborted"),
+        "{:?}",
+        sim.status().message
+    );
     assert_eq!(sim.step(), 0);
-    assert_eq!(sim.version(&canary).desired, 2, "kept for abortScaleDownDelaySeconds");
+    assert_eq!(
+        sim.version(&canary).desired,
+        2,
+        "kept for abortScaleDownDelaySeconds"
+    );
     sim.advance(30);
     sim.settle();
     assert_eq!(sim.version(&canary).desired, 0);
@@ -199,7 +253,13 @@ fn abort_sends_all_traffic_to_stable_in_one_push_and_retry_starts_again() {
 #[test]
 fn abort_scale_down_delay_0_keeps_the_canary() {
     let mut sim = Sim::new(rollout(4, "app:1", "[{setWeight: 50}, {pause: {}}]"));
-    sim.rollout.spec.strategy.canary.as_mut().unwrap().abort_scale_down_delay_seconds = Some(0);
+    sim.rollout
+        .spec
+        .strategy
+        .canary
+        .as_mut()
+        .unwrap()
+        .abort_scale_down_delay_seconds = Some(0);
     sim.settle();
     sim.set_image("app:2");
     sim.settle();
@@ -233,13 +293,18 @@ fn a_new_template_mid_canary_replaces_the_canary() {
     assert_eq!(sim.version(&third).revision, Some(3));
     sim.advance(30);
     sim.settle();
-    assert_eq!(sim.version(&second).desired, 0, "the replaced canary goes after the delay");
+    assert_eq!(
+        sim.version(&second).desired,
+        0,
+        "the replaced canary goes after the delay"
+    );
 }
 
 #[test]
 fn a_rollback_within_the_window_reuses_the_replica_set_and_skips_the_steps() {
     let mut sim = Sim::with_stable("app:1", STEPS);
-    sim.rollout.spec.rollback_window = Some(sluice_api::resource::RollbackWindowSpec { revisions: 2 });
+    sim.rollout.spec.rollback_window =
+        Some(sluice_api::resource::RollbackWindowSpec { revisions: 2 });
     let first = sim.stable();
     sim.set_image("app:2");
     sim.settle();
@@ -248,16 +313,29 @@ fn a_rollback_within_the_window_reuses_the_replica_set_and_skips_the_steps() {
     sim.advance(30);
     sim.settle();
     assert_eq!(sim.version(&first).desired, 0);
-    let created = sim.actions.iter().filter(|a| matches!(a, Action::CreateReplicaSet(_))).count();
+    let created = sim
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::CreateReplicaSet(_)))
+        .count();
 
     sim.set_image("app:1");
     let out = sim.pass();
     assert_eq!(sim.current(), first);
     assert_eq!(sim.step(), 5, "within the window: no steps");
-    assert!(out.actions.contains(&Action::SetRevision { name: format!("demo-{first}"), revision: 3 }));
+    assert!(out.actions.contains(&Action::SetRevision {
+        name: format!("demo-{first}"),
+        revision: 3
+    }));
     sim.settle();
     assert_eq!(sim.stable(), first);
-    assert_eq!(sim.actions.iter().filter(|a| matches!(a, Action::CreateReplicaSet(_))).count(), created);
+    assert_eq!(
+        sim.actions
+            .iter()
+            .filter(|a| matches!(a, Action::CreateReplicaSet(_)))
+            .count(),
+        created
+    );
     assert_eq!(sim.version(&first).revision, Some(3));
 }
 
@@ -307,10 +385,24 @@ fn a_canary_without_available_pods_exceeds_the_progress_deadline() {
     assert_eq!(sim.phase(), "Degraded");
     assert_eq!(
         sim.status().message.as_deref(),
-        Some(format!("ProgressDeadlineExceeded: ReplicaSet \"demo-{}\" has timed out progressing.", sim.current()).as_str())
+        Some(
+            format!(
+                "ProgressDeadlineExceeded: ReplicaSet \"demo-{}\" has timed out progressing.",
+                sim.current()
+            )
+            .as_str()
+        )
     );
-    let progressing = sim.status().conditions.iter().find(|c| c.type_ == "Progressing").unwrap();
-    assert_eq!((progressing.status.as_str(), progressing.reason.as_deref()), ("False", Some("ProgressDeadlineExceeded")));
+    let progressing = sim
+        .status()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .unwrap();
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_deref()),
+        ("False", Some("ProgressDeadlineExceeded"))
+    );
     assert!(!sim.status().abort);
     // Progress clears it.
     let canary = sim.current();
@@ -332,7 +424,13 @@ fn progress_deadline_abort_aborts_the_canary() {
     sim.settle();
     assert!(sim.status().abort);
     assert_eq!(sim.phase(), "Degraded");
-    assert!(sim.status().message.as_deref().unwrap().starts_with("RolloutAborted"));
+    assert!(
+        sim.status()
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("RolloutAborted")
+    );
 }
 
 #[test]
@@ -369,7 +467,10 @@ fn a_nack_or_a_lagging_proxy_degrades_the_rollout_naming_the_node() {
     sim.settle();
     assert_eq!(sim.phase(), "Degraded");
     let message = sim.status().message.clone().unwrap();
-    assert!(message.contains("envoy-a") && message.contains("bad cluster"), "{message}");
+    assert!(
+        message.contains("envoy-a") && message.contains("bad cluster"),
+        "{message}"
+    );
     assert_eq!(sim.step(), 0);
 
     sim.proxies = vec![proxy("envoy-b")];
@@ -380,7 +481,10 @@ fn a_nack_or_a_lagging_proxy_degrades_the_rollout_naming_the_node() {
     sim.settle();
     assert_eq!(sim.phase(), "Degraded");
     let message = sim.status().message.clone().unwrap();
-    assert!(message.starts_with("DataPlaneLag") && message.contains("envoy-b"), "{message}");
+    assert!(
+        message.starts_with("DataPlaneLag") && message.contains("envoy-b"),
+        "{message}"
+    );
     sim.ack_all();
     sim.settle();
     assert_eq!((sim.step(), sim.traffic().canary_weight), (1, 60));
@@ -405,7 +509,11 @@ fn an_old_version_is_scaled_down_only_after_its_traffic_left_and_was_acked() {
     assert!(!sim.traffic().routes_to(&old));
     sim.advance(3600);
     sim.settle();
-    assert_eq!(sim.version(&old).desired, 4, "not ACKed: the old stable keeps its pods");
+    assert_eq!(
+        sim.version(&old).desired,
+        4,
+        "not ACKed: the old stable keeps its pods"
+    );
     assert!(sim.version(&old).scale_down_deadline.is_none());
     assert_ne!(sim.phase(), "Healthy");
     sim.ack_all();
@@ -449,7 +557,10 @@ fn old_versions_beyond_revision_history_limit_are_deleted() {
         sim.settle();
         hashes.push(sim.stable());
     }
-    assert_eq!(sim.deleted, vec![format!("demo-{}", hashes[0]), format!("demo-{}", hashes[1])]);
+    assert_eq!(
+        sim.deleted,
+        vec![format!("demo-{}", hashes[0]), format!("demo-{}", hashes[1])]
+    );
     assert_eq!(sim.versions.len(), 2, "stable + 1 kept for rollback");
 }
 
@@ -477,7 +588,14 @@ fn changed_steps_restart_the_canary() {
     sim.advance(60);
     sim.settle();
     assert_eq!(sim.step(), 3);
-    sim.rollout.spec.strategy.canary.as_mut().unwrap().steps.remove(0);
+    sim.rollout
+        .spec
+        .strategy
+        .canary
+        .as_mut()
+        .unwrap()
+        .steps
+        .remove(0);
     sim.settle();
     assert_eq!(sim.step(), 0, "a timed pause first now");
 }
@@ -485,26 +603,61 @@ fn changed_steps_restart_the_canary() {
 #[test]
 fn a_spec_the_engine_cannot_run_is_invalid_naming_the_field() {
     for (steps, field) in [
-        ("[{setWeight: 150}]", "spec.strategy.canary.steps[0].setWeight"),
-        ("[{setWeight: 10}, {pause: {duration: 'soon'}}]", "spec.strategy.canary.steps[1].pause.duration"),
-        ("[{setWeight: 10, pause: {}}]", "spec.strategy.canary.steps[0]"),
-        ("[{setCanaryScale: {replicas: 1, weight: 5}}]", "spec.strategy.canary.steps[0].setCanaryScale"),
-        ("[{analysis: {templates: [{templateName: x}]}}]", "spec.strategy.canary.steps[0].analysis"),
+        (
+            "[{setWeight: 150}]",
+            "spec.strategy.canary.steps[0].setWeight",
+        ),
+        (
+            "[{setWeight: 10}, {pause: {duration: 'soon'}}]",
+            "spec.strategy.canary.steps[1].pause.duration",
+        ),
+        (
+            "[{setWeight: 10, pause: {}}]",
+            "spec.strategy.canary.steps[0]",
+        ),
+        (
+            "[{setCanaryScale: {replicas: 1, weight: 5}}]",
+            "spec.strategy.canary.steps[0].setCanaryScale",
+        ),
+        (
+            "[{analysis: {templates: [{templateName: x}]}}]",
+            "spec.strategy.canary.steps[0].analysis",
+        ),
     ] {
         let mut sim = Sim::new(rollout(2, "app:1", steps));
         let out = sim.pass();
         assert_eq!(sim.phase(), "Degraded", "{steps}");
         let message = sim.status().message.clone().unwrap();
-        assert!(message.starts_with(&format!("InvalidSpec: {field}:")), "{steps}: {message}");
-        assert!(out.actions.iter().all(|a| matches!(a, Action::Event { warning: true, .. })), "{steps}");
-        let invalid = sim.status().conditions.iter().find(|c| c.type_ == "InvalidSpec").unwrap();
+        assert!(
+            message.starts_with(&format!("InvalidSpec: {field}:")),
+            "{steps}: {message}"
+        );
+        assert!(
+            out.actions
+                .iter()
+                .all(|a| matches!(a, Action::Event { warning: true, .. })),
+            "{steps}"
+        );
+        let invalid = sim
+            .status()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "InvalidSpec")
+            .unwrap();
         assert_eq!(invalid.status, "True");
     }
     let mut wrong_selector = rollout(2, "app:1", STEPS);
-    wrong_selector.spec.selector.as_mut().unwrap().match_labels = Some([("app".to_owned(), "other".to_owned())].into());
+    wrong_selector.spec.selector.as_mut().unwrap().match_labels =
+        Some([("app".to_owned(), "other".to_owned())].into());
     let mut sim = Sim::new(wrong_selector);
     sim.pass();
-    assert!(sim.status().message.as_deref().unwrap().starts_with("InvalidSpec: spec.template.metadata.labels:"));
+    assert!(
+        sim.status()
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("InvalidSpec: spec.template.metadata.labels:")
+    );
 }
 
 #[test]
@@ -513,7 +666,8 @@ fn the_rollback_window_counts_as_argo_documents_it() {
     // back to 2 does not.
     for (back_to, skips) in [(4usize, true), (3, true), (2, false)] {
         let mut sim = Sim::with_stable("app:1", STEPS);
-        sim.rollout.spec.rollback_window = Some(sluice_api::resource::RollbackWindowSpec { revisions: 3 });
+        sim.rollout.spec.rollback_window =
+            Some(sluice_api::resource::RollbackWindowSpec { revisions: 3 });
         for image in ["app:2", "app:3", "app:4", "app:5"] {
             sim.set_image(image);
             sim.settle();
@@ -526,4 +680,27 @@ fn the_rollback_window_counts_as_argo_documents_it() {
         let skipped = sim.stable() == sim.current();
         assert_eq!(skipped, skips, "back to revision {back_to}");
     }
+}
+
+#[test]
+fn a_step_may_scale_and_route_beside_its_pause_as_in_argo() {
+    // Argo's apisix example: setCanaryScale + setHeaderRoute + pause in one step.
+    let mut sim = Sim::with_stable(
+        "app:1",
+        "[{setCanaryScale: {replicas: 1}, setHeaderRoute: {name: h, match: [{headerName: trace, headerValue: {exact: debug}}]}, pause: {duration: 15}}, {setWeight: 50}]",
+    );
+    sim.set_image("app:2");
+    let out = sim.settle();
+    assert_eq!(sim.step(), 0);
+    assert_eq!(out.requeue_after, Some(Duration::from_secs(15)));
+    assert_eq!(sim.version(&sim.current()).desired, 1);
+    let traffic = sim.traffic();
+    assert_eq!((traffic.canary_weight, traffic.header_routes.len()), (0, 1));
+    sim.advance(15);
+    sim.settle();
+    assert_eq!(sim.stable(), sim.current(), "50 %, then promoted");
+    assert!(
+        sim.traffic().header_routes.is_empty(),
+        "routes are removed at promotion"
+    );
 }

@@ -11,7 +11,8 @@ use sluice_release::{
     Action, DataPlane, Observed, ObservedVersion, ProxyAck, Reconciled, reconcile,
 };
 
-pub const STEPS: &str = "[{setWeight: 10}, {pause: {duration: 60}}, {setWeight: 50}, {pause: {}}, {setWeight: 80}]";
+pub const STEPS: &str =
+    "[{setWeight: 10}, {pause: {duration: 60}}, {setWeight: 50}, {pause: {}}, {setWeight: 80}]";
 
 /// A sluice.dev Rollout `demo` with `replicas`, selector `app=demo`, image `image`, these steps.
 pub fn rollout(replicas: i32, image: &str, steps: &str) -> Rollout {
@@ -209,7 +210,12 @@ impl Sim {
     /// Argo's `promote`: unpause the spec and clear the pause conditions.
     pub fn promote(&mut self) {
         self.rollout.spec.paused = false;
-        self.rollout.status.as_mut().unwrap().pause_conditions.clear();
+        self.rollout
+            .status
+            .as_mut()
+            .unwrap()
+            .pause_conditions
+            .clear();
     }
     /// Argo's `promote --full`.
     pub fn promote_full(&mut self) {
@@ -252,4 +258,3 @@ pub fn proxy(node: &str) -> ProxyAck {
         nacked: None,
     }
 }
-
