@@ -33,6 +33,8 @@ pub enum Action {
         name: String,
         deadline: Option<Timestamp>,
     },
+    /// Set `spec.replicas` of the Deployment a `workloadRef` names.
+    ScaleDeployment { name: String, replicas: i32 },
     /// Delete an old ReplicaSet beyond `revisionHistoryLimit`.
     DeleteReplicaSet { name: String },
     /// Publish this traffic to the data plane; proxies report ACKs of `generation`.

@@ -14,7 +14,7 @@ use crate::{
     conditions::{self, INVALID_SPEC, PHASE_DEGRADED},
     hash::pod_template_hash,
     observed::ObservedVersion,
-    spec::{self, Invalid, Plan},
+    spec::{self, Invalid, Plan, WorkloadScaleDown},
     status, versions,
 };
 
@@ -62,7 +62,7 @@ pub fn reconcile(rollout: &Rollout, observed: &Observed, now: Timestamp) -> Reco
         now,
     };
     cx.status.observed_generation = rollout.metadata.generation.map(|g| g.to_string());
-    match spec::plan(rollout).and_then(|plan| run(&mut cx, rollout, &plan, observed)) {
+    match spec::plan(rollout, observed).and_then(|plan| run(&mut cx, rollout, &plan, observed)) {
         Ok(()) => conditions::remove(&mut cx.status.conditions, INVALID_SPEC),
         Err(invalid) => mark_invalid(&mut cx, &invalid),
     }
@@ -300,7 +300,47 @@ fn run(
         &ack,
         observed,
     );
+    scale_workload(cx, plan, &versions, observed);
     Ok(())
+}
+
+/// Argo's `workloadRef.scaleDown`: `onsuccess` scales the Deployment to 0 once the rollout is
+/// Healthy; `progressively` takes from it as many replicas as the rollout has available; `never`
+/// leaves it alone.
+fn scale_workload(
+    cx: &mut Cx,
+    plan: &Plan<'_>,
+    versions: &[&ObservedVersion],
+    observed: &Observed,
+) {
+    let (Some((name, mode)), Some(deployment)) = (&plan.workload_scale_down, &observed.workload)
+    else {
+        return;
+    };
+    let available = versions
+        .iter()
+        .fold(0i32, |sum, v| sum.saturating_add(v.available));
+    let healthy = cx.status.phase.as_deref() == Some(conditions::PHASE_HEALTHY);
+    let target = match mode {
+        WorkloadScaleDown::Never => return,
+        WorkloadScaleDown::OnSuccess if healthy => 0,
+        WorkloadScaleDown::OnSuccess => return,
+        WorkloadScaleDown::Progressively => plan.replicas.saturating_sub(available).max(0),
+    };
+    if target < deployment.replicas {
+        cx.actions.push(Action::ScaleDeployment {
+            name: name.clone(),
+            replicas: target,
+        });
+        cx.event(
+            false,
+            "ScalingDeployment",
+            format!(
+                "Scaled Deployment {name} from {} to {target} (workloadRef)",
+                deployment.replicas
+            ),
+        );
+    }
 }
 
 /// A new template (or a rollback to an older one): a canary at step 0, or no steps at all when

@@ -13,7 +13,7 @@
 //!      status:  Argo's fields (phase, stableRS, currentPodHash, currentStepIndex, pauseConditions,
 //!               conditions, counts ...) + dataPlane {generation, traffic, acknowledged N of M}
 //!      actions: CreateReplicaSet | ScaleReplicaSet | SetRevision | SetScaleDownDeadline |
-//!               DeleteReplicaSet | PublishTraffic {generation, traffic} | Event
+//!               DeleteReplicaSet | ScaleDeployment (workloadRef) | PublishTraffic {generation, traffic} | Event
 //!               -> executed by a driver; the driver reports each proxy's ACK of a generation
 //! ```
 //!
@@ -23,7 +23,8 @@
 //! them (`pauseConditions`, `controllerPause`, `spec.paused`); promotion, `promote --full`
 //! (`status.promoteFull`), abort (`status.abort`) and retry (clearing it), rollback reusing a
 //! ReplicaSet (steps skipped within `rollbackWindow`), `progressDeadlineSeconds`,
-//! `scaleDownDelaySeconds`, `abortScaleDownDelaySeconds`, `revisionHistoryLimit`.
+//! `scaleDownDelaySeconds`, `abortScaleDownDelaySeconds`, `revisionHistoryLimit`, `workloadRef`
+//! (the template of an existing Deployment, scaled down `never | onsuccess | progressively`).
 //!
 //! Sluice's data-plane gate: a step that changes traffic is done only when every connected proxy
 //! has ACKed the generation that carries it; weight never goes to a version without available
@@ -53,7 +54,7 @@ pub use conditions::{
 };
 pub use engine::{Reconciled, reconcile};
 pub use hash::pod_template_hash;
-pub use observed::{DataPlane, Observed, ObservedVersion, ProxyAck};
+pub use observed::{DataPlane, Observed, ObservedVersion, ObservedWorkload, ProxyAck};
 pub use spec::Invalid;
 
 /// The label that names a version on its ReplicaSet and pods (Argo's name).

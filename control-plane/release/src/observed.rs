@@ -3,7 +3,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{api::apps::v1::ReplicaSet, jiff::Timestamp};
+use k8s_openapi::{
+    api::{apps::v1::ReplicaSet, core::v1::PodTemplateSpec},
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
+    jiff::Timestamp,
+};
 
 use crate::action::{REVISION_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION};
 
@@ -13,6 +17,19 @@ pub struct Observed {
     /// The ReplicaSets whose name starts with `<rollout>-` or that the rollout controls.
     pub versions: Vec<ObservedVersion>,
     pub data_plane: DataPlane,
+    /// The Deployment named by `spec.workloadRef`, when the rollout has one and it exists.
+    pub workload: Option<ObservedWorkload>,
+}
+
+/// A Deployment whose pod template a rollout runs (`workloadRef`, the migration path from a
+/// Deployment): Argo scales it down as `workloadRef.scaleDown` says.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedWorkload {
+    pub name: String,
+    pub template: PodTemplateSpec,
+    pub selector: Option<LabelSelector>,
+    /// Its `spec.replicas`.
+    pub replicas: i32,
 }
 
 /// One ReplicaSet (one version of the pod template).

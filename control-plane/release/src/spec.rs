@@ -11,7 +11,7 @@ use sluice_api::{
     resource::{CanaryStep, SetHeaderRoute, SetMirrorRoute},
 };
 
-use crate::hash::value_hash;
+use crate::{Observed, hash::value_hash};
 
 /// Argo's defaults.
 pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
@@ -59,6 +59,8 @@ pub(crate) struct Plan<'a> {
     pub name: String,
     pub replicas: i32,
     pub template: &'a PodTemplateSpec,
+    /// With `workloadRef`: the Deployment's name and how it is scaled down.
+    pub workload_scale_down: Option<(String, WorkloadScaleDown)>,
     pub selector: &'a LabelSelector,
     /// `spec.selector` as a label-selector string (`status.selector`).
     pub selector_string: String,
@@ -84,25 +86,32 @@ fn seconds(value: i32) -> Duration {
     Duration::from_secs(u64::try_from(value).unwrap_or(0))
 }
 
-pub(crate) fn plan(rollout: &Rollout) -> Result<Plan<'_>, Invalid> {
+/// Checks the spec. With `workloadRef`, the template (and, without `spec.selector`, the selector)
+/// come from the observed Deployment.
+pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<Plan<'a>, Invalid> {
     let spec = &rollout.spec;
     let name = match rollout.metadata.name.as_deref() {
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => return Err(invalid("metadata.name", "is required")),
     };
-    if spec.workload_ref.is_some() {
-        return Err(invalid(
-            "spec.workloadRef",
-            "is not supported yet: give the pod template in spec.template",
-        ));
-    }
-    let template = spec
-        .template
-        .as_ref()
-        .ok_or_else(|| invalid("spec.template", "is required"))?;
+    let (template, workload_selector, workload_scale_down) = match &spec.workload_ref {
+        None => (
+            spec.template
+                .as_ref()
+                .ok_or_else(|| invalid("spec.template", "is required"))?,
+            None,
+            None,
+        ),
+        Some(reference) => {
+            let (template, selector, scale_down) =
+                workload(spec.template.is_some(), reference, observed)?;
+            (template, selector, Some(scale_down))
+        }
+    };
     let selector = spec
         .selector
         .as_ref()
+        .or(workload_selector)
         .ok_or_else(|| invalid("spec.selector", "is required"))?;
     let selector_string = crate::selector::check(selector, template)?;
     let replicas = non_negative("spec.replicas", spec.replicas, 1)?;
@@ -139,6 +148,7 @@ pub(crate) fn plan(rollout: &Rollout) -> Result<Plan<'_>, Invalid> {
     let window = spec.rollback_window.as_ref().map(|w| w.revisions);
     Ok(Plan {
         name,
+        workload_scale_down,
         replicas,
         template,
         selector,
@@ -166,6 +176,84 @@ pub(crate) fn plan(rollout: &Rollout) -> Result<Plan<'_>, Invalid> {
         rollback_window: usize::try_from(non_negative("spec.rollbackWindow.revisions", window, 0)?)
             .unwrap_or(0),
     })
+}
+
+/// Argo's `workloadRef.scaleDown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkloadScaleDown {
+    Never,
+    OnSuccess,
+    Progressively,
+}
+
+type Workload<'a> = (
+    &'a PodTemplateSpec,
+    Option<&'a LabelSelector>,
+    (String, WorkloadScaleDown),
+);
+
+/// The Deployment a `workloadRef` names, as observed.
+fn workload<'a>(
+    has_template: bool,
+    reference: &sluice_api::resource::WorkloadRef,
+    observed: &'a Observed,
+) -> Result<Workload<'a>, Invalid> {
+    if has_template {
+        return Err(invalid(
+            "spec.template",
+            "must be empty when spec.workloadRef is set",
+        ));
+    }
+    if reference.kind.as_deref() != Some("Deployment") {
+        return Err(invalid(
+            "spec.workloadRef.kind",
+            format!(
+                "{:?} is not \"Deployment\"",
+                reference.kind.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    if reference
+        .api_version
+        .as_deref()
+        .is_some_and(|v| v != "apps/v1")
+    {
+        return Err(invalid(
+            "spec.workloadRef.apiVersion",
+            "must be \"apps/v1\"",
+        ));
+    }
+    let name = reference
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("spec.workloadRef.name", "is required"))?;
+    let scale_down = match reference.scale_down.as_deref() {
+        None | Some("never") => WorkloadScaleDown::Never,
+        Some("onsuccess") => WorkloadScaleDown::OnSuccess,
+        Some("progressively") => WorkloadScaleDown::Progressively,
+        Some(other) => {
+            return Err(invalid(
+                "spec.workloadRef.scaleDown",
+                format!("{other:?} is not never, onsuccess or progressively"),
+            ));
+        }
+    };
+    let deployment = observed
+        .workload
+        .as_ref()
+        .filter(|w| w.name == name)
+        .ok_or_else(|| {
+            invalid(
+                "spec.workloadRef.name",
+                format!("Deployment {name:?} not found"),
+            )
+        })?;
+    Ok((
+        &deployment.template,
+        deployment.selector.as_ref(),
+        (name.to_owned(), scale_down),
+    ))
 }
 
 /// One step, checked as Argo's validation does (and rejecting what the engine cannot run yet).

@@ -704,3 +704,111 @@ fn a_step_may_scale_and_route_beside_its_pause_as_in_argo() {
         "routes are removed at promotion"
     );
 }
+
+/// A rollout that runs the template of Deployment `web` (Argo's `workloadRef`).
+fn workload_sim(scale_down: &str) -> Sim {
+    let mut doc = rollout(4, "app:1", "[{setWeight: 25}, {pause: {}}]");
+    doc.spec.template = None;
+    doc.spec.workload_ref = Some(sluice_api::resource::WorkloadRef {
+        api_version: Some("apps/v1".into()),
+        kind: Some("Deployment".into()),
+        name: Some("web".into()),
+        scale_down: Some(scale_down.into()),
+    });
+    let template = rollout(4, "app:1", "[]").spec.template.unwrap();
+    let mut sim = Sim::new(doc);
+    sim.workload = Some(sluice_release::ObservedWorkload {
+        name: "web".into(),
+        template,
+        selector: None,
+        replicas: 4,
+    });
+    sim
+}
+
+#[test]
+fn workload_ref_onsuccess_scales_the_deployment_down_once_healthy() {
+    let mut sim = workload_sim("onsuccess");
+    sim.kubelet = false;
+    sim.settle();
+    assert_eq!(
+        sim.versions.len(),
+        1,
+        "a ReplicaSet from the Deployment's template"
+    );
+    assert_eq!(
+        sim.workload.as_ref().unwrap().replicas,
+        4,
+        "not Healthy yet"
+    );
+    for v in &mut sim.versions {
+        v.available = v.desired;
+    }
+    sim.settle();
+    assert_eq!(sim.phase(), "Healthy");
+    assert_eq!(sim.workload.as_ref().unwrap().replicas, 0);
+
+    // A new template in the Deployment starts a canary.
+    let workload = sim.workload.as_mut().unwrap();
+    workload.template.spec.as_mut().unwrap().containers[0].image = Some("app:2".into());
+    sim.kubelet = true;
+    sim.settle();
+    assert_ne!(sim.current(), sim.stable());
+    assert_eq!((sim.step(), sim.traffic().canary_weight), (1, 25));
+}
+
+#[test]
+fn workload_ref_progressively_hands_the_replicas_over() {
+    let mut sim = workload_sim("progressively");
+    sim.kubelet = false;
+    sim.settle();
+    sim.versions[0].available = 3;
+    sim.settle();
+    assert_eq!(sim.workload.as_ref().unwrap().replicas, 1);
+    sim.versions[0].available = 4;
+    sim.settle();
+    assert_eq!(sim.workload.as_ref().unwrap().replicas, 0);
+}
+
+#[test]
+fn workload_ref_never_leaves_the_deployment_alone() {
+    let mut sim = workload_sim("never");
+    sim.settle();
+    assert_eq!(sim.phase(), "Healthy");
+    assert_eq!(sim.workload.as_ref().unwrap().replicas, 4);
+    assert!(
+        !sim.actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleDeployment { .. }))
+    );
+}
+
+#[test]
+fn workload_ref_errors_name_the_field() {
+    let mut sim = workload_sim("never");
+    sim.workload = None;
+    sim.pass();
+    assert_eq!(
+        sim.status().message.as_deref(),
+        Some("InvalidSpec: spec.workloadRef.name: Deployment \"web\" not found")
+    );
+    let mut sim = workload_sim("sometimes");
+    sim.pass();
+    assert!(
+        sim.status()
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("InvalidSpec: spec.workloadRef.scaleDown:")
+    );
+    let mut sim = workload_sim("never");
+    sim.rollout.spec.template = rollout(4, "app:1", "[]").spec.template;
+    sim.pass();
+    assert!(
+        sim.status()
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("InvalidSpec: spec.template: must be empty")
+    );
+}

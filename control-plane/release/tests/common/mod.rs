@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use sluice_api::{Rollout, RolloutStatus, resource::PublishedTraffic};
 use sluice_release::{
-    Action, DataPlane, Observed, ObservedVersion, ProxyAck, Reconciled, reconcile,
+    Action, DataPlane, Observed, ObservedVersion, ObservedWorkload, ProxyAck, Reconciled, reconcile,
 };
 
 pub const STEPS: &str =
@@ -52,6 +52,7 @@ pub struct Sim {
     pub deleted: Vec<String>,
     pub actions: Vec<Action>,
     pub last: Option<Reconciled>,
+    pub workload: Option<ObservedWorkload>,
 }
 
 impl Sim {
@@ -67,6 +68,7 @@ impl Sim {
             deleted: Vec::new(),
             actions: Vec::new(),
             last: None,
+            workload: None,
         }
     }
 
@@ -77,6 +79,7 @@ impl Sim {
                 proxies: self.proxies.clone(),
                 ack_deadline: Duration::from_secs(30),
             },
+            workload: self.workload.clone(),
         }
     }
 
@@ -144,6 +147,11 @@ impl Sim {
                 if self.auto_ack {
                     self.ack_all();
                 }
+            }
+            Action::ScaleDeployment { name, replicas } => {
+                let workload = self.workload.as_mut().unwrap();
+                assert_eq!(&workload.name, name);
+                workload.replicas = *replicas;
             }
             Action::Event { .. } => {}
         }
