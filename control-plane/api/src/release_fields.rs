@@ -99,6 +99,10 @@ pub struct DataPlaneStatus {
     pub acknowledged: i32,
     #[serde(default)]
     pub proxies: i32,
+    /// The largest canary weight of the generations before `generation` that a proxy may still
+    /// hold (not yet superseded by one every proxy ACKed): the canary keeps pods for it.
+    #[serde(default)]
+    pub held_canary_weight: i32,
     /// A NACK or a lagging proxy, naming its node id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

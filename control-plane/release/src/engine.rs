@@ -178,7 +178,7 @@ fn run(
 
     let mut targets: BTreeMap<String, i32> = BTreeMap::new();
     let mut stable = stable;
-    let mut desired_traffic;
+    let desired_traffic;
     let mut waiting_on_pods = false;
     let canary = (hash != stable).then(|| hash.clone());
     let mut keep_canary = None;
@@ -246,10 +246,22 @@ fn run(
             } else {
                 let all_done = progress.index >= steps;
                 let at = at_step(&plan.steps, progress.index);
-                let canary_target = canary::canary_replicas(plan, &at, all_done);
+                desired_traffic = traffic_for(&at, all_done);
+                // A lower weight leaves the canary its pods until every proxy has the new one.
+                let held = if published.traffic.canary.as_deref() != Some(&canary) {
+                    0
+                } else if ack.complete() {
+                    published.traffic.canary_weight
+                } else {
+                    published
+                        .traffic
+                        .canary_weight
+                        .max(published.held_canary_weight)
+                };
+                let still_routed = spec::replicas_for_weight(plan.replicas, held);
+                let canary_target = canary::canary_replicas(plan, &at, all_done).max(still_routed);
                 targets.insert(stable.clone(), plan.replicas);
                 targets.insert(canary.clone(), canary_target);
-                desired_traffic = traffic_for(&at, all_done);
                 waiting_on_pods =
                     canary_available < canary_target || available(&stable) < plan.replicas;
             }
@@ -269,11 +281,6 @@ fn run(
             waiting_on_pods = available(&stable) < plan.replicas;
         }
     }
-    // A stable version without available pods keeps its share only when nothing else could take it.
-    if desired_traffic.stable.is_empty() {
-        desired_traffic.stable = stable.clone();
-    }
-
     let data_plane = publish(cx, published, desired_traffic, observed);
     let ack = observed.data_plane.summary(data_plane.generation);
     versions::scale(
@@ -410,6 +417,19 @@ fn publish(
     observed: &Observed,
 ) -> DataPlaneStatus {
     if data_plane.traffic != desired || data_plane.published_at.is_none() {
+        // What proxies may still hold of this canary until the new generation is ACKed.
+        let previous = &data_plane.traffic;
+        data_plane.held_canary_weight = if previous.canary != desired.canary {
+            0
+        } else if observed
+            .data_plane
+            .summary(data_plane.generation)
+            .complete()
+        {
+            previous.canary_weight
+        } else {
+            previous.canary_weight.max(data_plane.held_canary_weight)
+        };
         data_plane.generation = data_plane.generation.saturating_add(1);
         data_plane.traffic = desired.clone();
         data_plane.published_at = Some(Time(cx.now));

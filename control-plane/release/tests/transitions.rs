@@ -533,3 +533,24 @@ fn a_step_may_scale_and_route_beside_its_pause_as_in_argo() {
         "routes are removed at promotion"
     );
 }
+
+#[test]
+fn a_lower_weight_scales_the_canary_down_only_after_it_is_acked() {
+    let mut sim = Sim::with_stable("app:1", "[{setWeight: 50}, {setWeight: 10}, {pause: {}}]");
+    sim.auto_ack = false;
+    sim.set_image("app:2");
+    sim.settle();
+    sim.ack_all();
+    sim.settle();
+    let canary = sim.current();
+    assert_eq!((sim.step(), sim.traffic().canary_weight), (1, 10));
+    assert_eq!(
+        sim.version(&canary).desired,
+        2,
+        "50 % is still what the proxies hold"
+    );
+    sim.ack_all();
+    sim.settle();
+    assert_eq!(sim.step(), 2);
+    assert_eq!(sim.version(&canary).desired, 1);
+}
