@@ -24,6 +24,10 @@ use crate::{
     ApiError,
     duration::{argo_duration_int_seconds, argo_duration_string_seconds},
 };
+pub use crate::release_fields::{
+    AnalysisRef, AnalysisTemplateRef, DataPlaneStatus, ExperimentStep, PauseCondition,
+    PublishedTraffic, RollbackWindowSpec, SetCanaryScale, WorkloadRef,
+};
 
 /// The API group and version of Sluice's Rollout.
 pub const SLUICE_API_VERSION: &str = "sluice.dev/v1alpha1";
@@ -80,6 +84,28 @@ pub struct RolloutSpec {
     /// hash. In Kubernetes the endpoints are the ready pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub static_endpoints: BTreeMap<String, Vec<String>>,
+    /// Argo: the rollout does not progress while true (`kubectl argo rollouts pause`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// Argo: seconds a version may take to make progress before the rollout is Degraded
+    /// (`ProgressDeadlineExceeded`). Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<i32>,
+    /// Argo: abort the rollout when the progress deadline is exceeded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress_deadline_abort: bool,
+    /// Argo: old ReplicaSets kept (at 0 replicas) for rollback. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i32>,
+    /// Argo: going back to one of the last `revisions` revisions skips the steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_window: Option<RollbackWindowSpec>,
+    /// Argo: take the pod template from an existing Deployment instead of `template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
+    /// Argo: seconds a new pod must be ready to count as available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -108,6 +134,15 @@ pub struct CanaryStrategy {
     /// Argo's traffic routing; Sluice reads only `maxTrafficWeight` (Sluice is the router).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_routing: Option<TrafficRouting>,
+    /// Argo: seconds between traffic leaving an old version and its scale-down. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// Argo: seconds between an abort and the canary's scale-down; 0 keeps it. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_scale_down_delay_seconds: Option<i32>,
+    /// Argo: background analysis (not run yet: the analysis issue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisRef>,
 }
 
 /// Argo's `spec.strategy.canary.trafficRouting`; the router-specific fields are ignored.
@@ -136,6 +171,15 @@ pub struct CanaryStep {
     /// Parsed for compatibility; Sluice does not mirror traffic yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_mirror_route: Option<SetMirrorRoute>,
+    /// Argo: the canary's replica count from this step on, instead of following the weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_canary_scale: Option<SetCanaryScale>,
+    /// Argo: an analysis step (not run yet: the analysis issue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisRef>,
+    /// Argo: an experiment step (not run yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentStep>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -260,6 +304,39 @@ pub struct RolloutStatus {
     /// The `metadata.generation` this status is about (a string, as in Argo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<String>,
+    /// Argo: why the rollout is paused and since when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pause_conditions: Vec<PauseCondition>,
+    /// Argo: the controller paused the rollout (a `pause` step); cleared pause conditions with
+    /// this still set mean a user promoted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub controller_pause: bool,
+    /// Argo: when the rollout was aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at: Option<Time>,
+    /// Argo: skip the remaining steps (`promote --full`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote_full: bool,
+    /// Argo: bumped when a ReplicaSet of another owner has the new version's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collision_count: Option<i32>,
+    /// Argo: a hash of the steps; when the steps change the canary starts again at step 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_replicas: Option<i32>,
+    /// `spec.selector` as a label-selector string (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Sluice: the traffic published and its acknowledgement by the proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<DataPlaneStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -1,0 +1,102 @@
+//! What the engine asks the drivers to do. Plain data; the Kubernetes driver turns each into an API
+//! call, the standalone driver into a state-file update.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{ReplicaSet, ReplicaSetSpec},
+        core::v1::PodTemplateSpec,
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+    jiff::Timestamp,
+};
+use sluice_api::{Rollout, SLUICE_API_VERSION, resource::PublishedTraffic};
+
+use crate::HASH_LABEL;
+
+/// The ReplicaSet annotation that holds the rollout revision of a version.
+pub const REVISION_ANNOTATION: &str = "rollout.sluice.dev/revision";
+/// The ReplicaSet annotation that holds when an old version is scaled to 0 (RFC 3339).
+pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "rollout.sluice.dev/scale-down-deadline";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Create this ReplicaSet (name `<rollout>-<hash>`, labels, ownerReference, revision).
+    CreateReplicaSet(Box<ReplicaSet>),
+    /// Set `spec.replicas` of a ReplicaSet.
+    ScaleReplicaSet { name: String, replicas: i32 },
+    /// Set the revision annotation (a rollback makes an old version the newest revision).
+    SetRevision { name: String, revision: u64 },
+    /// Set (`Some`) or remove (`None`) the scale-down deadline annotation.
+    SetScaleDownDeadline {
+        name: String,
+        deadline: Option<Timestamp>,
+    },
+    /// Set `spec.replicas` of the Deployment a `workloadRef` names.
+    ScaleDeployment { name: String, replicas: i32 },
+    /// Delete an old ReplicaSet beyond `revisionHistoryLimit`.
+    DeleteReplicaSet { name: String },
+    /// Publish this traffic to the data plane; proxies report ACKs of `generation`.
+    PublishTraffic {
+        generation: i64,
+        traffic: PublishedTraffic,
+    },
+    /// Record a Kubernetes Event on the rollout (or a log line in standalone mode).
+    Event {
+        warning: bool,
+        reason: String,
+        message: String,
+    },
+}
+
+/// The ReplicaSet of a new version: the template with the hash label, the selector with it, a
+/// controller ownerReference to the rollout, the revision annotation.
+pub(crate) fn replica_set(
+    rollout: &Rollout,
+    template: &PodTemplateSpec,
+    selector: &LabelSelector,
+    hash: &str,
+    revision: u64,
+    replicas: i32,
+) -> ReplicaSet {
+    let name = rollout.metadata.name.clone().unwrap_or_default();
+    let mut template = template.clone();
+    let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_LABEL.into(), hash.into());
+    let mut selector = selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_LABEL.into(), hash.into());
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-{hash}")),
+            namespace: rollout.metadata.namespace.clone(),
+            labels: metadata.labels.clone(),
+            annotations: Some(BTreeMap::from([(
+                REVISION_ANNOTATION.to_owned(),
+                revision.to_string(),
+            )])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: SLUICE_API_VERSION.into(),
+                kind: "Rollout".into(),
+                name,
+                uid: rollout.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: ReplicaSetSpec {
+            replicas: Some(replicas),
+            min_ready_seconds: rollout.spec.min_ready_seconds,
+            selector,
+            template: Some(template),
+        },
+        status: None,
+    }
+}

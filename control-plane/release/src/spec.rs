@@ -1,0 +1,367 @@
+//! The rollout's spec, checked and with Argo's defaults applied: what the engine runs. A spec the
+//! engine cannot run is an [`Invalid`] naming the field (the rollout's `InvalidSpec` condition).
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::core::v1::PodTemplateSpec, apimachinery::pkg::apis::meta::v1::LabelSelector,
+};
+use sluice_api::{
+    Rollout,
+    resource::{CanaryStep, SetHeaderRoute, SetMirrorRoute},
+};
+
+use crate::{Observed, hash::value_hash};
+
+/// Argo's defaults.
+pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
+pub const DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
+pub const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
+
+/// A field the engine cannot run, in the document's terms (`spec.strategy.canary.steps[2]...`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    pub field: String,
+    pub problem: String,
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// One step. Argo allows one of `setWeight`, `pause`, `experiment`, `analysis` per step, with
+/// `setCanaryScale`, `setHeaderRoute` and `setMirrorRoute` beside it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Step {
+    pub set_weight: Option<i32>,
+    /// `Some(None)`: until promoted.
+    pub pause: Option<Option<Duration>>,
+    pub set_canary_scale: Option<CanaryScale>,
+    pub set_header_route: Option<SetHeaderRoute>,
+    pub set_mirror_route: Option<SetMirrorRoute>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum CanaryScale {
+    Replicas(i32),
+    Weight(i32),
+    MatchTrafficWeight,
+}
+
+/// The checked spec.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan<'a> {
+    pub name: String,
+    pub replicas: i32,
+    pub template: &'a PodTemplateSpec,
+    /// With `workloadRef`: the Deployment's name and how it is scaled down.
+    pub workload_scale_down: Option<(String, WorkloadScaleDown)>,
+    pub selector: &'a LabelSelector,
+    /// `spec.selector` as a label-selector string (`status.selector`).
+    pub selector_string: String,
+    pub steps: Vec<Step>,
+    /// Argo's `currentStepHash`.
+    pub steps_hash: String,
+    pub scale_down_delay: Duration,
+    pub abort_scale_down_delay: Duration,
+    pub progress_deadline: Duration,
+    pub progress_deadline_abort: bool,
+    pub history_limit: usize,
+    pub rollback_window: usize,
+}
+
+fn non_negative(field: &str, value: Option<i32>, default: i32) -> Result<i32, Invalid> {
+    match value.unwrap_or(default) {
+        v if v >= 0 => Ok(v),
+        v => Err(invalid(field, format!("{v} is negative"))),
+    }
+}
+
+fn seconds(value: i32) -> Duration {
+    Duration::from_secs(u64::try_from(value).unwrap_or(0))
+}
+
+/// Checks the spec. With `workloadRef`, the template (and, without `spec.selector`, the selector)
+/// come from the observed Deployment.
+pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<Plan<'a>, Invalid> {
+    let spec = &rollout.spec;
+    let name = match rollout.metadata.name.as_deref() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => return Err(invalid("metadata.name", "is required")),
+    };
+    let (template, workload_selector, workload_scale_down) = match &spec.workload_ref {
+        None => (
+            spec.template
+                .as_ref()
+                .ok_or_else(|| invalid("spec.template", "is required"))?,
+            None,
+            None,
+        ),
+        Some(reference) => {
+            let (template, selector, scale_down) =
+                workload(spec.template.is_some(), reference, observed)?;
+            (template, selector, Some(scale_down))
+        }
+    };
+    let selector = spec
+        .selector
+        .as_ref()
+        .or(workload_selector)
+        .ok_or_else(|| invalid("spec.selector", "is required"))?;
+    let selector_string = crate::selector::check(selector, template)?;
+    let replicas = non_negative("spec.replicas", spec.replicas, 1)?;
+    let canary = spec.strategy.canary.as_ref().ok_or_else(|| {
+        invalid(
+            "spec.strategy.canary",
+            "is required (blueGreen is not supported yet)",
+        )
+    })?;
+    if canary.analysis.is_some() {
+        return Err(invalid(
+            "spec.strategy.canary.analysis",
+            "background analysis is not supported yet",
+        ));
+    }
+    let steps = canary
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| parse_step(&format!("spec.strategy.canary.steps[{i}]"), step))
+        .collect::<Result<Vec<_>, _>>()?;
+    let steps_hash = value_hash(&serde_json::to_value(&canary.steps).unwrap_or_default());
+    let progress = non_negative(
+        "spec.progressDeadlineSeconds",
+        spec.progress_deadline_seconds,
+        DEFAULT_PROGRESS_DEADLINE_SECONDS,
+    )?;
+    if progress <= spec.min_ready_seconds.unwrap_or(0) {
+        return Err(invalid(
+            "spec.progressDeadlineSeconds",
+            "must be greater than spec.minReadySeconds",
+        ));
+    }
+    let window = spec.rollback_window.as_ref().map(|w| w.revisions);
+    Ok(Plan {
+        name,
+        workload_scale_down,
+        replicas,
+        template,
+        selector,
+        selector_string,
+        steps,
+        steps_hash,
+        scale_down_delay: seconds(non_negative(
+            "spec.strategy.canary.scaleDownDelaySeconds",
+            canary.scale_down_delay_seconds,
+            DEFAULT_SCALE_DOWN_DELAY_SECONDS,
+        )?),
+        abort_scale_down_delay: seconds(non_negative(
+            "spec.strategy.canary.abortScaleDownDelaySeconds",
+            canary.abort_scale_down_delay_seconds,
+            DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS,
+        )?),
+        progress_deadline: seconds(progress),
+        progress_deadline_abort: spec.progress_deadline_abort,
+        history_limit: usize::try_from(non_negative(
+            "spec.revisionHistoryLimit",
+            spec.revision_history_limit,
+            DEFAULT_REVISION_HISTORY_LIMIT,
+        )?)
+        .unwrap_or(0),
+        rollback_window: usize::try_from(non_negative("spec.rollbackWindow.revisions", window, 0)?)
+            .unwrap_or(0),
+    })
+}
+
+/// Argo's `workloadRef.scaleDown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WorkloadScaleDown {
+    Never,
+    OnSuccess,
+    Progressively,
+}
+
+type Workload<'a> = (
+    &'a PodTemplateSpec,
+    Option<&'a LabelSelector>,
+    (String, WorkloadScaleDown),
+);
+
+/// The Deployment a `workloadRef` names, as observed.
+fn workload<'a>(
+    has_template: bool,
+    reference: &sluice_api::resource::WorkloadRef,
+    observed: &'a Observed,
+) -> Result<Workload<'a>, Invalid> {
+    if has_template {
+        return Err(invalid(
+            "spec.template",
+            "must be empty when spec.workloadRef is set",
+        ));
+    }
+    if reference.kind.as_deref() != Some("Deployment") {
+        return Err(invalid(
+            "spec.workloadRef.kind",
+            format!(
+                "{:?} is not \"Deployment\"",
+                reference.kind.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    if reference
+        .api_version
+        .as_deref()
+        .is_some_and(|v| v != "apps/v1")
+    {
+        return Err(invalid(
+            "spec.workloadRef.apiVersion",
+            "must be \"apps/v1\"",
+        ));
+    }
+    let name = reference
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("spec.workloadRef.name", "is required"))?;
+    let scale_down = match reference.scale_down.as_deref() {
+        None | Some("never") => WorkloadScaleDown::Never,
+        Some("onsuccess") => WorkloadScaleDown::OnSuccess,
+        Some("progressively") => WorkloadScaleDown::Progressively,
+        Some(other) => {
+            return Err(invalid(
+                "spec.workloadRef.scaleDown",
+                format!("{other:?} is not never, onsuccess or progressively"),
+            ));
+        }
+    };
+    let deployment = observed
+        .workload
+        .as_ref()
+        .filter(|w| w.name == name)
+        .ok_or_else(|| {
+            invalid(
+                "spec.workloadRef.name",
+                format!("Deployment {name:?} not found"),
+            )
+        })?;
+    Ok((
+        &deployment.template,
+        deployment.selector.as_ref(),
+        (name.to_owned(), scale_down),
+    ))
+}
+
+/// One step, checked as Argo's validation does (and rejecting what the engine cannot run yet).
+fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
+    if step.analysis.is_some() {
+        return Err(invalid(
+            format!("{field}.analysis"),
+            "analysis steps are not supported yet",
+        ));
+    }
+    if step.experiment.is_some() {
+        return Err(invalid(
+            format!("{field}.experiment"),
+            "experiment steps are not supported yet",
+        ));
+    }
+    if step.set_weight.is_some() && step.pause.is_some() {
+        return Err(invalid(
+            field,
+            "a step sets at most one of setWeight, pause, experiment, analysis (as in Argo)",
+        ));
+    }
+    let mut out = Step::default();
+    if let Some(weight) = step.set_weight {
+        if !(0..=100).contains(&weight) {
+            return Err(invalid(
+                format!("{field}.setWeight"),
+                format!("{weight} is not between 0 and 100"),
+            ));
+        }
+        out.set_weight = Some(weight);
+    }
+    if let Some(pause) = &step.pause {
+        let seconds = pause
+            .duration_seconds()
+            .map_err(|problem| invalid(format!("{field}.pause.duration"), problem))?;
+        let duration = seconds
+            .map(|s| {
+                Duration::try_from_secs_f64(s)
+                    .map_err(|e| invalid(format!("{field}.pause.duration"), e.to_string()))
+            })
+            .transpose()?;
+        out.pause = Some(duration);
+    }
+    if let Some(scale) = &step.set_canary_scale {
+        out.set_canary_scale = Some(canary_scale(&format!("{field}.setCanaryScale"), scale)?);
+    }
+    if let Some(route) = &step.set_header_route {
+        if route.name.is_empty() {
+            return Err(invalid(
+                format!("{field}.setHeaderRoute.name"),
+                "is required",
+            ));
+        }
+        out.set_header_route = Some(route.clone());
+    }
+    if let Some(route) = &step.set_mirror_route {
+        if route.name.is_empty() {
+            return Err(invalid(
+                format!("{field}.setMirrorRoute.name"),
+                "is required",
+            ));
+        }
+        if let Some(p) = route.percentage
+            && !(0..=100).contains(&p)
+        {
+            return Err(invalid(
+                format!("{field}.setMirrorRoute.percentage"),
+                format!("{p} is not between 0 and 100"),
+            ));
+        }
+        out.set_mirror_route = Some(route.clone());
+    }
+    if out == Step::default() {
+        return Err(invalid(
+            field,
+            "a step must set one of setWeight, pause, setCanaryScale, setHeaderRoute, \
+             setMirrorRoute (step plugins are not supported)",
+        ));
+    }
+    Ok(out)
+}
+
+fn canary_scale(
+    field: &str,
+    scale: &sluice_api::resource::SetCanaryScale,
+) -> Result<CanaryScale, Invalid> {
+    match (scale.replicas, scale.weight, scale.match_traffic_weight) {
+        (Some(r), None, false) if r >= 0 => Ok(CanaryScale::Replicas(r)),
+        (Some(r), None, false) => Err(invalid(
+            format!("{field}.replicas"),
+            format!("{r} is negative"),
+        )),
+        (None, Some(w), false) if (0..=100).contains(&w) => Ok(CanaryScale::Weight(w)),
+        (None, Some(w), false) => Err(invalid(
+            format!("{field}.weight"),
+            format!("{w} is not between 0 and 100"),
+        )),
+        (None, None, true) => Ok(CanaryScale::MatchTrafficWeight),
+        _ => Err(invalid(
+            field,
+            "set exactly one of replicas, weight, matchTrafficWeight",
+        )),
+    }
+}
+
+/// `ceil(replicas × percent / 100)`, as Argo computes the canary's replicas.
+pub(crate) fn replicas_for_weight(replicas: i32, percent: i32) -> i32 {
+    let product = i64::from(replicas) * i64::from(percent.clamp(0, 100));
+    i32::try_from((product + 99) / 100).unwrap_or(replicas)
+}
