@@ -450,7 +450,8 @@ fn a_waiting_connection_sends_nothing_until_its_first_snapshot() {
     assert!(h.send(subscribe(ENDPOINT, &["a", "b"])).is_empty(), "EDS");
     assert!(h.send(subscribe(ROUTE, &[ROUTE_NAME])).is_empty(), "RDS");
     assert!(
-        h.send(subscribe(EXTENSION_CONFIG, &[FILTER_NAME])).is_empty(),
+        h.send(subscribe(EXTENSION_CONFIG, &[FILTER_NAME]))
+            .is_empty(),
         "ECDS"
     );
     assert!(!h.conn.is_synced());
