@@ -18,6 +18,10 @@ pub enum K8sError {
         object: crate::RolloutRef,
         error: kube::Error,
     },
+    /// A background task of the source ended while the source was running (it panicked or
+    /// returned); the source stops so that its supervisor reports and restarts it.
+    #[error("the {task} task ended unexpectedly: {message}")]
+    Task { task: &'static str, message: String },
     #[error("configuration: {0}")]
     Config(String),
 }

@@ -39,6 +39,8 @@ pub fn reconcile(index: &Index, object: &RolloutRef, now: Timestamp) -> Option<R
         Err(error) => invalid(error.to_string()),
         Ok(live) => match steps::next_status(doc, &live, now) {
             Err((field, problem)) => invalid(format!("rollout {name:?}: {field}: {problem}")),
+            // Nothing to write: the canary's pods are missing, not the canary.
+            Ok(step) if step.hold => (current.clone(), None),
             Ok(step) => {
                 let has_stable = step.status.stable_rs.is_some();
                 let mut next = doc.clone();

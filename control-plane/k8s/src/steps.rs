@@ -46,6 +46,11 @@ pub struct Step {
     pub status: RolloutStatus,
     /// When a timed pause ends: reconcile again after this long.
     pub requeue_after: Option<Duration>,
+    /// The canary in progress (`currentPodHash`, not stable) has no live pods and no newer
+    /// version replaced it: its pods may be starting, restarting or not listed yet, so the
+    /// engine cannot tell whether it is gone. Keep the status as it is — never reset a canary
+    /// to stable (Healthy) because its pods are missing.
+    pub hold: bool,
 }
 
 /// Computes the next status. `Err` names a field the engine cannot run with (a bad
@@ -80,6 +85,7 @@ pub fn next_status(
                 return Ok(Step {
                     status,
                     requeue_after: None,
+                    hold: false,
                 });
             }
         },
@@ -92,10 +98,22 @@ pub fn next_status(
         .find(|h| h.hash != stable)
         .map(|h| h.hash.clone())
     else {
+        let in_progress = status
+            .current_pod_hash
+            .as_deref()
+            .is_some_and(|h| !h.is_empty() && h != stable);
+        if in_progress {
+            return Ok(Step {
+                status: doc.status.clone().unwrap_or_default(),
+                requeue_after: None,
+                hold: true,
+            });
+        }
         settle(&mut status, &stable, done, scale);
         return Ok(Step {
             status,
             requeue_after: None,
+            hold: false,
         });
     };
     if status.current_pod_hash.as_deref() != Some(canary.as_str()) {
@@ -113,6 +131,7 @@ pub fn next_status(
             return Ok(Step {
                 status,
                 requeue_after: None,
+                hold: false,
             });
         };
         if let Some(pause) = &step.pause {
@@ -155,6 +174,7 @@ pub fn next_status(
     Ok(Step {
         status,
         requeue_after,
+        hold: false,
     })
 }
 

@@ -177,11 +177,23 @@ fn a_replaced_canary_starts_again_at_step_zero() {
     assert_eq!(paused_since(&step.status), Some(at(300)));
 }
 
+/// A Pods list without the canary's pods (restarting, not yet listed, evicted) must not reset
+/// the canary in progress to stable: the engine holds and nothing is rewritten.
 #[test]
-fn when_the_canary_pods_are_gone_everything_settles_on_stable() {
-    let doc = rollout(STEPS, Some(status("aaa", "bbb", 1)));
+fn when_the_canary_pods_are_missing_the_canary_in_progress_is_held_not_reset() {
+    let mut s = status("aaa", "bbb", 1);
+    s.phase = Some(PHASE_PAUSED.into());
+    let doc = rollout(STEPS, Some(s.clone()));
     let step = next_status(&doc, &live(&[("aaa", 0)]), at(0)).expect("runs");
-    assert_eq!(step.status.current_pod_hash.as_deref(), Some("aaa"));
+    assert!(step.hold);
+    assert_eq!(step.status, s, "the status is kept as it is");
+    assert_eq!(step.status.current_pod_hash.as_deref(), Some("bbb"));
+    assert_eq!(step.status.phase.as_deref(), Some(PHASE_PAUSED));
+
+    // Settled (no canary in progress): still nothing to hold.
+    let doc = rollout(STEPS, Some(status("aaa", "aaa", 4)));
+    let step = next_status(&doc, &live(&[("aaa", 0)]), at(0)).expect("runs");
+    assert!(!step.hold);
     assert_eq!(step.status.phase.as_deref(), Some(PHASE_HEALTHY));
 }
 

@@ -104,7 +104,7 @@ pub async fn run(
     }
     let (leader_tx, mut leader_rx) = watch::channel(config.lease.is_none());
     let (stop_elector, elector_stopped) = tokio::sync::oneshot::channel::<()>();
-    let elector = config.lease.clone().map(|lease_config| {
+    let mut elector = config.lease.clone().map(|lease_config| {
         let api = Api::namespaced(client.clone(), &lease_config.namespace);
         let stop = elector_stopped.map(|_| ());
         tokio::spawn(lease::elect(api, lease_config, leader_tx, stop))
@@ -123,6 +123,16 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            // The elector runs until told to stop: ending before is a failure, and a replica
+            // that no longer renews its Lease must not go on writing as the leader.
+            ended = task_end(&mut elector) => {
+                let message = match ended {
+                    Ok(()) => "it returned".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(task = "lease election", %message, "the leader election task ended");
+                return Err(K8sError::Task { task: "lease election", message });
+            }
             Some(change) = changes.next() => {
                 note_listed(&change, &mut listed);
                 driver.apply(change);
@@ -131,11 +141,15 @@ pub async fn run(
                     note_listed(&change, &mut listed);
                     driver.apply(change);
                 }
-                driver.publish().await;
                 if !announced_sync && listed.len() >= watches {
                     announced_sync = true;
+                    driver.synced = true;
                     tracing::info!(watches, "initial lists done: the traffic state is complete");
+                    driver.publish().await;
+                    // Notify even if the state equals the channel's initial (empty) value.
                     synced_tx.send_modify(|_| {});
+                } else {
+                    driver.publish().await;
                 }
                 driver.reconcile_all().await;
             }
@@ -155,6 +169,16 @@ pub async fn run(
         let _ = elector.await;
     }
     Ok(())
+}
+
+/// Resolves when the task ends (never without a task).
+async fn task_end(
+    task: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Result<(), tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
 }
 
 fn streams(client: &Client, config: &Config) -> Vec<ChangeStream> {
@@ -307,6 +331,10 @@ struct Driver {
     /// The message last published as an Event, per Argo rollout.
     evented: BTreeMap<RolloutRef, String>,
     recorder: Recorder,
+    /// Every watch has listed once. Until then the index is partial (Rollouts without their
+    /// Pods, Pods without their Services): nothing is published, no error reported, no status
+    /// or Event written — a partial view would route to wrong ports or mark rollouts Degraded.
+    synced: bool,
 }
 
 impl Driver {
@@ -331,6 +359,7 @@ impl Driver {
             errors,
             reported: BTreeMap::new(),
             evented: BTreeMap::new(),
+            synced: false,
         }
     }
 
@@ -370,6 +399,9 @@ impl Driver {
 
     /// Publishes the traffic state if it changed, new errors, and (leader) Events.
     async fn publish(&mut self) {
+        if !self.synced {
+            return;
+        }
         let state = self.index.state();
         self.tx.send_if_modified(|current| {
             let changed = *current != state.traffic;
@@ -433,7 +465,7 @@ impl Driver {
 
     /// Leader only: runs the step engine on every sluice.dev Rollout and writes changed statuses.
     async fn reconcile_all(&mut self) {
-        if !self.config.manage_sluice_rollouts || !*self.is_leader.borrow() {
+        if !self.synced || !self.config.manage_sluice_rollouts || !*self.is_leader.borrow() {
             return;
         }
         let objects: Vec<RolloutRef> = self

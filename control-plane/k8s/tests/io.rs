@@ -32,7 +32,23 @@ type Route = Box<dyn FnMut(&Seen) -> Option<(u16, Value)> + Send>;
 /// Serves requests with `route`: `Some((code, body))` answers, `None` leaves the request pending
 /// (an open watch that never delivers). Every request is logged in order.
 fn apiserver(
+    route: Route,
+) -> (
+    kube::Client,
+    Arc<Mutex<Vec<Seen>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    apiserver_with_delays(route, Box::new(|_| Duration::ZERO))
+}
+
+/// How long to hold an answer back (a slow list).
+type Delay = Box<dyn Fn(&Seen) -> Duration + Send>;
+
+/// [`apiserver`], with answers held back by `delay`. A held-back answer is logged as method
+/// `ANSWERED` (with the request's path) when it is finally sent.
+fn apiserver_with_delays(
     mut route: Route,
+    delay: Delay,
 ) -> (
     kube::Client,
     Arc<Mutex<Vec<Seen>>>,
@@ -55,13 +71,27 @@ fn apiserver(
             };
             task_log.lock().expect("log").push(seen.clone());
             match route(&seen) {
-                Some((code, body)) => send.send_response(
-                    Response::builder()
+                Some((code, body)) => {
+                    let response = Response::builder()
                         .status(code)
                         .header("content-type", "application/json")
                         .body(Body::from(serde_json::to_vec(&body).expect("json")))
-                        .expect("response"),
-                ),
+                        .expect("response");
+                    let wait = delay(&seen);
+                    if wait.is_zero() {
+                        send.send_response(response);
+                    } else {
+                        let log = task_log.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            log.lock().expect("log").push(Seen {
+                                method: "ANSWERED".into(),
+                                ..seen
+                            });
+                            send.send_response(response);
+                        });
+                    }
+                }
                 None => pending.push(send),
             }
         }
@@ -482,4 +512,230 @@ async fn status_writes_check_leadership_right_before_writing() {
         json!({"status": {"phase": "Healthy", "stableRS": "bbb", "message": null}})
     );
     assert_eq!(log[0].body, status_patch(&old, &new));
+}
+
+/// The source run against `route` (answers held back by `delay`) as the lease holder, with
+/// every traffic state it publishes recorded with the time it was seen.
+struct Source {
+    log: Arc<Mutex<Vec<Seen>>>,
+    published: Arc<Mutex<Vec<(std::time::Instant, TrafficState)>>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<Result<(), sluice_k8s::K8sError>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Source {
+    fn start(route: Route, delay: Delay) -> Self {
+        let (client, log, server) = apiserver_with_delays(route, delay);
+        let (tx, mut rx) = watch::channel(TrafficState::default());
+        let (errors_tx, _errors_rx) = mpsc::channel::<SourceError>(16);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let record = published.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let state = rx.borrow_and_update().clone();
+                record
+                    .lock()
+                    .expect("published")
+                    .push((std::time::Instant::now(), state));
+            }
+        });
+        let run = tokio::spawn(sluice_k8s::run(
+            client,
+            config(lease_config("pod-a")),
+            tx,
+            errors_tx,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Source {
+            log,
+            published,
+            stop,
+            run,
+            _server: server,
+        }
+    }
+
+    /// Waits until `done` holds of the request log.
+    async fn until(&self, what: &str, done: impl Fn(&[Seen]) -> bool) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !done(&self.log.lock().expect("log")) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    /// Stops the source; returns the request log and the published states.
+    async fn stop(self) -> (Vec<Seen>, Vec<(std::time::Instant, TrafficState)>) {
+        self.stop.send(()).expect("running");
+        tokio::time::timeout(Duration::from_secs(30), self.run)
+            .await
+            .expect("stops")
+            .expect("no panic")
+            .expect("ok");
+        let log = self.log.lock().expect("log").clone();
+        let published = self.published.lock().expect("published").clone();
+        (log, published)
+    }
+}
+
+fn slow(path: &'static str) -> Delay {
+    Box::new(move |seen: &Seen| {
+        if seen.method == "GET" && seen.path == path {
+            Duration::from_millis(1500)
+        } else {
+            Duration::ZERO
+        }
+    })
+}
+
+fn lease_requests(log: &[Seen]) -> usize {
+    log.iter().filter(|s| s.path.starts_with(LEASES)).count()
+}
+
+/// Rollouts listed, the Pods list 1.5 s late: the leader writes nothing and nothing is published
+/// until the Pods list arrived (a partial view made the leader PATCH `phase: Degraded` +
+/// `InvalidSpec` "stableRS is not a live version ([])" and correct it later).
+#[tokio::test]
+async fn nothing_is_published_or_written_before_a_late_pods_list() {
+    let status = json!({"stableRS": "aaa", "currentPodHash": "aaa", "currentStepIndex": 2,
+        "phase": "Healthy", "observedGeneration": "1",
+        "canary": {"weights": {"canary": {"podTemplateHash": "aaa", "weight": 0},
+                               "stable": {"podTemplateHash": "aaa", "weight": 100}}}});
+    let pods = vec![demo_pod("a-1", "aaa", "10.0.0.1", "2024-01-01T00:00:00Z")];
+    let stored = Arc::new(Mutex::new(None));
+    let route = cluster_route(
+        Some(status),
+        pods,
+        lease_route(stored, Arc::new(Mutex::new(false))),
+    );
+    let source = Source::start(route, slow("/api/v1/pods"));
+    source
+        .until("the Pods list", |log| {
+            log.iter()
+                .any(|s| s.method == "ANSWERED" && s.path == "/api/v1/pods")
+        })
+        .await;
+    // Leader by now, and engine ticks (every 50 ms) after the list.
+    let after = lease_requests(&source.log.lock().expect("log")) + 5;
+    source
+        .until("more election rounds", |log| lease_requests(log) >= after)
+        .await;
+    let (log, published) = source.stop().await;
+
+    let answered = log
+        .iter()
+        .position(|s| s.method == "ANSWERED" && s.path == "/api/v1/pods")
+        .expect("answered");
+    assert!(
+        log.iter()
+            .take(answered)
+            .all(|s| s.method == "GET" || s.path.starts_with(LEASES)),
+        "nothing written before the Pods list: {:?}",
+        log[..answered]
+            .iter()
+            .filter(|s| s.method != "GET" && !s.path.starts_with(LEASES))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        log.iter()
+            .all(|s| s.method != "PATCH" && !s.path.contains("/events")),
+        "a consistent status needs no write: {:?}",
+        log.iter()
+            .filter(|s| s.method == "PATCH")
+            .collect::<Vec<_>>()
+    );
+    let first = published.first().expect("a state was published");
+    assert_eq!(
+        first.1.rollouts["prod/demo"].versions["aaa"].endpoints,
+        vec!["10.0.0.1:8080".parse().expect("addr")],
+        "the first state published is complete"
+    );
+}
+
+/// Services listed 1.5 s late: endpoints are never published on the pod's first container port
+/// (9090) instead of the Service's targetPort (`http`, 8080).
+#[tokio::test]
+async fn endpoints_are_never_published_before_a_late_services_list() {
+    let mut pod = demo_pod("a-1", "aaa", "10.0.0.1", "2024-01-01T00:00:00Z");
+    pod["spec"]["containers"][0]["ports"] = json!([
+        {"name": "metrics", "containerPort": 9090},
+        {"name": "http", "containerPort": 8080}
+    ]);
+    let stored = Arc::new(Mutex::new(None));
+    let route = cluster_route(
+        None,
+        vec![pod],
+        lease_route(stored, Arc::new(Mutex::new(false))),
+    );
+    let source = Source::start(route, slow("/api/v1/services"));
+    source
+        .until("the Services list", |log| {
+            log.iter()
+                .any(|s| s.method == "ANSWERED" && s.path == "/api/v1/services")
+        })
+        .await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while source.published.lock().expect("published").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a state is published");
+    let (_log, published) = source.stop().await;
+    let endpoints: Vec<Vec<std::net::SocketAddr>> = published
+        .iter()
+        .filter_map(|(_, state)| state.rollouts.get("prod/demo"))
+        .map(|r| r.versions["aaa"].endpoints.clone())
+        .collect();
+    assert!(!endpoints.is_empty(), "the rollout is served");
+    assert!(
+        endpoints.iter().all(|e| *e
+            == ["10.0.0.1:8080"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr")]),
+        "only ever the Service's targetPort: {endpoints:?}"
+    );
+}
+
+/// A Pods list without the canary's pods: the leader must not reset the canary in progress
+/// (`currentPodHash` := stable, Healthy). Its traffic is derivation's business; the status holds.
+#[tokio::test]
+async fn a_pods_list_without_the_canary_pods_does_not_reset_the_canary() {
+    let status = json!({"stableRS": "aaa", "currentPodHash": "bbb", "currentStepIndex": 1,
+        "phase": "Paused", "observedGeneration": "1",
+        "canary": {"weights": {"canary": {"podTemplateHash": "bbb", "weight": 25},
+                               "stable": {"podTemplateHash": "aaa", "weight": 75}}}});
+    let pods = vec![demo_pod("a-1", "aaa", "10.0.0.1", "2024-01-01T00:00:00Z")];
+    let stored = Arc::new(Mutex::new(None));
+    let route = cluster_route(
+        Some(status),
+        pods,
+        lease_route(stored.clone(), Arc::new(Mutex::new(false))),
+    );
+    let source = Source::start(route, Box::new(|_| Duration::ZERO));
+    // The lease is ours, then many engine ticks (50 ms) pass.
+    source
+        .until("the lease", |log| {
+            log.iter().any(|s| s.method == "POST" && s.path == LEASES)
+        })
+        .await;
+    source
+        .until("election rounds", |log| lease_requests(log) >= 12)
+        .await;
+    let (log, _published) = source.stop().await;
+    let patches: Vec<&Value> = log
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .map(|s| &s.body["status"])
+        .collect();
+    assert!(
+        patches.is_empty(),
+        "the canary in progress is not rewritten: {patches:?}"
+    );
 }

@@ -92,7 +92,13 @@ impl Admin for AdminService {
         Ok(Response::new(StatusResponse {
             rollouts,
             proxies,
-            snapshot_version: self.app.snapshots.borrow().version(),
+            snapshot_version: self
+                .app
+                .snapshots
+                .borrow()
+                .as_ref()
+                .map(|s| s.version())
+                .unwrap_or_default(),
             last_source_error,
         }))
     }

@@ -9,8 +9,9 @@ use std::{
     time::Duration,
 };
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use anyhow::Context as _;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::serve::App;
@@ -38,13 +39,18 @@ pub async fn load(app: &App, path: &Path) -> bool {
     }
 }
 
-/// Watches the file's directory (editors and `kubectl`-style tools replace files by rename, which
-/// a watch on the file itself would miss) and reloads after a quiet period.
-pub fn watch(
+/// Follows the file until `shutdown` flips: watches its directory (editors and `kubectl`-style
+/// tools replace files by rename, which a watch on the file itself would miss) and reloads after a
+/// quiet period. With `reload_first`, reads the file once at the start (a restarted task must
+/// not miss the edits made while it was down). Errors (the watch cannot be set up) are returned
+/// to the supervisor, which reports them and restarts this.
+pub async fn follow(
     app: Arc<App>,
     path: PathBuf,
     debounce: Duration,
-) -> anyhow::Result<RecommendedWatcher> {
+    reload_first: bool,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let file_name = path.file_name().map(|n| n.to_owned());
     let mut watcher =
@@ -59,22 +65,33 @@ pub fn watch(
                 }
             }
             Err(e) => warn!(error = %e, "file watch error"),
-        })?;
+        })
+        .context("creating the file watch")?;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
 
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Coalesce a burst of events (write + chmod + rename) into one reload.
-            tokio::time::sleep(debounce).await;
-            while rx.try_recv().is_ok() {}
-            if load(&app, &path).await {
-                app.publish().await;
+    if reload_first && load(&app, &path).await {
+        app.publish().await;
+    }
+    loop {
+        tokio::select! {
+            event = rx.recv() => {
+                if event.is_none() {
+                    anyhow::bail!("the file watch stopped delivering events");
+                }
             }
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         }
-    });
-    Ok(watcher)
+        // Coalesce a burst of events (write + chmod + rename) into one reload.
+        tokio::time::sleep(debounce).await;
+        while rx.try_recv().is_ok() {}
+        if load(&app, &path).await {
+            app.publish().await;
+        }
+    }
 }

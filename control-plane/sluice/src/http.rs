@@ -2,13 +2,17 @@
 //! source delivered a valid state), and `/sluice_filter.wasm` (the filter module, for Envoys that
 //! fetch it as a remote code source and check its sha256).
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, panic::AssertUnwindSafe, sync::Arc,
+};
+
+use futures::FutureExt as _;
 
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tracing::debug;
+use tracing::{debug, error};
 
 use crate::serve::App;
 
@@ -27,7 +31,8 @@ pub async fn serve(
             () = &mut shutdown => return Ok(()),
         };
         let app = app.clone();
-        tokio::spawn(async move {
+        let metrics = app.metrics.clone();
+        let connection = async move {
             let service = service_fn(move |req| {
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(respond(&app, req).await) }
@@ -36,6 +41,13 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 debug!(error = %e, "HTTP connection ended with an error");
+            }
+        };
+        tokio::spawn(async move {
+            // One connection's panic ends only it, but is reported.
+            if AssertUnwindSafe(connection).catch_unwind().await.is_err() {
+                error!(task = "HTTP connection", "HTTP connection task panicked");
+                metrics.task_failure("HTTP connection");
             }
         });
     }
@@ -54,13 +66,23 @@ async fn respond<B>(app: &App, req: Request<B>) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             let store = app.store.lock().await;
-            if store.is_ready() {
+            let mut why = Vec::new();
+            if !store.is_ready() {
+                why.push(format!(
+                    "no valid state yet: {}",
+                    store.last_error().unwrap_or("nothing loaded yet")
+                ));
+            }
+            drop(store);
+            for (task, failure) in app.supervisor.down() {
+                why.push(format!("task {task} is down: {failure}"));
+            }
+            if why.is_empty() {
                 text(StatusCode::OK, "ready\n")
             } else {
-                let why = store.last_error().unwrap_or("no valid state loaded yet");
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("not ready: {why}\n"),
+                    &format!("not ready: {}\n", why.join("; ")),
                 )
             }
         }

@@ -1,7 +1,7 @@
 //! Kubernetes mode's source: `sluice-k8s` watches Rollouts, Pods and Services and publishes the
 //! traffic state; this feeds it into the store, the same way the file source does.
 
-use std::{future::Future, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -12,7 +12,7 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::serve::App;
+use crate::{serve::App, supervise::OnFailure};
 
 #[derive(Debug, Args)]
 pub struct K8sArgs {
@@ -37,12 +37,14 @@ pub struct K8sArgs {
     pub cluster_domain: String,
 }
 
-/// Starts the watches. The store becomes ready when every watch has listed once.
+/// Starts the watches as a supervised task (restarted, with fresh lists and a fresh election,
+/// if it fails). The store becomes ready when every watch has listed once; until then, and
+/// while a restarted source relists, the store keeps its last good state.
 pub async fn start(
     app: Arc<App>,
     args: &K8sArgs,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or kubeconfig)")?;
@@ -59,37 +61,58 @@ pub async fn start(
         instance: Some(args.lease_identity.clone()),
         ..Default::default()
     };
+    let supervisor = app.supervisor.clone();
+    Ok(
+        supervisor.spawn("Kubernetes source", OnFailure::RESTART, move || {
+            run(
+                app.clone(),
+                client.clone(),
+                config.clone(),
+                shutdown.clone(),
+            )
+        }),
+    )
+}
+
+/// One run of the Kubernetes source: the watches, and the two loops that move their states and
+/// errors into the store, until shutdown or a failure.
+async fn run(
+    app: Arc<App>,
+    client: kube::Client,
+    config: sluice_k8s::Config,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let (tx, mut rx) = watch::channel(TrafficState::default());
     let (errors_tx, mut errors_rx) = mpsc::channel::<sluice_k8s::SourceError>(64);
-
-    let states = app.clone();
-    tokio::spawn(async move {
+    let states = async {
+        // The source notifies only once every watch has listed.
         while rx.changed().await.is_ok() {
             let state = rx.borrow_and_update().clone();
             info!(
                 rollouts = state.rollouts.len(),
                 "traffic state from Kubernetes"
             );
-            states.store.lock().await.set_source(state);
-            states.publish().await;
+            app.store.lock().await.set_source(state);
+            app.publish().await;
         }
-    });
-    let errors = app.clone();
-    tokio::spawn(async move {
+    };
+    let errors = async {
         while let Some(error) = errors_rx.recv().await {
             // The index keeps serving the rollout's last good state; report where users look.
             warn!(%error, "rollout rejected; its last good state keeps serving");
-            errors.metrics.source_error();
-            errors
-                .store
-                .lock()
-                .await
-                .set_source_error(error.to_string());
+            app.metrics.source_error();
+            app.store.lock().await.set_source_error(error.to_string());
         }
-    });
-    Ok(tokio::spawn(async move {
-        sluice_k8s::run(client, config, tx, errors_tx, shutdown)
+    };
+    let source = async {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        sluice_k8s::run(client, config, tx, errors_tx, stop)
             .await
             .context("Kubernetes source")
-    }))
+    };
+    // The loops end when the source returns (it drops the senders).
+    let (result, (), ()) = tokio::join!(source, states, errors);
+    result
 }

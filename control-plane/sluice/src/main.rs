@@ -24,6 +24,7 @@ mod k8s_source;
 mod metrics;
 mod serve;
 mod store;
+mod supervise;
 
 use clap::{Parser, Subcommand};
 

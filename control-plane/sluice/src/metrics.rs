@@ -14,6 +14,11 @@ pub struct TypeLabel {
     pub type_url: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    pub task: String,
+}
+
 /// Cheap to clone; every clone updates the same metrics.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -31,6 +36,8 @@ struct Inner {
     snapshots: Counter,
     source_errors: Counter,
     ready: Gauge,
+    task_failures: Family<TaskLabel, Counter>,
+    stream_panics: Counter,
 }
 
 impl Metrics {
@@ -47,6 +54,19 @@ impl Metrics {
         let snapshots = Counter::default();
         let source_errors = Counter::default();
         let ready = Gauge::default();
+        let task_failures = Family::<TaskLabel, Counter>::default();
+        let stream_panics = Counter::default();
+        registry.register(
+            "task_failures",
+            "Background tasks that panicked or returned an error (then restarted, or the process \
+             ended), by task",
+            task_failures.clone(),
+        );
+        registry.register(
+            "xds_stream_panics",
+            "ADS stream tasks that panicked (the stream was closed)",
+            stream_panics.clone(),
+        );
         registry.register(
             "connected_proxies",
             "Envoys connected to the ADS server",
@@ -94,6 +114,8 @@ impl Metrics {
                 snapshots,
                 source_errors,
                 ready,
+                task_failures,
+                stream_panics,
             }),
         }
     }
@@ -121,6 +143,15 @@ impl Metrics {
 
     pub fn source_error(&self) {
         self.inner.source_errors.inc();
+    }
+
+    pub fn task_failure(&self, task: &str) {
+        self.inner
+            .task_failures
+            .get_or_create(&TaskLabel {
+                task: task.to_string(),
+            })
+            .inc();
     }
 
     pub fn set_connected_proxies(&self, n: usize) {
@@ -152,5 +183,9 @@ impl sluice_xds::registry::Callbacks for Metrics {
 
     fn on_ack_latency(&self, latency: std::time::Duration) {
         self.inner.push_latency.observe(latency.as_secs_f64());
+    }
+
+    fn on_stream_panic(&self) {
+        self.inner.stream_panics.inc();
     }
 }

@@ -20,7 +20,13 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
-use crate::{admin::AdminService, file_source, http, metrics::Metrics, store::Store};
+use crate::{
+    admin::AdminService,
+    file_source, http,
+    metrics::Metrics,
+    store::Store,
+    supervise::{OnFailure, Supervisor},
+};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["file", "kubernetes"])))]
@@ -73,37 +79,43 @@ pub struct ServeArgs {
 /// What every server task shares.
 pub struct App {
     pub store: Mutex<Store>,
-    pub snapshots: watch::Sender<Arc<Snapshot>>,
+    /// `None` until the store holds a first valid state: the ADS server sends nothing before.
+    pub snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     pub options: TranslateOptions,
     pub metrics: Metrics,
     pub registry: Registry,
     pub wasm: Arc<Vec<u8>>,
+    pub supervisor: Supervisor,
 }
 
 impl App {
     /// Translates the store's effective state and publishes it if it changed. A translation
-    /// error leaves the last snapshot serving.
+    /// error leaves the last snapshot serving. Nothing is published before the store holds a
+    /// first valid state: Envoys keep what they have rather than get an empty configuration.
     pub async fn publish(&self) {
         let store = self.store.lock().await;
+        let ready = store.is_ready();
         let state = store.effective();
         self.metrics.set_rollouts(state.rollouts.len());
-        self.metrics.set_ready(store.is_ready());
+        self.metrics.set_ready(ready);
         drop(store);
-        self.publish_state(&state);
+        if ready {
+            self.publish_state(&state);
+        }
     }
 
     fn publish_state(&self, state: &TrafficState) {
         match translate::translate(state, &self.options) {
             Ok(snapshot) => {
+                let version = snapshot.version();
                 let changed = self.snapshots.send_if_modified(|current| {
-                    if **current == snapshot {
+                    if current.as_deref() == Some(&snapshot) {
                         return false;
                     }
-                    *current = Arc::new(snapshot);
+                    *current = Some(Arc::new(snapshot));
                     true
                 });
                 if changed {
-                    let version = self.snapshots.borrow().version();
                     self.metrics.snapshot_published();
                     info!(%version, rollouts = state.rollouts.len(), "snapshot published");
                 }
@@ -144,8 +156,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     let registry = Registry::with_callbacks(Arc::new(metrics.clone()));
-    let empty = translate::translate(&TrafficState::default(), &options)?;
-    let (snapshots, snapshot_rx) = watch::channel(Arc::new(empty));
+    // Fail at start-up, not at the first publication, if the options cannot translate at all.
+    translate::translate(&TrafficState::default(), &options)?;
+    let (snapshots, snapshot_rx) = watch::channel(None);
+    let supervisor = Supervisor::new(metrics.clone());
     let app = Arc::new(App {
         store: Mutex::new(Store::default()),
         snapshots,
@@ -153,40 +167,43 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         registry: registry.clone(),
         wasm: Arc::new(wasm),
+        supervisor: supervisor.clone(),
     });
 
     // Shutdown: Ctrl-C or SIGTERM flips this; every server drains and returns.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
+    let shutdown_tx = Arc::new(shutdown_tx);
+    let on_signal = shutdown_tx.clone();
+    supervisor.spawn_once("signal handler", async move {
         wait_for_signal().await;
         info!("shutting down: draining xDS streams");
-        let _ = shutdown_tx.send(true);
+        on_signal.send_replace(true);
+        Ok(())
     });
 
-    // The source: a file (loaded now, then followed) or the Kubernetes API.
-    let mut file_watcher = None;
-    let mut source_task = None;
-    match &args.file {
+    // The source: a file (loaded now, then followed) or the Kubernetes API. Each runs as a
+    // supervised task, restarted if it fails.
+    let source_task = match &args.file {
         Some(file) => {
             file_source::load(&app, file).await;
             app.publish().await;
-            file_watcher = Some(file_source::watch(
-                app.clone(),
-                file.clone(),
-                Duration::from_millis(args.debounce_ms),
-            )?);
-        }
-        None => {
-            source_task = Some(
-                crate::k8s_source::start(
+            let (app, file, shutdown) = (app.clone(), file.clone(), shutdown_rx.clone());
+            let debounce = Duration::from_millis(args.debounce_ms);
+            let mut restarted = false;
+            supervisor.spawn("file reload", OnFailure::RESTART, move || {
+                // A restarted task reads the file again: edits made while it was down count.
+                let reload = std::mem::replace(&mut restarted, true);
+                file_source::follow(
                     app.clone(),
-                    &args.k8s,
-                    shutdown_signal(shutdown_rx.clone()),
+                    file.clone(),
+                    debounce,
+                    reload,
+                    shutdown.clone(),
                 )
-                .await?,
-            );
+            })
         }
-    }
+        None => crate::k8s_source::start(app.clone(), &args.k8s, shutdown_rx.clone()).await?,
+    };
 
     let node_options = app.options.clone();
     let ads = AdsServer::new(
@@ -206,26 +223,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the xDS address {}", args.xds_addr))?;
     let xds = ads.serve(xds_listener, shutdown_signal(shutdown_rx.clone()));
+    let xds = supervisor.spawn_once("xDS server", async { xds.await.context("xDS server") });
     let admin = tonic::transport::Server::builder()
         .add_service(AdminServer::new(AdminService::new(app.clone())))
         .serve_with_shutdown(args.admin_addr, shutdown_signal(shutdown_rx.clone()));
+    let admin = supervisor.spawn_once("admin server", async {
+        admin.await.context("admin server")
+    });
     let http = http::serve(
         app.clone(),
         args.http_addr,
         shutdown_signal(shutdown_rx.clone()),
     );
+    let http = supervisor.spawn_once("HTTP server", async { http.await.context("HTTP server") });
     info!(xds = %args.xds_addr, admin = %args.admin_addr, http = %args.http_addr, file = ?args.file, kubernetes = args.kubernetes, "sluice control plane serving");
 
-    let (xds, admin, http) = tokio::join!(xds, admin, http);
-    drop(file_watcher);
-    if let Some(task) = source_task {
-        task.await.context("Kubernetes source task")??;
+    // Until every task ended (after a signal) — or one that cannot be restarted failed: then
+    // everything stops and the process exits with that error.
+    let stopped = async {
+        let _ = tokio::join!(xds, admin, http, source_task);
+    };
+    tokio::pin!(stopped);
+    tokio::select! {
+        () = &mut stopped => {
+            info!("stopped");
+            Ok(())
+        }
+        failure = supervisor.fatal() => {
+            error!(%failure, "stopping: a task that cannot be restarted failed");
+            shutdown_tx.send_replace(true);
+            // Give the others a moment to drain; the error is the exit status either way.
+            let _ = tokio::time::timeout(Duration::from_secs(5), stopped).await;
+            Err(anyhow::anyhow!("{failure}"))
+        }
     }
-    xds.context("xDS server")?;
-    admin.context("admin server")?;
-    http.context("HTTP server")?;
-    info!("stopped");
-    Ok(())
 }
 
 async fn shutdown_signal(mut rx: watch::Receiver<bool>) {

@@ -68,6 +68,8 @@ pub trait Callbacks: Send + Sync {
     fn on_nack(&self, _type_url: &str, _error_detail: &str) {}
     /// Time from a snapshot reaching a connection to the answer of its last response.
     fn on_ack_latency(&self, _latency: Duration) {}
+    /// A stream's task panicked (the stream is closed; the client reconnects).
+    fn on_stream_panic(&self) {}
 }
 
 /// The callbacks used when none are given.
@@ -203,6 +205,11 @@ impl Registry {
             Event::UnknownType { .. } => inner.counters.unknown_types += 1,
             Event::Synced => {}
         });
+    }
+
+    /// Reports a stream task that panicked (see [`Callbacks::on_stream_panic`]).
+    pub fn record_stream_panic(&self) {
+        self.callbacks.on_stream_panic();
     }
 
     /// Records one push latency sample (see [`Callbacks::on_ack_latency`]).

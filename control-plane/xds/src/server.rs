@@ -8,16 +8,18 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 mod grpc;
 
@@ -35,10 +37,15 @@ pub type NodeSpecialise = Arc<dyn Fn(&Node, &Snapshot) -> Snapshot + Send + Sync
 /// would only hold more memory per slow client.
 const RESPONSE_BUFFER: usize = 2;
 
+/// The published snapshot: `None` until the control plane has a first valid state. Until then
+/// streams are accepted and their requests recorded, but nothing is sent for any type, so an
+/// Envoy that (re)connects keeps the configuration it has.
+pub type Published = Option<Arc<Snapshot>>;
+
 /// The ADS gRPC service. Cheap to clone; all clones share the shutdown signal.
 #[derive(Clone)]
 pub struct AdsServer {
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    snapshots: watch::Receiver<Published>,
     node_specialise: NodeSpecialise,
     registry: Registry,
     stop: Arc<watch::Sender<bool>>,
@@ -77,7 +84,7 @@ impl std::fmt::Debug for AdsServer {
 
 impl AdsServer {
     pub fn new(
-        snapshots: watch::Receiver<Arc<Snapshot>>,
+        snapshots: watch::Receiver<Published>,
         node_specialise: NodeSpecialise,
         registry: Registry,
     ) -> Self {
@@ -126,12 +133,20 @@ impl AdsServer {
     ) -> Response<ReceiverStream<Result<P::Response, Status>>> {
         let peer = request.remote_addr();
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        tokio::spawn(run_stream::<P>(
-            self.clone(),
-            peer,
-            request.into_inner(),
-            tx,
-        ));
+        let registry = self.registry.clone();
+        let stream = run_stream::<P>(self.clone(), peer, request.into_inner(), tx);
+        tokio::spawn(async move {
+            // A panic ends only this stream (the client reconnects), but never silently.
+            if let Err(panic) = AssertUnwindSafe(stream).catch_unwind().await {
+                error!(
+                    task = "ADS stream",
+                    ?peer,
+                    panic = panic_message(panic.as_ref()),
+                    "ADS stream task panicked; the stream is closed"
+                );
+                registry.record_stream_panic();
+            }
+        });
         Response::new(ReceiverStream::new(rx))
     }
 }
@@ -142,7 +157,8 @@ trait Protocol: Send + 'static {
     type Response: Encode + Send + 'static;
     const DELTA: bool;
     fn node(request: &Self::Request) -> Option<&Node>;
-    fn start(snapshot: Arc<Snapshot>) -> Self;
+    /// `None`: no snapshot published yet; the connection sends nothing until one is.
+    fn start(snapshot: Option<Arc<Snapshot>>) -> Self;
     fn on_request(&mut self, request: Self::Request) -> Vec<Self::Response>;
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
     fn take_events(&mut self) -> Vec<Event>;
@@ -156,8 +172,8 @@ impl Protocol for Connection {
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
     }
-    fn start(snapshot: Arc<Snapshot>) -> Self {
-        Connection::new(snapshot)
+    fn start(snapshot: Option<Arc<Snapshot>>) -> Self {
+        snapshot.map_or_else(Connection::waiting, Connection::new)
     }
     fn on_request(&mut self, request: DiscoveryRequest) -> Vec<SotwResponse> {
         Connection::on_request(self, request)
@@ -180,8 +196,8 @@ impl Protocol for DeltaConnection {
     fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
     }
-    fn start(snapshot: Arc<Snapshot>) -> Self {
-        DeltaConnection::new(snapshot)
+    fn start(snapshot: Option<Arc<Snapshot>>) -> Self {
+        snapshot.map_or_else(DeltaConnection::waiting, DeltaConnection::new)
     }
     fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Vec<DeltaResponse> {
         self.on_delta_request(request)
@@ -212,7 +228,7 @@ impl Drop for Registered {
 /// One input of the stream loop.
 enum Input<R> {
     Request(R),
-    Snapshot(Arc<Snapshot>),
+    Snapshot(Published),
     SnapshotsClosed,
     End,
 }
@@ -254,8 +270,8 @@ async fn run_stream<P: Protocol>(
             .share(published);
         Arc::new((server.node_specialise)(&node, &shared))
     };
-    let current = Arc::clone(&snapshots.borrow_and_update());
-    let mut connection = P::start(specialise(&current));
+    let current = snapshots.borrow_and_update().clone();
+    let mut connection = P::start(current.as_ref().map(specialise));
     let mut snapshots_open = true;
     // When the first not-yet-delivered snapshot reached this connection.
     let mut push_started: Option<Instant> = None;
@@ -264,7 +280,9 @@ async fn run_stream<P: Protocol>(
     loop {
         let responses = match input {
             Input::Request(request) => connection.on_request(request),
-            Input::Snapshot(snapshot) => {
+            // Publications never go back to "none"; if one did, the client keeps what it has.
+            Input::Snapshot(None) => Vec::new(),
+            Input::Snapshot(Some(snapshot)) => {
                 let arrived = Instant::now();
                 let responses = connection.on_snapshot(specialise(&snapshot));
                 if !connection.is_synced() {
@@ -302,13 +320,22 @@ async fn run_stream<P: Protocol>(
                 }
             },
             changed = snapshots.changed(), if snapshots_open => match changed {
-                Ok(()) => Input::Snapshot(Arc::clone(&snapshots.borrow_and_update())),
+                Ok(()) => Input::Snapshot(snapshots.borrow_and_update().clone()),
                 Err(_) => Input::SnapshotsClosed,
             },
             () = stopped(&mut stop) => Input::End,
         };
     }
     debug!(node_id = %node.id, "ADS stream closed");
+}
+
+/// The message of a panic payload (`&str` or `String`, as `panic!` makes them).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }
 
 /// Resolves once the server is shut down (or gone).

@@ -76,7 +76,7 @@ struct RunningServer {
 }
 
 impl RunningServer {
-    async fn start(snapshots: watch::Receiver<Arc<Snapshot>>, registry: Registry) -> Self {
+    async fn start(snapshots: watch::Receiver<Option<Arc<Snapshot>>>, registry: Registry) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -162,7 +162,7 @@ async fn next(responses: &mut Streaming<DiscoveryResponse>) -> DiscoveryResponse
 #[tokio::test]
 async fn subscribe_ack_push_nack_and_shutdown() {
     let first = snapshot(&[("a", 1)]);
-    let (publish, snapshots) = watch::channel(Arc::clone(&first));
+    let (publish, snapshots) = watch::channel(Some(Arc::clone(&first)));
     let registry = Registry::new();
     let server = RunningServer::start(snapshots, registry.clone()).await;
     let mut client = server.client().await;
@@ -219,7 +219,7 @@ async fn subscribe_ack_push_nack_and_shutdown() {
 
     // A new snapshot is pushed; its ACK completes a push, which is timed.
     let second = snapshot(&[("a", 1), ("b", 1)]);
-    publish.send_replace(Arc::clone(&second));
+    publish.send_replace(Some(Arc::clone(&second)));
     let cds = next(&mut responses).await;
     assert_eq!(cluster_names(&cds), ["a", "b"]);
     requests.send(ack(&cds)).await.expect("send ACK");
@@ -232,7 +232,7 @@ async fn subscribe_ack_push_nack_and_shutdown() {
 
     // A snapshot the client rejects.
     let third = snapshot(&[("a", 1), ("b", 0)]);
-    publish.send_replace(Arc::clone(&third));
+    publish.send_replace(Some(Arc::clone(&third)));
     let cds = next(&mut responses).await;
     requests
         .send(DiscoveryRequest {
@@ -271,7 +271,7 @@ async fn subscribe_ack_push_nack_and_shutdown() {
 
 #[tokio::test]
 async fn delta_stream_is_registered_as_delta_and_disconnect_unregisters() {
-    let (_publish, snapshots) = watch::channel(snapshot(&[("a", 1)]));
+    let (_publish, snapshots) = watch::channel(Some(snapshot(&[("a", 1)])));
     let registry = Registry::new();
     let server = RunningServer::start(snapshots, registry.clone()).await;
     let mut client = server.client().await;
@@ -307,5 +307,80 @@ async fn delta_stream_is_registered_as_delta_and_disconnect_unregisters() {
     drop(requests);
     drop(responses);
     registry_until(&registry, "the disconnect", <[ProxyStatus]>::is_empty).await;
+    server.stop().await;
+}
+
+/// A control plane with no valid state yet (e.g. restarted on an invalid rollouts file) accepts
+/// streams but answers nothing on them, SotW and delta alike: an Envoy that reconnects keeps the
+/// clusters and routes it has instead of being told that every cluster is gone. The first
+/// published snapshot is then sent as usual.
+#[tokio::test]
+async fn nothing_is_sent_before_the_first_snapshot_is_published() {
+    let (publish, snapshots) = watch::channel(None);
+    let registry = Registry::new();
+    let server = RunningServer::start(snapshots, registry.clone()).await;
+    let mut client = server.client().await;
+
+    let (sotw_requests, sotw_outgoing) = mpsc::channel::<DiscoveryRequest>(8);
+    sotw_requests
+        .send(DiscoveryRequest {
+            node: Some(Node {
+                id: "envoy-sotw".into(),
+                ..Default::default()
+            }),
+            // A reconnecting Envoy reports the version it holds.
+            version_info: "held-before-restart".into(),
+            type_url: CLUSTER.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("queue request");
+    let mut sotw = client
+        .stream_aggregated_resources(ReceiverStream::new(sotw_outgoing))
+        .await
+        .expect("open ADS stream")
+        .into_inner();
+    let (delta_requests, delta_outgoing) = mpsc::channel::<DeltaDiscoveryRequest>(8);
+    delta_requests
+        .send(DeltaDiscoveryRequest {
+            node: Some(Node {
+                id: "envoy-delta".into(),
+                ..Default::default()
+            }),
+            type_url: CLUSTER.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("queue request");
+    let mut delta = client
+        .delta_aggregated_resources(ReceiverStream::new(delta_outgoing))
+        .await
+        .expect("open delta stream")
+        .into_inner();
+
+    // Both streams are registered (their first request was read) ...
+    registry_until(&registry, "both streams", |p| p.len() == 2).await;
+    // ... and get nothing while there is no snapshot.
+    let quiet = Duration::from_millis(500);
+    assert!(
+        tokio::time::timeout(quiet, sotw.message()).await.is_err(),
+        "no SotW response before a first snapshot"
+    );
+    assert!(
+        tokio::time::timeout(quiet, delta.message()).await.is_err(),
+        "no delta response before a first snapshot"
+    );
+
+    let first = snapshot(&[("a", 1)]);
+    publish.send_replace(Some(Arc::clone(&first)));
+    let cds = next(&mut sotw).await;
+    assert_eq!(cluster_names(&cds), ["a"]);
+    assert_eq!(cds.version_info, first.type_version(CLUSTER));
+    let delta_cds = within("a delta response", delta.message())
+        .await
+        .expect("stream ok")
+        .expect("stream open");
+    assert_eq!(delta_cds.resources.len(), 1);
+    drop((sotw_requests, delta_requests));
     server.stop().await;
 }

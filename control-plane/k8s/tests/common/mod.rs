@@ -42,7 +42,7 @@ pub struct ControlPlane {
     pub addr: SocketAddr,
     pub registry: Registry,
     options: TranslateOptions,
-    snapshots: watch::Sender<Arc<Snapshot>>,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -53,7 +53,7 @@ impl ControlPlane {
         let options = TranslateOptions::new(WasmSource::Local { path: wasm });
         let first =
             translate::translate(initial, &options).context("translating the first state")?;
-        let (snapshots, rx) = watch::channel(Arc::new(first));
+        let (snapshots, rx) = watch::channel(Some(Arc::new(first)));
         let registry = Registry::new();
         let node_options = options.clone();
         let ads = AdsServer::new(
@@ -96,7 +96,7 @@ impl ControlPlane {
     /// Translates and publishes `state`; returns the snapshot Envoy should end up with.
     pub fn publish(&self, state: &TrafficState) -> anyhow::Result<Arc<Snapshot>> {
         let snapshot = Arc::new(translate::translate(state, &self.options).context("translating")?);
-        self.snapshots.send_replace(Arc::clone(&snapshot));
+        self.snapshots.send_replace(Some(Arc::clone(&snapshot)));
         Ok(snapshot)
     }
 

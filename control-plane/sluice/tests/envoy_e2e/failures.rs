@@ -139,6 +139,92 @@ async fn invalid_file_is_not_pushed() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 7: a control plane restarted on an invalid file (`setWeight: 101`, written while it was
+/// down) has no valid state. The Envoy that reconnects must be sent nothing — it keeps its
+/// clusters and routes (before: an empty cluster set with the old routes, 503 on every request)
+/// — while `/readyz`, `sluice status` and the log say why. Fixing the file then applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_on_an_invalid_file_pushes_nothing() -> anyhow::Result<()> {
+    let stable = Upstream::start(STABLE).await?;
+    let canary = Upstream::start(CANARY).await?;
+    let rollout = Rollout::two(stable.addr(), canary.addr(), 50);
+    let mut cp = ControlPlane::start(&rollout.yaml(), &[]).await?;
+    let proxy = Proxy::start_serving(&cp, "keeper", ProxyOptions::default()).await?;
+    let before = acked_all(&cp.wait_synced("keeper", |_| true).await?);
+    let file = cp.file().display().to_string();
+
+    cp.kill()?;
+    cp.write_file(&rollout.clone().weight(101).yaml())?;
+    cp.restart_not_ready().await?;
+
+    // Not ready, and it says why: the file and the field.
+    let (code, why) = cp.http("/readyz").await?;
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains(&file) && why.contains("setWeight"), "{why}");
+    let status = cp.status().await?;
+    assert!(status.last_source_error.contains("setWeight"), "{status:?}");
+    let cli = cp.cli(&["status"])?;
+    assert!(
+        cli.contains("SOURCE ERROR") && cli.contains("setWeight"),
+        "{cli}"
+    );
+    let log = cp.log();
+    assert!(
+        log.lines().any(|l| l.contains("rollouts file rejected")
+            && l.contains(&file)
+            && l.contains("setWeight")),
+        "{log}"
+    );
+
+    // The Envoy reconnects; give a push (there must be none) time to land.
+    eventually("the reconnect", Duration::from_secs(60), async || {
+        let status = cp.status().await?;
+        Ok(status
+            .proxies
+            .iter()
+            .any(|p| p.node_id == "keeper")
+            .then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let responses = proxy.send(vec![Req::get(HOST); 200]).await?;
+    let ok = responses.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        ok, 200,
+        "of 200 requests answered 200 while the file is invalid"
+    );
+    let counts = by_upstream(&responses)?;
+    assert!(
+        counts.get(STABLE).is_some() && counts.get(CANARY).is_some(),
+        "still split by the last good configuration: {counts:?}"
+    );
+
+    let status = cp.status().await?;
+    let keeper = status
+        .proxies
+        .iter()
+        .find(|p| p.node_id == "keeper")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("keeper gone"))?;
+    // What it reports holding is what it held before, and nothing else was sent.
+    assert!(
+        keeper.types.iter().all(|t| {
+            before.get(&t.type_url) == Some(&t.acked_version) && t.sent_version == t.acked_version
+        }),
+        "nothing is sent before a valid state: {keeper:#?} (before: {before:#?})"
+    );
+    // Fixed: everything to the canary; ready again.
+    cp.write_file(&rollout.clone().weight(100).yaml())?;
+    cp.wait_synced("keeper", |p| acked(p, ECDS_TYPE) != before[ECDS_TYPE])
+        .await?;
+    assert_eq!(cp.http("/readyz").await?.0, 200);
+    assert_eq!(cp.status().await?.last_source_error, "");
+    let responses = proxy.send(vec![Req::get(HOST); 200]).await?;
+    let counts = by_upstream(&responses)?;
+    assert_eq!(counts.get(CANARY), Some(&200), "after the fix: {counts:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nacked_filter_config_is_reported() -> anyhow::Result<()> {
     let stable = Upstream::start(STABLE).await?;

@@ -104,7 +104,7 @@ impl ControlPlane {
             args,
             child: None,
         };
-        cp.spawn_and_wait().await?;
+        cp.spawn_and_wait(true).await?;
         Ok(cp)
     }
 
@@ -133,10 +133,18 @@ impl ControlPlane {
     /// Starts it again with the same arguments and ports.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill()?;
-        self.spawn_and_wait().await
+        self.spawn_and_wait(true).await
     }
 
-    async fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
+    /// Starts it again (same arguments and ports) on a file it will not accept: waits until its
+    /// HTTP server answers, not until it is ready.
+    pub async fn restart_not_ready(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        self.spawn_and_wait(false).await
+    }
+
+    /// Starts the process and waits for `/readyz` to say 200 (`ready`) or to answer at all.
+    async fn spawn_and_wait(&mut self, ready: bool) -> anyhow::Result<()> {
         let log_path = self.dir.path().join("sluice.log");
         let log = OpenOptions::new()
             .create(true)
@@ -158,8 +166,10 @@ impl ControlPlane {
             {
                 bail!("sluice serve exited ({status}); its log:\n{}", self.log());
             }
-            if let Ok((200, _)) = http_get(self.ports.http, "/readyz").await {
-                return Ok(());
+            match http_get(self.ports.http, "/readyz").await {
+                Ok((200, _)) => return Ok(()),
+                Ok(_) if !ready => return Ok(()),
+                _ => {}
             }
             if Instant::now() > deadline {
                 bail!(

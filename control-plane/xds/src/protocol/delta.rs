@@ -36,10 +36,12 @@ struct TypeState {
 
 /// The state machine of one delta ADS stream.
 ///
-/// The server gives it a snapshot already specialised for the stream's node.
+/// The server gives it a snapshot already specialised for the stream's node. Until it has one
+/// ([`DeltaConnection::waiting`]) it records the client's subscriptions and ACKs but sends nothing: a
+/// control plane with no valid state yet must not tell Envoys that every resource is gone.
 #[derive(Debug)]
 pub struct DeltaConnection {
-    snapshot: Arc<Snapshot>,
+    snapshot: Option<Arc<Snapshot>>,
     types: BTreeMap<&'static str, TypeState>,
     nonces: Nonces,
     responses: Vec<DeltaResponse>,
@@ -50,12 +52,21 @@ pub struct DeltaConnection {
 impl DeltaConnection {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
         DeltaConnection {
-            snapshot,
+            snapshot: Some(snapshot),
+            synced: true,
+            ..Self::waiting()
+        }
+    }
+
+    /// A connection with no snapshot yet: it answers nothing until [`Self::on_snapshot`].
+    pub fn waiting() -> Self {
+        DeltaConnection {
+            snapshot: None,
             types: BTreeMap::new(),
             nonces: Nonces::default(),
             responses: Vec::new(),
             events: Vec::new(),
-            synced: true,
+            synced: false,
         }
     }
 
@@ -123,7 +134,7 @@ impl DeltaConnection {
 
     /// A new snapshot (already specialised for this node): push what changed, make-before-break.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaResponse> {
-        self.snapshot = snapshot;
+        self.snapshot = Some(snapshot);
         self.flush()
     }
 
@@ -138,7 +149,10 @@ impl DeltaConnection {
     }
 
     fn flush(&mut self) -> Vec<DeltaResponse> {
-        let snapshot = Arc::clone(&self.snapshot);
+        let Some(snapshot) = self.snapshot.clone() else {
+            // Nothing valid to serve yet: the client keeps what it has.
+            return Vec::new();
+        };
         let complete = plan(self, &snapshot);
         let synced = complete && !self.types.values().any(|t| t.outstanding);
         if synced && !self.synced {

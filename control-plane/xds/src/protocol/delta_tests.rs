@@ -289,3 +289,47 @@ fn routes_wait_for_the_first_endpoint_subscription() {
     assert_eq!(lds.len(), 1);
     assert_eq!(lds[0].type_url, LISTENER);
 }
+
+/// No valid state yet: even the first response of a type (which a delta server otherwise always
+/// sends, empty or not) waits for the first snapshot, and the client's `initial_resource_versions`
+/// are kept so that what it already holds is not sent again.
+#[test]
+fn a_waiting_connection_sends_nothing_until_its_first_snapshot() {
+    let snap = snapshot(&["a", "b"], 8080, "r1");
+    let mut conn = DeltaConnection::waiting();
+    let mut cds = subscribe(CLUSTER, &[]);
+    let held = snap
+        .of_type(CLUSTER)
+        .find(|r| r.name == "a")
+        .expect("cluster a");
+    cds.initial_resource_versions
+        .insert(held.name.clone(), held.version.clone());
+    for request in [
+        cds,
+        subscribe(LISTENER, &[]),
+        subscribe(ENDPOINT, &["a", "b"]),
+        subscribe(ROUTE, &[ROUTE_NAME]),
+        subscribe(EXTENSION_CONFIG, &[FILTER_NAME]),
+    ] {
+        let type_url = request.type_url.clone();
+        assert!(conn.on_delta_request(request).is_empty(), "{type_url}");
+    }
+    assert!(!conn.is_synced());
+    assert!(
+        !conn
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::Sent { .. } | Event::Synced))
+    );
+
+    let responses = conn.on_snapshot(Arc::clone(&snap));
+    assert_eq!(types(&responses), [CLUSTER, ENDPOINT]);
+    assert_eq!(
+        changed(&responses[0])
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>(),
+        ["b"],
+        "the cluster it holds is not sent again"
+    );
+}

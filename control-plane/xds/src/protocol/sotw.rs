@@ -37,10 +37,12 @@ struct TypeState {
 
 /// The state machine of one state-of-the-world ADS stream.
 ///
-/// The server gives it a snapshot already specialised for the stream's node.
+/// The server gives it a snapshot already specialised for the stream's node. Until it has one
+/// ([`Connection::waiting`]) it records the client's subscriptions and ACKs but sends nothing: a
+/// control plane with no valid state yet must not tell Envoys that every resource is gone.
 #[derive(Debug)]
 pub struct Connection {
-    snapshot: Arc<Snapshot>,
+    snapshot: Option<Arc<Snapshot>>,
     types: BTreeMap<&'static str, TypeState>,
     nonces: Nonces,
     responses: Vec<SotwResponse>,
@@ -51,12 +53,21 @@ pub struct Connection {
 impl Connection {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
         Connection {
-            snapshot,
+            snapshot: Some(snapshot),
+            synced: true,
+            ..Self::waiting()
+        }
+    }
+
+    /// A connection with no snapshot yet: it answers nothing until [`Self::on_snapshot`].
+    pub fn waiting() -> Self {
+        Connection {
+            snapshot: None,
             types: BTreeMap::new(),
             nonces: Nonces::default(),
             responses: Vec::new(),
             events: Vec::new(),
-            synced: true,
+            synced: false,
         }
     }
 
@@ -71,7 +82,11 @@ impl Connection {
             return Vec::new();
         };
         let nonce = request.response_nonce;
-        let like = self.snapshot.type_set(type_url);
+        let like = self
+            .snapshot
+            .as_ref()
+            .map(|s| s.type_set(type_url))
+            .unwrap_or_default();
         match self.types.get_mut(type_url) {
             Some(state) if !nonce.is_empty() => {
                 if state.nonce.as_deref() != Some(nonce.as_str()) {
@@ -133,7 +148,7 @@ impl Connection {
 
     /// A new snapshot (already specialised for this node): push what changed, make-before-break.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<SotwResponse> {
-        self.snapshot = snapshot;
+        self.snapshot = Some(snapshot);
         self.flush()
     }
 
@@ -148,7 +163,10 @@ impl Connection {
     }
 
     fn flush(&mut self) -> Vec<SotwResponse> {
-        let snapshot = Arc::clone(&self.snapshot);
+        let Some(snapshot) = self.snapshot.clone() else {
+            // Nothing valid to serve yet: the client keeps what it has.
+            return Vec::new();
+        };
         let complete = plan(self, &snapshot);
         let synced = complete && !self.types.values().any(|t| t.outstanding);
         if synced && !self.synced {

@@ -431,3 +431,54 @@ fn unchanged_types_are_not_resent_when_the_snapshot_shares_them() {
     assert!(h.ack(ROUTE, &[ROUTE_NAME]).is_empty());
     assert!(h.conn.is_synced());
 }
+
+/// No valid state yet (a restart on an invalid rollouts file): a reconnecting Envoy's requests
+/// are recorded but answered with nothing for any type, so it keeps what it holds. The first
+/// snapshot is then pushed make-before-break as usual, and a client that already holds it gets
+/// nothing at all.
+#[test]
+fn a_waiting_connection_sends_nothing_until_its_first_snapshot() {
+    let snap = snapshot(&["a", "b"], 8080, "r1");
+    let mut h = Harness {
+        conn: Connection::waiting(),
+        last: BTreeMap::new(),
+    };
+    let mut held = subscribe(CLUSTER, &[]);
+    held.version_info = "v-before-restart".into();
+    assert!(h.send(held).is_empty(), "CDS");
+    assert!(h.send(subscribe(LISTENER, &[])).is_empty(), "LDS");
+    assert!(h.send(subscribe(ENDPOINT, &["a", "b"])).is_empty(), "EDS");
+    assert!(h.send(subscribe(ROUTE, &[ROUTE_NAME])).is_empty(), "RDS");
+    assert!(
+        h.send(subscribe(EXTENSION_CONFIG, &[FILTER_NAME]))
+            .is_empty(),
+        "ECDS"
+    );
+    assert!(!h.conn.is_synced());
+    assert!(
+        !h.conn
+            .take_events()
+            .iter()
+            .any(|e| matches!(e, Event::Sent { .. } | Event::Synced)),
+        "nothing sent"
+    );
+
+    // The first snapshot: clusters and endpoints first, then the route types once answered.
+    assert_eq!(types(&h.push(Arc::clone(&snap))), [CLUSTER, ENDPOINT]);
+    assert_eq!(names(&h.last(CLUSTER)), ["a", "b"]);
+    assert!(h.ack(CLUSTER, &[]).is_empty());
+    assert_eq!(
+        types(&h.ack(ENDPOINT, &["a", "b"])),
+        [LISTENER, ROUTE, EXTENSION_CONFIG]
+    );
+
+    // A client reconnecting with exactly the first snapshot's versions gets nothing.
+    let mut h = Harness {
+        conn: Connection::waiting(),
+        last: BTreeMap::new(),
+    };
+    let mut held = subscribe(CLUSTER, &[]);
+    held.version_info = snap.type_version(CLUSTER);
+    assert!(h.send(held).is_empty());
+    assert!(h.push(Arc::clone(&snap)).is_empty());
+}
