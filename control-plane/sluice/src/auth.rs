@@ -145,8 +145,8 @@ pub struct AdminAuth {
 }
 
 /// What the refusal says when no credentials are configured at all.
-pub const NOT_CONFIGURED: &str = "the admin API has no credentials configured, so it refuses \
-     this call: start `sluice serve` with --admin-token-file (a bearer token), --admin-client-ca \
+pub const NOT_CONFIGURED: &str = "the admin API has no credentials configured, so it refuses every \
+     call: start `sluice serve` with --admin-token-file (a bearer token), --admin-client-ca \
      with --admin-tls-cert/--admin-tls-key (mutual TLS) or --admin-kube-auth (Kubernetes \
      TokenReview); --admin-status-unauthenticated allows read-only status without credentials";
 

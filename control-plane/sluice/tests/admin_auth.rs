@@ -31,7 +31,7 @@ spec:
   hosts: [demo.local]
   staticEndpoints:
     "aaa111": ["127.0.0.1:9"]
-    "bbb222": ["127.0.0.1:9"]
+    "bbb222": ["127.0.0.1:10"]
   strategy:
     canary:
       steps:
