@@ -16,6 +16,7 @@ Environment: DEMO_STEP_SECONDS (default 4), DEMO_ONCE=1 to exit after the last s
 import http.client
 import http.server
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -202,12 +203,17 @@ def main():
 
         log = open(os.path.join(work, "sluice.log"), "w")
         admin = f"http://127.0.0.1:{ports['admin']}"
+        # The admin API refuses changes without credentials: a fresh token, readable by us only.
+        token = os.path.join(work, "admin-token")
+        with open(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(32))
         procs.append(subprocess.Popen(
             [SLUICE, "serve", "--file", rollouts, "--wasm", WASM,
              "--xds-addr", f"127.0.0.1:{ports['xds']}",
              "--admin-addr", f"127.0.0.1:{ports['admin']}",
              "--http-addr", f"127.0.0.1:{ports['http']}",
-             "--envoy-listener", f"127.0.0.1:{ports['listener']}"],
+             "--envoy-listener", f"127.0.0.1:{ports['listener']}",
+             "--admin-token-file", token],
             stdout=log, stderr=subprocess.STDOUT))
         wait_http(f"http://127.0.0.1:{ports['http']}/readyz")
 
@@ -230,7 +236,7 @@ def main():
         print(f"  Envoy          http://127.0.0.1:{ports['listener']}  (Host: demo.local)  "
               f"admin http://127.0.0.1:{ports['envoy_admin']}")
         print(f"  try:           curl -H 'host: demo.local' -H 'x-canary: 1' ... ; "
-              f"{SLUICE} status --admin {admin}\n")
+              f"{SLUICE} status --admin {admin} --token-file {token}\n")
 
         load = Load(ports["listener"])
         show(load, "no canary yet", STEP_SECONDS)
@@ -238,11 +244,11 @@ def main():
             # Step 2i is setWeight; the pause after it holds the weight (Argo's currentStepIndex).
             write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], 2 * i + 1))
             show(load, f"weight {weight}% (step {2 * i + 1})", STEP_SECONDS)
-        subprocess.run([SLUICE, "promote", "default/demo", "--admin", admin],
+        subprocess.run([SLUICE, "promote", "default/demo", "--admin", admin, "--token-file", token],
                        check=True, capture_output=True)
         show(load, "promoted (canary→stable)", STEP_SECONDS)
         print()
-        subprocess.run([SLUICE, "status", "--admin", admin])
+        subprocess.run([SLUICE, "status", "--admin", admin, "--token-file", token])
         if os.environ.get("DEMO_ONCE") != "1":
             print("\nStill serving; Ctrl-C stops everything.")
             show(load, "promoted", 10**9)

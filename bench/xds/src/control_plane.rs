@@ -25,6 +25,8 @@ pub struct ControlPlane {
     pid: u32,
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The admin API's bearer token (its file sits beside the log file).
+    pub admin_token: String,
 }
 
 /// What to start the control plane with.
@@ -48,6 +50,18 @@ impl ControlPlane {
             );
         }
         let [xds_addr, admin_addr, http_addr, envoy_listener] = free_ports().await?;
+        // The admin API refuses changes without credentials: a token for this run only.
+        let admin_token = format!(
+            "bench-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        let token_file = launch.log_file.with_extension("admin-token");
+        std::fs::write(&token_file, &admin_token)
+            .with_context(|| format!("writing {}", token_file.display()))?;
         let log = std::fs::File::create(launch.log_file)
             .with_context(|| format!("creating {}", launch.log_file.display()))?;
         let mut child = Command::new(launch.binary)
@@ -60,6 +74,8 @@ impl ControlPlane {
             .args(["--admin-addr", &admin_addr.to_string()])
             .args(["--http-addr", &http_addr.to_string()])
             .args(["--envoy-listener", &envoy_listener.to_string()])
+            .arg("--admin-token-file")
+            .arg(&token_file)
             // Per-connection info logs would be part of what we measure; keep warnings.
             .env("SLUICE_LOG", "warn")
             .stdin(Stdio::null())
@@ -99,6 +115,7 @@ impl ControlPlane {
             pid,
             xds_addr,
             admin_addr,
+            admin_token,
         })
     }
 

@@ -171,7 +171,8 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
     // Warm-up: which types does a weight change touch?
     coordinator.drain_for(QUIET).await?;
     coordinator.epoch = Some(Epoch::new(n, Instant::now(), 0));
-    set_weight(&mut admin, rollouts::weight_bp(None)).await?;
+    let token = &control_plane.admin_token;
+    set_weight(&mut admin, token, rollouts::weight_bp(None)).await?;
     coordinator
         .wait(
             Instant::now() + config.change_timeout,
@@ -197,7 +198,7 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
         coordinator.drain_for(QUIET).await?;
         let t0 = Instant::now();
         coordinator.epoch = Some(Epoch::new(n, t0, expected));
-        set_weight(&mut admin, rollouts::weight_bp(Some(k))).await?;
+        set_weight(&mut admin, token, rollouts::weight_bp(Some(k))).await?;
         coordinator
             .wait(
                 Instant::now() + config.change_timeout,
@@ -244,13 +245,24 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
     })
 }
 
-async fn set_weight(admin: &mut AdminClient<Channel>, weight_bp: u32) -> anyhow::Result<()> {
+async fn set_weight(
+    admin: &mut AdminClient<Channel>,
+    token: &str,
+    weight_bp: u32,
+) -> anyhow::Result<()> {
     let rollout = rollouts::changed_rollout();
+    let mut request = tonic::Request::new(SetWeightRequest {
+        rollout: rollout.clone(),
+        weight_bp,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .context("the admin token is not a header value")?,
+    );
     admin
-        .set_weight(SetWeightRequest {
-            rollout: rollout.clone(),
-            weight_bp,
-        })
+        .set_weight(request)
         .await
         .with_context(|| format!("SetWeight {rollout} to {weight_bp} bp"))?;
     Ok(())

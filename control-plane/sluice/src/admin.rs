@@ -10,11 +10,17 @@ use sluice_proto::admin::v1::{
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::{serve::App, store::StoreError};
+use crate::{
+    auth::{Access, AdminAuth},
+    serve::App,
+    store::StoreError,
+};
 
+/// Every call is authorised by [`AdminAuth`] before it reads or changes anything.
 #[derive(Clone)]
 pub struct AdminService {
     app: Arc<App>,
+    auth: Arc<AdminAuth>,
 }
 
 impl std::fmt::Debug for AdminService {
@@ -24,8 +30,13 @@ impl std::fmt::Debug for AdminService {
 }
 
 impl AdminService {
-    pub fn new(app: Arc<App>) -> Self {
-        AdminService { app }
+    pub fn new(app: Arc<App>, auth: Arc<AdminAuth>) -> Self {
+        AdminService { app, auth }
+    }
+
+    async fn check_write(&self, request: &Request<RolloutRef>) -> Result<(), Status> {
+        let rollout = &request.get_ref().rollout;
+        self.auth.check(request, Access::Write { rollout }).await
     }
 
     async fn apply(&self, rollout: &str, over: Override) -> Result<RolloutStatus, Status> {
@@ -52,8 +63,9 @@ impl AdminService {
 impl Admin for AdminService {
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        self.auth.check(&request, Access::Read).await?;
         let (rollouts, last_source_error) = {
             let store = self.app.store.lock().await;
             let rollouts = store
@@ -107,6 +119,14 @@ impl Admin for AdminService {
         &self,
         request: Request<SetWeightRequest>,
     ) -> Result<Response<RolloutStatus>, Status> {
+        self.auth
+            .check(
+                &request,
+                Access::Write {
+                    rollout: &request.get_ref().rollout,
+                },
+            )
+            .await?;
         let req = request.into_inner();
         self.apply(&req.rollout, Override::SetWeight(req.weight_bp))
             .await
@@ -117,12 +137,14 @@ impl Admin for AdminService {
         &self,
         request: Request<RolloutRef>,
     ) -> Result<Response<RolloutStatus>, Status> {
+        self.check_write(&request).await?;
         self.apply(&request.into_inner().rollout, Override::Promote)
             .await
             .map(Response::new)
     }
 
     async fn abort(&self, request: Request<RolloutRef>) -> Result<Response<RolloutStatus>, Status> {
+        self.check_write(&request).await?;
         self.apply(&request.into_inner().rollout, Override::Abort)
             .await
             .map(Response::new)

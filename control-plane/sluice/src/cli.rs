@@ -2,21 +2,21 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use sluice_proto::admin::v1::{
     RolloutRef, RolloutStatus, SetWeightRequest, StatusRequest, StatusResponse,
-    admin_client::AdminClient,
 };
 use std::net::SocketAddr;
 
-use sluice_xds::bootstrap::{BootstrapOptions, HostPort, Role};
+use sluice_xds::bootstrap::{BootstrapOptions, HostPort, Role, XdsTls};
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// The control plane's admin API.
     #[arg(long, env = "SLUICE_ADMIN", default_value = "http://127.0.0.1:18001")]
     pub admin: String,
+    #[command(flatten)]
+    pub credentials: crate::admin_client::CredentialArgs,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +72,26 @@ pub struct BootstrapArgs {
     /// Use incremental (delta) xDS instead of state of the world.
     #[arg(long)]
     pub delta: bool,
+    #[command(flatten)]
+    pub xds_tls: XdsTlsArgs,
+}
+
+/// TLS to the control plane's xDS port (its --xds-tls-cert/--xds-client-ca): paths as Envoy
+/// sees them.
+#[derive(Debug, Args)]
+pub struct XdsTlsArgs {
+    /// CA certificate (PEM) that signed the control plane's xDS certificate; turns TLS on.
+    #[arg(long, env = "SLUICE_XDS_CA")]
+    pub xds_ca: Option<String>,
+    /// This Envoy's client certificate (PEM) for mutual TLS; needs --xds-key and --xds-ca.
+    #[arg(long, env = "SLUICE_XDS_CERT", requires_all = ["xds_key", "xds_ca"])]
+    pub xds_cert: Option<String>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "SLUICE_XDS_KEY", requires = "xds_cert")]
+    pub xds_key: Option<String>,
+    /// Name the control plane's certificate must carry (default: the --xds host).
+    #[arg(long, env = "SLUICE_XDS_SERVER_NAME", requires = "xds_ca")]
+    pub xds_server_name: Option<String>,
 }
 
 pub fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
@@ -89,14 +109,17 @@ pub fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     options.admin = args.admin;
     options.wasm_server = args.wasm_server;
     options.delta = args.delta;
+    options.xds_tls = args.xds_tls.xds_ca.map(|ca| XdsTls {
+        ca,
+        client_cert: args.xds_tls.xds_cert.zip(args.xds_tls.xds_key),
+        server_name: args.xds_tls.xds_server_name,
+    });
     print!("{}", sluice_xds::bootstrap::bootstrap_yaml(&options));
     Ok(())
 }
 
-async fn client(args: &AdminArgs) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-    AdminClient::connect(args.admin.clone())
-        .await
-        .with_context(|| format!("connecting to the admin API at {}", args.admin))
+async fn client(args: &AdminArgs) -> anyhow::Result<crate::admin_client::Client> {
+    args.credentials.connect(&args.admin).await
 }
 
 pub async fn status(args: AdminArgs) -> anyhow::Result<()> {

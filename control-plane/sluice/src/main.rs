@@ -17,6 +17,8 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_client;
+mod auth;
 mod cli;
 mod file_source;
 mod http;

@@ -41,6 +41,8 @@ pub struct ServeArgs {
     pub kubernetes: bool,
     #[command(flatten)]
     pub k8s: crate::k8s_source::K8sArgs,
+    #[command(flatten)]
+    pub security: crate::auth::SecurityArgs,
     /// Address of the xDS (ADS) gRPC server that Envoys connect to.
     #[arg(long, env = "SLUICE_XDS_ADDR", default_value = "127.0.0.1:18000")]
     pub xds_addr: SocketAddr,
@@ -222,10 +224,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let xds_listener = TcpListener::bind(args.xds_addr)
         .await
         .with_context(|| format!("binding the xDS address {}", args.xds_addr))?;
-    let xds = ads.serve(xds_listener, shutdown_signal(shutdown_rx.clone()));
+    let xds = ads.serve_tls(
+        xds_listener,
+        args.security.xds_tls()?,
+        shutdown_signal(shutdown_rx.clone()),
+    );
     let xds = supervisor.spawn_once("xDS server", async { xds.await.context("xDS server") });
-    let admin = tonic::transport::Server::builder()
-        .add_service(AdminServer::new(AdminService::new(app.clone())))
+    let admin_auth = Arc::new(crate::auth::AdminAuth::from_args(&args.security).await?);
+    let mut admin = tonic::transport::Server::builder();
+    if let Some(tls) = args.security.admin_tls()? {
+        admin = admin
+            .tls_config(tls)
+            .context("the admin API's TLS configuration")?;
+    }
+    let admin = admin
+        .add_service(AdminServer::new(AdminService::new(app.clone(), admin_auth)))
         .serve_with_shutdown(args.admin_addr, shutdown_signal(shutdown_rx.clone()));
     let admin = supervisor.spawn_once("admin server", async {
         admin.await.context("admin server")

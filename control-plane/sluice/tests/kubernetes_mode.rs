@@ -188,6 +188,8 @@ fn kubernetes_mode_serves_an_argo_rollout_from_the_api_server() -> anyhow::Resul
             .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            // Read-only status without credentials; changes would still need them.
+            .arg("--admin-status-unauthenticated")
             .env("KUBECONFIG", &kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::null())

@@ -115,6 +115,53 @@ pub struct BootstrapOptions {
     pub wasm_server: Option<HostPort>,
     /// Use incremental (delta) ADS instead of state of the world.
     pub delta: bool,
+    /// TLS (and a client certificate) on the xDS connection; `None` is plaintext.
+    pub xds_tls: Option<XdsTls>,
+}
+
+/// TLS from Envoy to the control plane's xDS port. Paths are as Envoy sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdsTls {
+    /// CA certificate (PEM) the control plane's certificate must chain to.
+    pub ca: String,
+    /// (certificate chain, private key) PEM files Envoy presents: mutual TLS.
+    pub client_cert: Option<(String, String)>,
+    /// The name the control plane's certificate must carry (a DNS SAN, or an IP SAN for an IP);
+    /// default: the control plane's host.
+    pub server_name: Option<String>,
+}
+
+impl XdsTls {
+    /// Envoy's `UpstreamTlsContext` transport socket for the xDS cluster: ALPN h2 (gRPC), the
+    /// server certificate verified against `ca` and its subject alt name against the name.
+    pub fn transport_socket(&self, control_plane: &HostPort) -> Value {
+        let name = self.server_name.as_deref().unwrap_or(&control_plane.host);
+        let is_ip = name.parse::<std::net::IpAddr>().is_ok();
+        let mut common = json!({
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": {"filename": self.ca},
+                "match_typed_subject_alt_names": [{
+                    "san_type": if is_ip { "IP_ADDRESS" } else { "DNS" },
+                    "matcher": {"exact": name},
+                }],
+            },
+        });
+        if let Some((cert, key)) = &self.client_cert {
+            common["tls_certificates"] = json!([{
+                "certificate_chain": {"filename": cert},
+                "private_key": {"filename": key},
+            }]);
+        }
+        let mut context = json!({
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": common,
+        });
+        if !is_ip {
+            context["sni"] = json!(name);
+        }
+        json!({"name": "envoy.transport_sockets.tls", "typed_config": context})
+    }
 }
 
 impl BootstrapOptions {
@@ -133,6 +180,7 @@ impl BootstrapOptions {
             admin: SocketAddr::from(([127, 0, 0, 1], 9_901)),
             wasm_server: None,
             delta: false,
+            xds_tls: None,
         }
     }
 }
@@ -151,6 +199,9 @@ pub fn bootstrap_value(options: &BootstrapOptions) -> Value {
     }
     let ads = json!({"ads": {}, "resource_api_version": "V3"});
     let mut clusters = vec![static_cluster(XDS_CLUSTER, &options.control_plane, true)];
+    if let Some(tls) = &options.xds_tls {
+        clusters[0]["transport_socket"] = tls.transport_socket(&options.control_plane);
+    }
     if let Some(server) = &options.wasm_server {
         clusters.push(static_cluster(WASM_FETCH_CLUSTER, server, false));
     }
@@ -434,6 +485,96 @@ list:
         );
     }
 
+    /// PEM files Envoy's validate mode can load: a throwaway self-signed pair made now.
+    struct Pem {
+        ca: String,
+        cert: String,
+        key: String,
+    }
+
+    fn tls_files() -> Pem {
+        let dir = std::env::temp_dir().join(format!("sluice-bootstrap-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = |name: &str| dir.join(name).display().to_string();
+        let pem = Pem {
+            ca: path("ca.pem"),
+            cert: path("cert.pem"),
+            key: path("key.pem"),
+        };
+        let key = rcgen::KeyPair::generate().expect("key pair");
+        let cert = rcgen::CertificateParams::new(vec!["sluice".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("self-signed");
+        std::fs::write(&pem.ca, cert.pem()).expect("write ca");
+        std::fs::write(&pem.cert, cert.pem()).expect("write cert");
+        std::fs::write(&pem.key, key.serialize_pem()).expect("write key");
+        pem
+    }
+
+    #[test]
+    fn xds_tls_puts_a_verified_client_certificate_on_the_xds_cluster_only() {
+        let mut options =
+            BootstrapOptions::new(Role::Sidecar, "app-1", control_plane("sluice:18000"));
+        options.wasm_server = Some(control_plane("sluice:18002"));
+        let plain = bootstrap_value(&options);
+        assert!(
+            plain["static_resources"]["clusters"][0]
+                .get("transport_socket")
+                .is_none()
+        );
+        options.xds_tls = Some(XdsTls {
+            ca: "/etc/sluice/ca.pem".into(),
+            client_cert: Some(("/etc/sluice/tls.crt".into(), "/etc/sluice/tls.key".into())),
+            server_name: None,
+        });
+        let value = bootstrap_value(&options);
+        let clusters = &value["static_resources"]["clusters"];
+        let socket = &clusters[0]["transport_socket"];
+        assert_eq!(socket["name"], "envoy.transport_sockets.tls");
+        let context = &socket["typed_config"];
+        assert_eq!(context["sni"], "sluice");
+        let common = &context["common_tls_context"];
+        assert_eq!(common["alpn_protocols"], json!(["h2"]));
+        assert_eq!(
+            common["validation_context"]["trusted_ca"]["filename"],
+            "/etc/sluice/ca.pem"
+        );
+        assert_eq!(
+            common["validation_context"]["match_typed_subject_alt_names"],
+            json!([{"san_type": "DNS", "matcher": {"exact": "sluice"}}])
+        );
+        assert_eq!(
+            common["tls_certificates"][0]["certificate_chain"]["filename"],
+            "/etc/sluice/tls.crt"
+        );
+        assert_eq!(
+            common["tls_certificates"][0]["private_key"]["filename"],
+            "/etc/sluice/tls.key"
+        );
+        // The module fetch stays as it was.
+        assert!(clusters[1].get("transport_socket").is_none());
+
+        // An IP is matched as an IP SAN and sends no SNI; a server name overrides the host.
+        options.control_plane = control_plane("127.0.0.1:18000");
+        let ip = bootstrap_value(&options);
+        let context = &ip["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert!(context.get("sni").is_none());
+        assert_eq!(
+            context["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]
+                ["san_type"],
+            "IP_ADDRESS"
+        );
+        if let Some(tls) = options.xds_tls.as_mut() {
+            tls.server_name = Some("sluice.sluice-system.svc".into());
+        }
+        let named = bootstrap_value(&options);
+        assert_eq!(
+            named["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["sni"],
+            "sluice.sluice-system.svc"
+        );
+    }
+
     #[test]
     fn every_flavour_passes_envoy_validate() {
         let Some(envoy) = envoy_binary() else {
@@ -450,10 +591,17 @@ list:
         sidecar.wasm_server = Some(control_plane("localhost:18001"));
         sidecar.admin = "[::1]:19901".parse().expect("addr");
         let plain = BootstrapOptions::new(Role::Gateway, "gw-2", control_plane("[::1]:18000"));
+        let mut mtls = BootstrapOptions::new(Role::Gateway, "gw-3", control_plane("sluice:18000"));
+        let pem = tls_files();
+        mtls.xds_tls = Some(XdsTls {
+            ca: pem.ca.clone(),
+            client_cert: Some((pem.cert.clone(), pem.key.clone())),
+            server_name: None,
+        });
 
         let dir = std::env::temp_dir().join(format!("sluice-bootstrap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        for (i, options) in [gateway, sidecar, plain].iter().enumerate() {
+        for (i, options) in [gateway, sidecar, plain, mtls].iter().enumerate() {
             let path = dir.join(format!("bootstrap-{i}.yaml"));
             std::fs::write(&path, bootstrap_yaml(options)).expect("write bootstrap");
             let out = Command::new(&envoy)

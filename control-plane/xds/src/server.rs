@@ -18,6 +18,7 @@ use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, info};
 
@@ -114,13 +115,29 @@ impl AdsServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        self.serve_tls(listener, None, shutdown).await
+    }
+
+    /// [`AdsServer::serve`], over TLS when `tls` is given. With a client CA in `tls`
+    /// (`ServerTlsConfig::client_ca_root`), an Envoy without a certificate it signed fails the
+    /// handshake and never sees a resource.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Option<ServerTlsConfig>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
         let stopper = self.clone();
         let signal = async move {
             shutdown.await;
             info!("ADS server shutting down");
             stopper.shutdown();
         };
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             .add_service(self.into_service())
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await

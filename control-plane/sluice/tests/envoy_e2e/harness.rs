@@ -29,6 +29,8 @@ pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExten
 pub const READY: Duration = Duration::from_secs(60);
 /// Keep-alive connections per load run.
 pub const CONNECTIONS: usize = 4;
+/// The admin API's bearer token (its file is in the control plane's temp dir).
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
 /// The control plane's addresses, chosen before it starts so a restart reuses them.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +80,8 @@ impl ControlPlane {
             .context("creating the control plane's temp dir")?;
         let file = dir.path().join("rollouts.yaml");
         std::fs::write(&file, rollouts_yaml).context("writing the rollouts file")?;
+        let token_file = dir.path().join("admin-token");
+        std::fs::write(&token_file, ADMIN_TOKEN).context("writing the admin token file")?;
         let wasm = sluice_e2e::filter_wasm()?;
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -96,6 +100,8 @@ impl ControlPlane {
             format!("127.0.0.1:{}", free_port()?),
             "--log".into(),
             "info".into(),
+            "--admin-token-file".into(),
+            token_file.display().to_string(),
         ];
         args.extend(extra_args.iter().cloned());
         let mut cp = Self {
@@ -200,7 +206,7 @@ impl ControlPlane {
         Ok(self
             .admin()
             .await?
-            .status(StatusRequest {})
+            .status(authorized(StatusRequest {}))
             .await
             .context("admin Status")?
             .into_inner())
@@ -210,10 +216,10 @@ impl ControlPlane {
     pub async fn set_weight(&self, percent: u32) -> anyhow::Result<()> {
         self.admin()
             .await?
-            .set_weight(SetWeightRequest {
+            .set_weight(authorized(SetWeightRequest {
                 rollout: ROLLOUT.into(),
                 weight_bp: percent * 100,
-            })
+            }))
             .await
             .with_context(|| format!("admin SetWeight {percent} %"))?;
         Ok(())
@@ -224,6 +230,8 @@ impl ControlPlane {
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(args)
             .args(["--admin", &format!("http://{}", self.ports.admin)])
+            .arg("--token-file")
+            .arg(self.dir.path().join("admin-token"))
             .output()
             .context("running the sluice CLI")?;
         if !output.status.success() {
@@ -267,6 +275,15 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// `message` with the admin bearer token.
+pub fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {ADMIN_TOKEN}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
 }
 
 impl Drop for ControlPlane {
@@ -394,6 +411,16 @@ impl Proxy {
         node_id: &str,
         options: ProxyOptions,
     ) -> anyhow::Result<Self> {
+        Self::start_with(cp, node_id, options, &[]).await
+    }
+
+    /// [`Proxy::start`] with more `sluice bootstrap` arguments (e.g. xDS TLS).
+    pub async fn start_with(
+        cp: &ControlPlane,
+        node_id: &str,
+        options: ProxyOptions,
+        bootstrap_args: &[String],
+    ) -> anyhow::Result<Self> {
         let listener = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut args = vec![
             "bootstrap".to_string(),
@@ -413,6 +440,7 @@ impl Proxy {
             args.push("--wasm-server".into());
             args.push(cp.ports.http.to_string());
         }
+        args.extend(bootstrap_args.iter().cloned());
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(&args)
             .output()

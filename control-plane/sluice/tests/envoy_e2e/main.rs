@@ -16,3 +16,7 @@ mod failures;
 mod harness;
 mod load;
 mod split;
+mod xds_tls;
+
+#[path = "../pki/mod.rs"]
+mod pki;
