@@ -10,14 +10,19 @@
 //! # The ABI, pinned
 //!
 //! Envoy **1.40**, dynamic-module ABI **`v0.2.0`** (`on_program_init` returns it; Envoy logs
-//! `Dynamic module ABI version v0.2.0 matched.`). Envoy refuses a module that lacks any HTTP-filter
-//! hook it resolves at load time; the module therefore exports all of them (the ones Sluice does not
-//! need do nothing): `on_program_init`, `on_http_filter_config_new`/`_destroy`,
-//! `on_http_filter_new`/`_destroy`, `_request_headers`/`_body`/`_trailers`,
-//! `_response_headers`/`_body`/`_trailers`, `_stream_complete`, `_http_callout_done`,
-//! `_http_stream_headers`/`_data`/`_trailers`/`_complete`/`_reset`, `_scheduled`,
-//! `_downstream_above_write_buffer_high_watermark`/`_below_write_buffer_low_watermark`,
-//! `_local_reply`, `_config_scheduled`, `_per_route_config_new`/`_destroy`.
+//! `Dynamic module ABI version v0.2.0 matched.`). Envoy 1.40 refuses a filter config whose module
+//! lacks any of these 21 hooks (`Failed to resolve symbol …`; checked one by one against the real
+//! Envoy with a module missing each): `on_program_init`, `on_http_filter_config_new`,
+//! `on_http_filter_config_destroy`, `on_http_filter_new`, `on_http_filter_destroy`,
+//! `on_http_filter_request_headers`/`_request_body`/`_request_trailers`,
+//! `on_http_filter_response_headers`/`_response_body`/`_response_trailers`,
+//! `on_http_filter_stream_complete`, `on_http_filter_http_callout_done`,
+//! `on_http_filter_http_stream_headers`/`_data`/`_trailers`/`_complete`/`_reset`,
+//! `on_http_filter_scheduled`, `on_http_filter_downstream_above_write_buffer_high_watermark` and
+//! `on_http_filter_downstream_below_write_buffer_low_watermark`. Besides program init and config and
+//! filter new/destroy, Sluice needs two (request headers, response headers); the rest return at
+//! once. Optional hooks (`_local_reply`, `_config_scheduled`, per-route config) are not
+//! exported.
 //!
 //! **On an Envoy upgrade**: the module must be built against the ABI of the Envoy that loads it
 //! (the ABI guarantees compatibility only with the next minor version). Re-read `abi.h` at the new
@@ -58,10 +63,13 @@
 //! # Counters
 //!
 //! The same names as the Wasm build (`sluice_filter::metrics`): one per (rollout, version, reason),
-//! `sluice_requests_total.rollout.<r>.version.<v>.reason.<why>`, in Envoy's stats under the module's
-//! `metrics_namespace` (Sluice configures `wasmcustom`, the namespace of the Wasm build, so the
-//! bootstrap's `stats_tags` and `/stats/prometheus` show both builds' counters identically:
-//! `sluice_requests_total{rollout="…",version="…",reason="…"}`).
+//! `sluice_requests_total.rollout.<r>.version.<v>.reason.<why>`, defined under the module's
+//! `metrics_namespace`. Sluice configures `wasmcustom` (the Wasm build's namespace), so `/stats`
+//! shows both builds' counters under identical names and the bootstrap's `stats_tags` give them the
+//! same labels. One difference remains in `/stats/prometheus`: Envoy 1.40 strips the Wasm
+//! namespace there but no dynamic module's, so the native build's counters read
+//! `envoy_wasmcustom_sluice_requests_total{rollout="…",version="…",reason="…"}` where the Wasm
+//! build's read `sluice_requests_total{…}` (same labels, same values).
 //!
 //! # Panics
 //!
