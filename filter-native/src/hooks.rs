@@ -38,6 +38,11 @@ fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     }
 }
 
+#[cfg(test)]
+pub fn guard_for_test<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    guard(fallback, body)
+}
+
 /// Compiles a policy and defines its counters; logs and returns None if it is invalid.
 pub fn on_config(envoy_config: ConfigEnvoyPtr, bytes: &[u8]) -> Option<Box<Config>> {
     let defined = Config::new(bytes, |name| {

@@ -91,5 +91,9 @@
 )]
 
 pub mod abi;
+#[cfg(test)]
+mod fake_host;
 mod hooks;
 mod stream;
+#[cfg(test)]
+mod tests;
