@@ -71,6 +71,17 @@ pub struct BootstrapArgs {
     /// Use incremental (delta) xDS instead of state of the world.
     #[arg(long)]
     pub delta: bool,
+    /// The filter build this Envoy runs: wasm (sandboxed, any Envoy with V8) or native (an Envoy
+    /// dynamic module: fastest, must match the Envoy build — Envoy 1.40). Sent as node metadata
+    /// `sluice.filter`; the control plane pushes that build to this Envoy.
+    #[arg(long, value_enum, env = "SLUICE_ENVOY_FILTER", default_value = "wasm")]
+    pub filter: FilterArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FilterArg {
+    Wasm,
+    Native,
 }
 
 pub fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
@@ -88,6 +99,10 @@ pub fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     options.admin = args.admin;
     options.wasm_server = args.wasm_server;
     options.delta = args.delta;
+    options.filter = match args.filter {
+        FilterArg::Wasm => sluice_xds::translate::FilterBuild::Wasm,
+        FilterArg::Native => sluice_xds::translate::FilterBuild::Native,
+    };
     print!("{}", sluice_xds::bootstrap::bootstrap_yaml(&options));
     Ok(())
 }

@@ -19,7 +19,7 @@ use std::{fmt, net::SocketAddr, str::FromStr};
 
 use serde_json::{Map, Value, json};
 
-use crate::translate::LISTENER_METADATA_KEY;
+use crate::translate::{FILTER_METADATA_KEY, FilterBuild, LISTENER_METADATA_KEY};
 
 /// The static cluster that reaches the control plane's ADS (gRPC) port.
 pub const XDS_CLUSTER: &str = "sluice_xds";
@@ -115,6 +115,9 @@ pub struct BootstrapOptions {
     pub wasm_server: Option<HostPort>,
     /// Use incremental (delta) ADS instead of state of the world.
     pub delta: bool,
+    /// The filter build this Envoy runs, sent as node metadata `sluice.filter` (`wasm` or
+    /// `native`; see `translate::for_node`).
+    pub filter: FilterBuild,
 }
 
 impl BootstrapOptions {
@@ -133,6 +136,7 @@ impl BootstrapOptions {
             admin: SocketAddr::from(([127, 0, 0, 1], 9_901)),
             wasm_server: None,
             delta: false,
+            filter: FilterBuild::Wasm,
         }
     }
 }
@@ -146,6 +150,7 @@ pub fn bootstrap_yaml(options: &BootstrapOptions) -> String {
 pub fn bootstrap_value(options: &BootstrapOptions) -> Value {
     let mut metadata = Map::new();
     metadata.insert(ROLE_METADATA_KEY.into(), json!(options.role.name()));
+    metadata.insert(FILTER_METADATA_KEY.into(), json!(options.filter.name()));
     if let Some(listener) = options.listener {
         metadata.insert(LISTENER_METADATA_KEY.into(), json!(listener.to_string()));
     }
