@@ -181,7 +181,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     guard(std::ptr::null(), || {
         // SAFETY: Envoy's config bytes are valid for the duration of this hook.
         let bytes = unsafe { envoy_bytes(config) };
-        on_config(envoy_config, bytes).map_or(std::ptr::null(), |c| Box::into_raw(c).cast_const().cast())
+        on_config(envoy_config, bytes)
+            .map_or(std::ptr::null(), |c| Box::into_raw(c).cast_const().cast())
     })
 }
 

@@ -99,9 +99,10 @@ fn invalid_policy_is_rejected_with_the_cores_message() {
     assert!(config.is_null());
     let logs = with_host(|host| host.logs.clone());
     assert!(
-        logs.iter().any(|l| l.starts_with("sluice: invalid policy: ")
-            && l.contains("default/demo")
-            && l.contains("canaryWeightBp: 12000 is above 10000")),
+        logs.iter()
+            .any(|l| l.starts_with("sluice: invalid policy: ")
+                && l.contains("default/demo")
+                && l.contains("canaryWeightBp: 12000 is above 10000")),
         "{logs:?}"
     );
     assert!(configure("not a policy").is_null());
@@ -147,7 +148,10 @@ fn counts_one_per_request_in_the_decisions_slot() {
 fn unknown_host_passes_untouched() {
     reset();
     let config = configure(POLICY);
-    let host = request(config, &[(":authority", "other.local"), ("x-sluice-hash", "s1")]);
+    let host = request(
+        config,
+        &[(":authority", "other.local"), ("x-sluice-hash", "s1")],
+    );
     assert_eq!(header(&host.request, "x-sluice-hash"), [b"s1".as_slice()]);
     assert_eq!(host.route_cache_clears, 0);
     assert!(host.counters.iter().all(|&c| c == 0));
@@ -176,7 +180,10 @@ fn cookie_stickiness_hands_out_a_cookie_once() {
     for _ in 0..5 {
         let again = request(config, &[(":authority", "demo.local"), ("cookie", &pair)]);
         assert!(header(&again.response, "set-cookie").is_empty());
-        assert_eq!(header(&again.request, "x-sluice-hash")[0], chosen.as_slice());
+        assert_eq!(
+            header(&again.request, "x-sluice-hash")[0],
+            chosen.as_slice()
+        );
     }
     envoy_dynamic_module_on_http_filter_config_destroy(config);
 }

@@ -85,7 +85,10 @@ pub fn filter_native() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("SLUICE_NATIVE") {
         let path = PathBuf::from(path);
         if !path.is_file() {
-            bail!("$SLUICE_NATIVE is {} but no such file exists", path.display());
+            bail!(
+                "$SLUICE_NATIVE is {} but no such file exists",
+                path.display()
+            );
         }
         return Ok(path);
     }

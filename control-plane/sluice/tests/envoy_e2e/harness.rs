@@ -374,6 +374,8 @@ pub struct ProxyOptions {
     pub delta: bool,
     /// Fetch the filter module from the control plane's HTTP server.
     pub wasm_server: bool,
+    /// Run the native filter build (`sluice bootstrap --filter native`).
+    pub native: bool,
 }
 
 impl Proxy {
@@ -402,6 +404,10 @@ impl Proxy {
         if options.wasm_server {
             args.push("--wasm-server".into());
             args.push(cp.ports.http.to_string());
+        }
+        if options.native {
+            args.push("--filter".into());
+            args.push("native".into());
         }
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(&args)

@@ -15,4 +15,5 @@ mod changes;
 mod failures;
 mod harness;
 mod load;
+mod native;
 mod split;

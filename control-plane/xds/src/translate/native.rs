@@ -242,7 +242,8 @@ mod tests {
     fn wasm_policy(snapshot: &Snapshot) -> pbuf::Any {
         let config: TypedExtensionConfig =
             decoded(snapshot, type_url::EXTENSION_CONFIG, FILTER_CONFIG_NAME);
-        let wasm = Wasm::decode(config.typed_config.expect("typed").value.as_slice()).expect("Wasm");
+        let wasm =
+            Wasm::decode(config.typed_config.expect("typed").value.as_slice()).expect("Wasm");
         wasm.config.expect("plugin").configuration.expect("policy")
     }
 
@@ -305,7 +306,10 @@ mod tests {
                     .map(|r| r.body.clone())
             );
         }
-        assert_eq!(FilterBuild::for_node(Some(&metadata("native"))), FilterBuild::Native);
+        assert_eq!(
+            FilterBuild::for_node(Some(&metadata("native"))),
+            FilterBuild::Native
+        );
         assert_eq!(FilterBuild::for_node(None), FilterBuild::Wasm);
     }
 }
