@@ -3,8 +3,11 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 WASM := target/wasm32-wasip1/release/sluice_filter.wasm
+# The native build (an Envoy dynamic module). Its profile unwinds so hooks can catch panics.
+NATIVE := target/release-native/libsluice_filter_native.so
 export ENVOY_BIN ?= $(shell ./scripts/envoy-bin.sh 2>/dev/null)
 export SLUICE_WASM ?= $(CURDIR)/$(WASM)
+export SLUICE_NATIVE ?= $(CURDIR)/$(NATIVE)
 
 .PHONY: all setup wasm build test fmt-check clippy unit generated-check bench-check demo bench generated
 
@@ -16,6 +19,8 @@ setup:
 wasm: setup
 	$(CARGO) build --release --target wasm32-wasip1 -p sluice-filter -p sluice-bench-noop-filter
 	@ls -l $(WASM) | awk '{print "sluice_filter.wasm:", $$5, "bytes"}'
+	$(CARGO) build --profile release-native -p sluice-filter-native -p sluice-bench-noop-native
+	@ls -l $(NATIVE) | awk '{print "libsluice_filter_native.so:", $$5, "bytes"}'
 
 build: wasm
 	$(CARGO) build --workspace --bins
@@ -48,6 +53,8 @@ generated:
 # `envoy --mode validate` on every Envoy config in deploy/.
 unit: wasm
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads 2
+	# The filter e2e suites again, against the native build.
+	SLUICE_FILTER=native $(CARGO) test -p sluice-e2e --test filter --test invalid_policy -- --test-threads 2
 
 # The benchmark scripts' own tests (their Envoy configs pass `envoy --mode validate`).
 bench-check: setup
@@ -62,6 +69,7 @@ demo: setup wasm
 
 bench: setup
 	$(CARGO) build --release --target wasm32-wasip1 -p sluice-filter -p sluice-bench-noop-filter
+	$(CARGO) build --profile release-native -p sluice-filter-native -p sluice-bench-noop-native
 	python3 bench/filter_bench.py
 	$(CARGO) build --release -p sluice
 	$(CARGO) run --release -p sluice-bench-xds

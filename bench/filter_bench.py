@@ -10,6 +10,10 @@ One nginx (a fast, fixed upstream) and, for every run, a fresh Envoy 1.40 with o
   sluice     the Sluice filter: 50 % canary, one header route, sticky by header; one route per
              version matched on x-sluice-hash + the weighted fallback route
   lua        an Envoy Lua filter making the same decision, with the same routes
+  noop-native    a no-op Envoy dynamic module (native shared library) + the plain route (the
+                 fixed cost of a dynamic module)
+  sluice-native  the Sluice filter's native build (a dynamic module), same policy and routes as
+                 sluice
 
 Every request carries the sticky header, so the filters take the sticky path (host lookup, header
 route check, hash of the header into [0, 10000), compare with the weight, set the header, clear
@@ -17,13 +21,15 @@ the route cache). Before measuring, each variant is checked to route as intended
 header names the route that matched), so a filter that fails open cannot pass as fast.
 
 The machine is shared and noisy: variants are interleaved over several rounds (order rotated each
-round) and the median is reported. Besides wrk's req/s and latency, Envoy's own CPU time per
-request is read from /proc: it is less sensitive to other load on the machine than throughput.
+round) and the median is reported with the spread (min-max over the rounds). The primary figure is
+Envoy's own CPU time per request, read from /proc: it is much less sensitive to other load on the
+machine than throughput. With two or more CPUs, Envoy and wrk are pinned to different cores
+(taskset), so they do not take turns on one.
 
 Output: a table on stdout and JSON in target/bench/filter.json (relative to the repository root).
 Settings (flags, or environment; whole seconds): --seconds/BENCH_SECONDS (5),
 --rounds/BENCH_ROUNDS (3), --warmup/BENCH_WARMUP (1), --variants/BENCH_VARIANTS (all, comma-separated), --no-build or
-BENCH_NO_BUILD=1 (use the .wasm files as they are), ENVOY_BIN (the envoy binary).
+BENCH_NO_BUILD=1 (use the built modules as they are), ENVOY_BIN (the envoy binary).
 Standard library only; the pure configuration lives in `filter_setup.py`.
 """
 
@@ -48,13 +54,12 @@ from filter_setup import (
     BenchError,
     HEADER_ROUTE_NAME,
     HEADER_ROUTE_VALUE,
-    NOOP_WASM,
+    MODULES,
     OUT_JSON,
     REPO_ROOT,
     REQUEST_HEADERS,
     ROUTE_HEADER,
     ROUTING_HEADER,
-    SLUICE_WASM,
     STABLE_HASH,
     STICKY_HEADER,
     STICKY_VALUE,
@@ -81,26 +86,44 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
     for variant, results in runs.items():
         if not results:
             continue
+        cpu = [r["cpu_us_per_req"] for r in results]
+        rps = [r["rps"] for r in results]
         out[variant] = {
-            "rps": statistics.median(r["rps"] for r in results),
+            "rps": statistics.median(rps),
             "p50_us": statistics.median(r["p50_us"] for r in results),
             "p99_us": statistics.median(r["p99_us"] for r in results),
-            "cpu_us_per_req": statistics.median(r["cpu_us_per_req"] for r in results),
+            "cpu_us_per_req": statistics.median(cpu),
+            # The spread over the rounds: min and max.
+            "cpu_us_per_req_min": min(cpu),
+            "cpu_us_per_req_max": max(cpu),
+            "rps_min": min(rps),
+            "rps_max": max(rps),
             "runs": len(results),
         }
     return out
 
 
+# (variant, baseline) pairs compared in the report.
+RATIO_PAIRS = (
+    ("sluice", "noop-wasm"),
+    ("sluice", "lua"),
+    ("sluice", "plain"),
+    ("sluice", "weighted"),
+    ("sluice-native", "plain"),
+    ("sluice-native", "noop-native"),
+    ("sluice-native", "sluice"),
+    ("sluice-native", "lua"),
+    ("noop-native", "plain"),
+)
+
+
 def ratios(medians: dict[str, dict]) -> dict[str, dict]:
-    """sluice / baseline for req/s (higher is better) and CPU per request (lower is better)."""
+    """variant / baseline for req/s (higher is better) and CPU per request (lower is better)."""
     out = {}
-    if "sluice" not in medians:
-        return out
-    s = medians["sluice"]
-    for base in ("noop-wasm", "lua", "plain", "weighted"):
-        if base in medians:
-            b = medians[base]
-            out[f"sluice/{base}"] = {
+    for variant, base in RATIO_PAIRS:
+        if variant in medians and base in medians:
+            s, b = medians[variant], medians[base]
+            out[f"{variant}/{base}"] = {
                 "rps": s["rps"] / b["rps"],
                 "cpu_us_per_req": s["cpu_us_per_req"] / b["cpu_us_per_req"],
             }
@@ -108,13 +131,14 @@ def ratios(medians: dict[str, dict]) -> dict[str, dict]:
 
 
 def goals(rat: dict[str, dict]) -> dict[str, dict]:
-    """The product's goals: sluice >= 0.95 x noop-wasm req/s and sluice >= lua req/s.
+    """The product's goals: sluice >= 0.95 x noop-wasm req/s, sluice >= lua req/s, and
+    sluice-native >= 0.95 x plain Envoy.
 
     Judged twice: on measured req/s (as stated, but at the mercy of other load on the machine) and
     on capacity, 1 / Envoy CPU per request (what one worker could serve if it had its core alone).
     """
     out = {}
-    for key, threshold in (("sluice/noop-wasm", 0.95), ("sluice/lua", 1.0)):
+    for key, threshold in (("sluice/noop-wasm", 0.95), ("sluice/lua", 1.0), ("sluice-native/plain", 0.95)):
         if key in rat:
             rps_ratio = rat[key]["rps"]
             capacity_ratio = 1 / rat[key]["cpu_us_per_req"]
@@ -134,20 +158,23 @@ def _verdict(met: bool) -> str:
 
 def format_table(medians: dict[str, dict], rat: dict[str, dict], goal: dict[str, dict]) -> str:
     lines = [
-        f"{'variant':<10} {'req/s':>10} {'p50 (ms)':>9} {'p99 (ms)':>9} {'envoy CPU µs/req':>17} {'runs':>5}",
+        f"{'variant':<13} {'envoy CPU µs/req':>16} {'(min-max)':>13} {'req/s':>9} {'p50 (ms)':>9} "
+        f"{'p99 (ms)':>9} {'runs':>5}",
     ]
     for variant in VARIANTS:
         if variant in medians:
             m = medians[variant]
+            spread = f"{m.get('cpu_us_per_req_min', m['cpu_us_per_req']):.1f}-" \
+                f"{m.get('cpu_us_per_req_max', m['cpu_us_per_req']):.1f}"
             lines.append(
-                f"{variant:<10} {m['rps']:>10.0f} {m['p50_us'] / 1000:>9.3f} {m['p99_us'] / 1000:>9.3f} "
-                f"{m['cpu_us_per_req']:>17.1f} {m['runs']:>5}"
+                f"{variant:<13} {m['cpu_us_per_req']:>16.1f} {spread:>13} {m['rps']:>9.0f} "
+                f"{m['p50_us'] / 1000:>9.3f} {m['p99_us'] / 1000:>9.3f} {m['runs']:>5}"
             )
     if rat:
         lines.append("")
-        lines.append(f"{'ratio':<18} {'req/s':>7} {'CPU/req':>8}")
+        lines.append(f"{'ratio':<26} {'CPU/req':>8} {'req/s':>7}")
         for key, r in rat.items():
-            lines.append(f"{key:<18} {r['rps']:>7.3f} {r['cpu_us_per_req']:>8.3f}")
+            lines.append(f"{key:<26} {r['cpu_us_per_req']:>8.3f} {r['rps']:>7.3f}")
     if goal:
         lines.append("")
         for key, g in goal.items():
@@ -189,6 +216,17 @@ def stop_process(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def pin_prefixes() -> tuple[list[str], list[str]]:
+    """Command prefixes pinning Envoy to CPU 0 and wrk to CPU 1 (empty when not possible)."""
+    taskset = shutil.which("taskset")
+    if taskset is None or (os.cpu_count() or 1) < 2:
+        return [], []
+    return [taskset, "-c", "0"], [taskset, "-c", "1"]
+
+
+ENVOY_PIN, WRK_PIN = pin_prefixes()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -269,7 +307,8 @@ class Envoy:
         self.log = self.workdir / "envoy.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [
+                ENVOY_PIN
+                + [
                     self.binary,
                     "--config-path", str(config),
                     "--concurrency", "1",
@@ -352,7 +391,7 @@ def check_routing(envoy: Envoy) -> str:
 
 def run_wrk(port: int, seconds: int, script: Path) -> dict:
     # wrk takes whole seconds only.
-    cmd = ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(script)]
+    cmd = WRK_PIN + ["wrk", "-t1", "-c16", f"-d{seconds}s", "--latency", "-s", str(script)]
     for name, value in REQUEST_HEADERS.items():
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(f"http://127.0.0.1:{port}/")
@@ -379,19 +418,23 @@ def measure(envoy: Envoy, seconds: int, warmup: int, script: Path) -> dict:
 
 
 def build_modules(variants: list[str]) -> None:
-    packages = []
-    if "noop-wasm" in variants:
-        packages.append("sluice-bench-noop-filter")
-    if "sluice" in variants:
-        packages.append("sluice-filter")
-    if not packages:
-        return
-    cmd = ["cargo", "build", "--release", "--target", "wasm32-wasip1"]
-    for p in packages:
-        cmd += ["-p", p]
-    print("+ " + " ".join(cmd), flush=True)
-    if subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode != 0:
-        raise BenchError("building the wasm modules failed (see cargo's output above)")
+    builds = (
+        (["--release", "--target", "wasm32-wasip1"], {"noop-wasm": "sluice-bench-noop-filter", "sluice": "sluice-filter"}),
+        (
+            ["--profile", "release-native"],
+            {"noop-native": "sluice-bench-noop-native", "sluice-native": "sluice-filter-native"},
+        ),
+    )
+    for flags, packages in builds:
+        wanted = [package for variant, package in packages.items() if variant in variants]
+        if not wanted:
+            continue
+        cmd = ["cargo", "build", *flags]
+        for p in wanted:
+            cmd += ["-p", p]
+        print("+ " + " ".join(cmd), flush=True)
+        if subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode != 0:
+            raise BenchError("building the filter modules failed (see cargo's output above)")
 
 
 def envoy_binary() -> str:
@@ -437,9 +480,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict:
     if not args.no_build:
         build_modules(args.variants)
-    for variant, wasm in (("noop-wasm", NOOP_WASM), ("sluice", SLUICE_WASM)):
-        if variant in args.variants and not wasm.is_file():
-            raise BenchError(f"{variant}: {wasm} is missing (build it, or drop the variant with --variants)")
+    for variant, module in MODULES.items():
+        if variant in args.variants and not module.is_file():
+            raise BenchError(f"{variant}: {module} is missing (build it, or drop the variant with --variants)")
     binary = envoy_binary()
     load_before = os.getloadavg()
     if load_before[0] > (os.cpu_count() or 1) / 2:
@@ -473,7 +516,7 @@ def run(args: argparse.Namespace) -> dict:
                     result["round"] = rnd
                     runs[variant].append(result)
                     print(
-                        f"round {rnd + 1}/{args.rounds} {variant:<10} {result['rps']:>9.0f} req/s  "
+                        f"round {rnd + 1}/{args.rounds} {variant:<13} {result['rps']:>9.0f} req/s  "
                         f"p50 {result['p50_us'] / 1000:.3f} ms  p99 {result['p99_us'] / 1000:.3f} ms  "
                         f"{result['cpu_us_per_req']:.1f} CPU µs/req  (route {routes_taken[variant]})",
                         flush=True,
@@ -490,6 +533,7 @@ def run(args: argparse.Namespace) -> dict:
             "warmup_seconds": args.warmup,
             "wrk": "-t1 -c16",
             "envoy_concurrency": 1,
+            "pinned": {"envoy": " ".join(ENVOY_PIN) or None, "wrk": " ".join(WRK_PIN) or None},
             "cpus": os.cpu_count(),
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),

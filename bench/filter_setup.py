@@ -12,9 +12,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WASM_DIR = REPO_ROOT / "target" / "wasm32-wasip1" / "release"
 SLUICE_WASM = WASM_DIR / "sluice_filter.wasm"
 NOOP_WASM = WASM_DIR / "sluice_bench_noop_filter.wasm"
+# The native builds (Envoy dynamic modules), built with the unwinding `release-native` profile.
+NATIVE_DIR = REPO_ROOT / "target" / "release-native"
+SLUICE_NATIVE = NATIVE_DIR / "libsluice_filter_native.so"
+NOOP_NATIVE = NATIVE_DIR / "libsluice_bench_noop_native.so"
 OUT_JSON = REPO_ROOT / "target" / "bench" / "filter.json"
 
-VARIANTS = ("plain", "weighted", "noop-wasm", "sluice", "lua")
+VARIANTS = ("plain", "weighted", "noop-wasm", "sluice", "lua", "noop-native", "sluice-native")
+# Variants whose module file must exist (Envoy's validate mode checks it too).
+MODULES = {
+    "noop-wasm": NOOP_WASM,
+    "sluice": SLUICE_WASM,
+    "noop-native": NOOP_NATIVE,
+    "sluice-native": SLUICE_NATIVE,
+}
 
 HOST = "demo.example"
 STABLE_HASH = "aaaa1111"
@@ -203,11 +214,11 @@ def _weighted_action() -> dict:
 
 def routes_for(variant: str) -> list[dict]:
     """The route list of a variant: what Envoy's router sees after the filters ran."""
-    if variant in ("plain", "noop-wasm"):
+    if variant in ("plain", "noop-wasm", "noop-native"):
         return [_named_route("plain", {"cluster": STABLE_CLUSTER})]
     if variant == "weighted":
         return [_named_route("fallback", _weighted_action())]
-    if variant in ("sluice", "lua"):
+    if variant in ("sluice", "lua", "sluice-native"):
         by_hash = [
             _named_route(
                 version,
@@ -243,6 +254,22 @@ def _wasm_filter(name: str, wasm: Path, configuration: str | None) -> dict:
     }
 
 
+def _native_filter(module: Path, configuration: str) -> dict:
+    """An Envoy dynamic-module HTTP filter loading `module` (a file), with a string config."""
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {
+                "module": {"local": {"filename": str(module)}},
+                "metrics_namespace": "wasmcustom",
+            },
+            "filter_name": "sluice",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+        },
+    }
+
+
 def filters_for(variant: str) -> list[dict]:
     """The HTTP filters a variant runs before the router."""
     if variant in ("plain", "weighted"):
@@ -251,6 +278,10 @@ def filters_for(variant: str) -> list[dict]:
         return [_wasm_filter("noop", NOOP_WASM, None)]
     if variant == "sluice":
         return [_wasm_filter("sluice", SLUICE_WASM, json.dumps(sluice_policy(), separators=(",", ":")))]
+    if variant == "noop-native":
+        return [_native_filter(NOOP_NATIVE, "")]
+    if variant == "sluice-native":
+        return [_native_filter(SLUICE_NATIVE, json.dumps(sluice_policy(), separators=(",", ":")))]
     if variant == "lua":
         return [
             {
@@ -303,7 +334,7 @@ def envoy_config(variant: str, upstream_port: int) -> dict:
 
 def expected_routes(variant: str) -> tuple[set[str], str | None]:
     """(routes a benchmark request may take, the route a header-route request must take)."""
-    if variant in ("plain", "noop-wasm"):
+    if variant in ("plain", "noop-wasm", "noop-native"):
         return {"plain"}, None
     if variant == "weighted":
         return {"fallback"}, None

@@ -105,6 +105,13 @@ class EnvoyConfigTest(unittest.TestCase):
         self.assertEqual(names["noop-wasm"], ["envoy.filters.http.wasm"])
         self.assertEqual(names["sluice"], ["envoy.filters.http.wasm"])
         self.assertEqual(names["lua"], ["envoy.filters.http.lua"])
+        self.assertEqual(names["noop-native"], ["envoy.filters.http.dynamic_modules"])
+        self.assertEqual(names["sluice-native"], ["envoy.filters.http.dynamic_modules"])
+        # The native build runs the same policy on the same routes as the Wasm build.
+        native = fs.filters_for("sluice-native")[0]["typed_config"]["filter_config"]
+        self.assertEqual(json.loads(native["value"]), fs.sluice_policy())
+        self.assertEqual(fs.routes_for("sluice-native"), fs.routes_for("sluice"))
+        self.assertEqual(fs.routes_for("noop-native"), fs.routes_for("plain"))
 
     def test_sluice_gets_the_policy_as_a_string_value(self):
         config = fs.filters_for("sluice")[0]["typed_config"]["config"]["configuration"]
@@ -116,7 +123,7 @@ class EnvoyConfigTest(unittest.TestCase):
             binary = fb.envoy_binary()
         except fs.BenchError:
             self.skipTest("no Envoy installed")
-        modules = {"noop-wasm": fs.NOOP_WASM, "sluice": fs.SLUICE_WASM}
+        modules = fs.MODULES
         for variant in fs.VARIANTS:
             with self.subTest(variant=variant), tempfile.TemporaryDirectory() as tmp:
                 # Validate mode checks that a Wasm module's file exists.
@@ -172,6 +179,16 @@ class SummaryTest(unittest.TestCase):
         medians["sluice"]["rps"] = 180
         self.assertFalse(fb.goals(fb.ratios(medians))["sluice/noop-wasm"]["met"])
         self.assertIn("NOT met", fb.format_table(medians, fb.ratios(medians), fb.goals(fb.ratios(medians))))
+        # The native goal is judged against plain Envoy, on CPU per request too.
+        medians["plain"] = fb.summarize({"plain": [run(1000, 10.0)]})["plain"]
+        medians["sluice-native"] = fb.summarize({"sluice-native": [run(990, 10.4), run(900, 10.6)]})["sluice-native"]
+        self.assertEqual(medians["sluice-native"]["cpu_us_per_req_min"], 10.4)
+        self.assertEqual(medians["sluice-native"]["cpu_us_per_req_max"], 10.6)
+        native = fb.goals(fb.ratios(medians))["sluice-native/plain"]
+        self.assertAlmostEqual(native["capacity_ratio"], 10 / 10.5)
+        self.assertTrue(native["met_by_capacity"])
+        medians["sluice-native"]["cpu_us_per_req"] = 11
+        self.assertFalse(fb.goals(fb.ratios(medians))["sluice-native/plain"]["met_by_capacity"])
 
     def test_nginx_config_keeps_everything_in_its_prefix(self):
         conf = fs.nginx_config(Path("/tmp/x"), 1234)

@@ -2,7 +2,7 @@
 //! one listener with the Sluice wasm filter (optional), one route per version matched on the
 //! routing header, a last `weighted_clusters` fallback route, and one cluster per version.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -18,11 +18,39 @@ pub struct VersionUpstream {
     pub fallback_weight: u32,
 }
 
-/// The Sluice filter as configured in an HCM: the module and its JSON policy.
+/// The Sluice filter as configured in an HCM: the module (either build) and its JSON policy.
 #[derive(Debug, Clone)]
 pub struct FilterSetup {
-    pub wasm: std::path::PathBuf,
+    pub module: FilterModule,
     pub policy_json: String,
+}
+
+/// A built Sluice filter module: the proxy-wasm build or the native dynamic module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterModule {
+    /// `sluice_filter.wasm`, run by Envoy's V8.
+    Wasm(PathBuf),
+    /// `libsluice_filter_native.so`, loaded by `envoy.filters.http.dynamic_modules`.
+    Native(PathBuf),
+}
+
+impl FilterModule {
+    /// The HCM filter entry running this module with `policy_json`.
+    pub fn http_filter(&self, policy_json: &str) -> Value {
+        match self {
+            FilterModule::Wasm(path) => wasm_filter(path, policy_json),
+            FilterModule::Native(path) => native_filter(path, policy_json),
+        }
+    }
+
+    /// Text on every line Envoy logs for the filter (`envoy_dynamic_module_callback_log` lines
+    /// come from logger `dynamic_modules`, proxy-wasm's `log` from `wasm`).
+    pub fn log_marker(&self) -> &'static str {
+        match self {
+            FilterModule::Wasm(_) => "wasm log",
+            FilterModule::Native(_) => "[dynamic_modules]",
+        }
+    }
 }
 
 /// A static Envoy config for one rollout.
@@ -82,7 +110,7 @@ impl RolloutEnvoyConfig {
     pub fn listener(&self) -> Value {
         let mut http_filters = Vec::new();
         if let Some(filter) = &self.filter {
-            http_filters.push(wasm_filter(&filter.wasm, &filter.policy_json));
+            http_filters.push(filter.module.http_filter(&filter.policy_json));
         }
         http_filters.push(json!({
             "name": "envoy.filters.http.router",
@@ -215,6 +243,27 @@ pub fn wasm_filter(wasm: &Path, policy_json: &str) -> Value {
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": wasm.display().to_string()}},
                 },
+            },
+        },
+    })
+}
+
+/// The native Sluice filter (a dynamic module) entry for an HCM. Its counters go to the
+/// `wasmcustom` stats namespace, so they have the Wasm build's names in `/stats` and the same
+/// `stats_tags` apply (see the `sluice-filter-native` crate docs).
+pub fn native_filter(module: &Path, policy_json: &str) -> Value {
+    json!({
+        "name": "sluice",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {
+                "module": {"local": {"filename": module.display().to_string()}},
+                "metrics_namespace": "wasmcustom",
+            },
+            "filter_name": "sluice",
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": policy_json,
             },
         },
     })

@@ -9,7 +9,7 @@ use anyhow::ensure;
 use serde_json::{Value, json};
 
 use crate::config::{FilterSetup, LISTENER, RolloutEnvoyConfig, VersionUpstream};
-use crate::{Envoy, Req, Resp, Upstream, filter_wasm, send_all};
+use crate::{Envoy, Req, Resp, Upstream, filter_module, send_all};
 
 pub const HOST: &str = "demo.local";
 pub const STABLE: &str = "stable1";
@@ -49,7 +49,7 @@ impl Upstreams {
     ) -> anyhow::Result<RolloutEnvoyConfig> {
         let filter = match policy {
             Some(policy) => Some(FilterSetup {
-                wasm: filter_wasm()?,
+                module: filter_module()?,
                 policy_json: policy.to_string(),
             }),
             None => None,

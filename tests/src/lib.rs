@@ -18,8 +18,10 @@ pub mod stats;
 pub mod upstream;
 
 pub use client::{Req, Resp, send_all, send_one};
-pub use config::{FilterSetup, RolloutEnvoyConfig, VersionUpstream};
+pub use config::{FilterModule, FilterSetup, RolloutEnvoyConfig, VersionUpstream};
 pub use envoy::{Envoy, EnvoyOptions, Exited, run_until_exit, validate, validate_file};
-pub use paths::{envoy_binary, filter_wasm, free_port, workspace_root};
+pub use paths::{
+    envoy_binary, filter_module, filter_native, filter_wasm, free_port, workspace_root,
+};
 pub use stats::{Sample, check_binomial, parse_prometheus, sluice_counters, within_binomial};
 pub use upstream::Upstream;

@@ -79,6 +79,43 @@ pub fn filter_wasm() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The native filter module (a dynamic module): `$SLUICE_NATIVE` if set, else the
+/// `release-native` build in the target directory.
+pub fn filter_native() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SLUICE_NATIVE") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!(
+                "$SLUICE_NATIVE is {} but no such file exists",
+                path.display()
+            );
+        }
+        return Ok(path);
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let path = target_dir.join("release-native/libsluice_filter_native.so");
+    if !path.is_file() {
+        bail!(
+            "the native filter module {} is missing: run `make wasm` (or `cargo build --profile \
+             release-native -p sluice-filter-native`), or set $SLUICE_NATIVE",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The filter build the e2e suite runs: `$SLUICE_FILTER` = `wasm` (the default) or `native`.
+/// `make test` runs the filter suites once with each.
+pub fn filter_module() -> anyhow::Result<crate::config::FilterModule> {
+    use crate::config::FilterModule;
+    match std::env::var("SLUICE_FILTER").as_deref() {
+        Err(_) | Ok("" | "wasm") => Ok(FilterModule::Wasm(filter_wasm()?)),
+        Ok("native") => Ok(FilterModule::Native(filter_native()?)),
+        Ok(other) => bail!("$SLUICE_FILTER is {other:?}; expected \"wasm\" or \"native\""),
+    }
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1. Prefer binding port 0 where the server
 /// can report its port; this is for configs that must name a port up front.
 pub fn free_port() -> anyhow::Result<u16> {

@@ -103,16 +103,24 @@ fn parse_labels(mut text: &str) -> Option<(BTreeMap<String, String>, &str)> {
     }
 }
 
+/// The Prometheus names of the filter's request counter: Wasm build, native build.
+pub const SLUICE_COUNTER_NAMES: [&str; 2] = [
+    "sluice_requests_total",
+    "envoy_wasmcustom_sluice_requests_total",
+];
+
 /// A filter counter's labels: (rollout, version, reason).
 pub type CounterKey = (String, String, String);
 
 /// The filter's request counters by (rollout, version, reason), read from the Prometheus labels
 /// that the bootstrap's `stats_tags` (see [`crate::config::sluice_stats_config`]) extract from the
-/// counter names.
+/// counter names. The Wasm build's counters are `sluice_requests_total` (Envoy strips the Wasm
+/// stats namespace); the native build's, `envoy_wasmcustom_sluice_requests_total` (Envoy 1.40
+/// strips no dynamic-module namespace), with the same labels.
 pub fn sluice_counters(prometheus: &str) -> anyhow::Result<BTreeMap<CounterKey, u64>> {
     let mut counters = BTreeMap::new();
     for sample in parse_prometheus(prometheus) {
-        if sample.name != "sluice_requests_total" {
+        if !SLUICE_COUNTER_NAMES.contains(&sample.name.as_str()) {
             continue;
         }
         let label = |name: &str| {
@@ -183,5 +191,14 @@ mod tests {
         );
         assert_eq!(counters[&key], 5);
         assert!(sluice_counters("sluice_requests_total{rollout=\"r\"} 1").is_err());
+        // The native build's counters carry the dynamic module's namespace and Envoy's prefix.
+        let native = "envoy_wasmcustom_sluice_requests_total{rollout=\"r\",version=\"a1\",reason=\"sticky\"} 3\n\
+                      envoy_other_total{rollout=\"r\",version=\"a1\",reason=\"sticky\"} 9\n";
+        let counters = sluice_counters(native).expect("valid");
+        assert_eq!(counters.len(), 1);
+        assert_eq!(
+            counters[&("r".to_string(), "a1".to_string(), "sticky".to_string())],
+            3
+        );
     }
 }

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 use sluice_e2e::{
-    Envoy, Req, Upstream, check_binomial, filter_wasm, send_all, validate, workspace_root,
+    Envoy, Req, Upstream, check_binomial, filter_native, filter_wasm, send_all, validate,
+    workspace_root,
 };
 
 /// Where the deploy configs expect the filter module to be installed.
 const INSTALLED_WASM: &str = "/etc/sluice/sluice_filter.wasm";
+const INSTALLED_NATIVE: &str = "/etc/sluice/libsluice_filter_native.so";
 
 fn yaml_files(dir: &Path, found: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -78,12 +80,15 @@ fn every_envoy_config_in_deploy_validates() -> anyhow::Result<()> {
     yaml_files(&workspace_root().join("deploy"), &mut files)?;
     files.sort();
     let wasm = filter_wasm()?;
+    let native = filter_native()?;
     let mut checked = Vec::new();
     for path in files {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         for (name, config) in envoy_configs(&path, &text)? {
-            let config = config.replace(INSTALLED_WASM, &wasm.display().to_string());
+            let config = config
+                .replace(INSTALLED_WASM, &wasm.display().to_string())
+                .replace(INSTALLED_NATIVE, &native.display().to_string());
             let outcome = validate(&config)?;
             assert!(
                 outcome.status.success(),
@@ -93,12 +98,14 @@ fn every_envoy_config_in_deploy_validates() -> anyhow::Result<()> {
             checked.push(name);
         }
     }
-    assert!(
-        checked
-            .iter()
-            .any(|name| name.ends_with("deploy/envoy/filter-only.yaml")),
-        "deploy/envoy/filter-only.yaml was not checked; checked: {checked:?}"
-    );
+    for config in ["filter-only.yaml", "filter-only-native.yaml"] {
+        assert!(
+            checked
+                .iter()
+                .any(|name| name.ends_with(&format!("deploy/envoy/{config}"))),
+            "deploy/envoy/{config} was not checked; checked: {checked:?}"
+        );
+    }
     eprintln!("validated: {checked:#?}");
     Ok(())
 }

@@ -20,13 +20,14 @@ use sluice_e2e::{Envoy, Req, free_port, send_all};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_policies_fail_validation_with_the_filters_message() -> anyhow::Result<()> {
     let upstreams = Upstreams::start().await?;
+    let marker = sluice_e2e::filter_module()?.log_marker();
     for (what, policy, needle) in invalid_policies() {
         let outcome = sluice_e2e::validate(&upstreams.config(Some(&policy), [50, 50, 0])?)?;
         assert!(!outcome.status.success(), "{what}: validate accepted it");
         let filter_line = outcome
             .output
             .lines()
-            .find(|line| line.contains("wasm log"))
+            .find(|line| line.contains(marker))
             .with_context(|| format!("{what}: no filter log line in:\n{}", outcome.output))?;
         assert!(
             filter_line.contains(needle),
@@ -96,6 +97,7 @@ async fn wait_for_stat(envoy: &mut Envoy, stat: &str, at_least: u64) -> anyhow::
 /// Waits until Envoy's log has a filter error line containing `needle`.
 /// Only output after byte `since` counts.
 async fn wait_for_log(envoy: &Envoy, since: usize, needle: &str) -> anyhow::Result<()> {
+    let marker = sluice_e2e::filter_module()?.log_marker();
     let started = tokio::time::Instant::now();
     loop {
         let logs = envoy.log_file();
@@ -103,7 +105,7 @@ async fn wait_for_log(envoy: &Envoy, since: usize, needle: &str) -> anyhow::Resu
             .get(since..)
             .unwrap_or_default()
             .lines()
-            .any(|line| line.contains("wasm log") && line.contains(needle))
+            .any(|line| line.contains(marker) && line.contains(needle))
         {
             return Ok(());
         }

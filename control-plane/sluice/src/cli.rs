@@ -74,6 +74,17 @@ pub struct BootstrapArgs {
     pub delta: bool,
     #[command(flatten)]
     pub xds_tls: XdsTlsArgs,
+    /// The filter build this Envoy runs: wasm (sandboxed, any Envoy with V8) or native (an Envoy
+    /// dynamic module: fastest, must match the Envoy build — Envoy 1.40). Sent as node metadata
+    /// `sluice.filter`; the control plane pushes that build to this Envoy.
+    #[arg(long, value_enum, env = "SLUICE_ENVOY_FILTER", default_value = "wasm")]
+    pub filter: FilterArg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FilterArg {
+    Wasm,
+    Native,
 }
 
 /// TLS to the control plane's xDS port (its --xds-tls-cert/--xds-client-ca): paths as Envoy
@@ -114,6 +125,10 @@ pub fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         client_cert: args.xds_tls.xds_cert.zip(args.xds_tls.xds_key),
         server_name: args.xds_tls.xds_server_name,
     });
+    options.filter = match args.filter {
+        FilterArg::Wasm => sluice_xds::translate::FilterBuild::Wasm,
+        FilterArg::Native => sluice_xds::translate::FilterBuild::Native,
+    };
     print!("{}", sluice_xds::bootstrap::bootstrap_yaml(&options));
     Ok(())
 }

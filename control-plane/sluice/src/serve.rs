@@ -12,7 +12,7 @@ use sluice_xds::{
     registry::Registry,
     server::AdsServer,
     snapshot::Snapshot,
-    translate::{self, TranslateOptions, WasmSource},
+    translate::{self, NativeSource, TranslateOptions, WasmSource},
 };
 use tokio::{
     net::TcpListener,
@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// the absolute --wasm path, right when Envoy runs beside the control plane).
     #[arg(long, env = "SLUICE_ENVOY_WASM_PATH", conflicts_with = "wasm_url")]
     pub envoy_wasm_path: Option<String>,
+    /// For Envoys that run the native filter (`sluice bootstrap --filter native`): the path of
+    /// libsluice_filter_native.so on their machine. Default: Envoy finds it on its
+    /// ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+    #[arg(long, env = "SLUICE_ENVOY_NATIVE_PATH")]
+    pub envoy_native_path: Option<String>,
     /// Serve the module over HTTP instead of naming a local path: Envoys fetch it from this URL
     /// (through their `sluice_control_plane_http` bootstrap cluster) and check its sha256, so
     /// sidecars need no volume with the module. E.g. http://sluice:18002/sluice_filter.wasm
@@ -154,6 +159,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listener_address: args.envoy_listener,
         routing_header: args.routing_header.clone(),
         wasm: wasm_source,
+        native: match &args.envoy_native_path {
+            Some(path) => NativeSource::Local { path: path.clone() },
+            None => NativeSource::default(),
+        },
     };
 
     let metrics = Metrics::new();
@@ -211,13 +220,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ads = AdsServer::new(
         snapshot_rx,
         Arc::new(move |node: &Node, snapshot: &Snapshot| {
-            // Each Envoy may ask for its own listener address (node metadata `sluice.listener`).
-            let mut own = snapshot.clone();
-            own.insert(translate::listener_for_node(
-                &node_options,
-                node.metadata.as_ref(),
-            ));
-            own
+            // Each Envoy may ask for its own listener address (node metadata `sluice.listener`)
+            // and filter build (`sluice.filter`).
+            translate::for_node(&node_options, node.metadata.as_ref(), snapshot)
         }),
         registry,
     );

@@ -4,7 +4,7 @@
 //! endpoints, the filter) arrives over one ADS stream.
 //!
 //! ```text
-//!  node { id, cluster, metadata { sluice.role, sluice.listener? } }
+//!  node { id, cluster, metadata { sluice.role, sluice.listener?, sluice.filter? } }
 //!  dynamic_resources: ADS over gRPC to cluster "sluice_xds"; CDS and LDS from ADS
 //!  static clusters:   sluice_xds (HTTP/2 → control plane)
 //!                     sluice_control_plane_http (HTTP/1.1, only when Envoy fetches the Wasm
@@ -19,7 +19,7 @@ use std::{fmt, net::SocketAddr, str::FromStr};
 
 use serde_json::{Map, Value, json};
 
-use crate::translate::LISTENER_METADATA_KEY;
+use crate::translate::{FILTER_METADATA_KEY, FilterBuild, LISTENER_METADATA_KEY};
 
 /// The static cluster that reaches the control plane's ADS (gRPC) port.
 pub const XDS_CLUSTER: &str = "sluice_xds";
@@ -117,6 +117,9 @@ pub struct BootstrapOptions {
     pub delta: bool,
     /// TLS (and a client certificate) on the xDS connection; `None` is plaintext.
     pub xds_tls: Option<XdsTls>,
+    /// The filter build this Envoy runs, sent as node metadata `sluice.filter` (`wasm` or
+    /// `native`; see `translate::for_node`).
+    pub filter: FilterBuild,
 }
 
 /// TLS from Envoy to the control plane's xDS port. Paths are as Envoy sees them.
@@ -181,6 +184,7 @@ impl BootstrapOptions {
             wasm_server: None,
             delta: false,
             xds_tls: None,
+            filter: FilterBuild::Wasm,
         }
     }
 }
@@ -194,6 +198,10 @@ pub fn bootstrap_yaml(options: &BootstrapOptions) -> String {
 pub fn bootstrap_value(options: &BootstrapOptions) -> Value {
     let mut metadata = Map::new();
     metadata.insert(ROLE_METADATA_KEY.into(), json!(options.role.name()));
+    // Wasm is the default when the key is absent, so existing bootstraps stay as they are.
+    if options.filter != FilterBuild::Wasm {
+        metadata.insert(FILTER_METADATA_KEY.into(), json!(options.filter.name()));
+    }
     if let Some(listener) = options.listener {
         metadata.insert(LISTENER_METADATA_KEY.into(), json!(listener.to_string()));
     }
@@ -441,6 +449,18 @@ list:
             let err = bad.parse::<HostPort>().expect_err(bad);
             assert!(err.to_string().contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn native_filter_build_is_sent_as_node_metadata() {
+        let mut options =
+            BootstrapOptions::new(Role::Gateway, "gw-1", control_plane("127.0.0.1:18000"));
+        // Wasm, the default, leaves the key out (older control planes and configs unchanged).
+        let wasm = bootstrap_value(&options);
+        assert!(wasm["node"]["metadata"].get(FILTER_METADATA_KEY).is_none());
+        options.filter = FilterBuild::Native;
+        let native = bootstrap_value(&options);
+        assert_eq!(native["node"]["metadata"][FILTER_METADATA_KEY], "native");
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod build;
 mod consistency;
 #[cfg(test)]
 mod envoy_check;
+mod native;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -38,6 +39,10 @@ use sluice_model::{RolloutState, TrafficState, validate::is_valid_header_name};
 use crate::snapshot::{Resource, Snapshot};
 
 pub use consistency::check_consistent;
+pub use native::{
+    FILTER_METADATA_KEY, FilterBuild, NATIVE_MODULE_NAME, NativeSource, for_node,
+    native_extension_config,
+};
 
 /// Name of the one route configuration (RDS).
 pub const ROUTE_CONFIG_NAME: &str = "sluice_routes";
@@ -95,6 +100,8 @@ pub struct TranslateOptions {
     /// The internal request header carrying the chosen hash from the filter to the router.
     pub routing_header: String,
     pub wasm: WasmSource,
+    /// Where Envoys that run the native build (node metadata `sluice.filter: native`) load it.
+    pub native: NativeSource,
 }
 
 impl TranslateOptions {
@@ -104,6 +111,7 @@ impl TranslateOptions {
             listener_address: SocketAddr::from(([0, 0, 0, 0], 10_000)),
             routing_header: sluice_proto::DEFAULT_ROUTING_HEADER.to_owned(),
             wasm,
+            native: NativeSource::default(),
         }
     }
 }

@@ -401,6 +401,8 @@ pub struct ProxyOptions {
     pub delta: bool,
     /// Fetch the filter module from the control plane's HTTP server.
     pub wasm_server: bool,
+    /// Run the native filter build (`sluice bootstrap --filter native`).
+    pub native: bool,
 }
 
 impl Proxy {
@@ -441,6 +443,10 @@ impl Proxy {
             args.push(cp.ports.http.to_string());
         }
         args.extend(bootstrap_args.iter().cloned());
+        if options.native {
+            args.push("--filter".into());
+            args.push("native".into());
+        }
         let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(&args)
             .output()

@@ -15,6 +15,7 @@ mod changes;
 mod failures;
 mod harness;
 mod load;
+mod native;
 mod split;
 mod xds_tls;
 
