@@ -160,7 +160,10 @@ async fn restart_on_an_invalid_file_pushes_nothing() -> anyhow::Result<()> {
     // Not ready, and it says why: the file and the field.
     let (code, why) = cp.http("/readyz").await?;
     assert_eq!(code, 503, "{why}");
-    assert!(why.contains(&file) && why.contains("setWeight"), "{why}");
+    assert!(
+        why.contains(&file) && why.contains("document 1") && why.contains("setWeight"),
+        "{why}"
+    );
     let status = cp.status().await?;
     assert!(status.last_source_error.contains("setWeight"), "{status:?}");
     let cli = cp.cli(&["status"])?;
@@ -195,7 +198,7 @@ async fn restart_on_an_invalid_file_pushes_nothing() -> anyhow::Result<()> {
     );
     let counts = by_upstream(&responses)?;
     assert!(
-        counts.get(STABLE).is_some() && counts.get(CANARY).is_some(),
+        counts.contains_key(STABLE) && counts.contains_key(CANARY),
         "still split by the last good configuration: {counts:?}"
     );
 
