@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(parse_go_duration("-9223372036854775808ns"), Some(i64::MIN));
         assert!(parse_go_duration("9223372036854775808ns").is_none());
         // A Go duration that fits int64 ns but not int32 seconds.
-        let message = argo_duration_string_seconds("1000000h").unwrap_err();
+        let message = argo_duration_string_seconds("1000000h").expect_err("too long");
         assert!(message.contains("above the largest pause"), "{message}");
         assert!(argo_duration_int_seconds(-1).is_err());
         assert_eq!(argo_duration_int_seconds(15), Ok(15));

@@ -106,7 +106,7 @@ mod tests {
         assert_eq!(thousand.stable_weight(100), Ok(900));
         assert!(thousand.to_bp(1001).is_err());
         assert!(thousand.to_bp(-1).is_err());
-        let message = default.to_bp(101).unwrap_err();
+        let message = default.to_bp(101).expect_err("above 100");
         assert_eq!(message, "101 is outside 0..=100 (maxTrafficWeight)");
     }
 
