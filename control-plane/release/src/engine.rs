@@ -229,8 +229,8 @@ fn run(
             if progress.promote {
                 cx.event(
                     false,
-                    "RolloutCompleted",
-                    format!("Promoted: {canary} is stable after {} steps", steps),
+                    "RolloutPromoted",
+                    format!("Promoted: {canary} is stable after {steps} steps"),
                 );
                 cx.status.stable_rs = Some(canary.clone());
                 cx.status.promote_full = false;
