@@ -229,8 +229,8 @@ fn run(
             if progress.promote {
                 cx.event(
                     false,
-                    "RolloutCompleted",
-                    format!("Promoted: {canary} is stable after {} steps", steps),
+                    "RolloutPromoted",
+                    format!("Promoted: {canary} is stable after {steps} steps"),
                 );
                 cx.status.stable_rs = Some(canary.clone());
                 cx.status.promote_full = false;
@@ -258,7 +258,11 @@ fn run(
                         .canary_weight
                         .max(published.held_canary_weight)
                 };
-                let still_routed = spec::replicas_for_weight(plan.replicas, held);
+                // (With setCanaryScale the user chose the canary's size.)
+                let still_routed = match at.scale {
+                    None => spec::replicas_for_weight(plan.replicas, held),
+                    Some(_) => 0,
+                };
                 let canary_target = canary::canary_replicas(plan, &at, all_done).max(still_routed);
                 targets.insert(stable.clone(), plan.replicas);
                 targets.insert(canary.clone(), canary_target);

@@ -151,3 +151,55 @@ impl DataPlane {
         summary
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica_set(yaml: &str) -> ReplicaSet {
+        serde_json::from_value(serde_json::from_str(yaml).expect("json")).expect("ReplicaSet")
+    }
+
+    #[test]
+    fn a_replica_set_reads_as_a_version() {
+        let rs = replica_set(
+            r#"{"metadata": {"name": "demo-abc", "labels": {"rollouts-pod-template-hash": "abc"},
+                "annotations": {"rollout.sluice.dev/revision": "7",
+                                "rollout.sluice.dev/scale-down-deadline": "2026-01-01T00:00:30Z"},
+                "ownerReferences": [{"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+                                     "name": "demo", "uid": "uid-1", "controller": true}]},
+                "spec": {"replicas": 3, "selector": {}},
+                "status": {"replicas": 3, "readyReplicas": 2, "availableReplicas": 1}}"#,
+        );
+        let v = ObservedVersion::from_replica_set(&rs, "uid-1");
+        assert_eq!(
+            v,
+            ObservedVersion {
+                name: "demo-abc".into(),
+                hash: "abc".into(),
+                revision: Some(7),
+                controlled: true,
+                desired: 3,
+                ready: 2,
+                available: 1,
+                scale_down_deadline: Some("2026-01-01T00:00:30Z".parse().expect("time")),
+            }
+        );
+        // Another owner's ReplicaSet, or no uid to compare: not controlled.
+        assert!(!ObservedVersion::from_replica_set(&rs, "uid-2").controlled);
+        assert!(!ObservedVersion::from_replica_set(&rs, "").controlled);
+    }
+
+    #[test]
+    fn unreadable_annotations_are_absent_not_errors() {
+        let rs = replica_set(
+            r#"{"metadata": {"name": "x", "annotations": {"rollout.sluice.dev/revision": "seven",
+                "rollout.sluice.dev/scale-down-deadline": "soon"}}, "spec": {"selector": {}}}"#,
+        );
+        let v = ObservedVersion::from_replica_set(&rs, "uid-1");
+        assert_eq!(
+            (v.revision, v.scale_down_deadline, v.desired),
+            (None, None, 1)
+        );
+    }
+}

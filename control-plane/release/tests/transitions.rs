@@ -489,6 +489,19 @@ fn set_canary_scale_overrides_the_weight_share() {
     sim.settle();
     assert_eq!(sim.step(), 4);
     assert_eq!(sim.version(&sim.current()).desired, 1);
+
+    // A scale below the weight's share is the user's choice, also after the weight was ACKed.
+    let mut sim = Sim::with_stable(
+        "app:1",
+        "[{setWeight: 60}, {pause: {}}, {setCanaryScale: {replicas: 1}}, {pause: {}}]",
+    );
+    sim.set_image("app:2");
+    sim.settle();
+    assert_eq!(sim.version(&sim.current()).desired, 3);
+    sim.promote();
+    sim.settle();
+    assert_eq!((sim.step(), sim.traffic().canary_weight), (3, 60));
+    assert_eq!(sim.version(&sim.current()).desired, 1);
 }
 
 #[test]
