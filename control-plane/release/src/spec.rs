@@ -115,6 +115,15 @@ pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<P
         .ok_or_else(|| invalid("spec.selector", "is required"))?;
     let selector_string = crate::selector::check(selector, template)?;
     let replicas = non_negative("spec.replicas", spec.replicas, 1)?;
+    // The engine counts step weights in percent; Argo's other totals are not run by it yet.
+    let scale = sluice_api::weight::WeightScale::of(spec)
+        .map_err(|problem| invalid(sluice_api::weight::MAX_TRAFFIC_WEIGHT_FIELD, problem))?;
+    if scale.max() != sluice_api::weight::DEFAULT_MAX_TRAFFIC_WEIGHT {
+        return Err(invalid(
+            sluice_api::weight::MAX_TRAFFIC_WEIGHT_FIELD,
+            "the release engine runs steps in percent only (maxTrafficWeight 100)",
+        ));
+    }
     let canary = spec.strategy.canary.as_ref().ok_or_else(|| {
         invalid(
             "spec.strategy.canary",
@@ -290,13 +299,7 @@ fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
         let seconds = pause
             .duration_seconds()
             .map_err(|problem| invalid(format!("{field}.pause.duration"), problem))?;
-        let duration = seconds
-            .map(|s| {
-                Duration::try_from_secs_f64(s)
-                    .map_err(|e| invalid(format!("{field}.pause.duration"), e.to_string()))
-            })
-            .transpose()?;
-        out.pause = Some(duration);
+        out.pause = Some(seconds.map(|s| Duration::from_secs(u64::from(s))));
     }
     if let Some(scale) = &step.set_canary_scale {
         out.set_canary_scale = Some(canary_scale(&format!("{field}.setCanaryScale"), scale)?);
