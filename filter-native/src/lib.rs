@@ -53,9 +53,9 @@
 //!
 //! Unknown host: one call (read `:authority`). Known host: read `:authority`, write the routing
 //! header, `clear_route_cache`, `increment_counter` — plus one read per header a header route or
-//! the sticky key tests, and one response-header write for a new sticky cookie. Native calls cost
-//! tens of nanoseconds, so counters are incremented per request (Envoy's counters are atomics): no
-//! batching, no lag. The common path (weighted draw) allocates nothing: stream state comes from a
+//! the sticky key tests, and one response-header write for a new sticky cookie. Native calls are
+//! direct C calls (no VM crossing), so counters are incremented per request (Envoy's counters are
+//! atomics): no batching, no lag. The common path (weighted draw) allocates nothing: stream state comes from a
 //! per-thread pool, header values are read in place from Envoy's header map, the random generator
 //! is per thread. Header values a header route or stickiness tests are copied (the core's
 //! `RequestView` returns owned bytes), as is a new sticky cookie.
