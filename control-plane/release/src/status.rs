@@ -257,11 +257,11 @@ pub(crate) fn finish(
                 service_name: None,
                 weight: traffic.canary_weight,
             },
-            stable: WeightDestination {
+            stable: Some(WeightDestination {
                 pod_template_hash: Some(traffic.stable.clone()),
                 service_name: None,
                 weight: 100 - traffic.canary_weight,
-            },
+            }),
         }),
     });
 }

@@ -53,7 +53,10 @@ fn check_pass(sim: &mut Sim) {
     let status = &out.status;
     let weights = status.canary.as_ref().unwrap().weights.as_ref().unwrap();
     assert!((0..=100).contains(&weights.canary.weight));
-    assert_eq!(weights.canary.weight + weights.stable.weight, 100);
+    assert_eq!(
+        weights.canary.weight + weights.stable.as_ref().map_or(0, |s| s.weight),
+        100
+    );
     let dp = status.data_plane.as_ref().unwrap();
     let available = |hash: &str| {
         observed
