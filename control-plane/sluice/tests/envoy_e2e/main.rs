@@ -14,5 +14,6 @@
 mod changes;
 mod failures;
 mod harness;
+mod hosts;
 mod load;
 mod split;
