@@ -315,8 +315,11 @@ mod glue {
             };
             // The router must see the host the filter decided for (see `authority_rewrite`).
             if let Some(host) = crate::http::authority_rewrite(&authority)
-                && let Err(status) =
-                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":authority", Some(&host))
+                && let Err(status) = hostcalls::set_map_value_bytes(
+                    MapType::HttpRequestHeaders,
+                    ":authority",
+                    Some(&host),
+                )
             {
                 log(
                     LogLevel::Error,

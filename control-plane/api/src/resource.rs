@@ -263,15 +263,15 @@ pub struct StickinessSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CookieStickinessSpec {
-    /// A name starting with `__Host-` or `__Secure-` requires `secure: true`.
+    /// Cookie name. A name starting with __Host- or __Secure- requires secure to be true.
     pub name: String,
     /// Max-Age of the cookie; absent or 0 makes it a session cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age_seconds: Option<u32>,
-    /// Adds `Secure` to the cookie (sent over HTTPS only). Default false.
+    /// Adds Secure to the cookie, so it is sent over HTTPS only. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure: Option<bool>,
-    /// `SameSite` of the cookie: `Strict`, `Lax` (default) or `None` (requires `secure: true`).
+    /// SameSite attribute of the cookie, Strict, Lax (the default) or None (which requires secure to be true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_site: Option<String>,
 }

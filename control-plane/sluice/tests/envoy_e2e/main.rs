@@ -14,6 +14,7 @@
 mod changes;
 mod failures;
 mod harness;
+mod hosts;
 mod load;
 mod native;
 mod split;
