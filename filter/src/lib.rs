@@ -48,6 +48,12 @@
 //! sticky cookie is handed out. (The benchmark's sticky path: 5.) Counters cost no host call per
 //! request: one `increment_metric` per non-zero counter per second per worker.
 //!
+//! With the weights in the routes (`bucketHeader`, what the control plane sends; see [`split`])
+//! the split path costs the same: the bucket header is written instead of the routing header. A
+//! header-route match costs one more call (removing a client-sent bucket header). Such requests
+//! are counted under version `_split` ([`metrics::SPLIT_VERSION`]): the router, not the filter,
+//! picks their version, and Envoy's per-version cluster stats count them.
+//!
 //! `clear_route_cache` is called explicitly because since Envoy 1.33 header writes by modules
 //! with an ABI newer than 0.2.1 no longer clear the route cache. proxy-wasm 0.2.5 declares ABI
 //! 0.2.1, for which Envoy 1.40 still clears it on the header write itself (checked: a build
@@ -79,6 +85,7 @@ pub mod hosts;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod split;
 
 pub use decision::{Decision, Reason, RequestView, decide};
 pub use policy::{CompiledPolicy, PolicyError};
@@ -94,8 +101,8 @@ mod glue {
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
-    use crate::metrics::Tally;
-    use crate::{CompiledPolicy, RequestView, decide};
+    use crate::metrics::{Tally, split_slot};
+    use crate::{CompiledPolicy, Decision, Reason, RequestView, decide, split};
 
     /// How often a root context adds its counted requests to Envoy's counters.
     const FLUSH_PERIOD: Duration = Duration::from_secs(1);
@@ -187,8 +194,20 @@ mod glue {
     }
 
     impl Context for Root {
+        /// Envoy is done with this root context (its plugin configuration was replaced or
+        /// removed). Stop its tick: Envoy keeps a retired context's timer and re-arms it every
+        /// period even after the context is deleted, so without this every replaced policy left a
+        /// timer firing each second on every worker, forever (issue 7 §5).
         fn on_done(&mut self) -> bool {
             self.flush();
+            self.retired.clear();
+            self.config = None;
+            if let Err(status) = hostcalls::set_tick_period(Duration::ZERO) {
+                log(
+                    LogLevel::Warn,
+                    &format!("sluice: stopping the tick of a retired policy: {status:?}"),
+                );
+            }
             true
         }
     }
@@ -277,6 +296,16 @@ mod glue {
         set_cookie: Option<String>,
     }
 
+    /// Replaces (`Some`) or removes (`None`) every value of a request header.
+    fn set_header(name: &str, value: Option<&str>) {
+        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
+            log(
+                LogLevel::Error,
+                &format!("sluice: writing request header {name}: {status:?}"),
+            );
+        }
+    }
+
     /// Request headers, read from Envoy one at a time and only when asked.
     struct HostHeaders;
 
@@ -303,22 +332,43 @@ mod glue {
             };
 
             let mut rng = fastrand::Rng::with_seed(self.shared.rng_state.get());
-            let decision = decide(rollout, &HostHeaders, &mut rng);
-            self.shared.rng_state.set(rng.get_seed());
-
             // proxy_replace_header_map_value is Envoy's `setCopy`: it replaces every value a
             // client may have sent under this name.
-            let hash = rollout.hash(decision.version);
-            if let Err(status) = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                &config.policy.routing_header,
-                Some(hash),
-            ) {
-                log(
-                    LogLevel::Error,
-                    &format!("sluice: writing routing header: {status:?}"),
+            let slot = if let Some(bucket_header) = &config.policy.bucket_header {
+                // Weights in the routes: the router applies the weight to our bucket.
+                match split::outcome(rollout, &HostHeaders, &mut rng) {
+                    split::Outcome::Version(version) => {
+                        set_header(&config.policy.routing_header, Some(rollout.hash(version)));
+                        // The per-version routes require the bucket header absent.
+                        set_header(bucket_header, None);
+                        Decision {
+                            version,
+                            reason: Reason::Header,
+                            set_cookie: None,
+                        }
+                        .metric_slot()
+                    }
+                    split::Outcome::Bucket {
+                        bucket,
+                        reason,
+                        set_cookie,
+                    } => {
+                        set_header(bucket_header, Some(&bucket.to_string()));
+                        self.set_cookie = set_cookie;
+                        split_slot(rollout, reason)
+                    }
+                }
+            } else {
+                let decision = decide(rollout, &HostHeaders, &mut rng);
+                set_header(
+                    &config.policy.routing_header,
+                    Some(rollout.hash(decision.version)),
                 );
-            }
+                let slot = decision.metric_slot();
+                self.set_cookie = decision.set_cookie;
+                slot
+            };
+            self.shared.rng_state.set(rng.get_seed());
             let cleared = hostcalls::call_foreign_function("clear_route_cache", None);
             if let Err(status) = cleared
                 && !self.shared.clear_cache_failed.replace(true)
@@ -331,8 +381,7 @@ mod glue {
                     ),
                 );
             }
-            config.tally.record(index, decision.metric_slot());
-            self.set_cookie = decision.set_cookie;
+            config.tally.record(index, slot);
             Action::Continue
         }
 

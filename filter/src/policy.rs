@@ -41,6 +41,9 @@ pub enum PolicyError {
 pub struct CompiledPolicy {
     /// Lower-case name of the request header that carries the chosen hash to the router.
     pub routing_header: String,
+    /// When set, weights live in the routes: the filter writes the request's bucket into this
+    /// (lower-case) header instead of applying `weight_bp` (see [`crate::decision::draw`]).
+    pub bucket_header: Option<String>,
     /// The rollouts, in policy order.
     pub rollouts: Vec<Rollout>,
     /// Normalised host → index in `rollouts`.
@@ -148,6 +151,23 @@ impl CompiledPolicy {
             ));
         };
 
+        let bucket_header = match policy.bucket_header.as_str() {
+            "" => None,
+            name if is_token(name)
+                && !name.bytes().any(|b| b.is_ascii_uppercase())
+                && name != routing_header =>
+            {
+                Some(name.to_owned())
+            }
+            name => {
+                return Err(invalid(
+                    "policy",
+                    "bucketHeader",
+                    format!("{name:?} is not a lower-case header name other than routingHeader"),
+                ));
+            }
+        };
+
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut hosts = HostMap::default();
         for (index, rollout) in policy.rollouts.iter().enumerate() {
@@ -192,6 +212,7 @@ impl CompiledPolicy {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             routing_header,
+            bucket_header,
             rollouts,
             hosts,
         })
