@@ -9,8 +9,8 @@ use sluice_e2e::{Upstream, parse_prometheus};
 use tokio::time::Instant;
 
 use crate::harness::{
-    CANARY, ControlPlane, Proxy, ProxyOptions, RDS_TYPE, Rollout, STABLE, THIRD, acked,
-    eventually, report_dir, write_report,
+    CANARY, ControlPlane, Proxy, ProxyOptions, RDS_TYPE, Rollout, STABLE, THIRD, acked, eventually,
+    report_dir, write_report,
 };
 use crate::load::{Client, Load};
 

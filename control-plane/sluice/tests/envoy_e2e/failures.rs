@@ -6,8 +6,8 @@ use std::time::Duration;
 use sluice_e2e::{Req, Upstream, check_binomial, parse_prometheus};
 
 use crate::harness::{
-    CANARY, ControlPlane, ECDS_TYPE, HOST, Ports, RDS_TYPE, Proxy, ProxyOptions, Rollout, STABLE, acked,
-    acked_all, by_upstream, eventually,
+    CANARY, ControlPlane, ECDS_TYPE, HOST, Ports, Proxy, ProxyOptions, RDS_TYPE, Rollout, STABLE,
+    acked, acked_all, by_upstream, eventually,
 };
 use crate::load::Load;
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use sluice_e2e::{Req, Upstream, check_binomial};
 
 use crate::harness::{
-    CANARY, ControlPlane, HOST, RDS_TYPE, Proxy, ProxyOptions, Rollout, STABLE, acked, by_upstream,
+    CANARY, ControlPlane, HOST, Proxy, ProxyOptions, RDS_TYPE, Rollout, STABLE, acked, by_upstream,
 };
 
 /// Requests per weight check.
