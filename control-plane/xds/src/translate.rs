@@ -129,12 +129,19 @@ impl TranslateOptions {
 pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Snapshot, XdsError> {
     state.validate()?;
     let header = &options.routing_header;
-    if !is_valid_header_name(header) || header.starts_with(':') || header == BUCKET_HEADER {
+    if !is_valid_header_name(header) || header.starts_with(':') {
         return Err(XdsError::InvalidOption {
             field: "routing_header",
             reason: format!("{header:?} is not a lower-case HTTP header name"),
         });
     }
+    // The filter's own rule for the pair (`sluice_proto::rules`), so the two cannot drift.
+    sluice_proto::rules::check_bucket_header(BUCKET_HEADER, header).map_err(|v| {
+        XdsError::InvalidOption {
+            field: "routing_header",
+            reason: v.to_string(),
+        }
+    })?;
     let mut snapshot = Snapshot::default();
     for rollout in state.rollouts.values() {
         for (hash, version) in &rollout.versions {

@@ -551,6 +551,11 @@ fn invalid_states_and_options_are_rejected_with_the_field_at_fault() {
     options.routing_header = "X Bad".into();
     let err = translate(&demo(), &options).expect_err("bad header");
     assert!(err.to_string().contains("routing_header"), "{err}");
+
+    // The bucket header keeps its own meaning: a routing header of the same name is refused.
+    options.routing_header = "x-sluice-bucket".into();
+    let err = translate(&demo(), &options).expect_err("routing header = bucket header");
+    assert!(err.to_string().contains("routing_header"), "{err}");
 }
 
 #[test]
