@@ -288,7 +288,10 @@ fn native_reads_headers_by_the_shared_rules() {
         ],
     );
     assert!(header(&host.request, "x-sluice-hash").is_empty());
-    assert_eq!(header(&host.request, ":authority"), [b"demo.local".as_slice()]);
+    assert_eq!(
+        header(&host.request, ":authority"),
+        [b"demo.local".as_slice()]
+    );
     envoy_dynamic_module_on_http_filter_config_destroy(config);
 
     let sticky = SPLIT_POLICY.replace(
@@ -307,9 +310,6 @@ fn native_reads_headers_by_the_shared_rules() {
     );
     assert!(header(&host.response, "set-cookie").is_empty());
     let want = sluice_filter::decision::bucket(b"key-9").to_string();
-    assert_eq!(
-        header(&host.request, "x-sluice-bucket"),
-        [want.as_bytes()]
-    );
+    assert_eq!(header(&host.request, "x-sluice-bucket"), [want.as_bytes()]);
     envoy_dynamic_module_on_http_filter_config_destroy(config);
 }

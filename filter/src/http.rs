@@ -79,7 +79,11 @@ mod tests {
     #[test]
     fn only_non_normal_authorities_are_rewritten() {
         assert_eq!(authority_rewrite(b"demo.local"), None);
-        assert_eq!(authority_rewrite(b"Demo.Local"), None, "case alone is no reason");
+        assert_eq!(
+            authority_rewrite(b"Demo.Local"),
+            None,
+            "case alone is no reason"
+        );
         for (authority, want) in [
             (&b"demo.local."[..], &b"demo.local"[..]),
             (b"demo.local:", b"demo.local"),

@@ -52,9 +52,10 @@
 //!
 //! With the weights in the routes (`bucketHeader`, what the control plane sends; see [`split`])
 //! the split path costs the same: the bucket header is written instead of the routing header. A
-//! header-route match costs one more call (removing a client-sent bucket header). Such requests
-//! are counted under version `_split` ([`metrics::SPLIT_VERSION`]): the router, not the filter,
-//! picks their version, and Envoy's per-version cluster stats count them.
+//! header-route match costs one more call (removing a client-sent bucket header). Requests whose
+//! bucket is written are counted under version `_split` ([`metrics::SPLIT_VERSION`]): the router,
+//! not the filter, picks their version, and Envoy's per-version cluster stats count them. The
+//! rule is [`split::route`], shared with the native build (`sluice-filter-native`).
 //!
 //! `clear_route_cache` is called explicitly because since Envoy 1.33 header writes by modules
 //! with an ABI newer than 0.2.1 no longer clear the route cache. proxy-wasm 0.2.5 declares ABI
@@ -301,7 +302,8 @@ mod glue {
 
     /// Replaces (`Some`) or removes (`None`) every value of a request header.
     fn set_header(name: &str, value: Option<&[u8]>) {
-        if let Err(status) = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+        if let Err(status) =
+            hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value)
         {
             log(
                 LogLevel::Error,
@@ -345,8 +347,11 @@ mod glue {
             };
             // The router must see the host the filter decided for (see `authority_rewrite`).
             if let Some(host) = crate::http::authority_rewrite(&authority)
-                && let Err(status) =
-                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, ":authority", Some(&host))
+                && let Err(status) = hostcalls::set_map_value_bytes(
+                    MapType::HttpRequestHeaders,
+                    ":authority",
+                    Some(&host),
+                )
             {
                 log(
                     LogLevel::Error,

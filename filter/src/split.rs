@@ -15,6 +15,9 @@
 //!                            first): canary iff bucket < canary weight, as the filter would
 //! ```
 //!
+//! [`route`] is the whole rule as both glues (Wasm and native) apply it: which header to write
+//! with which value, what to remove, which counter.
+//!
 //! A sticky client is in the canary iff its bucket is below the weight, exactly as when the
 //! filter applies the weight itself, so raising the weight still never moves it back to stable.
 
@@ -126,12 +129,7 @@ pub fn route<'p>(
     };
     let Some(bucket_header) = policy.bucket_header.as_deref() else {
         let decision = decide(rollout, request, rng);
-        return pinned(
-            decision.version,
-            decision.reason,
-            decision.set_cookie,
-            None,
-        );
+        return pinned(decision.version, decision.reason, decision.set_cookie, None);
     };
     match outcome(rollout, request, rng) {
         Outcome::Version(version) => pinned(version, Reason::Header, None, Some(bucket_header)),

@@ -259,21 +259,41 @@ fn repeated_headers_are_matched_joined_like_envoy_routes() {
         &[("x-canary", "0"), ("x-canary", "1")][..],
     ] {
         let d = decide(&r, &Headers::new(pairs), &mut rng());
-        assert_eq!((hash_of(&r, &d).as_str(), d.reason), ("aaa", Reason::Weight), "{pairs:?}");
+        assert_eq!(
+            (hash_of(&r, &d).as_str(), d.reason),
+            ("aaa", Reason::Weight),
+            "{pairs:?}"
+        );
     }
     // The joined value is what prefix and regex see too.
     let joined = rollout(json!({"headerRoutes": [
         {"name": "p", "matches": [{"name": "x-canary", "prefix": "1,"}], "canary": true},
         {"name": "r", "matches": [{"name": "x-team", "regex": "a,b"}], "hash": "ccc"},
     ]}));
-    let d = decide(&joined, &Headers::new(&[("x-canary", "1"), ("x-canary", "0")]), &mut rng());
+    let d = decide(
+        &joined,
+        &Headers::new(&[("x-canary", "1"), ("x-canary", "0")]),
+        &mut rng(),
+    );
     assert_eq!(hash_of(&joined, &d), "bbb");
-    let d = decide(&joined, &Headers::new(&[("x-team", "a"), ("x-team", "b")]), &mut rng());
+    let d = decide(
+        &joined,
+        &Headers::new(&[("x-team", "a"), ("x-team", "b")]),
+        &mut rng(),
+    );
     assert_eq!(hash_of(&joined, &d), "ccc");
     // The sticky header's key is the joined value as well.
     let sticky = rollout(json!({"canaryWeightBp": 5000, "stickiness": {"header": "x-user"}}));
-    let d = decide(&sticky, &Headers::new(&[("x-user", "u1"), ("x-user", "u2")]), &mut rng());
-    let want = if bucket(b"u1,u2") < 5000 { "bbb" } else { "aaa" };
+    let d = decide(
+        &sticky,
+        &Headers::new(&[("x-user", "u1"), ("x-user", "u2")]),
+        &mut rng(),
+    );
+    let want = if bucket(b"u1,u2") < 5000 {
+        "bbb"
+    } else {
+        "aaa"
+    };
     assert_eq!(hash_of(&sticky, &d), want);
 }
 
@@ -284,14 +304,25 @@ fn sticky_cookie_is_found_in_any_cookie_field() {
         "canaryWeightBp": 5000,
         "stickiness": {"cookie": {"name": "sluice", "maxAgeSeconds": 600}}
     }));
-    let want = if bucket(b"user-42") < 5000 { "bbb" } else { "aaa" };
+    let want = if bucket(b"user-42") < 5000 {
+        "bbb"
+    } else {
+        "aaa"
+    };
     for pairs in [
         &[("cookie", "theme=dark"), ("cookie", "sluice=user-42")][..],
-        &[("cookie", "theme=dark"), ("cookie", "lang=en; sluice=user-42")][..],
+        &[
+            ("cookie", "theme=dark"),
+            ("cookie", "lang=en; sluice=user-42"),
+        ][..],
         &[("cookie", "sluice=user-42"), ("cookie", "sluice=other")][..],
     ] {
         let d = decide(&r, &Headers::new(pairs), &mut rng());
-        assert_eq!((d.reason, d.set_cookie.as_deref()), (Reason::Sticky, None), "{pairs:?}");
+        assert_eq!(
+            (d.reason, d.set_cookie.as_deref()),
+            (Reason::Sticky, None),
+            "{pairs:?}"
+        );
         assert_eq!(hash_of(&r, &d), want, "{pairs:?}");
     }
 }

@@ -4,8 +4,8 @@
 use prost::Message;
 use serde_json::{Value, json};
 use sluice_filter::policy::{MatchKind, Sticky, StickyCookie};
-use sluice_proto::rules::{SameSite, cases};
 use sluice_filter::{CompiledPolicy, PolicyError};
+use sluice_proto::rules::{SameSite, cases};
 use sluice_proto::v1 as pb;
 
 fn base() -> Value {
@@ -300,7 +300,10 @@ fn shared_rule_cases_hold_for_the_filter() {
             Err(e) => {
                 assert!(!ok, "{what}: rejected, must be accepted: {e}");
                 let e = e.to_string();
-                assert!(e.contains(&format!(": {field}")), "{what}: {e} must name {field}");
+                assert!(
+                    e.contains(&format!(": {field}")),
+                    "{what}: {e} must name {field}"
+                );
             }
         }
     }
@@ -316,12 +319,18 @@ fn shared_rule_cases_hold_for_the_filter() {
         });
     }
     for (name, ok) in cases::HEADER_NAMES {
-        check(&format!("header {name:?}"), *ok, "headerRoutes[0].matches[0].name", |v| {
-            v["rollouts"][0]["headerRoutes"][0]["matches"][0]["name"] = json!(name)
-        });
-        check(&format!("sticky header {name:?}"), *ok, "stickiness.header", |v| {
-            v["rollouts"][0]["stickiness"] = json!({"header": name})
-        });
+        check(
+            &format!("header {name:?}"),
+            *ok,
+            "headerRoutes[0].matches[0].name",
+            |v| v["rollouts"][0]["headerRoutes"][0]["matches"][0]["name"] = json!(name),
+        );
+        check(
+            &format!("sticky header {name:?}"),
+            *ok,
+            "stickiness.header",
+            |v| v["rollouts"][0]["stickiness"] = json!({"header": name}),
+        );
     }
     for (name, ok) in cases::ROLLOUT_NAMES {
         check(&format!("rollout name {name:?}"), *ok, "name", |v| {
@@ -335,16 +344,24 @@ fn shared_rule_cases_hold_for_the_filter() {
         });
     }
     for (re, ok) in cases::REGEXES {
-        check(&format!("regex {re:?}"), *ok, "headerRoutes[1].matches[0].regex", |v| {
-            v["rollouts"][0]["headerRoutes"][1]["matches"][0]["regex"] = json!(re)
-        });
+        check(
+            &format!("regex {re:?}"),
+            *ok,
+            "headerRoutes[1].matches[0].regex",
+            |v| v["rollouts"][0]["headerRoutes"][1]["matches"][0]["regex"] = json!(re),
+        );
     }
     for (name, secure, same_site, ok) in cases::COOKIES {
         let what = format!("cookie {name:?} secure={secure} sameSite={same_site:?}");
-        check(&what, *ok, "stickiness.cookie.", |v| {
-            v["rollouts"][0]["stickiness"] =
-                json!({"cookie": {"name": name, "secure": secure, "sameSite": same_site}})
-        });
+        check(
+            &what,
+            *ok,
+            "stickiness.cookie.",
+            |v| {
+                v["rollouts"][0]["stickiness"] =
+                    json!({"cookie": {"name": name, "secure": secure, "sameSite": same_site}})
+            },
+        );
     }
 }
 
@@ -372,7 +389,10 @@ fn prefixed_cookies_must_be_secure() {
     let e = error_after(|v| {
         v["rollouts"][0]["stickiness"] = json!({"cookie": {"name": "s", "sameSite": "None"}})
     });
-    assert!(e.contains("stickiness.cookie.secure") && e.contains("SameSite=None"), "{e}");
+    assert!(
+        e.contains("stickiness.cookie.secure") && e.contains("SameSite=None"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -381,7 +401,8 @@ fn canary_hash_may_be_absent_with_hash_routes() {
     let r = v["rollouts"][0].as_object_mut().unwrap();
     r.remove("canaryHash");
     r.insert("canaryWeightBp".into(), json!(0));
-    r["headerRoutes"] = json!([{"name": "a", "matches": [{"name": "x-a", "prefix": ""}], "hash": "ccc"}]);
+    r["headerRoutes"] =
+        json!([{"name": "a", "matches": [{"name": "x-a", "prefix": ""}], "hash": "ccc"}]);
     let p = compile(&v).expect("valid without canary");
     assert_eq!(p.rollouts[0].canary, None);
 }

@@ -186,7 +186,11 @@ fn values_are_written_as_hash_or_decimal_bucket() {
 /// The one routing rule both glues (Wasm and native) apply, in bucket mode.
 #[test]
 fn route_in_bucket_mode_writes_the_bucket_or_pins_and_removes_it() {
-    let p = policy("x-sluice-bucket", json!({"stickiness": {"header": "x-user-id"}})).unwrap();
+    let p = policy(
+        "x-sluice-bucket",
+        json!({"stickiness": {"header": "x-user-id"}}),
+    )
+    .unwrap();
     let r = &p.rollouts[0];
     let mut rng = fastrand::Rng::with_seed(1);
 
@@ -245,7 +249,10 @@ fn bucket_mode_reads_headers_and_cookies_by_the_shared_rules() {
 
     let fresh = route(&p, r, &Headers(vec![]), &mut rng);
     let set = fresh.set_cookie.expect("a new sticky cookie");
-    assert!(set.starts_with("__Host-sluice=") && set.contains("; Secure"), "{set}");
+    assert!(
+        set.starts_with("__Host-sluice=") && set.contains("; Secure"),
+        "{set}"
+    );
 
     // `x-canary: 1` then `x-canary: 0` is `1,0` (as Envoy's route matching sees it): no match.
     let repeated = Headers(vec![("x-canary", "1".into()), ("x-canary", "0".into())]);

@@ -83,11 +83,9 @@ async fn hosts_are_normalised_alike_by_the_filter_and_the_router() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_hcm_options_the_filter_normalises_the_authority() -> anyhow::Result<()> {
     let upstreams = Upstreams::start().await?;
-    let mut config: Value = serde_json::from_str(
-        &upstreams.config(Some(&policy(10_000, json!({}))), [100, 0, 0])?,
-    )?;
-    let hcm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"];
+    let mut config: Value =
+        serde_json::from_str(&upstreams.config(Some(&policy(10_000, json!({}))), [100, 0, 0])?)?;
+    let hcm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     let hcm = hcm.as_object_mut().context("HCM config")?;
     ensure!(hcm.remove("strip_trailing_host_dot").is_some());
     ensure!(hcm.remove("strip_any_host_port").is_some());
@@ -106,12 +104,16 @@ async fn repeated_headers_are_matched_joined_like_envoy_routes() -> anyhow::Resu
         {"name": "both", "matches": [{"name": "x-team", "exact": "a,b"}], "canary": true},
     ]});
     let mut rig = Rig::start(Some(&policy(0, routes)), [100, 0, 0]).await?;
-    let one = rig.send(repeat(Req::get(HOST).header("x-canary", "1"), N)).await?;
+    let one = rig
+        .send(repeat(Req::get(HOST).header("x-canary", "1"), N))
+        .await?;
     assert_eq!(count(&one, CANARY), N as u64, "x-canary: 1 alone");
     for (first, second) in [("1", "0"), ("0", "1")] {
         let both = rig
             .send(repeat(
-                Req::get(HOST).header("x-canary", first).header("x-canary", second),
+                Req::get(HOST)
+                    .header("x-canary", first)
+                    .header("x-canary", second),
                 N,
             ))
             .await?;
@@ -122,9 +124,16 @@ async fn repeated_headers_are_matched_joined_like_envoy_routes() -> anyhow::Resu
         );
     }
     let joined = rig
-        .send(repeat(Req::get(HOST).header("x-team", "a").header("x-team", "b"), N))
+        .send(repeat(
+            Req::get(HOST).header("x-team", "a").header("x-team", "b"),
+            N,
+        ))
         .await?;
-    assert_eq!(count(&joined, CANARY), N as u64, "x-team: a + x-team: b is a,b");
+    assert_eq!(
+        count(&joined, CANARY),
+        N as u64,
+        "x-team: a + x-team: b is a,b"
+    );
     Ok(())
 }
 
@@ -144,7 +153,9 @@ async fn the_sticky_key_is_read_from_every_cookie_line() -> anyhow::Result<()> {
     let visits: Vec<(String, String)> = first
         .iter()
         .map(|r| {
-            let set_cookie = r.header("set-cookie").context("first visit gets a cookie")?;
+            let set_cookie = r
+                .header("set-cookie")
+                .context("first visit gets a cookie")?;
             Ok((
                 cookie_pair(set_cookie).to_string(),
                 r.upstream().unwrap_or_default().to_string(),
@@ -161,7 +172,11 @@ async fn the_sticky_key_is_read_from_every_cookie_line() -> anyhow::Result<()> {
         .collect();
     let responses = rig.send(returns).await?;
     for (response, (pair, version)) in responses.iter().zip(&visits) {
-        assert_eq!(response.upstream(), Some(version.as_str()), "{pair} in the 2nd line");
+        assert_eq!(
+            response.upstream(),
+            Some(version.as_str()),
+            "{pair} in the 2nd line"
+        );
         assert!(
             response.header("set-cookie").is_none(),
             "no new Set-Cookie when {pair} is in the second Cookie line: {response:?}"
@@ -245,7 +260,11 @@ async fn a_host_prefixed_cookie_is_kept_by_a_cookie_jar() -> anyhow::Result<()> 
             }
             versions.insert(response.upstream().unwrap_or_default().to_string());
         }
-        assert_eq!(set_cookies.len(), 1, "{name}: one Set-Cookie: {set_cookies:?}");
+        assert_eq!(
+            set_cookies.len(),
+            1,
+            "{name}: one Set-Cookie: {set_cookies:?}"
+        );
         assert!(
             set_cookies[0].ends_with(&format!(
                 "; Path=/; Max-Age=3600; Secure; HttpOnly; SameSite={same_site}"
@@ -253,7 +272,11 @@ async fn a_host_prefixed_cookie_is_kept_by_a_cookie_jar() -> anyhow::Result<()> 
             "{}",
             set_cookies[0]
         );
-        assert_eq!(versions.len(), 1, "{name}: one version for all 21: {versions:?}");
+        assert_eq!(
+            versions.len(),
+            1,
+            "{name}: one version for all 21: {versions:?}"
+        );
     }
     Ok(())
 }

@@ -20,13 +20,13 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    ApiError,
-    duration::{argo_duration_int_seconds, argo_duration_string_seconds},
-};
 pub use crate::release_fields::{
     AnalysisRef, AnalysisTemplateRef, DataPlaneStatus, ExperimentStep, PauseCondition,
     PublishedTraffic, RollbackWindowSpec, SetCanaryScale, WorkloadRef,
+};
+use crate::{
+    ApiError,
+    duration::{argo_duration_int_seconds, argo_duration_string_seconds},
 };
 
 /// The API group and version of Sluice's Rollout.

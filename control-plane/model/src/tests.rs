@@ -194,7 +194,10 @@ fn each_rule_names_its_field() {
                 }
             }),
         ),
-        ("hosts[0]", Box::new(|r| r.hosts[0] = "*.example.com".into())),
+        (
+            "hosts[0]",
+            Box::new(|r| r.hosts[0] = "*.example.com".into()),
+        ),
     ];
     for (want, break_it) in cases {
         let mut rollout = demo();
@@ -407,7 +410,11 @@ fn arb_stickiness() -> impl Strategy<Value = Stickiness> {
         (
             "[A-Za-z0-9_.-]{1,10}",
             any::<u32>(),
-            prop_oneof![Just(SameSite::Lax), Just(SameSite::Strict), Just(SameSite::None)],
+            prop_oneof![
+                Just(SameSite::Lax),
+                Just(SameSite::Strict),
+                Just(SameSite::None)
+            ],
         )
             .prop_map(|(name, max_age_seconds, same_site)| Stickiness::Cookie {
                 name,
@@ -595,7 +602,10 @@ fn shared_rule_cases_hold_for_the_model() {
             Ok(()) => assert!(ok, "{what}: accepted, must be rejected"),
             Err(ModelError::InvalidField { field: got, .. }) => {
                 assert!(!ok, "{what}: rejected, must be accepted");
-                assert!(got.to_string().starts_with(field), "{what}: {got} is not {field}");
+                assert!(
+                    got.to_string().starts_with(field),
+                    "{what}: {got} is not {field}"
+                );
             }
             Err(e) => panic!("{what}: {e}"),
         }
@@ -613,12 +623,18 @@ fn shared_rule_cases_hold_for_the_model() {
         });
     }
     for (name, ok) in cases::HEADER_NAMES {
-        check(&format!("header {name:?}"), *ok, "headerRoutes[0].matches[0].name", |r| {
-            r.header_routes[0].matches[0].name = (*name).to_owned()
-        });
-        check(&format!("sticky header {name:?}"), *ok, "stickiness.header", |r| {
-            r.stickiness = Stickiness::Header((*name).to_owned())
-        });
+        check(
+            &format!("header {name:?}"),
+            *ok,
+            "headerRoutes[0].matches[0].name",
+            |r| r.header_routes[0].matches[0].name = (*name).to_owned(),
+        );
+        check(
+            &format!("sticky header {name:?}"),
+            *ok,
+            "stickiness.header",
+            |r| r.stickiness = Stickiness::Header((*name).to_owned()),
+        );
     }
     for (name, ok) in cases::ROLLOUT_NAMES {
         check(&format!("rollout name {name:?}"), *ok, "name", |r| {
@@ -631,9 +647,12 @@ fn shared_rule_cases_hold_for_the_model() {
         });
     }
     for (re, ok) in cases::REGEXES {
-        check(&format!("regex {re:?}"), *ok, "headerRoutes[0].matches[1].regex", |r| {
-            r.header_routes[0].matches[1].kind = MatchKind::Regex((*re).to_owned())
-        });
+        check(
+            &format!("regex {re:?}"),
+            *ok,
+            "headerRoutes[0].matches[1].regex",
+            |r| r.header_routes[0].matches[1].kind = MatchKind::Regex((*re).to_owned()),
+        );
     }
     for (name, secure, same_site, ok) in cases::COOKIES {
         let what = format!("cookie {name:?} secure={secure} sameSite={same_site:?}");

@@ -10,14 +10,35 @@ fn authorities_normalise_as_envoy_strips_them() {
 
 #[test]
 fn normalising_borrows_unless_a_dot_before_a_non_port_is_removed() {
-    assert!(matches!(normalize_authority(b"demo.local.:80"), Cow::Borrowed(b"demo.local")));
+    assert!(matches!(
+        normalize_authority(b"demo.local.:80"),
+        Cow::Borrowed(b"demo.local")
+    ));
     assert_eq!(normalize_authority(b"demo.local.:").as_ref(), b"demo.local");
-    assert!(matches!(normalize_authority(b"demo.local.:http"), Cow::Owned(_)));
-    assert!(matches!(normalize_authority(b"demo.local..:80"), Cow::Borrowed(b"demo.local")));
-    assert!(matches!(normalize_authority(b"demo.local:80"), Cow::Borrowed(b"demo.local")));
-    assert!(matches!(normalize_authority(b"demo.local."), Cow::Borrowed(b"demo.local")));
-    assert!(matches!(normalize_host("demo.local:80"), Cow::Borrowed("demo.local")));
-    assert_eq!(normalize_authority(b"Demo.Local.:80").as_ref(), b"Demo.Local");
+    assert!(matches!(
+        normalize_authority(b"demo.local.:http"),
+        Cow::Owned(_)
+    ));
+    assert!(matches!(
+        normalize_authority(b"demo.local..:80"),
+        Cow::Borrowed(b"demo.local")
+    ));
+    assert!(matches!(
+        normalize_authority(b"demo.local:80"),
+        Cow::Borrowed(b"demo.local")
+    ));
+    assert!(matches!(
+        normalize_authority(b"demo.local."),
+        Cow::Borrowed(b"demo.local")
+    ));
+    assert!(matches!(
+        normalize_host("demo.local:80"),
+        Cow::Borrowed("demo.local")
+    ));
+    assert_eq!(
+        normalize_authority(b"Demo.Local.:80").as_ref(),
+        b"Demo.Local"
+    );
 }
 
 #[test]
@@ -37,7 +58,11 @@ fn field_tables() {
         assert_eq!(check_header_name(name).is_ok(), *ok, "header {name:?}");
     }
     for (name, ok) in ROLLOUT_NAMES {
-        assert_eq!(check_rollout_name(name).is_ok(), *ok, "rollout name {name:?}");
+        assert_eq!(
+            check_rollout_name(name).is_ok(),
+            *ok,
+            "rollout name {name:?}"
+        );
     }
     for (weight, ok) in WEIGHTS {
         assert_eq!(check_weight_bp(*weight).is_ok(), *ok, "weight {weight}");
@@ -49,7 +74,10 @@ fn field_tables() {
         let got = check_cookie_name(name).is_ok()
             && SameSite::parse(same_site)
                 .is_ok_and(|same_site| check_cookie_secure(name, *secure, same_site).is_ok());
-        assert_eq!(got, *ok, "cookie {name:?} secure={secure} sameSite={same_site:?}");
+        assert_eq!(
+            got, *ok,
+            "cookie {name:?} secure={secure} sameSite={same_site:?}"
+        );
     }
 }
 
@@ -108,6 +136,9 @@ mod props {
 fn the_bucket_header_is_a_lower_case_token_other_than_the_routing_header() {
     assert!(check_bucket_header("x-sluice-bucket", "x-sluice-hash").is_ok());
     for bad in ["X-Bucket", "bad header", ":authority", "", "x-sluice-hash"] {
-        assert!(check_bucket_header(bad, "x-sluice-hash").is_err(), "{bad:?}");
+        assert!(
+            check_bucket_header(bad, "x-sluice-hash").is_err(),
+            "{bad:?}"
+        );
     }
 }

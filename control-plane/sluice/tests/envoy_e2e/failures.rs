@@ -218,7 +218,7 @@ async fn restart_on_an_invalid_file_pushes_nothing() -> anyhow::Result<()> {
     );
     // Fixed: everything to the canary; ready again.
     cp.write_file(&rollout.clone().weight(100).yaml())?;
-    cp.wait_synced("keeper", |p| acked(p, ECDS_TYPE) != before[ECDS_TYPE])
+    cp.wait_synced("keeper", |p| acked(p, RDS_TYPE) != before[RDS_TYPE])
         .await?;
     assert_eq!(cp.http("/readyz").await?.0, 200);
     assert_eq!(cp.status().await?.last_source_error, "");

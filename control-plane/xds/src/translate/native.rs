@@ -290,8 +290,8 @@ mod tests {
             // Weights in the routes for the native build too: without the bucket header it
             // would split with the policy's weights, which the control plane leaves at 0.
             let bytes = BytesValue::decode(policy.value.as_slice()).expect("bytes value");
-            let policy = sluice_proto::v1::FilterPolicy::decode(bytes.value.as_slice())
-                .expect("policy");
+            let policy =
+                sluice_proto::v1::FilterPolicy::decode(bytes.value.as_slice()).expect("policy");
             assert_eq!(policy.bucket_header, crate::translate::BUCKET_HEADER);
         }
     }
