@@ -9,7 +9,7 @@ export ENVOY_BIN ?= $(shell ./scripts/envoy-bin.sh 2>/dev/null)
 export SLUICE_WASM ?= $(CURDIR)/$(WASM)
 export SLUICE_NATIVE ?= $(CURDIR)/$(NATIVE)
 
-.PHONY: all setup wasm build test fmt-check clippy unit generated-check bench-check demo bench generated
+.PHONY: all setup wasm build test fmt-check clippy unit generated-check bench-check demo bench bench-memory generated
 
 all: build
 
@@ -73,3 +73,8 @@ bench: setup
 	python3 bench/filter_bench.py
 	$(CARGO) build --release -p sluice
 	$(CARGO) run --release -p sluice-bench-xds
+
+# Envoy's memory and idle CPU across 2,000 weight changes (BENCH_CHANGES, BENCH_ROLLOUTS, BENCH_IDLE).
+bench-memory: wasm
+	$(CARGO) build -p sluice
+	python3 bench/envoy_memory.py

@@ -44,7 +44,7 @@ pub extern "C" fn envoy_dynamic_module_callback_http_get_header(
     key: ModuleBuffer,
     result: *mut EnvoyBuffer,
     index: usize,
-    _optional_size: *mut usize,
+    optional_size: *mut usize,
 ) -> bool {
     let key = text(key);
     with_host(|host| {
@@ -53,6 +53,10 @@ pub extern "C" fn envoy_dynamic_module_callback_http_get_header(
         } else {
             &host.response
         };
+        if !optional_size.is_null() {
+            // SAFETY: a non-null `optional_size` is the module's valid out-pointer.
+            unsafe { *optional_size = map.iter().filter(|(k, _)| *k == key).count() };
+        }
         let Some((_, value)) = map.iter().filter(|(k, _)| *k == key).nth(index) else {
             return false;
         };
@@ -75,6 +79,8 @@ pub extern "C" fn envoy_dynamic_module_callback_http_set_header(
     key: ModuleBuffer,
     value: ModuleBuffer,
 ) -> bool {
+    // As Envoy: a null or empty value removes the header.
+    let remove = value.ptr.is_null() || value.length == 0;
     let (key, value) = (text(key), bytes(value));
     with_host(|host| {
         let map = if header_type == REQUEST_HEADER {
@@ -83,7 +89,9 @@ pub extern "C" fn envoy_dynamic_module_callback_http_set_header(
             &mut host.response
         };
         map.retain(|(k, _)| *k != key);
-        map.push((key, value));
+        if !remove {
+            map.push((key, value));
+        }
     });
     true
 }

@@ -6,7 +6,8 @@ use std::ffi::{c_char, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sluice_filter::decide;
+use sluice_filter::http::authority_rewrite;
+use sluice_filter::split;
 
 use crate::abi::{
     self, CONTINUE, ConfigEnvoyPtr, ConfigModulePtr, EnvoyBuffer, FilterEnvoyPtr, FilterModulePtr,
@@ -83,7 +84,30 @@ pub fn on_config(envoy_config: ConfigEnvoyPtr, bytes: &[u8]) -> Option<Box<Confi
     }
 }
 
-/// The decision for one request: route it by writing the routing header, re-route, count.
+/// Sets (`Some`) or removes (`None`, a null buffer) every value of request header `name`:
+/// Envoy's `setCopy`, so a client-sent value is replaced.
+fn set_request_header(filter: FilterEnvoyPtr, name: &str, value: Option<&[u8]>) {
+    let value = value.map_or(
+        ModuleBuffer {
+            ptr: std::ptr::null(),
+            length: 0,
+        },
+        ModuleBuffer::of,
+    );
+    // SAFETY: `filter` is the running hook's filter pointer; both buffers outlive the call.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_set_header(
+            filter,
+            abi::REQUEST_HEADER,
+            ModuleBuffer::of(name.as_bytes()),
+            value,
+        );
+    }
+}
+
+/// The decision for one request (`sluice_filter::split::route`, the rule the Wasm build also
+/// applies): write the routing header (a version) or the bucket header (weights in the routes),
+/// re-route, count.
 pub fn on_request_headers(filter: FilterEnvoyPtr, stream: &mut Stream) {
     // SAFETY: a stream's config pointer is set by `on_http_filter_new` from the config Envoy
     // passed; Envoy keeps a filter config alive while any filter created from it exists.
@@ -91,28 +115,29 @@ pub fn on_request_headers(filter: FilterEnvoyPtr, stream: &mut Stream) {
         return;
     };
     let request = EnvoyRequest { filter };
-    let Some((index, rollout)) = request
-        .get(":authority")
-        .and_then(|authority| config.policy.rollout_for_authority(authority))
-    else {
+    let Some(authority) = request.get(":authority") else {
         return;
     };
-    let decision = with_rng(|rng| decide(rollout, &request, rng));
-    let hash = rollout.hash(decision.version);
-    // SAFETY: `filter` is the running hook's filter pointer; both buffers outlive the call.
-    // set_header is Envoy's setCopy: it replaces any client-sent value of the routing header.
-    unsafe {
-        abi::envoy_dynamic_module_callback_http_set_header(
-            filter,
-            abi::REQUEST_HEADER,
-            ModuleBuffer::of(config.policy.routing_header.as_bytes()),
-            ModuleBuffer::of(hash.as_bytes()),
-        );
+    let Some((index, rollout)) = config.policy.rollout_for_authority(authority) else {
+        return;
+    };
+    // The router must see the host the filter decided for (`demo.local.` → `demo.local`). The
+    // rewritten value is copied first: the write replaces the buffer `authority` points into.
+    if let Some(host) = authority_rewrite(authority) {
+        let host = host.into_owned();
+        set_request_header(filter, ":authority", Some(&host));
+    }
+    let routing = with_rng(|rng| split::route(&config.policy, rollout, &request, rng));
+    routing
+        .value
+        .with_bytes(|value| set_request_header(filter, routing.header, Some(value)));
+    if let Some(name) = routing.remove {
+        set_request_header(filter, name, None);
     }
     // SAFETY: as above. Header writes by a dynamic module do not clear the route cache, so the
     // router would keep the route it matched before the filter ran.
     unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(filter) };
-    if let Some(id) = config.counter_id(index, decision.metric_slot()) {
+    if let Some(id) = config.counter_id(index, routing.slot) {
         // SAFETY: `filter` was created from the config that defined counter `id`; no labels.
         unsafe {
             abi::envoy_dynamic_module_callback_http_filter_increment_counter(
@@ -124,7 +149,7 @@ pub fn on_request_headers(filter: FilterEnvoyPtr, stream: &mut Stream) {
             );
         }
     }
-    stream.set_cookie = decision.set_cookie;
+    stream.set_cookie = routing.set_cookie;
 }
 
 /// Hands out a new sticky cookie, if the request's decision made one.

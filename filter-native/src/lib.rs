@@ -51,19 +51,30 @@
 //!
 //! # Per request
 //!
+//! The glue applies `sluice_filter::split::route`, the one routing rule the Wasm build applies
+//! too: with the policy's `bucketHeader` (what the control plane sends: weights in the routes)
+//! it writes the request's bucket into that header and the route's `weighted_clusters` picks the
+//! version; a header-route match writes the routing header and removes a client-sent bucket
+//! header; without `bucketHeader` it writes the version it decided itself. Headers are read by the
+//! core's rules: every value of a repeated header (joined as Envoy's route matching joins them,
+//! every `Cookie` field searched), and a non-normal `:authority` (`demo.local.`) is written back
+//! in normal form.
+//!
 //! Unknown host: one call (read `:authority`). Known host: read `:authority`, write the routing
-//! header, `clear_route_cache`, `increment_counter` — plus one read per header a header route or
-//! the sticky key tests, and one response-header write for a new sticky cookie. Native calls are
-//! direct C calls (no VM crossing), so counters are incremented per request (Envoy's counters are
-//! atomics): no batching, no lag. The common path (weighted draw) allocates nothing: stream state comes from a
-//! per-thread pool, header values are read in place from Envoy's header map, the random generator
-//! is per thread. Header values a header route or stickiness tests are copied (the core's
-//! `RequestView` returns owned bytes), as is a new sticky cookie.
+//! or bucket header, `clear_route_cache`, `increment_counter` — plus one read per value of each
+//! header a header route or the sticky key tests, one removal on a header-route match in bucket
+//! mode, one `:authority` write when it was not normal, and one response-header write for a new
+//! sticky cookie. Native calls are direct C calls (no VM crossing), so counters are incremented
+//! per request (Envoy's counters are atomics): no batching, no lag. The common path allocates
+//! nothing: stream state comes from a per-thread pool, header values are read in place from
+//! Envoy's header map, the bucket is formatted on the stack, the random generator is per thread.
+//! A repeated header's joined value and a new sticky cookie are copied.
 //!
 //! # Counters
 //!
 //! The same names as the Wasm build (`sluice_filter::metrics`): one per (rollout, version, reason),
-//! `sluice_requests_total.rollout.<r>.version.<v>.reason.<why>`, defined under the module's
+//! `sluice_requests_total.rollout.<r>.version.<v>.reason.<why>` (version `_split` for requests the
+//! router splits by weight in bucket mode), defined under the module's
 //! `metrics_namespace`. Sluice configures `wasmcustom` (the Wasm build's namespace), so `/stats`
 //! shows both builds' counters under identical names and the bootstrap's `stats_tags` give them the
 //! same labels. One difference remains in `/stats/prometheus`: Envoy 1.40 strips the Wasm

@@ -4,14 +4,14 @@
 
 use std::cell::{Cell, RefCell};
 
-use sluice_filter::decision::metric_slots;
-use sluice_filter::metrics::counter_names;
+use sluice_filter::metrics::rollout_counter_names;
 use sluice_filter::{CompiledPolicy, RequestView};
 
 use crate::abi::{self, EnvoyBuffer, FilterEnvoyPtr, ModuleBuffer};
 
 /// A filter configuration: the compiled policy and, per rollout, the Envoy ids of its counters
-/// in [`sluice_filter::Decision::metric_slot`] order.
+/// in slot order ([`sluice_filter::metrics::rollout_counter_names`]: the (version, reason)
+/// counters, then the split ones when the policy has a bucket header).
 #[derive(Debug)]
 pub struct Config {
     pub policy: CompiledPolicy,
@@ -29,8 +29,7 @@ impl Config {
             CompiledPolicy::from_bytes(bytes).map_err(|e| format!("invalid policy: {e}"))?;
         let mut counter_ids = Vec::with_capacity(policy.rollouts.len());
         for rollout in &policy.rollouts {
-            let names = counter_names(rollout);
-            debug_assert_eq!(names.len(), metric_slots(rollout).count());
+            let names = rollout_counter_names(&policy, rollout);
             let ids = names
                 .iter()
                 .map(|name| define(name).map_err(|e| format!("defining counter {name}: {e}")))
@@ -130,34 +129,52 @@ pub struct EnvoyRequest {
 }
 
 impl EnvoyRequest {
-    /// The first value of request header `name`, borrowed from Envoy's header map: valid until
-    /// the hook that made this `EnvoyRequest` returns (the lifetime is tied to `&self`, which the
-    /// hook owns).
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
+    /// Value `index` of request header `name` and how many values it has, borrowed from Envoy's
+    /// header map: valid until the hook that made this `EnvoyRequest` returns (the lifetime is
+    /// tied to `&self`, which the hook owns).
+    fn value(&self, name: &str, index: usize) -> (Option<&[u8]>, usize) {
         let mut value = EnvoyBuffer::EMPTY;
+        let mut count = 0usize;
         // SAFETY: `self.filter` is the filter pointer Envoy passed to the running hook; `value`
-        // is a valid out-pointer; the null `optional_size` is allowed by the ABI.
+        // and `count` are valid out-pointers.
         let found = unsafe {
             abi::envoy_dynamic_module_callback_http_get_header(
                 self.filter,
                 abi::REQUEST_HEADER,
                 ModuleBuffer::of(name.as_bytes()),
                 &mut value,
-                0,
-                std::ptr::null_mut(),
+                index,
+                &mut count,
             )
         };
         if !found || value.ptr.is_null() {
-            return None;
+            return (None, count);
         }
         // SAFETY: Envoy returned a pointer/length into its header map, which is not modified
         // before the hook returns; the borrow cannot outlive `self` (owned by the hook).
-        Some(unsafe { std::slice::from_raw_parts(value.ptr, value.length) })
+        let bytes = unsafe { std::slice::from_raw_parts(value.ptr, value.length) };
+        (Some(bytes), count)
+    }
+
+    /// The first value of request header `name` (see [`Self::value`] for its lifetime).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.value(name, 0).0
     }
 }
 
 impl RequestView for EnvoyRequest {
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        self.get(name).map(<[u8]>::to_vec)
+    /// Every value, read in place: a repeated header's values are all needed (the core joins
+    /// them as Envoy's route matching does, and searches every `Cookie` field).
+    fn for_each_value(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
+        let (first, count) = self.value(name, 0);
+        let Some(first) = first else {
+            return;
+        };
+        each(first);
+        for index in 1..count {
+            if let (Some(value), _) = self.value(name, index) {
+                each(value);
+            }
+        }
     }
 }

@@ -216,3 +216,103 @@ fn a_panicking_hook_body_returns_the_fallback_and_logs_once() {
     let logs = with_host(|host| host.logs.clone());
     assert!(logs.len() <= 1, "{logs:?}");
 }
+
+/// What the control plane sends: weights in the routes (`bucketHeader`), a header route.
+const SPLIT_POLICY: &str = r#"{"routingHeader": "x-sluice-hash", "bucketHeader": "x-sluice-bucket",
+    "rollouts": [{"name": "default/demo", "hosts": ["demo.local"], "versions": ["s1", "c1"],
+    "stableHash": "s1", "canaryHash": "c1",
+    "headerRoutes": [{"name": "testers", "matches": [{"name": "x-canary", "exact": "1"}],
+                      "canary": true}]}]}"#;
+
+fn counter(host: &Host, suffix: &str) -> u64 {
+    let index = host
+        .counter_names
+        .iter()
+        .position(|n| n.ends_with(suffix))
+        .expect("counter defined");
+    host.counters[index]
+}
+
+/// Issue 7 §5 in the native build: with a bucket header the module writes the request's bucket
+/// (the router applies the weight), not a version picked with the policy's (absent) weight.
+#[test]
+fn bucket_mode_writes_the_bucket_and_counts_a_split_decision() {
+    reset();
+    let config = configure(SPLIT_POLICY);
+    assert!(!config.is_null());
+    assert_eq!(with_host(|host| host.counter_names.len()), 8);
+    let host = request(
+        config,
+        &[(":authority", "demo.local"), ("x-sluice-bucket", "1")],
+    );
+    let buckets = header(&host.request, "x-sluice-bucket");
+    assert_eq!(buckets.len(), 1, "{:?}", host.request);
+    let bucket: u32 = std::str::from_utf8(buckets[0])
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .expect("a decimal bucket");
+    assert!(bucket < 10_000);
+    assert!(header(&host.request, "x-sluice-hash").is_empty());
+    assert_eq!(host.route_cache_clears, 1);
+    assert_eq!(counter(&host, "version._split.reason.weight"), 1);
+    envoy_dynamic_module_on_http_filter_config_destroy(config);
+}
+
+#[test]
+fn bucket_mode_header_route_pins_the_version_and_removes_the_bucket() {
+    reset();
+    let config = configure(SPLIT_POLICY);
+    let host = request(
+        config,
+        &[
+            (":authority", "demo.local"),
+            ("x-canary", "1"),
+            ("x-sluice-bucket", "9999"),
+        ],
+    );
+    assert_eq!(header(&host.request, "x-sluice-hash"), [b"c1".as_slice()]);
+    assert!(header(&host.request, "x-sluice-bucket").is_empty());
+    assert_eq!(counter(&host, "version.c1.reason.header"), 1);
+    envoy_dynamic_module_on_http_filter_config_destroy(config);
+}
+
+/// Issue 7 §4 in the native build: repeated headers joined (`1,0` does not match `1`), the
+/// sticky cookie found in a second `Cookie` field, `:authority` written back in normal form.
+#[test]
+fn native_reads_headers_by_the_shared_rules() {
+    reset();
+    let config = configure(SPLIT_POLICY);
+    let host = request(
+        config,
+        &[
+            (":authority", "demo.local."),
+            ("x-canary", "1"),
+            ("x-canary", "0"),
+        ],
+    );
+    assert!(header(&host.request, "x-sluice-hash").is_empty());
+    assert_eq!(
+        header(&host.request, ":authority"),
+        [b"demo.local".as_slice()]
+    );
+    envoy_dynamic_module_on_http_filter_config_destroy(config);
+
+    let sticky = SPLIT_POLICY.replace(
+        "\"canaryHash\": \"c1\",",
+        "\"canaryHash\": \"c1\", \"stickiness\": {\"cookie\": {\"name\": \"sl\"}},",
+    );
+    let config = configure(&sticky);
+    assert!(!config.is_null());
+    let host = request(
+        config,
+        &[
+            (":authority", "demo.local"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2; sl=key-9"),
+        ],
+    );
+    assert!(header(&host.response, "set-cookie").is_empty());
+    let want = sluice_filter::decision::bucket(b"key-9").to_string();
+    assert_eq!(header(&host.request, "x-sluice-bucket"), [want.as_bytes()]);
+    envoy_dynamic_module_on_http_filter_config_destroy(config);
+}

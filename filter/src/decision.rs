@@ -112,54 +112,83 @@ pub fn bucket(key: &[u8]) -> u32 {
     (xxh3_64(key) % u64::from(MAX_WEIGHT_BP)) as u32
 }
 
-/// Decides which version of `rollout` serves the request.
-pub fn decide(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::Rng) -> Decision {
+/// What a request's headers decide before any weight is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Draw {
+    /// A header route matched: this version (index in the rollout's `versions`).
+    Route(usize),
+    /// The client's sticky key falls in this bucket in `[0, 10000)`; `set_cookie` as in
+    /// [`Decision::set_cookie`].
+    Sticky {
+        bucket: u32,
+        set_cookie: Option<String>,
+    },
+    /// A per-request random draw decides.
+    Random,
+}
+
+/// Header routes, then stickiness: everything about a request that does not depend on the
+/// canary weight. [`decide`] applies the rollout's weight to it; with weights in the routes
+/// (`FilterPolicy.bucket_header`) the router applies its own.
+pub fn draw(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::Rng) -> Draw {
     if let Some(route) = rollout
         .header_routes
         .iter()
         .find(|route| route.matches.iter().all(|m| matches(m, request)))
     {
-        return Decision {
-            version: route.target,
-            reason: Reason::Header,
-            set_cookie: None,
-        };
+        return Draw::Route(route.target);
     }
 
     match &rollout.stickiness {
         Some(Sticky::Header(name)) => {
             if let Some(key) = joined_value(request, name).filter(|k| !k.is_empty()) {
-                return sticky(rollout, &key, None);
+                return sticky(&key, None);
             }
         }
         Some(Sticky::Cookie(cookie)) => {
             if let Some(key) = sticky_cookie(request, &cookie.name).filter(|k| !k.is_empty()) {
-                return sticky(rollout, &key, None);
+                return sticky(&key, None);
             }
             let key = new_sticky_key(rng);
             let set_cookie = set_cookie_value(cookie, &key);
-            return sticky(rollout, key.as_bytes(), Some(set_cookie));
+            return sticky(key.as_bytes(), Some(set_cookie));
         }
         None => {}
     }
+    Draw::Random
+}
 
-    let canary = match rollout.weight_bp {
-        0 => false,
-        MAX_WEIGHT_BP.. => true,
-        w => rollout.canary.is_some() && rng.u32(0..MAX_WEIGHT_BP) < w,
-    };
-    Decision {
-        version: pick(rollout, canary),
-        reason: Reason::Weight,
-        set_cookie: None,
+/// Decides which version of `rollout` serves the request.
+pub fn decide(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::Rng) -> Decision {
+    match draw(rollout, request, rng) {
+        Draw::Route(version) => Decision {
+            version,
+            reason: Reason::Header,
+            set_cookie: None,
+        },
+        Draw::Sticky { bucket, set_cookie } => Decision {
+            version: pick(rollout, bucket < rollout.weight_bp),
+            reason: Reason::Sticky,
+            set_cookie,
+        },
+        Draw::Random => {
+            let canary = match rollout.weight_bp {
+                0 => false,
+                MAX_WEIGHT_BP.. => true,
+                w => rollout.canary.is_some() && rng.u32(0..MAX_WEIGHT_BP) < w,
+            };
+            Decision {
+                version: pick(rollout, canary),
+                reason: Reason::Weight,
+                set_cookie: None,
+            }
+        }
     }
 }
 
-fn sticky(rollout: &Rollout, key: &[u8], set_cookie: Option<String>) -> Decision {
-    let canary = bucket(key) < rollout.weight_bp;
-    Decision {
-        version: pick(rollout, canary),
-        reason: Reason::Sticky,
+fn sticky(key: &[u8], set_cookie: Option<String>) -> Draw {
+    Draw::Sticky {
+        bucket: bucket(key),
         set_cookie,
     }
 }

@@ -50,6 +50,13 @@
 //! `demo.local:`). Counters cost no host call per request: one `increment_metric` per non-zero
 //! counter per second per worker.
 //!
+//! With the weights in the routes (`bucketHeader`, what the control plane sends; see [`split`])
+//! the split path costs the same: the bucket header is written instead of the routing header. A
+//! header-route match costs one more call (removing a client-sent bucket header). Requests whose
+//! bucket is written are counted under version `_split` ([`metrics::SPLIT_VERSION`]): the router,
+//! not the filter, picks their version, and Envoy's per-version cluster stats count them. The
+//! rule is [`split::route`], shared with the native build (`sluice-filter-native`).
+//!
 //! `clear_route_cache` is called explicitly because since Envoy 1.33 header writes by modules
 //! with an ABI newer than 0.2.1 no longer clear the route cache. proxy-wasm 0.2.5 declares ABI
 //! 0.2.1, for which Envoy 1.40 still clears it on the header write itself (checked: a build
@@ -82,6 +89,7 @@ pub mod hosts;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod split;
 
 pub use decision::{Decision, Reason, RequestView, decide};
 pub use policy::{CompiledPolicy, PolicyError};
@@ -98,7 +106,7 @@ mod glue {
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
     use crate::metrics::Tally;
-    use crate::{CompiledPolicy, RequestView, decide};
+    use crate::{CompiledPolicy, RequestView, split};
 
     /// How often a root context adds its counted requests to Envoy's counters.
     const FLUSH_PERIOD: Duration = Duration::from_secs(1);
@@ -190,8 +198,20 @@ mod glue {
     }
 
     impl Context for Root {
+        /// Envoy is done with this root context (its plugin configuration was replaced or
+        /// removed). Stop its tick: Envoy keeps a retired context's timer and re-arms it every
+        /// period even after the context is deleted, so without this every replaced policy left a
+        /// timer firing each second on every worker, forever (issue 7 §5).
         fn on_done(&mut self) -> bool {
             self.flush();
+            self.retired.clear();
+            self.config = None;
+            if let Err(status) = hostcalls::set_tick_period(Duration::ZERO) {
+                log(
+                    LogLevel::Warn,
+                    &format!("sluice: stopping the tick of a retired policy: {status:?}"),
+                );
+            }
             true
         }
     }
@@ -280,6 +300,18 @@ mod glue {
         set_cookie: Option<String>,
     }
 
+    /// Replaces (`Some`) or removes (`None`) every value of a request header.
+    fn set_header(name: &str, value: Option<&[u8]>) {
+        if let Err(status) =
+            hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+        {
+            log(
+                LogLevel::Error,
+                &format!("sluice: writing request header {name}: {status:?}"),
+            );
+        }
+    }
+
     /// Request headers, read from Envoy only when a decision asks for one, then all at once (a
     /// repeated header's values are all needed, and Envoy's per-name read returns the first).
     #[derive(Default)]
@@ -328,21 +360,15 @@ mod glue {
             }
 
             let mut rng = fastrand::Rng::with_seed(self.shared.rng_state.get());
-            let decision = decide(rollout, &HostHeaders::default(), &mut rng);
+            let routing = split::route(&config.policy, rollout, &HostHeaders::default(), &mut rng);
             self.shared.rng_state.set(rng.get_seed());
-
             // proxy_replace_header_map_value is Envoy's `setCopy`: it replaces every value a
             // client may have sent under this name.
-            let hash = rollout.hash(decision.version);
-            if let Err(status) = hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                &config.policy.routing_header,
-                Some(hash),
-            ) {
-                log(
-                    LogLevel::Error,
-                    &format!("sluice: writing routing header: {status:?}"),
-                );
+            routing
+                .value
+                .with_bytes(|value| set_header(routing.header, Some(value)));
+            if let Some(name) = routing.remove {
+                set_header(name, None);
             }
             let cleared = hostcalls::call_foreign_function("clear_route_cache", None);
             if let Err(status) = cleared
@@ -356,8 +382,8 @@ mod glue {
                     ),
                 );
             }
-            config.tally.record(index, decision.metric_slot());
-            self.set_cookie = decision.set_cookie;
+            config.tally.record(index, routing.slot);
+            self.set_cookie = routing.set_cookie;
             Action::Continue
         }
 

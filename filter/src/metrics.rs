@@ -22,6 +22,39 @@ pub fn counter_names(rollout: &Rollout) -> Vec<String> {
         .collect()
 }
 
+/// Version label of the requests the router splits by weight when the weights are in the routes
+/// (`FilterPolicy.bucket_header`): the filter knows their bucket, not their version (Envoy's
+/// per-version cluster stats do). A pod-template hash never contains `_`, so it cannot clash.
+pub const SPLIT_VERSION: &str = "_split";
+
+/// The reasons counted under [`SPLIT_VERSION`], in slot order after a rollout's version slots.
+const SPLIT_REASONS: [Reason; 2] = [Reason::Sticky, Reason::Weight];
+
+/// The names of `rollout`'s [`SPLIT_VERSION`] counters, in [`split_slot`] order.
+pub fn split_counter_names(rollout: &Rollout) -> Vec<String> {
+    SPLIT_REASONS
+        .iter()
+        .map(|&reason| counter_name(&rollout.name, SPLIT_VERSION, reason))
+        .collect()
+}
+
+/// The slot of a split decision (`reason` sticky or weight) among `rollout`'s counters when the
+/// policy has its weights in the routes: after the (version, reason) slots.
+pub fn split_slot(rollout: &Rollout, reason: Reason) -> usize {
+    let offset = usize::from(reason == Reason::Weight);
+    rollout.versions.len() * Reason::ALL.len() + offset
+}
+
+/// Every counter name of `rollout` under `policy`, in slot order: the (version, reason) ones,
+/// then the [`SPLIT_VERSION`] ones when the policy has its weights in the routes.
+pub fn rollout_counter_names(policy: &CompiledPolicy, rollout: &Rollout) -> Vec<String> {
+    let mut names = counter_names(rollout);
+    if policy.bucket_header.is_some() {
+        names.extend(split_counter_names(rollout));
+    }
+    names
+}
+
 /// The counter name for one (rollout, version hash, reason).
 pub fn counter_name(rollout: &str, hash: &str, reason: Reason) -> String {
     format!(
@@ -47,11 +80,16 @@ pub struct Tally {
 impl Tally {
     /// An all-zero tally for `policy`'s counters.
     pub fn new(policy: &CompiledPolicy) -> Self {
+        let split = if policy.bucket_header.is_some() {
+            SPLIT_REASONS.len()
+        } else {
+            0
+        };
         let mut offsets = Vec::with_capacity(policy.rollouts.len());
         let mut len = 0;
         for rollout in &policy.rollouts {
             offsets.push(len);
-            len += metric_slots(rollout).count();
+            len += metric_slots(rollout).count() + split;
         }
         Self {
             offsets,
@@ -62,11 +100,15 @@ impl Tally {
     /// The counter names of `policy`, in tally order (index `i` here is index `i` in
     /// [`Tally::drain`]).
     pub fn counter_names(policy: &CompiledPolicy) -> Vec<String> {
-        policy.rollouts.iter().flat_map(counter_names).collect()
+        policy
+            .rollouts
+            .iter()
+            .flat_map(|rollout| rollout_counter_names(policy, rollout))
+            .collect()
     }
 
     /// Counts one request of rollout `rollout` in counter slot `slot` (see
-    /// [`crate::Decision::metric_slot`]). Out-of-range indices are ignored.
+    /// [`crate::Decision::metric_slot`] and [`split_slot`]). Out-of-range indices are ignored.
     pub fn record(&self, rollout: usize, slot: usize) {
         let Some(&start) = self.offsets.get(rollout) else {
             return;

@@ -44,6 +44,9 @@ pub enum PolicyError {
 pub struct CompiledPolicy {
     /// Lower-case name of the request header that carries the chosen hash to the router.
     pub routing_header: String,
+    /// When set, weights live in the routes: the filter writes the request's bucket into this
+    /// (lower-case) header instead of applying `weight_bp` (see [`crate::decision::draw`]).
+    pub bucket_header: Option<String>,
     /// The rollouts, in policy order.
     pub rollouts: Vec<Rollout>,
     /// Normalised host → index in `rollouts`.
@@ -147,6 +150,15 @@ impl CompiledPolicy {
             policy.routing_header
         };
 
+        let bucket_header = match policy.bucket_header.as_str() {
+            "" => None,
+            name => {
+                rules::check_bucket_header(name, &routing_header)
+                    .map_err(|v| violated("policy", "bucketHeader", v))?;
+                Some(name.to_owned())
+            }
+        };
+
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut hosts = HostMap::default();
         for (index, rollout) in policy.rollouts.iter().enumerate() {
@@ -183,6 +195,7 @@ impl CompiledPolicy {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             routing_header,
+            bucket_header,
             rollouts,
             hosts,
         })

@@ -81,6 +81,7 @@ fn json_policy_compiles() {
 fn protobuf_policy_compiles() {
     let policy = pb::FilterPolicy {
         routing_header: "x-version".into(),
+        bucket_header: String::new(),
         rollouts: vec![pb::RolloutPolicy {
             name: "prod/api".into(),
             hosts: vec!["api.local".into()],

@@ -14,6 +14,7 @@ use crate::{
 pub fn render(state: &TrafficState, routing_header: &str) -> pb::FilterPolicy {
     pb::FilterPolicy {
         routing_header: routing_header.to_owned(),
+        bucket_header: String::new(),
         rollouts: state.rollouts.values().map(render_rollout).collect(),
     }
 }

@@ -330,6 +330,7 @@ fn render_maps_every_field() {
     let policy = policy::render(&state_of(vec![demo()]), "x-sluice-hash");
     let expected = pb::FilterPolicy {
         routing_header: "x-sluice-hash".into(),
+        bucket_header: String::new(),
         rollouts: vec![pb::RolloutPolicy {
             name: "default/demo".into(),
             hosts: vec!["demo.local".into(), "demo.default.svc".into()],

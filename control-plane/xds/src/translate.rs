@@ -15,8 +15,10 @@
 //!                   `sluice.v1.FilterPolicy` as binary protobuf in a BytesValue
 //! ```
 //!
-//! The filter picks a version and writes the routing header; Envoy's router then matches the
-//! per-version route. Without the filter (absent, or failed open) the weighted fallback still
+//! The filter writes the routing header when a header route picks a version (Envoy's router then
+//! matches the per-version route), and otherwise the request's bucket in `x-sluice-bucket`, from
+//! which the weighted route picks the version: the weights live in the routes only, so a weight
+//! change does not change the filter's configuration ([`BUCKET_HEADER`]). Without the filter (absent, or failed open) the weighted fallback still
 //! splits traffic. The routing header is removed from upstream requests by the route
 //! configuration (`request_headers_to_remove` is applied by the router after the route is chosen,
 //! so it does not affect routing).
@@ -50,6 +52,9 @@ pub const ROUTE_CONFIG_NAME: &str = "sluice_routes";
 pub const LISTENER_NAME: &str = "sluice_http";
 /// Name of the filter's extension config (ECDS), and of the HTTP filter that loads it.
 pub const FILTER_CONFIG_NAME: &str = "sluice";
+/// The request header in which the filter hands the request's bucket (`0..10000`, its sticky
+/// key's or a random one) to the weighted route, which applies the canary weight to it.
+pub const BUCKET_HEADER: &str = "x-sluice-bucket";
 /// Node metadata key that overrides the listener address for one Envoy ("ip:port").
 pub const LISTENER_METADATA_KEY: &str = "sluice.listener";
 /// Default listener address.
@@ -130,6 +135,13 @@ pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Sna
             reason: format!("{header:?} is not a lower-case HTTP header name"),
         });
     }
+    // The filter's own rule for the pair (`sluice_proto::rules`), so the two cannot drift.
+    sluice_proto::rules::check_bucket_header(BUCKET_HEADER, header).map_err(|v| {
+        XdsError::InvalidOption {
+            field: "routing_header",
+            reason: v.to_string(),
+        }
+    })?;
     let mut snapshot = Snapshot::default();
     for rollout in state.rollouts.values() {
         for (hash, version) in &rollout.versions {
@@ -143,7 +155,14 @@ pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Sna
         build::route_configuration(state, &options.routing_header),
     ));
     snapshot.insert(listener(options.listener_address));
-    let policy = sluice_model::policy::render(state, &options.routing_header);
+    // Weights in the routes: the policy leaves them out, so a weight change is an RDS change only
+    // and the filter's plugin configuration stays the same (Envoy keeps state for every distinct
+    // plugin configuration it is given; issue 7 §5, bench/README.md).
+    let mut policy = sluice_model::policy::render(state, &options.routing_header);
+    policy.bucket_header = BUCKET_HEADER.to_owned();
+    for rollout in &mut policy.rollouts {
+        rollout.canary_weight_bp = 0;
+    }
     snapshot.insert(Resource::new(
         FILTER_CONFIG_NAME,
         build::filter_config(&policy, &options.wasm),

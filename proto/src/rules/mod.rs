@@ -321,6 +321,19 @@ pub fn check_routing_header(name: &str) -> Result<(), Violation> {
     Ok(())
 }
 
+/// The bucket header (weights in the routes: the header in which the filter hands the request's
+/// bucket to the weighted route): a lower-case token other than the routing header, which must
+/// keep meaning "this version".
+pub fn check_bucket_header(name: &str, routing_header: &str) -> Result<(), Violation> {
+    check_routing_header(name)?;
+    if name == routing_header {
+        return violation(format!(
+            "{name:?} is also the routing header; the bucket header must differ from it"
+        ));
+    }
+    Ok(())
+}
+
 /// A header that a rule reads must not be the routing header: a client could then pick a
 /// version by sending it.
 pub fn check_not_routing_header(name: &str, routing_header: &str) -> Result<(), Violation> {

@@ -131,3 +131,14 @@ mod props {
         }
     }
 }
+
+#[test]
+fn the_bucket_header_is_a_lower_case_token_other_than_the_routing_header() {
+    assert!(check_bucket_header("x-sluice-bucket", "x-sluice-hash").is_ok());
+    for bad in ["X-Bucket", "bad header", ":authority", "", "x-sluice-hash"] {
+        assert!(
+            check_bucket_header(bad, "x-sluice-hash").is_err(),
+            "{bad:?}"
+        );
+    }
+}

@@ -9,8 +9,8 @@ use sluice_e2e::{Upstream, parse_prometheus};
 use tokio::time::Instant;
 
 use crate::harness::{
-    CANARY, ControlPlane, ECDS_TYPE, Proxy, ProxyOptions, Rollout, STABLE, THIRD, acked,
-    eventually, report_dir, write_report,
+    CANARY, ControlPlane, Proxy, ProxyOptions, RDS_TYPE, Rollout, STABLE, THIRD, acked, eventually,
+    report_dir, write_report,
 };
 use crate::load::{Client, Load};
 
@@ -170,10 +170,10 @@ async fn no_failed_requests_while_weights_and_versions_change() -> anyhow::Resul
 
     // It goes away again.
     let synced = cp.wait_synced("changes", |_| true).await?;
-    let before = acked(&synced, ECDS_TYPE);
+    let before = acked(&synced, RDS_TYPE);
     cp.write_file(&rollout.clone().weight(40).yaml())?;
     changes += 1;
-    cp.wait_synced("changes", |p| acked(p, ECDS_TYPE) != before)
+    cp.wait_synced("changes", |p| acked(p, RDS_TYPE) != before)
         .await?;
     // Envoy ACKs once its main thread has the new config; workers switch right after. Settle:
     // the removed version's count must stay put while 500 more requests are answered.

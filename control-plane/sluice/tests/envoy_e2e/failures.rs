@@ -6,8 +6,8 @@ use std::time::Duration;
 use sluice_e2e::{Req, Upstream, check_binomial, parse_prometheus};
 
 use crate::harness::{
-    CANARY, ControlPlane, ECDS_TYPE, HOST, Ports, Proxy, ProxyOptions, Rollout, STABLE, acked,
-    acked_all, by_upstream, eventually,
+    CANARY, ControlPlane, ECDS_TYPE, HOST, Ports, Proxy, ProxyOptions, RDS_TYPE, Rollout, STABLE,
+    acked, acked_all, by_upstream, eventually,
 };
 use crate::load::Load;
 
@@ -48,7 +48,7 @@ async fn control_plane_killed_and_restarted_under_load() -> anyhow::Result<()> {
 
     // The restarted control plane drives traffic: everything to the canary.
     cp.set_weight(100).await?;
-    cp.wait_synced("survivor", |p| acked(p, ECDS_TYPE) != before[ECDS_TYPE])
+    cp.wait_synced("survivor", |p| acked(p, RDS_TYPE) != before[RDS_TYPE])
         .await?;
     let responses = proxy.send(vec![Req::get(HOST); 500]).await?;
     let counts = by_upstream(&responses)?;
@@ -124,9 +124,9 @@ async fn invalid_file_is_not_pushed() -> anyhow::Result<()> {
     }
 
     // A fixed file is pushed and clears the error.
-    let before = acked(&synced, ECDS_TYPE);
+    let before = acked(&synced, RDS_TYPE);
     cp.write_file(&rollout.clone().weight(50).yaml())?;
-    cp.wait_synced("invalid", |p| acked(p, ECDS_TYPE) != before)
+    cp.wait_synced("invalid", |p| acked(p, RDS_TYPE) != before)
         .await?;
     assert_eq!(cp.status().await?.last_source_error, "");
     let counts = by_upstream(&proxy.send(vec![Req::get(HOST); 3_000]).await?)?;
@@ -218,7 +218,7 @@ async fn restart_on_an_invalid_file_pushes_nothing() -> anyhow::Result<()> {
     );
     // Fixed: everything to the canary; ready again.
     cp.write_file(&rollout.clone().weight(100).yaml())?;
-    cp.wait_synced("keeper", |p| acked(p, ECDS_TYPE) != before[ECDS_TYPE])
+    cp.wait_synced("keeper", |p| acked(p, RDS_TYPE) != before[RDS_TYPE])
         .await?;
     assert_eq!(cp.http("/readyz").await?.0, 200);
     assert_eq!(cp.status().await?.last_source_error, "");

@@ -25,6 +25,8 @@ pub const CANARY: &str = "7c9b2d5f6b";
 pub const THIRD: &str = "8e1a3c5d7f";
 /// The type URL of the ECDS resource (the filter's policy).
 pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+/// Weights live in the routes: a weight change is an RDS change only.
+pub const RDS_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 /// Generous bound for anything to become ready on a loaded 2-core machine.
 pub const READY: Duration = Duration::from_secs(60);
 /// Keep-alive connections per load run.

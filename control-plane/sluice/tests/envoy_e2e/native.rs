@@ -3,10 +3,11 @@
 //! the same policy: a Wasm node and a native node behind one control plane route alike, count
 //! alike, and each runs its own build.
 
-use sluice_e2e::{Req, Upstream};
+use sluice_e2e::{Req, Upstream, check_binomial};
 
 use crate::harness::{
-    CANARY, ControlPlane, ECDS_TYPE, HOST, Proxy, ProxyOptions, Rollout, STABLE, acked, by_upstream,
+    CANARY, ControlPlane, ECDS_TYPE, HOST, Proxy, ProxyOptions, RDS_TYPE, Rollout, STABLE, acked,
+    by_upstream,
 };
 
 const REQUESTS: usize = 200;
@@ -84,5 +85,28 @@ async fn each_node_gets_the_filter_build_it_asks_for() -> anyhow::Result<()> {
         dump.contains(wasm_type) && !dump.contains(dynamic),
         "Wasm node: {dump}"
     );
+
+    // A weight: in the routes only (the policy's stays 0). Both builds hand the router a bucket
+    // (`x-sluice-bucket`) and the weighted route splits; a build that applied the policy's own
+    // weight would pin every request to stable.
+    let mut before = Vec::new();
+    for node in ["wasm-node", "native-node"] {
+        before.push(acked(&cp.wait_synced(node, |_| true).await?, RDS_TYPE));
+    }
+    cp.write_file(&rollout.clone().weight(50).yaml())?;
+    for (node, before) in ["wasm-node", "native-node"].into_iter().zip(before) {
+        cp.wait_synced(node, |p| acked(p, RDS_TYPE) != before)
+            .await?;
+    }
+    for proxy in [&mut wasm, &mut native] {
+        let counts = by_upstream(&proxy.send(vec![Req::get(HOST); 1_000]).await?)?;
+        let what = format!("{}: canary share at weight 50", proxy.node_id);
+        check_binomial(&what, counts.get(CANARY).copied().unwrap_or(0), 1_000, 0.5)?;
+        // Counted as split decisions: the router, not the filter, picked the version.
+        let key = ("_split".to_string(), "weight".to_string());
+        proxy
+            .wait_decisions(|d| d.get(&key).copied().unwrap_or(0) >= 1_000)
+            .await?;
+    }
     Ok(())
 }

@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::config::{
     route::v3::{
         DirectResponseAction, HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch,
         VirtualHost, WeightedCluster, header_matcher, route, route_action, route_match,
-        weighted_cluster::ClusterWeight,
+        weighted_cluster::{self, ClusterWeight},
     },
 };
 use envoy_types::pb::envoy::extensions::{
@@ -39,7 +39,7 @@ use sluice_model::{FULL_WEIGHT_BP, RolloutState, TrafficState, Version};
 use sluice_proto::rules;
 use sluice_proto::v1::FilterPolicy;
 
-use super::{FILTER_CONFIG_NAME, ROUTE_CONFIG_NAME, cluster_name};
+use super::{BUCKET_HEADER, FILTER_CONFIG_NAME, ROUTE_CONFIG_NAME, cluster_name};
 
 const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
 const NO_ROLLOUT_BODY: &str = "no rollout for this host\n";
@@ -160,7 +160,7 @@ pub(super) fn route_configuration(state: &TrafficState, routing_header: &str) ->
         virtual_hosts,
         // Applied by the router after the route is chosen: routing still sees the header, the
         // upstream does not.
-        request_headers_to_remove: vec![routing_header.to_owned()],
+        request_headers_to_remove: vec![routing_header.to_owned(), BUCKET_HEADER.to_owned()],
         ..Default::default()
     })
 }
@@ -178,16 +178,27 @@ fn virtual_host(rollout: &RolloutState, routing_header: &str) -> VirtualHost {
         .keys()
         .map(|hash| Route {
             name: format!("{}/{hash}", rollout.name),
-            r#match: Some(prefix_match(vec![HeaderMatcher {
-                name: routing_header.to_owned(),
-                header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
-                    StringMatcher {
-                        match_pattern: Some(string_matcher::MatchPattern::Exact(hash.clone())),
-                        ignore_case: false,
-                    },
-                )),
-                ..Default::default()
-            }])),
+            r#match: Some(prefix_match(vec![
+                HeaderMatcher {
+                    name: routing_header.to_owned(),
+                    header_match_specifier: Some(
+                        header_matcher::HeaderMatchSpecifier::StringMatch(StringMatcher {
+                            match_pattern: Some(string_matcher::MatchPattern::Exact(hash.clone())),
+                            ignore_case: false,
+                        }),
+                    ),
+                    ..Default::default()
+                },
+                // The filter writes a bucket whenever the weight decides: a routing header the
+                // client sent along with it must not pick the version.
+                HeaderMatcher {
+                    name: BUCKET_HEADER.to_owned(),
+                    header_match_specifier: Some(
+                        header_matcher::HeaderMatchSpecifier::PresentMatch(false),
+                    ),
+                    ..Default::default()
+                },
+            ])),
             action: Some(route::Action::Route(RouteAction {
                 cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster_name(
                     rollout, hash,
@@ -214,8 +225,8 @@ fn virtual_host(rollout: &RolloutState, routing_header: &str) -> VirtualHost {
     }
 }
 
-/// The native split used when the filter is absent or failed open: stable gets 10000 − w, the
-/// canary w. Envoy wants a positive total and no zero-weight entries are useful, so a split with
+/// The weighted split: the canary gets w, stable 10000 − w, picked by the filter's bucket header
+/// (see [`BUCKET_HEADER`]), or at random when the filter is absent or failed open. Envoy wants a positive total and no zero-weight entries are useful, so a split with
 /// one side at zero is a plain cluster route.
 fn fallback(rollout: &RolloutState) -> route_action::ClusterSpecifier {
     let stable = cluster_name(rollout, &rollout.stable_hash);
@@ -230,11 +241,16 @@ fn fallback(rollout: &RolloutState) -> route_action::ClusterSpecifier {
         Some(canary) if weight == FULL_WEIGHT_BP => {
             route_action::ClusterSpecifier::Cluster(cluster_name(rollout, canary))
         }
+        // Envoy picks the cluster whose cumulative range holds (bucket mod 10000): canary first,
+        // so the canary gets buckets [0, w), as the filter's own weighting does.
         Some(canary) => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: vec![
-                cluster_weight(stable, FULL_WEIGHT_BP - weight),
                 cluster_weight(cluster_name(rollout, canary), weight),
+                cluster_weight(stable, FULL_WEIGHT_BP - weight),
             ],
+            random_value_specifier: Some(weighted_cluster::RandomValueSpecifier::HeaderName(
+                BUCKET_HEADER.to_owned(),
+            )),
             ..Default::default()
         }),
     }

@@ -287,6 +287,12 @@ mod tests {
             let policy = filter.filter_config.expect("policy");
             assert_eq!(policy, wasm_policy(&snapshot));
             assert_eq!(policy.type_url, BytesValue::type_url());
+            // Weights in the routes for the native build too: without the bucket header it
+            // would split with the policy's weights, which the control plane leaves at 0.
+            let bytes = BytesValue::decode(policy.value.as_slice()).expect("bytes value");
+            let policy =
+                sluice_proto::v1::FilterPolicy::decode(bytes.value.as_slice()).expect("policy");
+            assert_eq!(policy.bucket_header, crate::translate::BUCKET_HEADER);
         }
     }
 
