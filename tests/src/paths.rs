@@ -125,3 +125,23 @@ pub fn free_port() -> anyhow::Result<u16> {
         .context("reading the bound address")?
         .port())
 }
+
+/// Every `.yaml`/`.yml` file under `dir`, recursively, in path order (appended to `out`); for
+/// tests that read the manifest corpus. Panics on an unreadable directory (test input).
+pub fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+}

@@ -19,24 +19,6 @@ fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/argo-rollouts")
 }
 
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("readable corpus dir")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            out.push(path);
-        }
-    }
-}
-
 /// The Argo Rollout documents of one file: (1-based document number, parse result). Reading stops
 /// at the first document that is not YAML (serde_yaml cannot resync after a syntax error); that
 /// error is returned too.
@@ -111,7 +93,7 @@ fn every_argo_rollout_in_the_corpus_parses_and_derives() {
         return;
     }
     let mut files = Vec::new();
-    yaml_files(&dir, &mut files);
+    sluice_e2e::paths::yaml_files(&dir, &mut files);
     let (mut parsed, mut expected_failures, mut header_routes, mut unreadable) = (0, 0, 0, 0);
     for file in &files {
         let text = std::fs::read_to_string(file).expect("readable corpus file");

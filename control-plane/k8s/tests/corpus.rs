@@ -3,28 +3,10 @@
 //! the example in deploy/kubernetes/example with pods standing in for a cluster.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 use sluice_k8s::{Index, RolloutApi, manifests::apply_yaml};
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("readable dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            out.push(path);
-        }
-    }
-}
 
 /// Pods of two versions for a rollout selecting `labels`, in `namespace`.
 fn pods_for(namespace: &str, labels: &serde_yaml::Mapping) -> String {
@@ -51,7 +33,7 @@ fn every_argo_rollout_of_the_corpus_goes_through_the_index() {
         return;
     }
     let mut files = Vec::new();
-    yaml_files(&dir, &mut files);
+    sluice_e2e::paths::yaml_files(&dir, &mut files);
     let (mut served, mut reported, mut rollouts) = (0, 0, 0);
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable");

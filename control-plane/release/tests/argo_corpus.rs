@@ -22,24 +22,6 @@ fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/argo-rollouts")
 }
 
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            out.push(path);
-        }
-    }
-}
-
 /// The Argo Rollouts with a template (their own, or a Deployment's of the same file through
 /// `workloadRef`) in one file, as (document number, rollout, the Deployment); reading stops at the
 /// first document that is not YAML.
@@ -145,7 +127,7 @@ fn every_corpus_rollout_with_a_template_releases_or_is_rejected_naming_the_field
         return;
     }
     let mut files = Vec::new();
-    yaml_files(&dir, &mut files);
+    sluice_e2e::paths::yaml_files(&dir, &mut files);
     let (mut released, mut rejected, mut unparsed) = (0, 0, 0);
     for file in &files {
         let relative = file.strip_prefix(&dir).unwrap().display().to_string();
