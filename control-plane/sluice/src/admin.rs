@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use sluice_model::{Override, RolloutState};
 use sluice_proto::admin::v1::{
-    ProxyStatus, RolloutRef, RolloutStatus, SetWeightRequest, StatusRequest, StatusResponse,
-    TypeStatus, VersionStatus, admin_server::Admin,
+    CommandRequest, ProxyStatus, RolloutList, RolloutRef, RolloutStatus, RolloutView,
+    SetWeightRequest, StatusRequest, StatusResponse, TypeStatus, VersionStatus,
+    admin_server::Admin,
 };
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -148,6 +149,44 @@ impl Admin for AdminService {
         self.apply(&request.into_inner().rollout, Override::Abort)
             .await
             .map(Response::new)
+    }
+
+    // The release engine's commands: implemented by the standalone driver (in progress).
+    async fn command(
+        &self,
+        request: Request<CommandRequest>,
+    ) -> Result<Response<RolloutView>, Status> {
+        self.auth
+            .check(
+                &request,
+                Access::Write {
+                    rollout: &request.get_ref().rollout,
+                },
+            )
+            .await?;
+        Err(Status::unimplemented(
+            "release engine commands are not wired yet",
+        ))
+    }
+
+    async fn get_rollout(
+        &self,
+        request: Request<RolloutRef>,
+    ) -> Result<Response<RolloutView>, Status> {
+        self.auth.check(&request, Access::Read).await?;
+        Err(Status::unimplemented(
+            "the release engine's view is not wired yet",
+        ))
+    }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<RolloutList>, Status> {
+        self.auth.check(&request, Access::Read).await?;
+        Err(Status::unimplemented(
+            "the release engine's view is not wired yet",
+        ))
     }
 }
 

@@ -24,6 +24,7 @@ mod file_source;
 mod http;
 mod k8s_source;
 mod metrics;
+mod rollouts;
 mod serve;
 mod store;
 mod supervise;
@@ -55,6 +56,9 @@ enum Command {
     Promote(cli::RolloutArgs),
     /// Abort a rollout: the canary weight drops to 0.
     Abort(cli::RolloutArgs),
+    /// Drive releases as kubectl-argo-rollouts does: get, list, promote, abort, retry, pause,
+    /// restart, undo, set image, status, lint.
+    Rollouts(rollouts::RolloutsArgs),
     /// Print the sluice.dev Rollout CustomResourceDefinition as YAML.
     Crdgen,
 }
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bootstrap(args) => cli::bootstrap(args),
+        Command::Rollouts(args) => runtime()?.block_on(rollouts::run(args)),
         Command::Serve(args) => runtime()?.block_on(serve::run(*args)),
         Command::Status(args) => runtime()?.block_on(cli::status(args)),
         Command::SetWeight(args) => runtime()?.block_on(cli::set_weight(args)),
