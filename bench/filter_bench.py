@@ -30,6 +30,9 @@ Output: a table on stdout and JSON in target/bench/filter.json (relative to the 
 Settings (flags, or environment; whole seconds): --seconds/BENCH_SECONDS (5),
 --rounds/BENCH_ROUNDS (3), --warmup/BENCH_WARMUP (1), --variants/BENCH_VARIANTS (all, comma-separated), --no-build or
 BENCH_NO_BUILD=1 (use the built modules as they are), ENVOY_BIN (the envoy binary).
+To compare builds of the Sluice Wasm filter side by side in the same rounds, `--wasm NAME=PATH`
+(repeatable; or BENCH_WASM="NAME=PATH,...") adds a variant `sluice@NAME` running that module with
+the `sluice` variant's policy and routes; its ratios to noop-wasm, lua and sluice are reported.
 Standard library only; the pure configuration lives in `filter_setup.py`.
 """
 
@@ -51,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from filter_setup import (
+    BUILD_PREFIX,
     BenchError,
     HEADER_ROUTE_NAME,
     HEADER_ROUTE_VALUE,
@@ -120,7 +124,9 @@ RATIO_PAIRS = (
 def ratios(medians: dict[str, dict]) -> dict[str, dict]:
     """variant / baseline for req/s (higher is better) and CPU per request (lower is better)."""
     out = {}
-    for variant, base in RATIO_PAIRS:
+    builds = [v for v in medians if v.startswith(BUILD_PREFIX)]
+    pairs = list(RATIO_PAIRS) + [(b, base) for b in builds for base in ("noop-wasm", "lua", "sluice")]
+    for variant, base in pairs:
         if variant in medians and base in medians:
             s, b = medians[variant], medians[base]
             out[f"{variant}/{base}"] = {
@@ -158,23 +164,23 @@ def _verdict(met: bool) -> str:
 
 def format_table(medians: dict[str, dict], rat: dict[str, dict], goal: dict[str, dict]) -> str:
     lines = [
-        f"{'variant':<13} {'envoy CPU µs/req':>16} {'(min-max)':>13} {'req/s':>9} {'p50 (ms)':>9} "
+        f"{'variant':<16} {'envoy CPU µs/req':>16} {'(min-max)':>13} {'req/s':>9} {'p50 (ms)':>9} "
         f"{'p99 (ms)':>9} {'runs':>5}",
     ]
-    for variant in VARIANTS:
+    for variant in list(VARIANTS) + sorted(v for v in medians if v not in VARIANTS):
         if variant in medians:
             m = medians[variant]
             spread = f"{m.get('cpu_us_per_req_min', m['cpu_us_per_req']):.1f}-" \
                 f"{m.get('cpu_us_per_req_max', m['cpu_us_per_req']):.1f}"
             lines.append(
-                f"{variant:<13} {m['cpu_us_per_req']:>16.1f} {spread:>13} {m['rps']:>9.0f} "
+                f"{variant:<16} {m['cpu_us_per_req']:>16.1f} {spread:>13} {m['rps']:>9.0f} "
                 f"{m['p50_us'] / 1000:>9.3f} {m['p99_us'] / 1000:>9.3f} {m['runs']:>5}"
             )
     if rat:
         lines.append("")
-        lines.append(f"{'ratio':<26} {'CPU/req':>8} {'req/s':>7}")
+        lines.append(f"{'ratio':<30} {'CPU/req':>8} {'req/s':>7}")
         for key, r in rat.items():
-            lines.append(f"{key:<26} {r['cpu_us_per_req']:>8.3f} {r['rps']:>7.3f}")
+            lines.append(f"{key:<30} {r['cpu_us_per_req']:>8.3f} {r['rps']:>7.3f}")
     if goal:
         lines.append("")
         for key, g in goal.items():
@@ -294,6 +300,7 @@ class Envoy:
     workdir: Path
     variant: str
     upstream_port: int
+    builds: dict[str, Path] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     admin_port: int = 0
     listener_port: int = 0
@@ -302,7 +309,7 @@ class Envoy:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "envoy.json"
-        config.write_text(json.dumps(envoy_config(self.variant, self.upstream_port), indent=1))
+        config.write_text(json.dumps(envoy_config(self.variant, self.upstream_port, self.builds), indent=1))
         admin_file = self.workdir / "admin-address"
         self.log = self.workdir / "envoy.log"
         with self.log.open("wb") as out:
@@ -467,9 +474,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--variants", default=os.environ.get("BENCH_VARIANTS", ",".join(VARIANTS)))
     p.add_argument("--no-build", action="store_true", default=os.environ.get("BENCH_NO_BUILD") == "1")
     p.add_argument("--out", type=Path, default=OUT_JSON)
+    p.add_argument(
+        "--wasm",
+        action="append",
+        default=[w for w in os.environ.get("BENCH_WASM", "").split(",") if w.strip()],
+        metavar="NAME=PATH",
+        help="another build of the Sluice Wasm filter, run as variant sluice@NAME",
+    )
     args = p.parse_args(argv)
+    args.builds = {}
+    for spec in args.wasm:
+        name, sep, path = spec.strip().partition("=")
+        if not sep or not name or not path or "," in name:
+            p.error(f"--wasm {spec!r}: expected NAME=PATH")
+        if not Path(path).is_file():
+            p.error(f"--wasm {spec!r}: {path} is not a file")
+        args.builds[name] = Path(path).resolve()
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in args.variants if v not in VARIANTS]
+    args.variants += [BUILD_PREFIX + n for n in args.builds if BUILD_PREFIX + n not in args.variants]
+    unknown = [
+        v for v in args.variants if v not in VARIANTS and v.removeprefix(BUILD_PREFIX) not in args.builds
+    ]
     if unknown or not args.variants:
         p.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     if args.seconds <= 0 or args.rounds < 1 or args.warmup < 0:
@@ -502,25 +527,32 @@ def run(args: argparse.Namespace) -> dict:
         try:
             nginx.start()
             print(f"upstream nginx on 127.0.0.1:{nginx.port}; envoy {envoy_version(binary)}", flush=True)
-            for rnd in range(args.rounds):
-                # Rotate the order so no variant always runs first (or right after the build).
-                k = rnd % len(args.variants)
-                for variant in args.variants[k:] + args.variants[:k]:
-                    envoy = Envoy(binary, tmpdir / f"envoy-{rnd}-{variant}", variant, nginx.port)
-                    try:
-                        envoy.start()
-                        routes_taken[variant] = check_routing(envoy)
-                        result = measure(envoy, args.seconds, args.warmup, script)
-                    finally:
-                        envoy.stop()
-                    result["round"] = rnd
-                    runs[variant].append(result)
-                    print(
-                        f"round {rnd + 1}/{args.rounds} {variant:<13} {result['rps']:>9.0f} req/s  "
-                        f"p50 {result['p50_us'] / 1000:.3f} ms  p99 {result['p99_us'] / 1000:.3f} ms  "
-                        f"{result['cpu_us_per_req']:.1f} CPU µs/req  (route {routes_taken[variant]})",
-                        flush=True,
-                    )
+            # One Envoy per variant, all started up front and kept warm: the rounds then only
+            # alternate the load between them, so every variant samples the machine's (changing)
+            # background load in the same short time slices.
+            envoys: dict[str, Envoy] = {}
+            try:
+                for variant in args.variants:
+                    envoy = Envoy(binary, tmpdir / f"envoy-{variant}", variant, nginx.port, args.builds)
+                    envoys[variant] = envoy
+                    envoy.start()
+                    routes_taken[variant] = check_routing(envoy)
+                for rnd in range(args.rounds):
+                    # Rotate the order so no variant always runs first.
+                    k = rnd % len(args.variants)
+                    for variant in args.variants[k:] + args.variants[:k]:
+                        result = measure(envoys[variant], args.seconds, args.warmup, script)
+                        result["round"] = rnd
+                        runs[variant].append(result)
+                        print(
+                            f"round {rnd + 1}/{args.rounds} {variant:<16} {result['rps']:>9.0f} req/s  "
+                            f"p50 {result['p50_us'] / 1000:.3f} ms  p99 {result['p99_us'] / 1000:.3f} ms  "
+                            f"{result['cpu_us_per_req']:.1f} CPU µs/req  (route {routes_taken[variant]})",
+                            flush=True,
+                        )
+            finally:
+                for envoy in envoys.values():
+                    envoy.stop()
         finally:
             nginx.stop()
     medians = summarize(runs)
@@ -539,6 +571,7 @@ def run(args: argparse.Namespace) -> dict:
             "loadavg_after": os.getloadavg(),
         },
         "policy": sluice_policy(),
+        "builds": {name: str(path) for name, path in args.builds.items()},
         "routes_taken": routes_taken,
         "medians": medians,
         "ratios": rat,

@@ -17,6 +17,9 @@ NATIVE_DIR = REPO_ROOT / "target" / "release-native"
 SLUICE_NATIVE = NATIVE_DIR / "libsluice_filter_native.so"
 NOOP_NATIVE = NATIVE_DIR / "libsluice_bench_noop_native.so"
 OUT_JSON = REPO_ROOT / "target" / "bench" / "filter.json"
+# Other builds of the Sluice Wasm filter, compared in the same run (`--wasm NAME=PATH`): variant
+# `sluice@NAME` runs the module at PATH with the `sluice` variant's policy and routes.
+BUILD_PREFIX = "sluice@"
 
 VARIANTS = ("plain", "weighted", "noop-wasm", "sluice", "lua", "noop-native", "sluice-native")
 # Variants whose module file must exist (Envoy's validate mode checks it too).
@@ -212,8 +215,14 @@ def _weighted_action() -> dict:
     }
 
 
+def base_variant(variant: str) -> str:
+    """`sluice` for a `sluice@NAME` build, the variant itself otherwise."""
+    return "sluice" if variant.startswith(BUILD_PREFIX) else variant
+
+
 def routes_for(variant: str) -> list[dict]:
     """The route list of a variant: what Envoy's router sees after the filters ran."""
+    variant = base_variant(variant)
     if variant in ("plain", "noop-wasm", "noop-native"):
         return [_named_route("plain", {"cluster": STABLE_CLUSTER})]
     if variant == "weighted":
@@ -270,8 +279,14 @@ def _native_filter(module: Path, configuration: str) -> dict:
     }
 
 
-def filters_for(variant: str) -> list[dict]:
-    """The HTTP filters a variant runs before the router."""
+def filters_for(variant: str, builds: dict[str, Path] | None = None) -> list[dict]:
+    """The HTTP filters a variant runs before the router; `builds` maps the NAME of a
+    `sluice@NAME` variant to its .wasm file."""
+    if variant.startswith(BUILD_PREFIX):
+        name = variant[len(BUILD_PREFIX) :]
+        if builds is None or name not in builds:
+            raise BenchError(f"{variant}: no module given for build {name!r} (--wasm {name}=PATH)")
+        return [_wasm_filter("sluice", builds[name], json.dumps(sluice_policy(), separators=(",", ":")))]
     if variant in ("plain", "weighted"):
         return []
     if variant == "noop-wasm":
@@ -295,7 +310,7 @@ def filters_for(variant: str) -> list[dict]:
     raise BenchError(f"unknown variant {variant!r}")
 
 
-def envoy_config(variant: str, upstream_port: int) -> dict:
+def envoy_config(variant: str, upstream_port: int, builds: dict[str, Path] | None = None) -> dict:
     """A complete Envoy bootstrap for one variant; Envoy picks its own listener and admin ports."""
     router = {
         "name": "envoy.filters.http.router",
@@ -309,7 +324,7 @@ def envoy_config(variant: str, upstream_port: int) -> dict:
             "name": "bench",
             "virtual_hosts": [{"name": "demo", "domains": ["*"], "routes": routes_for(variant)}],
         },
-        "http_filters": filters_for(variant) + [router],
+        "http_filters": filters_for(variant, builds) + [router],
     }
     return {
         "admin": {"address": _socket_address(0)},
@@ -334,6 +349,7 @@ def envoy_config(variant: str, upstream_port: int) -> dict:
 
 def expected_routes(variant: str) -> tuple[set[str], str | None]:
     """(routes a benchmark request may take, the route a header-route request must take)."""
+    variant = base_variant(variant)
     if variant in ("plain", "noop-wasm", "noop-native"):
         return {"plain"}, None
     if variant == "weighted":

@@ -2,8 +2,10 @@
 //! per-stream state (a pooled allocation), the per-thread random generator, and the request view
 //! that reads headers from Envoy in place.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 
+use sluice_filter::decision::join_borrowed;
 use sluice_filter::metrics::rollout_counter_names;
 use sluice_filter::{CompiledPolicy, RequestView};
 
@@ -176,5 +178,15 @@ impl RequestView for EnvoyRequest {
                 each(value);
             }
         }
+    }
+
+    /// A header sent once is lent from Envoy's header map, not copied.
+    fn joined(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        let (first, count) = self.value(name, 0);
+        join_borrowed(
+            first
+                .into_iter()
+                .chain((1..count).filter_map(|index| self.value(name, index).0)),
+        )
     }
 }

@@ -10,6 +10,8 @@
 //! so the filter and a native header route agree on `x-canary: 1` + `x-canary: 0` (= `1,0`).
 //! Cookies are the exception: every `Cookie` field is searched, in order, for the sticky cookie.
 
+use std::borrow::Cow;
+
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::http::{find_cookie, new_sticky_key, set_cookie_value};
@@ -20,11 +22,18 @@ pub trait RequestView {
     /// Calls `each` with every value of header `name` (lower-case), in the order received; not
     /// at all when the header is absent.
     fn for_each_value(&self, name: &str, each: &mut dyn FnMut(&[u8]));
+
+    /// The value of header `name` as Envoy's route matching sees it ([`joined_value`]). A view
+    /// that can lend a single value without copying it overrides this, so the common case (the
+    /// header sent once) allocates nothing.
+    fn joined(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        joined_value(self, name).map(Cow::Owned)
+    }
 }
 
 /// The value of header `name` as Envoy's route matching sees it: all its values joined with `,`
 /// (a single value as it is); `None` when the header is absent.
-pub fn joined_value(request: &dyn RequestView, name: &str) -> Option<Vec<u8>> {
+pub fn joined_value<R: RequestView + ?Sized>(request: &R, name: &str) -> Option<Vec<u8>> {
     let mut joined: Option<Vec<u8>> = None;
     request.for_each_value(name, &mut |value| match &mut joined {
         None => joined = Some(value.to_vec()),
@@ -34,6 +43,22 @@ pub fn joined_value(request: &dyn RequestView, name: &str) -> Option<Vec<u8>> {
         }
     });
     joined
+}
+
+/// [`RequestView::joined`] for a view whose values live as long as the view: `values` yields
+/// every value of the header in order; one value is lent, several are joined into a new buffer.
+pub fn join_borrowed<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<Cow<'a, [u8]>> {
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut all = Vec::with_capacity(first.len() + 1 + second.len());
+    all.extend_from_slice(first);
+    for value in std::iter::once(second).chain(values) {
+        all.push(b',');
+        all.extend_from_slice(value);
+    }
+    Some(Cow::Owned(all))
 }
 
 /// The sticky cookie `name` from the first `Cookie` field that holds it (HTTP/1.1 clients may
@@ -141,7 +166,7 @@ pub fn draw(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::Rn
 
     match &rollout.stickiness {
         Some(Sticky::Header(name)) => {
-            if let Some(key) = joined_value(request, name).filter(|k| !k.is_empty()) {
+            if let Some(key) = request.joined(name).filter(|k| !k.is_empty()) {
                 return sticky(&key, None);
             }
         }
@@ -201,7 +226,7 @@ fn pick(rollout: &Rollout, canary: bool) -> usize {
 }
 
 fn matches(m: &HeaderMatch, request: &dyn RequestView) -> bool {
-    let Some(value) = joined_value(request, &m.header) else {
+    let Some(value) = request.joined(&m.header) else {
         return false;
     };
     match &m.kind {

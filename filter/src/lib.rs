@@ -88,6 +88,7 @@ pub mod decision;
 pub mod hosts;
 pub mod http;
 pub mod metrics;
+pub mod pairs;
 pub mod policy;
 pub mod split;
 
@@ -106,7 +107,18 @@ mod glue {
     use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
     use crate::metrics::Tally;
+    use crate::pairs::HeaderPairs;
     use crate::{CompiledPolicy, RequestView, split};
+
+    /// Whether Envoy clears the route cache itself when this module writes a request header, so
+    /// the filter need not call the `clear_route_cache` foreign function (its costliest host
+    /// call). True for the ABI this build declares: proxy-wasm 0.2 exports
+    /// `proxy_abi_version_0_2_1`, and Envoy (1.33 and later, checked with 1.40) clears the cache on
+    /// header writes from modules of ABI 0.2.1 and older. Proven in a real Envoy by the
+    /// re-routing e2e tests (`--test filter`, `--test filter_router_agree`); the e2e test
+    /// `wasm_abi::the_module_declares_abi_0_2_1` fails if an SDK upgrade changes the ABI, and
+    /// then this must become `false`.
+    const WRITE_CLEARS_ROUTE_CACHE: bool = true;
 
     /// How often a root context adds its counted requests to Envoy's counters.
     const FLUSH_PERIOD: Duration = Duration::from_secs(1);
@@ -132,6 +144,9 @@ mod glue {
     /// both in [`Tally`] order.
     struct Configured {
         policy: CompiledPolicy,
+        /// Whether any rollout tests a request header (header routes, stickiness): then all
+        /// headers are read in one host call, `:authority` with them.
+        reads_headers: bool,
         counter_ids: Vec<u32>,
         tally: Tally,
     }
@@ -265,6 +280,7 @@ mod glue {
             );
             let tally = Tally::new(&policy);
             let new = Rc::new(Configured {
+                reads_headers: policy.reads_headers(),
                 policy,
                 counter_ids,
                 tally,
@@ -312,41 +328,47 @@ mod glue {
         }
     }
 
-    /// Request headers, read from Envoy only when a decision asks for one, then all at once (a
-    /// repeated header's values are all needed, and Envoy's per-name read returns the first).
-    #[derive(Default)]
-    struct HostHeaders {
-        all: std::cell::OnceCell<Vec<(String, Vec<u8>)>>,
-    }
-
-    impl RequestView for HostHeaders {
-        fn for_each_value(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
-            let all = self.all.get_or_init(|| {
-                hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
-            });
-            for (_, value) in all.iter().filter(|(key, _)| key == name) {
-                each(value);
-            }
+    /// Every request header, read from Envoy in one host call (a repeated header's values are
+    /// all needed, and Envoy's per-name read returns only the first) and kept as the host's
+    /// serialised buffer: [`HeaderPairs`] reads it in place, with no copy per header.
+    #[allow(unsafe_code)]
+    fn request_headers() -> Vec<u8> {
+        use std::ptr::null_mut;
+        #[link(wasm_import_module = "env")]
+        unsafe extern "C" {
+            // The SDK's own declaration is private; its deserialising wrapper copies every header.
+            fn proxy_get_header_map_pairs(
+                map_type: MapType,
+                return_map_data: *mut *mut u8,
+                return_map_size: *mut usize,
+            ) -> proxy_wasm::types::Status;
         }
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: both out-pointers point to live locals; the host writes them and nothing else.
+        let status = unsafe {
+            proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size)
+        };
+        if status != proxy_wasm::types::Status::Ok || data.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the host allocated exactly `size` bytes at `data` by calling this module's
+        // `proxy_on_memory_allocate` (the SDK's: a boxed `[u8]` of that length) and hands them
+        // over; the SDK's own `get_map_bytes` takes ownership the same way.
+        unsafe { Vec::from_raw_parts(data, size, size) }
     }
 
     impl Context for Http {}
 
-    impl HttpContext for Http {
-        fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-            let Some(config) = &self.config else {
-                return Action::Continue;
-            };
-            let Ok(Some(authority)) =
-                hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":authority")
-            else {
-                return Action::Continue;
-            };
-            let Some((index, rollout)) = config.policy.rollout_for_authority(&authority) else {
-                return Action::Continue;
+    impl Http {
+        /// Routes a request of a known host: `authority` as sent, `headers` all its headers
+        /// (empty when the policy tests none).
+        fn route(&mut self, config: &Configured, authority: &[u8], headers: &dyn RequestView) {
+            let Some((index, rollout)) = config.policy.rollout_for_authority(authority) else {
+                return;
             };
             // The router must see the host the filter decided for (see `authority_rewrite`).
-            if let Some(host) = crate::http::authority_rewrite(&authority)
+            if let Some(host) = crate::http::authority_rewrite(authority)
                 && let Err(status) = hostcalls::set_map_value_bytes(
                     MapType::HttpRequestHeaders,
                     ":authority",
@@ -360,7 +382,7 @@ mod glue {
             }
 
             let mut rng = fastrand::Rng::with_seed(self.shared.rng_state.get());
-            let routing = split::route(&config.policy, rollout, &HostHeaders::default(), &mut rng);
+            let routing = split::route(&config.policy, rollout, headers, &mut rng);
             self.shared.rng_state.set(rng.get_seed());
             // proxy_replace_header_map_value is Envoy's `setCopy`: it replaces every value a
             // client may have sent under this name.
@@ -370,8 +392,8 @@ mod glue {
             if let Some(name) = routing.remove {
                 set_header(name, None);
             }
-            let cleared = hostcalls::call_foreign_function("clear_route_cache", None);
-            if let Err(status) = cleared
+            if !WRITE_CLEARS_ROUTE_CACHE
+                && let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None)
                 && !self.shared.clear_cache_failed.replace(true)
             {
                 log(
@@ -384,6 +406,26 @@ mod glue {
             }
             config.tally.record(index, routing.slot);
             self.set_cookie = routing.set_cookie;
+        }
+    }
+
+    impl HttpContext for Http {
+        fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+            let Some(config) = self.config.clone() else {
+                return Action::Continue;
+            };
+            if config.reads_headers {
+                // One host call for everything the decision may test, `:authority` included.
+                let buffer = request_headers();
+                let headers = HeaderPairs::new(&buffer);
+                if let Some(authority) = headers.first(":authority") {
+                    self.route(&config, authority, &headers);
+                }
+            } else if let Ok(Some(authority)) =
+                hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":authority")
+            {
+                self.route(&config, &authority, &HeaderPairs::default());
+            }
             Action::Continue
         }
 

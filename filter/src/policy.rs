@@ -207,6 +207,14 @@ impl CompiledPolicy {
         self.rollout_for_authority(authority.as_bytes())
     }
 
+    /// Whether a request of some rollout can have a header tested (a header route, or
+    /// stickiness by header or cookie). When none can, the filter reads only `:authority`.
+    pub fn reads_headers(&self) -> bool {
+        self.rollouts
+            .iter()
+            .any(|r| !r.header_routes.is_empty() || r.stickiness.is_some())
+    }
+
     /// [`CompiledPolicy::rollout_for_host`] for the `:authority` header's raw bytes, as the
     /// per-request path has them: no UTF-8 check, no allocation.
     pub fn rollout_for_authority(&self, authority: &[u8]) -> Option<(usize, &Rollout)> {
