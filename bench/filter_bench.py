@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Filter benchmark (`make bench`, part 1): what the Sluice filter costs a real Envoy worker.
 
-One nginx (a fast, fixed upstream) and, for every run, a fresh Envoy 1.40 with one worker
-(`--concurrency 1`) in one of these variants, loaded by `wrk -t1 -c16`:
+One nginx (a fast, fixed upstream) and one Envoy 1.40 per variant with one worker
+(`--concurrency 1`), all started up front and kept warm, loaded in turn by `wrk -t1 -c16`:
 
   plain      one route -> one cluster (Envoy's floor)
   weighted   native weighted_clusters 50/50 (what Sluice falls back to without its filter)
@@ -21,7 +21,9 @@ the route cache). Before measuring, each variant is checked to route as intended
 header names the route that matched), so a filter that fails open cannot pass as fast.
 
 The machine is shared and noisy: variants are interleaved over several rounds (order rotated each
-round) and the median is reported with the spread (min-max over the rounds). The primary figure is
+round; the Envoys stay up, so a round only moves the load from one to the next and every variant
+samples the background load in the same short slices) and the median is reported with the spread
+(min-max over the rounds). The primary figure is
 Envoy's own CPU time per request, read from /proc: it is much less sensitive to other load on the
 machine than throughput. With two or more CPUs, Envoy and wrk are pinned to different cores
 (taskset), so they do not take turns on one.

@@ -113,6 +113,22 @@ class EnvoyConfigTest(unittest.TestCase):
         self.assertEqual(fs.routes_for("sluice-native"), fs.routes_for("sluice"))
         self.assertEqual(fs.routes_for("noop-native"), fs.routes_for("plain"))
 
+    def test_another_build_runs_like_sluice_with_its_own_module(self):
+        builds = {"old": Path("/tmp/old.wasm")}
+        other = fs.filters_for("sluice@old", builds)[0]["typed_config"]["config"]
+        this = fs.filters_for("sluice")[0]["typed_config"]["config"]
+        self.assertEqual(other["vm_config"]["code"]["local"]["filename"], "/tmp/old.wasm")
+        self.assertEqual(other["configuration"], this["configuration"])
+        self.assertEqual(fs.routes_for("sluice@old"), fs.routes_for("sluice"))
+        self.assertEqual(fs.expected_routes("sluice@old"), fs.expected_routes("sluice"))
+        with self.assertRaises(fs.BenchError):
+            fs.filters_for("sluice@new", builds)
+        medians = {v: {"rps": 100.0, "cpu_us_per_req": 10.0} for v in ("noop-wasm", "lua", "sluice")}
+        medians["sluice@old"] = {"rps": 50.0, "cpu_us_per_req": 20.0}
+        rat = fb.ratios(medians)
+        for base in ("noop-wasm", "lua", "sluice"):
+            self.assertEqual(rat[f"sluice@old/{base}"], {"rps": 0.5, "cpu_us_per_req": 2.0})
+
     def test_sluice_gets_the_policy_as_a_string_value(self):
         config = fs.filters_for("sluice")[0]["typed_config"]["config"]["configuration"]
         self.assertEqual(config["@type"], "type.googleapis.com/google.protobuf.StringValue")

@@ -5,8 +5,8 @@
 //! form in hand-written configs). For each request whose `:authority` belongs to a rollout it
 //! decides a version ([`decision::decide`]: header routes → stickiness → weighted draw), writes
 //! the version's pod-template hash into the routing header (default `x-sluice-hash`, replacing any
-//! client-sent value), clears Envoy's route cache so the router re-matches on that header, and
-//! counts the request. Requests for other hosts pass through untouched.
+//! client-sent value) — which makes Envoy clear its route cache so the router re-matches on that
+//! header (see below) — and counts the request. Requests for other hosts pass through untouched.
 //!
 //! Everything but the proxy-wasm glue at the bottom of this file is pure and tested natively:
 //! [`policy`] (decode, validate, compile), [`decision`], [`http`] (host normalisation, cookies),
@@ -42,31 +42,31 @@
 //!
 //! # Host calls per request
 //!
-//! Unknown host: 1 (read `:authority`). Known host: read `:authority`, write the routing header,
-//! call `clear_route_cache` — 3 — plus one read of all request headers when a header route or the
-//! stickiness key tests a header (a repeated header's values are all needed: Envoy's per-name read
-//! returns only the first), plus one response header write when a new sticky cookie is handed
-//! out, plus one `:authority` write when it was not in normal form (`demo.local.`,
-//! `demo.local:`). Counters cost no host call per request: one `increment_metric` per non-zero
-//! counter per second per worker.
+//! Every host call crosses the V8 boundary (a few µs of Envoy CPU each), so the request path
+//! makes as few as it can; what can be known from the policy is decided at configuration time.
+//!
+//! - When some rollout tests a header (header routes, stickiness: [`CompiledPolicy::reads_headers`])
+//!   all request headers are read in one call (`proxy_get_header_map_pairs`, `:authority` among
+//!   them) and read in place from the host's buffer ([`pairs::HeaderPairs`]: no copy per header;
+//!   a header sent once is lent, not joined into a new buffer). Otherwise only `:authority` is
+//!   read. Either way: 1 call for an unknown host.
+//! - A known host then costs one header write (the routing or bucket header): 2 calls in all,
+//!   plus one removal when a header route matches in the bucket mode (a client-sent bucket
+//!   header), one `:authority` write when it was not in normal form (`demo.local.`,
+//!   `demo.local:`), and one response header write when a new sticky cookie is handed out.
+//! - No `clear_route_cache`: Envoy (since 1.33) clears the route cache itself on a request header
+//!   write by a module of ABI 0.2.1 or older, and proxy-wasm 0.2 declares 0.2.1
+//!   (`WRITE_CLEARS_ROUTE_CACHE` below; proven by the re-routing e2e tests, and the e2e test
+//!   `wasm_abi` fails if an SDK upgrade changes the declared ABI). The foreign call cost about
+//!   7 µs of Envoy CPU per request on the benchmark machine.
+//! - Counters cost no host call per request: one `increment_metric` per non-zero counter per
+//!   second per worker.
 //!
 //! With the weights in the routes (`bucketHeader`, what the control plane sends; see [`split`])
-//! the split path costs the same: the bucket header is written instead of the routing header. A
-//! header-route match costs one more call (removing a client-sent bucket header). Requests whose
-//! bucket is written are counted under version `_split` ([`metrics::SPLIT_VERSION`]): the router,
-//! not the filter, picks their version, and Envoy's per-version cluster stats count them. The
-//! rule is [`split::route`], shared with the native build (`sluice-filter-native`).
-//!
-//! `clear_route_cache` is called explicitly because since Envoy 1.33 header writes by modules
-//! with an ABI newer than 0.2.1 no longer clear the route cache. proxy-wasm 0.2.5 declares ABI
-//! 0.2.1, for which Envoy 1.40 still clears it on the header write itself (checked: a build
-//! without the call re-routes too); the explicit call keeps routing correct when the SDK moves on.
-//! It is the costliest host call the filter makes (about 7 µs of Envoy CPU per request on the
-//! benchmark machine, against about 3 µs for a header read).
-//!
-//! Reading all request headers in one call (`get_map_bytes`) instead of one call per header was
-//! measured as not faster (the SDK copies every header into a new `String`/`Vec`); it is done
-//! because it is the only way to see every value of a repeated header.
+//! the bucket header is written instead of the routing header. Requests whose bucket is written
+//! are counted under version `_split` ([`metrics::SPLIT_VERSION`]): the router, not the filter,
+//! picks their version, and Envoy's per-version cluster stats count them. The rule is
+//! [`split::route`], shared with the native build (`sluice-filter-native`).
 //!
 //! # Randomness
 //!

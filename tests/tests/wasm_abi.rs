@@ -17,10 +17,7 @@ const ABI_EXPORT: &[u8] = b"proxy_abi_version_";
 fn abi_exports(module: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
     let mut rest = module;
-    while let Some(at) = rest
-        .windows(ABI_EXPORT.len())
-        .position(|w| w == ABI_EXPORT)
-    {
+    while let Some(at) = rest.windows(ABI_EXPORT.len()).position(|w| w == ABI_EXPORT) {
         let tail = &rest[at..];
         let end = tail
             .iter()
@@ -49,7 +46,8 @@ fn the_module_declares_abi_0_2_1() -> anyhow::Result<()> {
 
 #[test]
 fn abi_exports_are_found_by_name() {
-    let module = b"\x00asm..proxy_abi_version_0_2_1\x00..proxy_on_tick..proxy_abi_version_0_3_0\x01";
+    let module =
+        b"\x00asm..proxy_abi_version_0_2_1\x00..proxy_on_tick..proxy_abi_version_0_3_0\x01";
     assert_eq!(
         abi_exports(module),
         ["proxy_abi_version_0_2_1", "proxy_abi_version_0_3_0"]
