@@ -9,7 +9,9 @@ use clap::{Args, Subcommand};
 
 mod kube;
 mod lint;
+mod patch;
 mod standalone;
+pub mod view;
 
 #[derive(Debug, Args)]
 pub struct RolloutsArgs {
@@ -51,8 +53,13 @@ pub enum Verb {
     Retry { name: String },
     /// Pause the rollout (spec.paused) until promoted.
     Pause { name: String },
-    /// Restart the rollout's pods.
-    Restart { name: String },
+    /// Restart the rollout's pods (spec.restartAt = now, or now + --in).
+    Restart {
+        name: String,
+        /// Restart after this long (e.g. 30s, 5m).
+        #[arg(long = "in", short = 'i')]
+        r#in: Option<String>,
+    },
     /// Roll back to the previous revision (or --to-revision N).
     Undo {
         name: String,
@@ -73,6 +80,10 @@ pub enum Verb {
     Lint {
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
+        /// Apply the release engine's checks to argoproj.io Rollouts too (would the Rollout run
+        /// under Sluice after changing its apiVersion to sluice.dev/v1alpha1?).
+        #[arg(long)]
+        as_sluice: bool,
     },
 }
 
@@ -87,8 +98,13 @@ pub enum SetVerb {
 }
 
 pub async fn run(args: RolloutsArgs) -> anyhow::Result<()> {
-    if let Verb::Lint { files } = &args.verb {
-        return lint::run(files);
+    if let Verb::Lint { files, as_sluice } = &args.verb {
+        return lint::run(
+            files,
+            lint::Options {
+                as_sluice: *as_sluice,
+            },
+        );
     }
     match &args.admin {
         Some(_) => standalone::run(args).await,
