@@ -13,7 +13,7 @@
 //!
 //! Other kinds of documents (Services, Deployments ...) are skipped, as Argo's lint skips them.
 
-use std::{collections::BTreeSet, fmt, path::Path};
+use std::{collections::BTreeSet, fmt};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use serde::Deserialize;
@@ -126,6 +126,8 @@ pub fn lint_text(
     let mut findings = Vec::new();
     let documents = documents(text, file, &mut findings);
     let mut standalone = false;
+    // Rollout name → its first document, to place the whole file's errors.
+    let mut document_of = std::collections::BTreeMap::new();
     for document in documents.iter().filter(|d| is_rollout(&d.value)) {
         let finding = |rollout: Option<String>, field: Option<String>, problem: String| Finding {
             file: file.to_owned(),
@@ -151,14 +153,30 @@ pub fn lint_text(
             }
         };
         standalone |= !rollout.spec.static_endpoints.is_empty();
+        document_of.entry(name.clone()).or_insert(document.number);
+        let sluice = text_field(&document.value, "apiVersion") == SLUICE_API_VERSION;
+        let mut hosts = service_hosts(&rollout);
+        if !sluice && hosts.is_empty() && rollout.spec.hosts.is_empty() {
+            // Sluice observes Argo's Rollout; without a host it just routes nothing for it.
+            findings.push(Finding {
+                warning: true,
+                ..finding(
+                    Some(name.clone()),
+                    Some("spec.hosts".into()),
+                    "Sluice routes no host for this rollout: set spec.hosts, or \
+                     strategy.canary.stableService / canaryService"
+                        .into(),
+                )
+            });
+            hosts.push("lint.invalid".into());
+        }
         let mut seen = BTreeSet::new();
-        for error in model_errors(&rollout) {
+        for error in model_errors(&rollout, &hosts) {
             let f = api_finding(file, Some(document.number), error);
             if seen.insert((f.field.clone(), f.problem.clone())) {
                 findings.push(f);
             }
         }
-        let sluice = text_field(&document.value, "apiVersion") == SLUICE_API_VERSION;
         if sluice || options.as_sluice {
             engine_findings(&rollout, &name, deployments, |field, problem, warning| {
                 findings.push(Finding {
@@ -172,7 +190,10 @@ pub fn lint_text(
         // The file as `sluice serve --file` loads it: every document a Rollout, names unique,
         // hosts claimed once, the status (if any) naming versions of spec.staticEndpoints.
         if let Err(error) = sluice_api::load_state(text, file) {
-            let f = api_finding(file, None, error);
+            let mut f = api_finding(file, None, error);
+            if f.document.is_none() {
+                f.document = f.rollout.as_ref().and_then(|r| document_of.get(r).copied());
+            }
             if !findings.iter().any(|g| g.field == f.field && g.problem == f.problem) {
                 findings.push(f);
             }
@@ -183,7 +204,7 @@ pub fn lint_text(
 
 /// The model's errors for the rollout as it would stand at each of its steps, and after the last,
 /// with a stable and a canary version (a file's own versions are checked by `load_state`).
-fn model_errors(rollout: &Rollout) -> Vec<ApiError> {
+fn model_errors(rollout: &Rollout, hosts: &[String]) -> Vec<ApiError> {
     let steps = rollout
         .spec
         .strategy
@@ -205,11 +226,26 @@ fn model_errors(rollout: &Rollout) -> Vec<ApiError> {
             current_step_index: i32::try_from(index).ok(),
             ..RolloutStatus::default()
         });
-        if let Err(error) = sluice_api::derive_rollout(&at_step, &versions, &[]) {
+        if let Err(error) = sluice_api::derive_rollout(&at_step, &versions, hosts) {
             errors.push(error);
         }
     }
     errors
+}
+
+/// The hosts the rollout's Services give it in Kubernetes (the Kubernetes index adds
+/// `name`, `name.ns` ... of its stable and canary Services; the names suffice here).
+fn service_hosts(rollout: &Rollout) -> Vec<String> {
+    rollout
+        .spec
+        .strategy
+        .canary
+        .iter()
+        .flat_map(|c| [&c.stable_service, &c.canary_service])
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect()
 }
 
 /// The release engine's checks, for a rollout it would run (a template, or a `workloadRef`).
@@ -344,6 +380,20 @@ fn api_finding(file: &str, document: Option<usize>, error: ApiError) -> Finding 
                 finding.problem = problem;
                 return finding;
             }
+            ApiError::State {
+                error:
+                    sluice_model::ModelError::HostInTwoRollouts {
+                        host,
+                        first,
+                        second,
+                    },
+                ..
+            } => {
+                finding.rollout = Some(second);
+                finding.field = Some("spec.hosts".into());
+                finding.problem = format!("host {host:?} is claimed by rollout {first:?} too");
+                return finding;
+            }
             other => {
                 finding.problem = other.to_string();
                 return finding;
@@ -378,7 +428,7 @@ pub fn run(files: &[std::path::PathBuf], options: Options) -> anyhow::Result<()>
 
 /// The files' findings, for tests.
 #[cfg(test)]
-pub fn lint_paths(files: &[&Path], options: Options) -> std::io::Result<Vec<Finding>> {
+pub fn lint_paths(files: &[&std::path::Path], options: Options) -> std::io::Result<Vec<Finding>> {
     let texts = files
         .iter()
         .map(std::fs::read_to_string)
