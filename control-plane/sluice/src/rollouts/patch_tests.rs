@@ -6,7 +6,8 @@ use super::*;
 
 fn rollout(value: Value) -> Rollout {
     let mut doc = json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
-                         "metadata": {"name": "demo", "namespace": "shop", "uid": "uid-1"}});
+                         "metadata": {"name": "demo", "namespace": "shop", "uid": "uid-1"},
+                         "spec": {}});
     if let (Some(doc), Some(extra)) = (doc.as_object_mut(), value.as_object()) {
         doc.extend(extra.clone());
     }

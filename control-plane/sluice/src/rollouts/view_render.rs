@@ -8,7 +8,8 @@ use super::{RolloutInfo, VersionInfo, describe_step, icon, max_weight, phase, se
 
 /// The header line `Label:` padded to Argo's column.
 fn field(out: &mut String, label: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "{:<17}{value}", format!("{label}:"));
+    let label = if label.is_empty() { String::new() } else { format!("{label}:") };
+    let _ = writeln!(out, "{label:<17}{value}");
 }
 
 /// `sluice rollouts get NAME`: the summary, the steps, the data-plane gate, the images and
