@@ -75,7 +75,10 @@ impl Kube {
         if let Some(content_type) = content_type {
             request = request.header(http::header::CONTENT_TYPE, content_type);
         }
-        let body = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()?
+            .unwrap_or_default();
         let request = request.body(body).context("building the request")?;
         tracing::debug!(method, path, "kubernetes request");
         Ok(self.client.request::<Value>(request).await?)
@@ -155,7 +158,15 @@ impl Kube {
             }
         }
         if let Some(body) = spec {
-            let result = self.merge(name, &MergePatch { status: false, body }).await;
+            let result = self
+                .merge(
+                    name,
+                    &MergePatch {
+                        status: false,
+                        body,
+                    },
+                )
+                .await;
             self.or_refused(name, "promote", result).await?;
         }
         Ok(if full {
@@ -266,7 +277,10 @@ impl Kube {
             for (container, image) in &pairs {
                 patch::set_image(&mut object, container, image).map_err(anyhow::Error::msg)?;
             }
-            match self.send("PUT", &path, Some("application/json"), Some(&object)).await {
+            match self
+                .send("PUT", &path, Some("application/json"), Some(&object))
+                .await
+            {
                 Err(e) if code(&e) == Some(409) && attempt < 5 => continue,
                 Err(e) => return Err(e),
                 Ok(_) => {
@@ -289,7 +303,10 @@ impl Kube {
         let argo: Api<ArgoRollout> = Api::namespaced(self.client.clone(), &self.namespace);
         match argo.get_opt(name).await {
             Ok(Some(rollout)) => Ok((Group::Argo, rollout.into())),
-            _ => bail!("rollout {name:?} not found in namespace {:?}", self.namespace),
+            _ => bail!(
+                "rollout {name:?} not found in namespace {:?}",
+                self.namespace
+            ),
         }
     }
 
@@ -330,14 +347,20 @@ impl Kube {
             .boxed(),
             Group::Argo => reflector(
                 argo_writer,
-                watcher(Api::<ArgoRollout>::namespaced(self.client.clone(), ns), by_name),
+                watcher(
+                    Api::<ArgoRollout>::namespaced(self.client.clone(), ns),
+                    by_name,
+                ),
             )
             .map_ok(drop)
             .boxed(),
         };
         let set_events = reflector(
             set_writer,
-            watcher(Api::<ReplicaSet>::namespaced(self.client.clone(), ns), by_labels.clone()),
+            watcher(
+                Api::<ReplicaSet>::namespaced(self.client.clone(), ns),
+                by_labels.clone(),
+            ),
         )
         .map_ok(drop);
         let pod_events = reflector(
@@ -410,13 +433,14 @@ impl Kube {
                 .default_backoff()
                 .applied_objects()
                 .boxed(),
-            Group::Argo => {
-                watcher(Api::<ArgoRollout>::namespaced(self.client.clone(), ns), config)
-                    .default_backoff()
-                    .applied_objects()
-                    .map_ok(Rollout::from)
-                    .boxed()
-            }
+            Group::Argo => watcher(
+                Api::<ArgoRollout>::namespaced(self.client.clone(), ns),
+                config,
+            )
+            .default_backoff()
+            .applied_objects()
+            .map_ok(Rollout::from)
+            .boxed(),
         };
         let wait = wait_for_status(rollouts, |line| println!("{line}"));
         match timeout {
@@ -430,7 +454,10 @@ impl Kube {
 
 /// Follows a stream of the rollout's versions until Healthy (Ok) or Degraded (Err naming the
 /// message); `print` gets each status line that differs from the last.
-pub async fn wait_for_status<S, E>(mut rollouts: S, mut print: impl FnMut(&str)) -> anyhow::Result<()>
+pub async fn wait_for_status<S, E>(
+    mut rollouts: S,
+    mut print: impl FnMut(&str),
+) -> anyhow::Result<()>
 where
     S: futures::Stream<Item = Result<Rollout, E>> + Unpin,
     E: std::fmt::Display,

@@ -103,7 +103,14 @@ fn writes(log: &Arc<Mutex<Vec<Seen>>>) -> Vec<(String, String, String, Value)> {
         .expect("log")
         .iter()
         .filter(|s| s.method != "GET")
-        .map(|s| (s.method.clone(), s.path.clone(), s.content_type.clone(), s.body.clone()))
+        .map(|s| {
+            (
+                s.method.clone(),
+                s.path.clone(),
+                s.content_type.clone(),
+                s.body.clone(),
+            )
+        })
         .collect()
 }
 
@@ -117,15 +124,26 @@ async fn promote_patches_the_status_subresource_then_the_spec() {
                "controllerPause": true}),
         json!({"paused": true}),
     );
-    let (kube, log) = apiserver(Box::new(move |seen| Some((200, object.clone())).filter(|_| seen.path.starts_with(ROLLOUT))));
+    let (kube, log) = apiserver(Box::new(move |seen| {
+        Some((200, object.clone())).filter(|_| seen.path.starts_with(ROLLOUT))
+    }));
     let message = kube.promote("demo", false).await.expect("promoted");
     assert_eq!(message, "rollout 'demo' promoted");
     assert_eq!(
         writes(&log),
         vec![
-            ("PATCH".into(), format!("{ROLLOUT}/status"), MERGE.into(),
-             json!({"status": {"pauseConditions": null}})),
-            ("PATCH".into(), ROLLOUT.into(), MERGE.into(), json!({"spec": {"paused": false}})),
+            (
+                "PATCH".into(),
+                format!("{ROLLOUT}/status"),
+                MERGE.into(),
+                json!({"status": {"pauseConditions": null}})
+            ),
+            (
+                "PATCH".into(),
+                ROLLOUT.into(),
+                MERGE.into(),
+                json!({"spec": {"paused": false}})
+            ),
         ]
     );
 }
@@ -137,8 +155,12 @@ async fn promote_full_sets_status_promote_full() {
     kube.promote("demo", true).await.expect("promoted");
     assert_eq!(
         writes(&log),
-        vec![("PATCH".into(), format!("{ROLLOUT}/status"), MERGE.into(),
-              json!({"status": {"promoteFull": true}}))]
+        vec![(
+            "PATCH".into(),
+            format!("{ROLLOUT}/status"),
+            MERGE.into(),
+            json!({"status": {"promoteFull": true}})
+        )]
     );
 }
 
@@ -150,20 +172,44 @@ async fn abort_and_retry_patch_status_abort_and_fall_back_to_the_object() {
     assert_eq!(
         writes(&log),
         vec![
-            ("PATCH".into(), format!("{ROLLOUT}/status"), MERGE.into(), json!({"status": {"abort": true}})),
-            ("PATCH".into(), format!("{ROLLOUT}/status"), MERGE.into(), json!({"status": {"abort": false}})),
+            (
+                "PATCH".into(),
+                format!("{ROLLOUT}/status"),
+                MERGE.into(),
+                json!({"status": {"abort": true}})
+            ),
+            (
+                "PATCH".into(),
+                format!("{ROLLOUT}/status"),
+                MERGE.into(),
+                json!({"status": {"abort": false}})
+            ),
         ]
     );
     // Without the status subresource (404 there), Argo sends the same patch to the object.
     let (kube, log) = apiserver(Box::new(|seen| {
-        Some(if seen.path.ends_with("/status") { not_found() } else { (200, json!({})) })
+        Some(if seen.path.ends_with("/status") {
+            not_found()
+        } else {
+            (200, json!({}))
+        })
     }));
     kube.abort("demo").await.expect("aborted");
     assert_eq!(
         writes(&log),
         vec![
-            ("PATCH".into(), format!("{ROLLOUT}/status"), MERGE.into(), json!({"status": {"abort": true}})),
-            ("PATCH".into(), ROLLOUT.into(), MERGE.into(), json!({"status": {"abort": true}})),
+            (
+                "PATCH".into(),
+                format!("{ROLLOUT}/status"),
+                MERGE.into(),
+                json!({"status": {"abort": true}})
+            ),
+            (
+                "PATCH".into(),
+                ROLLOUT.into(),
+                MERGE.into(),
+                json!({"status": {"abort": true}})
+            ),
         ]
     );
 }
@@ -177,9 +223,18 @@ async fn pause_and_restart_patch_the_spec() {
     assert_eq!(
         writes(&log),
         vec![
-            ("PATCH".into(), ROLLOUT.into(), MERGE.into(), json!({"spec": {"paused": true}})),
-            ("PATCH".into(), ROLLOUT.into(), MERGE.into(),
-             json!({"spec": {"restartAt": "2026-11-30T09:15:00Z"}})),
+            (
+                "PATCH".into(),
+                ROLLOUT.into(),
+                MERGE.into(),
+                json!({"spec": {"paused": true}})
+            ),
+            (
+                "PATCH".into(),
+                ROLLOUT.into(),
+                MERGE.into(),
+                json!({"spec": {"restartAt": "2026-11-30T09:15:00Z"}})
+            ),
         ]
     );
 }
@@ -187,7 +242,11 @@ async fn pause_and_restart_patch_the_spec() {
 #[tokio::test]
 async fn an_argo_rollout_is_refused_by_name_and_nothing_is_written() {
     let (kube, log) = apiserver(Box::new(|seen| {
-        Some(if seen.path == ARGO { (200, json!({"metadata": {"name": "demo"}})) } else { not_found() })
+        Some(if seen.path == ARGO {
+            (200, json!({"metadata": {"name": "demo"}}))
+        } else {
+            not_found()
+        })
     }));
     for result in [
         kube.pause("demo").await,
@@ -202,7 +261,11 @@ async fn an_argo_rollout_is_refused_by_name_and_nothing_is_written() {
         );
     }
     // The only writes tried were to the sluice.dev Rollout (which does not exist).
-    assert!(writes(&log).iter().all(|(_, path, _, _)| path.starts_with(ROLLOUT)));
+    assert!(
+        writes(&log)
+            .iter()
+            .all(|(_, path, _, _)| path.starts_with(ROLLOUT))
+    );
     // Neither group has it: not found.
     let (kube, _) = apiserver(Box::new(|_| Some(not_found())));
     let error = kube.pause("demo").await.expect_err("absent").to_string();
@@ -227,22 +290,39 @@ async fn undo_lists_the_replica_sets_and_json_patches_the_template() {
     let (kube, log) = apiserver(Box::new(move |seen| {
         Some(match seen.path.as_str() {
             ROLLOUT => (200, object.clone()),
-            "/apis/apps/v1/namespaces/shop/replicasets" => (200, json!({
+            "/apis/apps/v1/namespaces/shop/replicasets" => (
+                200,
+                json!({
                 "apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"},
-                "items": [replica_set("a", "1", "app:1"), replica_set("b", "2", "app:2")]})),
+                "items": [replica_set("a", "1", "app:1"), replica_set("b", "2", "app:2")]}),
+            ),
             _ => not_found(),
         })
     }));
-    assert_eq!(kube.undo("demo", 0).await.expect("undone"), "rollout 'demo' undo");
+    assert_eq!(
+        kube.undo("demo", 0).await.expect("undone"),
+        "rollout 'demo' undo"
+    );
     let seen = log.lock().expect("log").clone();
-    let list = seen.iter().find(|s| s.path.ends_with("/replicasets")).expect("listed");
-    assert!(list.query.contains("labelSelector=app%3Ddemo"), "{}", list.query);
+    let list = seen
+        .iter()
+        .find(|s| s.path.ends_with("/replicasets"))
+        .expect("listed");
+    assert!(
+        list.query.contains("labelSelector=app%3Ddemo"),
+        "{}",
+        list.query
+    );
     assert_eq!(
         writes(&log),
-        vec![("PATCH".into(), ROLLOUT.into(), "application/json-patch+json".into(),
-              json!([{"op": "replace", "path": "/spec/template", "value": {
+        vec![(
+            "PATCH".into(),
+            ROLLOUT.into(),
+            "application/json-patch+json".into(),
+            json!([{"op": "replace", "path": "/spec/template", "value": {
                   "metadata": {"labels": {"app": "demo"}},
-                  "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}]))]
+                  "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}])
+        )]
     );
     // Back to revision 2, which the template already is: nothing written.
     let message = kube.undo("demo", 2).await.expect("skipped");
@@ -261,22 +341,41 @@ async fn set_image_updates_the_whole_object_and_retries_a_conflict() {
             _ => {
                 let mut n = counter.lock().expect("count");
                 *n += 1;
-                if *n == 1 { conflict() } else { (200, seen.body.clone()) }
+                if *n == 1 {
+                    conflict()
+                } else {
+                    (200, seen.body.clone())
+                }
             }
         })
     }));
-    let message = kube.set_image("demo", &["app=app:3".into()]).await.expect("set");
+    let message = kube
+        .set_image("demo", &["app=app:3".into()])
+        .await
+        .expect("set");
     assert_eq!(message, "rollout \"demo\" image updated");
     let writes = writes(&log);
     assert_eq!(writes.len(), 2, "one conflict, one success");
     let (method, path, content_type, body) = &writes[1];
-    assert_eq!((method.as_str(), path.as_str(), content_type.as_str()), ("PUT", ROLLOUT, "application/json"));
-    assert_eq!(body["spec"]["template"]["spec"]["containers"][0]["image"], "app:3");
+    assert_eq!(
+        (method.as_str(), path.as_str(), content_type.as_str()),
+        ("PUT", ROLLOUT, "application/json")
+    );
+    assert_eq!(
+        body["spec"]["template"]["spec"]["containers"][0]["image"],
+        "app:3"
+    );
     // Fields Sluice's types do not know survive; the resourceVersion guards the update.
-    assert_eq!(body["spec"]["someFieldSluiceDoesNotKnow"], json!({"kept": true}));
+    assert_eq!(
+        body["spec"]["someFieldSluiceDoesNotKnow"],
+        json!({"kept": true})
+    );
     assert_eq!(body["metadata"]["resourceVersion"], "7");
     // A container the template does not have: nothing written.
-    let error = kube.set_image("demo", &["nope=x:1".into()]).await.expect_err("no container");
+    let error = kube
+        .set_image("demo", &["nope=x:1".into()])
+        .await
+        .expect_err("no container");
     assert_eq!(error.to_string(), "unable to find container named \"nope\"");
 }
 
@@ -285,22 +384,41 @@ async fn status_waits_until_healthy_or_degraded_or_the_timeout() {
     let phases = |list: &[(&str, &str)]| {
         list.iter()
             .map(|(phase, message)| {
-                let mut object = rollout_object(json!({"phase": phase, "message": message}), json!({}));
+                let mut object =
+                    rollout_object(json!({"phase": phase, "message": message}), json!({}));
                 object["metadata"]["generation"] = json!(1);
-                Ok::<_, std::convert::Infallible>(serde_json::from_value::<Rollout>(object).expect("rollout"))
+                Ok::<_, std::convert::Infallible>(
+                    serde_json::from_value::<Rollout>(object).expect("rollout"),
+                )
             })
             .collect::<Vec<_>>()
     };
     let mut lines = Vec::new();
-    let healthy = phases(&[("Progressing", "more replicas need to be updated"), ("Paused", "CanaryPauseStep"),
-                           ("Paused", "CanaryPauseStep"), ("Healthy", ""), ("Degraded", "never read")]);
-    wait_for_status(futures::stream::iter(healthy), |l| lines.push(l.to_owned())).await.expect("healthy");
+    let healthy = phases(&[
+        ("Progressing", "more replicas need to be updated"),
+        ("Paused", "CanaryPauseStep"),
+        ("Paused", "CanaryPauseStep"),
+        ("Healthy", ""),
+        ("Degraded", "never read"),
+    ]);
+    wait_for_status(futures::stream::iter(healthy), |l| lines.push(l.to_owned()))
+        .await
+        .expect("healthy");
     assert_eq!(
         lines,
-        ["Progressing - more replicas need to be updated", "Paused - CanaryPauseStep", "Healthy"]
+        [
+            "Progressing - more replicas need to be updated",
+            "Paused - CanaryPauseStep",
+            "Healthy"
+        ]
     );
-    let degraded = phases(&[("Progressing", ""), ("Degraded", "ProgressDeadlineExceeded: too slow")]);
-    let error = wait_for_status(futures::stream::iter(degraded), |_| {}).await.expect_err("degraded");
+    let degraded = phases(&[
+        ("Progressing", ""),
+        ("Degraded", "ProgressDeadlineExceeded: too slow"),
+    ]);
+    let error = wait_for_status(futures::stream::iter(degraded), |_| {})
+        .await
+        .expect_err("degraded");
     assert_eq!(
         error.to_string(),
         "The rollout is in a degraded state with message: ProgressDeadlineExceeded: too slow"
@@ -314,8 +432,11 @@ async fn status_waits_until_healthy_or_degraded_or_the_timeout() {
         Some(if seen.path == ROLLOUT {
             (200, object.clone())
         } else {
-            (200, json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "RolloutList",
-                         "metadata": {"resourceVersion": "9"}, "items": [object.clone()]}))
+            (
+                200,
+                json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "RolloutList",
+                         "metadata": {"resourceVersion": "9"}, "items": [object.clone()]}),
+            )
         })
     }));
     let error = kube
@@ -325,8 +446,10 @@ async fn status_waits_until_healthy_or_degraded_or_the_timeout() {
     assert_eq!(error.to_string(), "Rollout status watch exceeded timeout");
     let seen = log.lock().expect("log").clone();
     assert!(
-        seen.iter().any(|s| s.path == "/apis/sluice.dev/v1alpha1/namespaces/shop/rollouts"
-            && s.query.contains("fieldSelector=metadata.name%3Ddemo")),
+        seen.iter().any(
+            |s| s.path == "/apis/sluice.dev/v1alpha1/namespaces/shop/rollouts"
+                && s.query.contains("fieldSelector=metadata.name%3Ddemo")
+        ),
         "{seen:#?}"
     );
 }
@@ -334,8 +457,17 @@ async fn status_waits_until_healthy_or_degraded_or_the_timeout() {
 #[test]
 fn timeouts_parse_as_argo_durations() {
     assert_eq!(parse_timeout("0").expect("zero"), None);
-    assert_eq!(parse_timeout("90s").expect("90s"), Some(Duration::from_secs(90)));
-    assert_eq!(parse_timeout("5m").expect("5m"), Some(Duration::from_secs(300)));
-    assert_eq!(parse_timeout("10").expect("10"), Some(Duration::from_secs(10)));
+    assert_eq!(
+        parse_timeout("90s").expect("90s"),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(
+        parse_timeout("5m").expect("5m"),
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(
+        parse_timeout("10").expect("10"),
+        Some(Duration::from_secs(10))
+    );
     assert!(parse_timeout("soon").is_err());
 }

@@ -109,7 +109,10 @@ fn documents(text: &str, file: &str, findings: &mut Vec<Finding>) -> Vec<Documen
 pub fn deployments(texts: &[&str]) -> Vec<Deployment> {
     texts
         .iter()
-        .flat_map(|text| serde_yaml::Deserializer::from_str(text).map_while(|d| serde_yaml::Value::deserialize(d).ok()))
+        .flat_map(|text| {
+            serde_yaml::Deserializer::from_str(text)
+                .map_while(|d| serde_yaml::Value::deserialize(d).ok())
+        })
         .filter(|v| text_field(v, "kind") == "Deployment")
         .filter_map(|v| serde_yaml::from_value(v).ok())
         .collect()
@@ -194,7 +197,10 @@ pub fn lint_text(
             if f.document.is_none() {
                 f.document = f.rollout.as_ref().and_then(|r| document_of.get(r).copied());
             }
-            if !findings.iter().any(|g| g.field == f.field && g.problem == f.problem) {
+            if !findings
+                .iter()
+                .any(|g| g.field == f.field && g.problem == f.problem)
+            {
                 findings.push(f);
             }
         }
@@ -214,9 +220,12 @@ fn model_errors(rollout: &Rollout, hosts: &[String]) -> Vec<ApiError> {
     let endpoint = |port| Version {
         endpoints: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
     };
-    let versions = [("stable".to_owned(), endpoint(1)), ("canary".to_owned(), endpoint(2))]
-        .into_iter()
-        .collect();
+    let versions = [
+        ("stable".to_owned(), endpoint(1)),
+        ("canary".to_owned(), endpoint(2)),
+    ]
+    .into_iter()
+    .collect();
     let mut errors = Vec::new();
     for index in 0..=steps {
         let mut at_step = rollout.clone();
@@ -368,11 +377,12 @@ fn api_finding(file: &str, document: Option<usize>, error: ApiError) -> Finding 
                 return finding;
             }
             ApiError::State {
-                error: sluice_model::ModelError::InvalidField {
-                    rollout,
-                    field,
-                    problem,
-                },
+                error:
+                    sluice_model::ModelError::InvalidField {
+                        rollout,
+                        field,
+                        problem,
+                    },
                 ..
             } => {
                 finding.rollout = Some(rollout);

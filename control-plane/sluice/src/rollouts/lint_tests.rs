@@ -28,7 +28,8 @@ spec:
 
 #[test]
 fn a_valid_sluice_rollout_has_no_findings() {
-    let text = sluice_rollout("[{setWeight: 10}, {pause: {}}, {setWeight: 50}, {pause: {duration: 30s}}]");
+    let text =
+        sluice_rollout("[{setWeight: 10}, {pause: {}}, {setWeight: 50}, {pause: {duration: 30s}}]");
     assert_eq!(lint(&text), vec![]);
 }
 
@@ -44,7 +45,11 @@ fn a_bad_weight_names_file_document_rollout_and_field() {
     for f in &findings {
         assert_eq!(f.file, "f.yaml");
         assert_eq!(f.document, Some(2), "{f}");
-        assert_eq!(f.field.as_deref(), Some("spec.strategy.canary.steps[1].setWeight"), "{f}");
+        assert_eq!(
+            f.field.as_deref(),
+            Some("spec.strategy.canary.steps[1].setWeight"),
+            "{f}"
+        );
         assert!(!f.warning);
     }
     assert_eq!(
@@ -74,9 +79,10 @@ fn a_bad_header_regex_is_found_before_its_step_is_reached() {
     );
     let findings = lint(&text);
     assert!(
-        findings
-            .iter()
-            .any(|f| f.field.as_deref().is_some_and(|p| p.starts_with("spec.strategy.canary.steps[1].setHeaderRoute"))),
+        findings.iter().any(|f| f
+            .field
+            .as_deref()
+            .is_some_and(|p| p.starts_with("spec.strategy.canary.steps[1].setHeaderRoute"))),
         "{findings:?}"
     );
 }
@@ -124,10 +130,20 @@ spec:
     assert!(alone[0].warning);
     assert_eq!(alone[0].field.as_deref(), Some("spec.workloadRef.name"));
     // With it (another file): its template is checked against the rollout's selector.
-    let found = lint_text(&rollout, "r.yaml", &deployments(&[deployment]), Options::default());
+    let found = lint_text(
+        &rollout,
+        "r.yaml",
+        &deployments(&[deployment]),
+        Options::default(),
+    );
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(!found[0].warning);
-    assert_eq!(found[0].field.as_deref(), Some("spec.template.metadata.labels"), "{}", found[0]);
+    assert_eq!(
+        found[0].field.as_deref(),
+        Some("spec.template.metadata.labels"),
+        "{}",
+        found[0]
+    );
 }
 
 #[test]
@@ -145,10 +161,21 @@ status: {{stableRS: v1}}
     let good = format!("{}---\n{}", doc("a", "a.example"), doc("b", "b.example"));
     assert_eq!(lint(&good), vec![]);
     // One host claimed by two rollouts: the state's validation names the field.
-    let twice = format!("{}---\n{}", doc("a", "same.example"), doc("b", "same.example"));
+    let twice = format!(
+        "{}---\n{}",
+        doc("a", "same.example"),
+        doc("b", "same.example")
+    );
     let findings = lint(&twice);
     assert_eq!(findings.len(), 1, "{findings:?}");
-    assert!(findings[0].field.as_deref().is_some_and(|f| f.starts_with("spec.hosts")), "{}", findings[0]);
+    assert!(
+        findings[0]
+            .field
+            .as_deref()
+            .is_some_and(|f| f.starts_with("spec.hosts")),
+        "{}",
+        findings[0]
+    );
     // A status naming a version the file does not have.
     let unknown = doc("a", "a.example").replace("stableRS: v1", "stableRS: v9");
     let findings = lint(&unknown);
@@ -208,8 +235,16 @@ fn the_corpus_lints_with_every_error_naming_a_field() {
         );
         if as_sluice {
             // Argo features Sluice's engine does not run are named.
-            assert!(errors.iter().any(|f| f.field.as_deref().is_some_and(|p| p.ends_with(".analysis"))));
-            assert!(errors.iter().any(|f| f.field.as_deref().is_some_and(|p| p.ends_with(".experiment"))));
+            assert!(
+                errors
+                    .iter()
+                    .any(|f| f.field.as_deref().is_some_and(|p| p.ends_with(".analysis")))
+            );
+            assert!(errors.iter().any(|f| {
+                f.field
+                    .as_deref()
+                    .is_some_and(|p| p.ends_with(".experiment"))
+            }));
         } else {
             // Only text that is not YAML fails as Argo's own manifests: Sluice observes them.
             assert!(errors.iter().all(|f| f.field.is_none()), "{errors:#?}");

@@ -149,11 +149,11 @@ pub fn restart(at: Timestamp) -> MergePatch {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UndoError {
     #[error("unable to find specified revision {0} in history")]
-    NoSuchRevision(u64),
+    RevisionNotInHistory(u64),
     #[error("no revision found for rollout {0:?}")]
-    NoPrevious(String),
+    PreviousNotFound(String),
     #[error("ReplicaSet {0:?} has no pod template")]
-    NoTemplate(String),
+    TemplateMissing(String),
 }
 
 /// The ReplicaSet of the revision `undo` goes back to (Argo's `rolloutRevision`): among those the
@@ -192,10 +192,10 @@ pub fn undo_target<'a>(
         }
     }
     if to_revision > 0 {
-        return Err(UndoError::NoSuchRevision(to_revision));
+        return Err(UndoError::RevisionNotInHistory(to_revision));
     }
     previous.map(|(_, rs)| rs).ok_or_else(|| {
-        UndoError::NoPrevious(rollout.metadata.name.clone().unwrap_or_default())
+        UndoError::PreviousNotFound(rollout.metadata.name.clone().unwrap_or_default())
     })
 }
 
@@ -209,8 +209,9 @@ pub fn undo(current: Option<&Value>, rs: &ReplicaSet) -> Result<Option<Value>, U
         .spec
         .template
         .as_ref()
-        .ok_or_else(|| UndoError::NoTemplate(name.clone()))?;
-    let mut template = serde_json::to_value(template).map_err(|_| UndoError::NoTemplate(name))?;
+        .ok_or_else(|| UndoError::TemplateMissing(name.clone()))?;
+    let mut template =
+        serde_json::to_value(template).map_err(|_| UndoError::TemplateMissing(name))?;
     remove_hash_label(&mut template);
     if let Some(current) = current {
         let mut current = current.clone();
@@ -276,7 +277,8 @@ pub fn set_image(object: &mut Value, container: &str, image: &str) -> Result<(),
             continue;
         };
         for c in containers.iter_mut() {
-            let matches = container == "*" || c.get("name").and_then(Value::as_str) == Some(container);
+            let matches =
+                container == "*" || c.get("name").and_then(Value::as_str) == Some(container);
             if matches && let Some(c) = c.as_object_mut() {
                 c.insert("image".into(), Value::String(image.to_owned()));
                 found = true;

@@ -15,7 +15,11 @@ fn rollout(value: Value) -> Rollout {
 }
 
 fn steps(n: usize) -> Value {
-    json!((0..n).map(|i| json!({"setWeight": (i + 1) * 10})).collect::<Vec<_>>())
+    json!(
+        (0..n)
+            .map(|i| json!({"setWeight": (i + 1) * 10}))
+            .collect::<Vec<_>>()
+    )
 }
 
 #[test]
@@ -149,12 +153,12 @@ fn undo_goes_to_the_revision_before_the_latest_or_the_one_named() {
     assert_eq!(undo_target(&ro, &sets, 1).map(name), Ok("r1".into()));
     assert_eq!(
         undo_target(&ro, &sets, 9).map(name),
-        Err(UndoError::NoSuchRevision(9)),
+        Err(UndoError::RevisionNotInHistory(9)),
         "another owner's ReplicaSet is not in the history"
     );
     assert_eq!(
         undo_target(&ro, &sets[..1], 0).map(name),
-        Err(UndoError::NoPrevious("demo".into()))
+        Err(UndoError::PreviousNotFound("demo".into()))
     );
 }
 
@@ -194,16 +198,27 @@ fn set_image_changes_the_named_container_or_all_and_names_a_missing_one() {
                        {"name": "side", "image": "side:1"}]}}},
         "status": {"keep": "me"}});
     set_image(&mut object, "app", "app:2").expect("found");
-    assert_eq!(object["spec"]["template"]["spec"]["containers"][0]["image"], "app:2");
-    assert_eq!(object["spec"]["template"]["spec"]["containers"][1]["image"], "side:1");
     assert_eq!(
-        object["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
-        80,
+        object["spec"]["template"]["spec"]["containers"][0]["image"],
+        "app:2"
+    );
+    assert_eq!(
+        object["spec"]["template"]["spec"]["containers"][1]["image"],
+        "side:1"
+    );
+    assert_eq!(
+        object["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 80,
         "other fields kept"
     );
     set_image(&mut object, "*", "all:3").expect("found");
-    assert_eq!(object["spec"]["template"]["spec"]["initContainers"][0]["image"], "all:3");
-    assert_eq!(object["spec"]["template"]["spec"]["containers"][1]["image"], "all:3");
+    assert_eq!(
+        object["spec"]["template"]["spec"]["initContainers"][0]["image"],
+        "all:3"
+    );
+    assert_eq!(
+        object["spec"]["template"]["spec"]["containers"][1]["image"],
+        "all:3"
+    );
     assert_eq!(
         set_image(&mut object, "nope", "x:1"),
         Err("unable to find container named \"nope\"".into())

@@ -47,7 +47,10 @@ pub struct PodInfo {
 }
 
 /// The revision annotations of Sluice's and Argo's controllers.
-const REVISION_ANNOTATIONS: [&str; 2] = ["rollout.sluice.dev/revision", "rollout.argoproj.io/revision"];
+const REVISION_ANNOTATIONS: [&str; 2] = [
+    "rollout.sluice.dev/revision",
+    "rollout.argoproj.io/revision",
+];
 
 impl RolloutInfo {
     /// From the Kubernetes objects: the ReplicaSets the rollout controls (all of them when the
@@ -58,9 +61,12 @@ impl RolloutInfo {
             .iter()
             .filter(|rs| {
                 uid.is_empty()
-                    || rs.metadata.owner_references.iter().flatten().any(|o| {
-                        o.controller == Some(true) && o.uid == uid
-                    })
+                    || rs
+                        .metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|o| o.controller == Some(true) && o.uid == uid)
             })
             .map(|rs| version_of(rs, pods))
             .collect();
@@ -125,7 +131,12 @@ fn version_of(rs: &ReplicaSet, pods: &[Pod]) -> VersionInfo {
         .template
         .as_ref()
         .and_then(|t| t.spec.as_ref())
-        .map(|s| s.containers.iter().filter_map(|c| c.image.clone()).collect())
+        .map(|s| {
+            s.containers
+                .iter()
+                .filter_map(|c| c.image.clone())
+                .collect()
+        })
         .unwrap_or_default();
     let mut pods: Vec<PodInfo> = pods
         .iter()
@@ -177,7 +188,10 @@ fn pod_info(pod: &Pod) -> PodInfo {
         name: pod.metadata.name.clone().unwrap_or_default(),
         status,
         ready_containers: statuses.iter().filter(|c| c.ready).count(),
-        containers: pod.spec.as_ref().map_or(statuses.len(), |s| s.containers.len()),
+        containers: pod
+            .spec
+            .as_ref()
+            .map_or(statuses.len(), |s| s.containers.len()),
         restarts: statuses.iter().map(|c| c.restart_count).sum(),
     }
 }

@@ -8,7 +8,11 @@ use super::{RolloutInfo, VersionInfo, describe_step, icon, max_weight, phase, se
 
 /// The header line `Label:` padded to Argo's column.
 fn field(out: &mut String, label: &str, value: impl std::fmt::Display) {
-    let label = if label.is_empty() { String::new() } else { format!("{label}:") };
+    let label = if label.is_empty() {
+        String::new()
+    } else {
+        format!("{label}:")
+    };
     let _ = writeln!(out, "{label:<17}{value}");
 }
 
@@ -40,7 +44,12 @@ pub fn render(info: &RolloutInfo) -> String {
             }
             field(&mut out, "  SetWeight", set_weight(rollout, &status));
             field(&mut out, "  ActualWeight", actual_weight(rollout, info));
-            if canary.traffic_routing.as_ref().and_then(|t| t.max_traffic_weight).is_some() {
+            if canary
+                .traffic_routing
+                .as_ref()
+                .and_then(|t| t.max_traffic_weight)
+                .is_some()
+            {
                 field(&mut out, "  MaxWeight", max_weight(rollout));
             }
         }
@@ -65,12 +74,21 @@ pub fn render(info: &RolloutInfo) -> String {
     field(&mut out, "  Current", status.replicas.unwrap_or(0));
     field(&mut out, "  Updated", status.updated_replicas.unwrap_or(0));
     field(&mut out, "  Ready", status.ready_replicas.unwrap_or(0));
-    field(&mut out, "  Available", status.available_replicas.unwrap_or(0));
+    field(
+        &mut out,
+        "  Available",
+        status.available_replicas.unwrap_or(0),
+    );
     out.push('\n');
     tree(&mut out, info, phase);
     if !status.conditions.is_empty() {
         let _ = writeln!(out, "\nConditions:");
-        let width = status.conditions.iter().map(|c| c.type_.len()).max().unwrap_or(0);
+        let width = status
+            .conditions
+            .iter()
+            .map(|c| c.type_.len())
+            .max()
+            .unwrap_or(0);
         for c in &status.conditions {
             let _ = writeln!(
                 out,
@@ -175,7 +193,12 @@ fn images(out: &mut String, rollout: &Rollout, info: &RolloutInfo) {
             .template
             .as_ref()
             .and_then(|t| t.spec.as_ref())
-            .map(|s| s.containers.iter().filter_map(|c| c.image.clone()).collect())
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .filter_map(|c| c.image.clone())
+                    .collect()
+            })
             .unwrap_or_default();
     }
     for (i, line) in lines.iter().enumerate() {
@@ -195,7 +218,11 @@ fn tree(out: &mut String, info: &RolloutInfo, phase: &str) {
     ]];
     for (i, version) in info.versions.iter().enumerate() {
         let last = i + 1 == info.versions.len();
-        let (branch, indent) = if last { ("└──", "   ") } else { ("├──", "│  ") };
+        let (branch, indent) = if last {
+            ("└──", "   ")
+        } else {
+            ("├──", "│  ")
+        };
         let revision = version
             .revision
             .map_or_else(|| "?".to_owned(), |r| r.to_string());
@@ -212,7 +239,10 @@ fn tree(out: &mut String, info: &RolloutInfo, phase: &str) {
         } else {
             "Progressing"
         };
-        let mut notes: Vec<String> = roles(rollout, version).iter().map(|r| (*r).to_owned()).collect();
+        let mut notes: Vec<String> = roles(rollout, version)
+            .iter()
+            .map(|r| (*r).to_owned())
+            .collect();
         notes.push(format!(
             "desired:{} ready:{} available:{}",
             version.desired, version.ready, version.available
@@ -232,7 +262,11 @@ fn tree(out: &mut String, info: &RolloutInfo, phase: &str) {
         let mut child = 0;
         let prefix = |child: &mut usize| {
             *child += 1;
-            let twig = if *child == children { "└──" } else { "├──" };
+            let twig = if *child == children {
+                "└──"
+            } else {
+                "├──"
+            };
             format!("{indent}   {twig}")
         };
         for pod in &version.pods {
@@ -318,8 +352,16 @@ pub fn list_table(rollouts: &[(String, Rollout)]) -> String {
     table(
         &mut out,
         &[
-            "NAME", "API", "STRATEGY", "STATUS", "STEP", "SET-WEIGHT", "READY", "DESIRED",
-            "UP-TO-DATE", "AVAILABLE",
+            "NAME",
+            "API",
+            "STRATEGY",
+            "STATUS",
+            "STEP",
+            "SET-WEIGHT",
+            "READY",
+            "DESIRED",
+            "UP-TO-DATE",
+            "AVAILABLE",
         ],
         &rows,
     );

@@ -44,7 +44,13 @@ fn rollout() -> Rollout {
     .expect("rollout")
 }
 
-fn replica_set(hash: &str, revision: &str, image: &str, replicas: i32, available: i32) -> ReplicaSet {
+fn replica_set(
+    hash: &str,
+    revision: &str,
+    image: &str,
+    replicas: i32,
+    available: i32,
+) -> ReplicaSet {
     serde_json::from_value(json!({
         "metadata": {"name": format!("demo-{hash}"),
                      "labels": {"app": "demo", "rollouts-pod-template-hash": hash},
@@ -182,7 +188,10 @@ NAME                       KIND      STATUS         INFO
       └──◦ 127.0.0.1:8001  Endpoint
 ";
     assert_eq!(tree, expected, "\n{got}");
-    assert!(!got.contains("Images:"), "no images in standalone mode:\n{got}");
+    assert!(
+        !got.contains("Images:"),
+        "no images in standalone mode:\n{got}"
+    );
 }
 
 #[test]
