@@ -106,6 +106,9 @@ pub struct RolloutSpec {
     /// Argo: seconds a new pod must be ready to count as available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_ready_seconds: Option<i32>,
+    /// Argo: restart the pods created before this time (`sluice rollouts restart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_at: Option<Time>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -86,6 +86,12 @@ fn seconds(value: i32) -> Duration {
     Duration::from_secs(u64::try_from(value).unwrap_or(0))
 }
 
+/// Checks the spec as the engine reads it, without running it (`sluice rollouts lint`): `Err` is
+/// the first field it cannot run. `observed` supplies the `workloadRef` Deployment, if any.
+pub fn check(rollout: &Rollout, observed: &Observed) -> Result<(), Invalid> {
+    plan(rollout, observed).map(drop)
+}
+
 /// Checks the spec. With `workloadRef`, the template (and, without `spec.selector`, the selector)
 /// come from the observed Deployment.
 pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<Plan<'a>, Invalid> {

@@ -9,9 +9,19 @@ use clap::{Args, Subcommand};
 
 mod kube;
 mod lint;
+mod patch;
 mod standalone;
+pub mod view;
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+In Kubernetes (the default) the verbs use the kubeconfig and patch the sluice.dev Rollout's \
+fields as kubectl-argo-rollouts does (promote: status.pauseConditions / spec.paused, --full: \
+status.promoteFull; abort / retry: status.abort; pause: spec.paused; restart: spec.restartAt; \
+undo: spec.template from the ReplicaSet of the revision; set image: the template's container \
+image), so RBAC decides who may. argoproj.io Rollouts are read-only to Sluice: get, list and \
+status show them, the other verbs refuse them. With --admin the verbs go to a standalone \
+control plane's admin API. lint is offline.")]
 pub struct RolloutsArgs {
     /// Standalone mode: the control plane's admin API (e.g. http://127.0.0.1:18001). Without it,
     /// the verbs act on the Kubernetes API through the kubeconfig.
@@ -39,7 +49,7 @@ pub enum Verb {
     },
     /// List rollouts.
     List,
-    /// Leave the current pause; with --full, skip the remaining steps.
+    /// Leave the current pause (or skip the current step); with --full, skip the remaining steps.
     Promote {
         name: String,
         #[arg(long)]
@@ -51,9 +61,14 @@ pub enum Verb {
     Retry { name: String },
     /// Pause the rollout (spec.paused) until promoted.
     Pause { name: String },
-    /// Restart the rollout's pods.
-    Restart { name: String },
-    /// Roll back to the previous revision (or --to-revision N).
+    /// Restart the rollout's pods (spec.restartAt = now, or now + --in).
+    Restart {
+        name: String,
+        /// Restart after this long (e.g. 30s, 5m).
+        #[arg(long = "in", short = 'i')]
+        r#in: Option<String>,
+    },
+    /// Roll back to the previous revision (or --to-revision N): its ReplicaSet's template.
     Undo {
         name: String,
         #[arg(long)]
@@ -69,16 +84,21 @@ pub enum Verb {
         #[arg(long, default_value = "0")]
         timeout: String,
     },
-    /// Check Rollout manifests (either API group) and standalone files offline.
+    /// Check Rollout manifests (either API group) and standalone files offline; errors name the
+    /// file, document, rollout and field; exits non-zero on errors.
     Lint {
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
+        /// Apply the release engine's checks to argoproj.io Rollouts too (would the Rollout run
+        /// under Sluice after changing its apiVersion to sluice.dev/v1alpha1?).
+        #[arg(long)]
+        as_sluice: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SetVerb {
-    /// `set image NAME CONTAINER=IMAGE`.
+    /// `set image NAME CONTAINER=IMAGE...` (`*=IMAGE`: every container).
     Image {
         name: String,
         #[arg(value_name = "CONTAINER=IMAGE")]
@@ -87,8 +107,13 @@ pub enum SetVerb {
 }
 
 pub async fn run(args: RolloutsArgs) -> anyhow::Result<()> {
-    if let Verb::Lint { files } = &args.verb {
-        return lint::run(files);
+    if let Verb::Lint { files, as_sluice } = &args.verb {
+        return lint::run(
+            files,
+            lint::Options {
+                as_sluice: *as_sluice,
+            },
+        );
     }
     match &args.admin {
         Some(_) => standalone::run(args).await,

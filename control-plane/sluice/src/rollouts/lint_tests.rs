@@ -1,0 +1,253 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn lint(text: &str) -> Vec<Finding> {
+    let deployments = deployments(&[text]);
+    lint_text(text, "f.yaml", &deployments, Options::default())
+}
+
+const SLUICE_HEAD: &str = "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\n";
+
+fn sluice_rollout(steps: &str) -> String {
+    format!(
+        "{SLUICE_HEAD}metadata: {{name: demo, namespace: shop}}
+spec:
+  replicas: 2
+  hosts: [demo.example]
+  selector: {{matchLabels: {{app: demo}}}}
+  template:
+    metadata: {{labels: {{app: demo}}}}
+    spec: {{containers: [{{name: app, image: app:1}}]}}
+  strategy:
+    canary:
+      steps: {steps}
+"
+    )
+}
+
+#[test]
+fn a_valid_sluice_rollout_has_no_findings() {
+    let text =
+        sluice_rollout("[{setWeight: 10}, {pause: {}}, {setWeight: 50}, {pause: {duration: 30s}}]");
+    assert_eq!(lint(&text), vec![]);
+}
+
+#[test]
+fn a_bad_weight_names_file_document_rollout_and_field() {
+    // A Service first: other kinds are skipped, and document numbers count them.
+    let text = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: demo}}\n---\n{}",
+        sluice_rollout("[{setWeight: 10}, {setWeight: 150}]")
+    );
+    let findings = lint(&text);
+    assert!(!findings.is_empty());
+    for f in &findings {
+        assert_eq!(f.file, "f.yaml");
+        assert_eq!(f.document, Some(2), "{f}");
+        assert_eq!(
+            f.field.as_deref(),
+            Some("spec.strategy.canary.steps[1].setWeight"),
+            "{f}"
+        );
+        assert!(!f.warning);
+    }
+    assert_eq!(
+        findings[0].to_string(),
+        format!(
+            "f.yaml: document 2: rollout \"shop/demo\": spec.strategy.canary.steps[1].setWeight: {}",
+            findings[0].problem
+        )
+    );
+}
+
+#[test]
+fn a_field_of_the_wrong_type_is_named_by_its_path() {
+    let text = sluice_rollout("[{setWeight: ten}]");
+    let findings = lint(&text);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(
+        findings[0].field.as_deref(),
+        Some("spec.strategy.canary.steps[0].setWeight")
+    );
+}
+
+#[test]
+fn a_bad_header_regex_is_found_before_its_step_is_reached() {
+    let text = sluice_rollout(
+        "[{setWeight: 10}, {setHeaderRoute: {name: beta, match: [{headerName: x-beta, headerValue: {regex: '('}}]}}]",
+    );
+    let findings = lint(&text);
+    assert!(
+        findings.iter().any(|f| f
+            .field
+            .as_deref()
+            .is_some_and(|p| p.starts_with("spec.strategy.canary.steps[1].setHeaderRoute"))),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn the_release_engine_checks_sluice_rollouts_and_argo_ones_only_as_sluice() {
+    let sluice = sluice_rollout("[{setWeight: 10}, {analysis: {templates: [{templateName: t}]}}]");
+    let findings = lint(&sluice);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(
+        findings[0].field.as_deref(),
+        Some("spec.strategy.canary.steps[1].analysis")
+    );
+    // The same Rollout under Argo: Argo runs the steps, Sluice only routes.
+    let argo = sluice.replace(SLUICE_API_VERSION, ARGO_API_VERSION);
+    assert_eq!(lint(&argo), vec![]);
+    let as_sluice = lint_text(&argo, "f.yaml", &[], Options { as_sluice: true });
+    assert_eq!(as_sluice.len(), 1);
+    assert_eq!(as_sluice[0].field, findings[0].field);
+}
+
+#[test]
+fn workload_ref_uses_a_deployment_of_the_linted_files_or_warns() {
+    let rollout = format!(
+        "{SLUICE_HEAD}metadata: {{name: demo}}
+spec:
+  hosts: [demo.example]
+  selector: {{matchLabels: {{app: demo}}}}
+  workloadRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}
+  strategy: {{canary: {{steps: [{{setWeight: 10}}]}}}}
+"
+    );
+    let deployment = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: other}}
+  template:
+    metadata: {labels: {app: other}}
+    spec: {containers: [{name: app, image: app:1}]}
+";
+    // Without the Deployment: a warning, not an error.
+    let alone = lint(&rollout);
+    assert_eq!(alone.len(), 1, "{alone:?}");
+    assert!(alone[0].warning);
+    assert_eq!(alone[0].field.as_deref(), Some("spec.workloadRef.name"));
+    // With it (another file): its template is checked against the rollout's selector.
+    let found = lint_text(
+        &rollout,
+        "r.yaml",
+        &deployments(&[deployment]),
+        Options::default(),
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(!found[0].warning);
+    assert_eq!(
+        found[0].field.as_deref(),
+        Some("spec.template.metadata.labels"),
+        "{}",
+        found[0]
+    );
+}
+
+#[test]
+fn a_standalone_file_is_loaded_whole() {
+    let doc = |name: &str, host: &str| {
+        format!(
+            "{SLUICE_HEAD}metadata: {{name: {name}}}
+spec:
+  hosts: [{host}]
+  staticEndpoints: {{v1: ['127.0.0.1:8001']}}
+status: {{stableRS: v1}}
+"
+        )
+    };
+    let good = format!("{}---\n{}", doc("a", "a.example"), doc("b", "b.example"));
+    assert_eq!(lint(&good), vec![]);
+    // One host claimed by two rollouts: the state's validation names the field.
+    let twice = format!(
+        "{}---\n{}",
+        doc("a", "same.example"),
+        doc("b", "same.example")
+    );
+    let findings = lint(&twice);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(
+        findings[0]
+            .field
+            .as_deref()
+            .is_some_and(|f| f.starts_with("spec.hosts")),
+        "{}",
+        findings[0]
+    );
+    // A status naming a version the file does not have.
+    let unknown = doc("a", "a.example").replace("stableRS: v1", "stableRS: v9");
+    let findings = lint(&unknown);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].field.as_deref(), Some("status.stableRS"));
+}
+
+#[test]
+fn not_yaml_names_the_line() {
+    let findings = lint("apiVersion: v1\nkind: [\n");
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].field, None);
+    assert!(findings[0].problem.contains("line"), "{}", findings[0]);
+}
+
+/// `../shared/corpus/argo-rollouts` beside the repository, or `SLUICE_CORPUS_DIR`.
+fn corpus_dir() -> PathBuf {
+    std::env::var_os("SLUICE_CORPUS_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/argo-rollouts"),
+        PathBuf::from,
+    )
+}
+
+/// Every finding over the corpus names a field of the document (or, for text that is not YAML,
+/// the line); the corpus's valid manifests lint clean, and with `--as-sluice` the engine's
+/// rejections (analysis, experiments, blue-green, step plugins) are named by field.
+#[test]
+fn the_corpus_lints_with_every_error_naming_a_field() {
+    let dir = corpus_dir();
+    if !dir.is_dir() {
+        eprintln!("note: {} is absent; corpus lint skipped", dir.display());
+        return;
+    }
+    let mut files = Vec::new();
+    sluice_e2e::paths::yaml_files(&dir, &mut files);
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    for as_sluice in [false, true] {
+        let findings = lint_paths(&paths, Options { as_sluice }).expect("readable corpus");
+        let errors: Vec<&Finding> = findings.iter().filter(|f| !f.warning).collect();
+        for f in &findings {
+            match &f.field {
+                Some(field) => assert!(
+                    field.starts_with("spec.")
+                        || field.starts_with("metadata.")
+                        || field.starts_with("status."),
+                    "{f}"
+                ),
+                None => assert!(f.problem.contains("line"), "{f}"),
+            }
+            assert!(f.document.is_some(), "{f}");
+        }
+        eprintln!(
+            "as_sluice={as_sluice}: {} errors, {} warnings in {} files",
+            errors.len(),
+            findings.len() - errors.len(),
+            files.len()
+        );
+        if as_sluice {
+            // Argo features Sluice's engine does not run are named.
+            assert!(
+                errors
+                    .iter()
+                    .any(|f| f.field.as_deref().is_some_and(|p| p.ends_with(".analysis")))
+            );
+            assert!(errors.iter().any(|f| {
+                f.field
+                    .as_deref()
+                    .is_some_and(|p| p.ends_with(".experiment"))
+            }));
+        } else {
+            // Only text that is not YAML fails as Argo's own manifests: Sluice observes them.
+            assert!(errors.iter().all(|f| f.field.is_none()), "{errors:#?}");
+        }
+    }
+}

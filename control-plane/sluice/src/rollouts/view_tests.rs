@@ -1,0 +1,274 @@
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
+use serde_json::{Value, json};
+use sluice_api::Rollout;
+
+use super::*;
+
+fn rollout() -> Rollout {
+    serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "demo", "namespace": "shop", "uid": "uid-1", "generation": 3},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "demo"}},
+            "template": {"metadata": {"labels": {"app": "demo"}},
+                         "spec": {"containers": [{"name": "app", "image": "app:2"}]}},
+            "strategy": {"canary": {"steps": [
+                {"setWeight": 10},
+                {"pause": {}},
+                {"setWeight": 50},
+                {"pause": {"duration": "30s"}},
+                {"setHeaderRoute": {"name": "beta", "match": [
+                    {"headerName": "x-beta", "headerValue": {"exact": "1"}}]}}
+            ]}}
+        },
+        "status": {
+            "phase": "Paused", "message": "CanaryPauseStep",
+            "observedGeneration": "3",
+            "stableRS": "aaa", "currentPodHash": "bbb", "currentStepIndex": 1,
+            "canary": {"weights": {"canary": {"podTemplateHash": "bbb", "weight": 10},
+                                   "stable": {"podTemplateHash": "aaa", "weight": 90}}},
+            "pauseConditions": [{"reason": "CanaryPauseStep", "startTime": "2026-11-30T09:00:00Z"}],
+            "controllerPause": true,
+            "replicas": 3, "updatedReplicas": 1, "readyReplicas": 3, "availableReplicas": 3,
+            "dataPlane": {"generation": 4, "traffic": {"stable": "aaa", "canary": "bbb", "canaryWeight": 10},
+                          "acknowledged": 1, "proxies": 2,
+                          "message": "proxy gw-2 has not acknowledged generation 4 for 12s"},
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "AvailableReason",
+                 "message": "Rollout has minimum availability"},
+                {"type": "Paused", "status": "True", "reason": "CanaryPauseStep"}
+            ]
+        }
+    }))
+    .expect("rollout")
+}
+
+fn replica_set(
+    hash: &str,
+    revision: &str,
+    image: &str,
+    replicas: i32,
+    available: i32,
+) -> ReplicaSet {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("demo-{hash}"),
+                     "labels": {"app": "demo", "rollouts-pod-template-hash": hash},
+                     "annotations": {"rollout.sluice.dev/revision": revision},
+                     "ownerReferences": [{"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+                                          "name": "demo", "uid": "uid-1", "controller": true}]},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "demo"}},
+                 "template": {"metadata": {"labels": {"app": "demo", "rollouts-pod-template-hash": hash}},
+                              "spec": {"containers": [{"name": "app", "image": image}]}}},
+        "status": {"replicas": replicas, "readyReplicas": available, "availableReplicas": available}
+    }))
+    .expect("replica set")
+}
+
+fn pod(name: &str, hash: &str, status: Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "demo", "rollouts-pod-template-hash": hash}},
+        "spec": {"containers": [{"name": "app"}]},
+        "status": status
+    }))
+    .expect("pod")
+}
+
+fn running(restarts: i32) -> Value {
+    json!({"phase": "Running", "containerStatuses": [{"name": "app", "ready": true, "image": "x",
+           "imageID": "", "restartCount": restarts, "state": {"running": {}}}]})
+}
+
+#[test]
+fn get_shows_steps_weights_gate_revisions_pods_and_conditions() {
+    let sets = vec![
+        replica_set("aaa", "1", "app:1", 2, 2),
+        replica_set("bbb", "2", "app:2", 1, 1),
+        // Another owner's ReplicaSet with matching labels is not shown.
+        {
+            let mut rs = replica_set("zzz", "9", "other:1", 1, 1);
+            rs.metadata.owner_references = None;
+            rs
+        },
+    ];
+    let pods = vec![
+        pod("demo-aaa-1", "aaa", running(0)),
+        pod("demo-aaa-2", "aaa", running(2)),
+        pod("demo-bbb-1", "bbb", running(0)),
+    ];
+    let info = RolloutInfo::from_kubernetes(rollout(), &sets, &pods);
+    let expected = "\
+Name:            demo
+Namespace:       shop
+Status:          ॥ Paused
+Message:         CanaryPauseStep
+Strategy:        Canary
+  Step:          1/5
+  SetWeight:     10
+  ActualWeight:  10
+Steps:
+  ✔  0  setWeight: 10
+  ►  1  pause: {}
+     2  setWeight: 50
+     3  pause: {duration: 30s}
+     4  setHeaderRoute: beta (x-beta)
+Data plane:      generation 4: stable aaa, canary bbb at 10%
+  Acknowledged:  ◌ 1 of 2 proxies
+  Message:       ⚠ proxy gw-2 has not acknowledged generation 4 for 12s
+Images:          app:2 (canary)
+                 app:1 (stable)
+Replicas:
+  Desired:       2
+  Current:       3
+  Updated:       1
+  Ready:         3
+  Available:     3
+
+NAME                   KIND        STATUS     INFO
+⟳ demo                 Rollout     ॥ Paused
+├──# revision:2
+│  └──⧉ demo-bbb       ReplicaSet  ✔ Healthy  canary  desired:1 ready:1 available:1
+│     └──□ demo-bbb-1  Pod         ✔ Running  ready:1/1
+└──# revision:1
+   └──⧉ demo-aaa       ReplicaSet  ✔ Healthy  stable  desired:2 ready:2 available:2
+      ├──□ demo-aaa-1  Pod         ✔ Running  ready:1/1
+      └──□ demo-aaa-2  Pod         ✔ Running  ready:1/1,restarts:2
+
+Conditions:
+  Available  True     AvailableReason: Rollout has minimum availability
+  Paused     True     CanaryPauseStep
+";
+    let got = render(&info);
+    assert_eq!(got, expected, "\n{got}");
+}
+
+#[test]
+fn the_standalone_view_shows_versions_with_their_endpoints() {
+    use sluice_proto::admin::v1::{RolloutView, VersionView};
+    let mut doc = rollout();
+    doc.spec.template = None;
+    if let Some(status) = doc.status.as_mut() {
+        status.data_plane = None;
+        status.conditions.clear();
+    }
+    let view = RolloutView {
+        rollout: "shop/demo".into(),
+        rollout_json: serde_json::to_string(&doc).expect("json"),
+        versions: vec![
+            VersionView {
+                hash: "aaa".into(),
+                revision: 1,
+                desired: 1,
+                ready: 1,
+                available: 1,
+                endpoints: vec!["127.0.0.1:8001".into()],
+            },
+            VersionView {
+                hash: "bbb".into(),
+                revision: 2,
+                desired: 1,
+                ready: 0,
+                available: 0,
+                endpoints: vec!["127.0.0.1:8002".into(), "127.0.0.1:8003".into()],
+            },
+        ],
+    };
+    let info = RolloutInfo::from_admin(&view).expect("view");
+    let got = render(&info);
+    let tree = &got[got.find("NAME").expect("tree")..];
+    let expected = "\
+NAME                       KIND      STATUS         INFO
+⟳ demo                     Rollout   ॥ Paused
+├──# revision:2
+│  └──⧉ bbb                Version   ◌ Progressing  canary  desired:1 ready:0 available:0
+│     ├──◦ 127.0.0.1:8002  Endpoint
+│     └──◦ 127.0.0.1:8003  Endpoint
+└──# revision:1
+   └──⧉ aaa                Version   ✔ Healthy      stable  desired:1 ready:1 available:1
+      └──◦ 127.0.0.1:8001  Endpoint
+";
+    assert_eq!(tree, expected, "\n{got}");
+    assert!(
+        !got.contains("Images:"),
+        "no images in standalone mode:\n{got}"
+    );
+}
+
+#[test]
+fn phase_is_read_as_argo_reads_it() {
+    let mut ro = rollout();
+    assert_eq!(phase(&ro), ("Paused", "CanaryPauseStep".to_owned()));
+    // A promote cleared the pause conditions; the controller has not seen it yet.
+    if let Some(s) = ro.status.as_mut() {
+        s.pause_conditions.clear();
+    }
+    assert_eq!(
+        phase(&ro),
+        ("Progressing", "waiting for rollout to unpause".to_owned())
+    );
+    // A new spec the controller has not observed.
+    ro.metadata.generation = Some(4);
+    assert_eq!(
+        phase(&ro).1,
+        "waiting for rollout spec update to be observed"
+    );
+    let mut degraded = rollout();
+    if let Some(s) = degraded.status.as_mut() {
+        s.phase = None;
+        s.conditions = vec![sluice_api::resource::RolloutCondition {
+            type_: "InvalidSpec".into(),
+            status: "True".into(),
+            message: Some("spec.replicas: -1 is negative".into()),
+            ..Default::default()
+        }];
+    }
+    assert_eq!(
+        phase(&degraded),
+        (
+            "Degraded",
+            "InvalidSpec: spec.replicas: -1 is negative".to_owned()
+        )
+    );
+}
+
+#[test]
+fn list_shows_one_line_per_rollout_with_its_group() {
+    let mut argo = rollout();
+    argo.metadata.name = Some("legacy".into());
+    if let Some(s) = argo.status.as_mut() {
+        s.current_step_index = Some(5);
+        s.phase = Some("Healthy".into());
+        s.controller_pause = false;
+    }
+    let table = list_table(&[
+        ("sluice.dev".into(), rollout()),
+        ("argoproj.io".into(), argo),
+    ]);
+    let expected = "\
+NAME    API          STRATEGY  STATUS   STEP  SET-WEIGHT  READY  DESIRED  UP-TO-DATE  AVAILABLE
+demo    sluice.dev   Canary    Paused   1/5   10          3      2        1           3
+legacy  argoproj.io  Canary    Healthy  5/5   100         3      2        1           3
+";
+    assert_eq!(table, expected, "\n{table}");
+}
+
+#[test]
+fn pods_show_waiting_reasons_and_termination() {
+    let crash = pod(
+        "p",
+        "aaa",
+        json!({"phase": "Running", "containerStatuses": [{"name": "app", "ready": false,
+               "image": "x", "imageID": "", "restartCount": 4,
+               "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}),
+    );
+    let info = pod_info(&crash);
+    assert_eq!(
+        (info.status.as_str(), info.ready_containers, info.restarts),
+        ("CrashLoopBackOff", 0, 4)
+    );
+    let mut gone = pod("q", "aaa", running(0));
+    gone.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-11-30T09:00:00Z".parse().expect("time"),
+    ));
+    assert_eq!(pod_info(&gone).status, "Terminating");
+}
