@@ -131,27 +131,19 @@ fn type_name(value: &Value) -> &'static str {
 fn environment(result: Value) -> Environment<'static> {
     let mut env = Environment::new();
     env.add_function("asInt", |call| {
-        let [arg] = call.args.as_slice() else {
-            return Err("asInt() takes one argument".to_string().into());
-        };
+        let arg = &one_arg("asInt", &call.args, call.predicate, call.env, call.ctx)?;
         as_int(arg).map(Value::Integer).map_err(Into::into)
     });
     env.add_function("asFloat", |call| {
-        let [arg] = call.args.as_slice() else {
-            return Err("asFloat() takes one argument".to_string().into());
-        };
+        let arg = &one_arg("asFloat", &call.args, call.predicate, call.env, call.ctx)?;
         as_float(arg).map(Value::Float).map_err(Into::into)
     });
     env.add_function("isNaN", |call| {
-        let [arg] = call.args.as_slice() else {
-            return Err("isNaN() takes one argument".to_string().into());
-        };
+        let arg = &one_arg("isNaN", &call.args, call.predicate, call.env, call.ctx)?;
         float_arg("isNaN", arg).map(|f| Value::Bool(f.is_nan()))
     });
     env.add_function("isInf", |call| {
-        let [arg] = call.args.as_slice() else {
-            return Err("isInf() takes one argument".to_string().into());
-        };
+        let arg = &one_arg("isInf", &call.args, call.predicate, call.env, call.ctx)?;
         float_arg("isInf", arg).map(|f| Value::Bool(f.is_infinite()))
     });
     let nil = result.is_nil();
@@ -172,6 +164,22 @@ fn environment(result: Value) -> Environment<'static> {
         })
     });
     env
+}
+
+/// The one argument of a function. expr-lang parses a member shorthand argument (`asFloat(.value)`
+/// inside a closure, as in Argo's docs) as a predicate: run it against the closure's element.
+fn one_arg(
+    name: &str,
+    args: &[Value],
+    predicate: Option<&Program>,
+    env: &Environment<'_>,
+    ctx: &dyn expr::ContextProvider,
+) -> expr::Result<Value> {
+    match (args, predicate) {
+        ([arg], None) => Ok(arg.clone()),
+        ([], Some(predicate)) => env.run(predicate, ctx),
+        _ => Err(format!("{name}() takes one argument").into()),
+    }
 }
 
 fn float_arg(name: &str, value: &Value) -> expr::Result<f64> {
