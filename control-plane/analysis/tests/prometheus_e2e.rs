@@ -203,10 +203,9 @@ async fn success_rate_and_latency_per_version_from_a_real_prometheus() -> anyhow
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    let (good, bad) = tokio::join!(
-        run(&plan_for(&prometheus.url(), PodTemplateHashValue::Stable)?),
-        run(&plan_for(&prometheus.url(), PodTemplateHashValue::Latest)?)
-    );
+    let stable_plan = plan_for(&prometheus.url(), PodTemplateHashValue::Stable)?;
+    let canary_plan = plan_for(&prometheus.url(), PodTemplateHashValue::Latest)?;
+    let (good, bad) = tokio::join!(run(&stable_plan), run(&canary_plan));
     load.abort();
     let (good, bad) = (good?, bad?);
     show(&format!("stable {STABLE}"), &good);
