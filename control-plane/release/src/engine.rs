@@ -222,7 +222,7 @@ fn run(
                     &published.traffic,
                 )
             };
-            let progress = canary::take_steps(cx, plan, index, paused, ready, |at| {
+            let progress = canary::take_steps(cx, plan, observed, &canary, index, paused, ready, |at| {
                 traffic_done(&traffic_for(at, false))
             });
             cx.status.current_step_index = Some(index_i32(progress.index));
