@@ -59,7 +59,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("log")).context("creating the log")?;
         let child = Command::new(prometheus_binary()?)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
@@ -76,13 +79,19 @@ impl Prometheus {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().context("polling prometheus")? {
-                bail!("prometheus exited during startup ({status}):\n{}", self.logs());
+                bail!(
+                    "prometheus exited during startup ({status}):\n{}",
+                    self.logs()
+                );
             }
             if let Ok((200, _)) = http_get(self.addr, "/-/ready").await {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("prometheus not ready after {READY_TIMEOUT:?}:\n{}", self.logs());
+                bail!(
+                    "prometheus not ready after {READY_TIMEOUT:?}:\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

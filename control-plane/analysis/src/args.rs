@@ -74,7 +74,10 @@ fn resolve_value(arg: &Argument, hashes: &PodHashes) -> Result<String, AnalysisE
 
 /// The metric with every `{{ tag }}` in its strings replaced: `{{args.x}}` by the argument's value.
 /// A tag that is not a known argument, or a `{{` without `}}`, is an error naming the metric.
-pub fn substitute_metric(metric: &Metric, args: &[(String, String)]) -> Result<Metric, AnalysisError> {
+pub fn substitute_metric(
+    metric: &Metric,
+    args: &[(String, String)],
+) -> Result<Metric, AnalysisError> {
     let by_tag: BTreeMap<String, &str> = args
         .iter()
         .map(|(name, value)| (format!("args.{name}"), value.as_str()))

@@ -47,15 +47,17 @@ impl Conditions {
     /// when false. Failure only: Successful when false. Both false: Inconclusive.
     pub fn evaluate(&self, result: &Value) -> Result<AnalysisPhase, String> {
         let success = match &self.success {
-            Some((text, program)) => Some(eval_bool(program, result).map_err(|e| {
-                eval_error("successCondition", text, result, &e)
-            })?),
+            Some((text, program)) => Some(
+                eval_bool(program, result)
+                    .map_err(|e| eval_error("successCondition", text, result, &e))?,
+            ),
             None => None,
         };
         let failure = match &self.failure {
-            Some((text, program)) => Some(eval_bool(program, result).map_err(|e| {
-                eval_error("failureCondition", text, result, &e)
-            })?),
+            Some((text, program)) => Some(
+                eval_bool(program, result)
+                    .map_err(|e| eval_error("failureCondition", text, result, &e))?,
+            ),
             None => None,
         };
         let (success, failure) = match (success, failure) {
@@ -195,14 +197,16 @@ fn float_arg(name: &str, value: &Value) -> expr::Result<f64> {
 fn as_int(value: &Value) -> Result<i64, String> {
     match value {
         Value::Integer(i) => Ok(*i),
-        Value::Float(f) if f.is_finite() && f.abs() < 9.2e18 => {
+        Value::Float(f) if f.is_finite() && f.abs() < 9.2e18 =>
+        {
             #[allow(clippy::cast_possible_truncation)]
             Ok(f.trunc() as i64)
         }
-        Value::String(s) => s
-            .parse::<i64>()
-            .map_err(|e| format!("asInt({s:?}): {e}")),
-        other => Err(format!("asInt() not supported on {} {other}", type_name(other))),
+        Value::String(s) => s.parse::<i64>().map_err(|e| format!("asInt({s:?}): {e}")),
+        other => Err(format!(
+            "asInt() not supported on {} {other}",
+            type_name(other)
+        )),
     }
 }
 
@@ -212,10 +216,11 @@ fn as_float(value: &Value) -> Result<f64, String> {
         Value::Float(f) => Ok(*f),
         #[allow(clippy::cast_precision_loss)]
         Value::Integer(i) => Ok(*i as f64),
-        Value::String(s) => s
-            .parse::<f64>()
-            .map_err(|e| format!("asFloat({s:?}): {e}")),
-        other => Err(format!("asFloat() not supported on {} {other}", type_name(other))),
+        Value::String(s) => s.parse::<f64>().map_err(|e| format!("asFloat({s:?}): {e}")),
+        other => Err(format!(
+            "asFloat() not supported on {} {other}",
+            type_name(other)
+        )),
     }
 }
 

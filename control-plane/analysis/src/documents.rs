@@ -35,10 +35,16 @@ pub fn parse_analysis_documents(text: &str) -> Result<Vec<AnalysisDocument>, Ana
             .and_then(|k| k.as_str())
             .unwrap_or("")
             .to_string();
-        if !matches!(kind.as_str(), "AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun") {
+        if !matches!(
+            kind.as_str(),
+            "AnalysisTemplate" | "ClusterAnalysisTemplate" | "AnalysisRun"
+        ) {
             continue;
         }
-        let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or("");
         if !API_VERSIONS.contains(&api_version) {
             return Err(err(format!(
                 "apiVersion {api_version:?} of a {kind}: expected one of {API_VERSIONS:?}"

@@ -52,7 +52,12 @@ pub fn is_terminating(status: &AnalysisRunStatus, terminate: bool) -> bool {
 
 /// The metrics (indices into `plan.metrics`) to measure now (Argo's `generateMetricTasks`).
 /// None once the run is complete or terminating.
-pub fn due(plan: &RunPlan, status: &AnalysisRunStatus, terminate: bool, now: Timestamp) -> Vec<usize> {
+pub fn due(
+    plan: &RunPlan,
+    status: &AnalysisRunStatus,
+    terminate: bool,
+    now: Timestamp,
+) -> Vec<usize> {
     if status.phase.completed() || is_terminating(status, terminate) {
         return Vec::new();
     }
@@ -135,7 +140,9 @@ pub fn advance(
             .metrics
             .iter()
             .find(|m| m.name() == result.name)
-            .map_or(crate::plan::DEFAULT_MEASUREMENT_HISTORY_LIMIT, |m| m.retention);
+            .map_or(crate::plan::DEFAULT_MEASUREMENT_HISTORY_LIMIT, |m| {
+                m.retention
+            });
         let excess = result.measurements.len().saturating_sub(limit);
         result.measurements.drain(..excess);
     }
@@ -148,7 +155,13 @@ pub fn advance(
 }
 
 /// `runMeasurements`' bookkeeping for one completed measurement.
-fn record(plan: &RunPlan, status: &mut AnalysisRunStatus, name: &str, mut measurement: Measurement, now: Timestamp) {
+fn record(
+    plan: &RunPlan,
+    status: &mut AnalysisRunStatus,
+    name: &str,
+    mut measurement: Measurement,
+    now: Timestamp,
+) {
     let dry_run = plan.metrics.iter().any(|m| m.name() == name && m.dry_run);
     let index = match status.metric_results.iter().position(|r| r.name == name) {
         Some(i) => i,
@@ -203,14 +216,26 @@ fn assess(
     terminate: bool,
 ) -> (AnalysisPhase, String) {
     let mut worst: Option<AnalysisPhase> = None;
-    let mut worst_message = if terminate { "Run Terminated".to_string() } else { String::new() };
+    let mut worst_message = if terminate {
+        "Run Terminated".to_string()
+    } else {
+        String::new()
+    };
     let mut everything_completed = true;
     let mut summary = RunSummary::default();
     let mut dry_summary = RunSummary::default();
     for metric in &plan.metrics {
-        let target = if metric.dry_run { &mut dry_summary } else { &mut summary };
+        let target = if metric.dry_run {
+            &mut dry_summary
+        } else {
+            &mut summary
+        };
         target.count = target.count.saturating_add(1);
-        let Some(r) = status.metric_results.iter_mut().find(|r| r.name == metric.name()) else {
+        let Some(r) = status
+            .metric_results
+            .iter_mut()
+            .find(|r| r.name == metric.name())
+        else {
             everything_completed = false;
             continue;
         };
@@ -226,7 +251,11 @@ fn assess(
             continue;
         }
         let (limit_phase, limit_message) = limits_reached(metric, r);
-        let target = if metric.dry_run { &mut dry_summary } else { &mut summary };
+        let target = if metric.dry_run {
+            &mut dry_summary
+        } else {
+            &mut summary
+        };
         let counter = match limit_phase {
             Some(AnalysisPhase::Error) => &mut target.error,
             Some(AnalysisPhase::Failed) => &mut target.failed,
@@ -270,7 +299,11 @@ fn metric_phase(metric: &PlannedMetric, r: &MetricResult, terminating: bool) -> 
         return r.phase;
     }
     let Some(last) = r.measurements.last() else {
-        return if terminating { AnalysisPhase::Successful } else { AnalysisPhase::Pending };
+        return if terminating {
+            AnalysisPhase::Successful
+        } else {
+            AnalysisPhase::Pending
+        };
     };
     if !last.phase.completed() {
         return AnalysisPhase::Running;
@@ -278,7 +311,9 @@ fn metric_phase(metric: &PlannedMetric, r: &MetricResult, terminating: bool) -> 
     if let (Some(phase), _) = limits_reached(metric, r) {
         return phase;
     }
-    if metric.consecutive_success_limit > 0 && r.consecutive_success >= metric.consecutive_success_limit {
+    if metric.consecutive_success_limit > 0
+        && r.consecutive_success >= metric.consecutive_success_limit
+    {
         return AnalysisPhase::Successful;
     }
     if let Some(count) = metric.effective_count
@@ -306,7 +341,10 @@ fn limits_reached(metric: &PlannedMetric, r: &MetricResult) -> (Option<AnalysisP
     let mut message = String::new();
     if metric.failure_limit >= 0 && r.failed > metric.failure_limit {
         phase = Some(AnalysisPhase::Failed);
-        message = format!("failed ({}) > failureLimit ({})", r.failed, metric.failure_limit);
+        message = format!(
+            "failed ({}) > failureLimit ({})",
+            r.failed, metric.failure_limit
+        );
     }
     if r.inconclusive > metric.inconclusive_limit {
         phase = Some(AnalysisPhase::Inconclusive);
@@ -326,7 +364,11 @@ fn limits_reached(metric: &PlannedMetric, r: &MetricResult) -> (Option<AnalysisP
 }
 
 /// Argo's `calculateNextReconcileTime`: the earliest time a metric is due.
-fn next_measurement(plan: &RunPlan, status: &AnalysisRunStatus, now: Timestamp) -> Option<Timestamp> {
+fn next_measurement(
+    plan: &RunPlan,
+    status: &AnalysisRunStatus,
+    now: Timestamp,
+) -> Option<Timestamp> {
     let started = status.started_at.as_ref().map_or(now, |t| t.0);
     let mut next: Option<Timestamp> = None;
     let mut earliest = |t: Timestamp| {

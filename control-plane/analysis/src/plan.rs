@@ -71,7 +71,9 @@ pub fn plan_run(
         for arg in &template.args {
             match template_args.iter().find(|a| a.name == arg.name) {
                 // Argo's flattenArgs: the same name twice must agree.
-                Some(seen) if seen.value != arg.value && arg.value.is_some() && seen.value.is_some() => {
+                Some(seen)
+                    if seen.value != arg.value && arg.value.is_some() && seen.value.is_some() =>
+                {
                     return Err(AnalysisError::Argument {
                         arg: arg.name.clone(),
                         message: "declared twice with different values".into(),
@@ -138,8 +140,11 @@ fn matching(
     let matched: Vec<usize> = if pattern == "*" {
         (0..metrics.len()).collect()
     } else {
-        let re = regex_lite::Regex::new(pattern)
-            .map_err(|e| err(format!("metricName {pattern:?} is not a regular expression: {e}")))?;
+        let re = regex_lite::Regex::new(pattern).map_err(|e| {
+            err(format!(
+                "metricName {pattern:?} is not a regular expression: {e}"
+            ))
+        })?;
         (0..metrics.len())
             .filter(|&i| re.is_match(metrics[i].name()))
             .collect()
@@ -183,7 +188,10 @@ pub fn plan_metric(spec: Metric) -> Result<PlannedMetric, AnalysisError> {
         return Err(invalid("consecutiveSuccessLimit", "must be >= 0".into()));
     }
     if failure_limit < -1 {
-        return Err(invalid("failureLimit", "must be >= 0, or -1 to be disabled".into()));
+        return Err(invalid(
+            "failureLimit",
+            "must be >= 0, or -1 to be disabled".into(),
+        ));
     }
     if consecutive_success_limit == 0 && failure_limit == -1 {
         return Err(invalid(
@@ -213,12 +221,18 @@ pub fn plan_metric(spec: Metric) -> Result<PlannedMetric, AnalysisError> {
             ));
         }
         if count < inconclusive_limit {
-            return Err(invalid("count", "count must be >= inconclusiveLimit".into()));
+            return Err(invalid(
+                "count",
+                "count must be >= inconclusiveLimit".into(),
+            ));
         }
     }
     let interval = duration(&spec.interval).map_err(|m| invalid("interval", m))?;
     if count > 1 && interval.is_none() {
-        return Err(invalid("interval", "interval must be specified when count > 1".into()));
+        return Err(invalid(
+            "interval",
+            "interval must be specified when count > 1".into(),
+        ));
     }
     let initial_delay = duration(&spec.initial_delay).map_err(|m| invalid("initialDelay", m))?;
     check_provider(&spec.provider).map_err(|(field, m)| invalid(&field, m))?;

@@ -89,16 +89,23 @@ pub async fn query_prometheus(
         params.push(("step", format!("{:.3}", step.as_secs_f64())));
         "/api/v1/query_range"
     } else {
-        params.push(("time", format!("{:.3}", at.as_millisecond() as f64 / 1000.0)));
+        params.push((
+            "time",
+            format!("{:.3}", at.as_millisecond() as f64 / 1000.0),
+        ));
         "/api/v1/query"
     };
     let timeout = match prom.timeout {
-        Some(seconds) => Duration::from_secs(u64::try_from(seconds).map_err(|_| {
-            "prometheus timeout should not be negative".to_string()
-        })?),
+        Some(seconds) => Duration::from_secs(
+            u64::try_from(seconds)
+                .map_err(|_| "prometheus timeout should not be negative".to_string())?,
+        ),
         None => PROMETHEUS_TIMEOUT,
     };
-    let mut request = client.post(format!("{base}{path}")).form(&params).timeout(timeout);
+    let mut request = client
+        .post(format!("{base}{path}"))
+        .form(&params)
+        .timeout(timeout);
     for header in &prom.headers {
         request = request.header(header.key.as_str(), header.value.as_str());
     }
@@ -107,8 +114,14 @@ pub async fn query_prometheus(
         format!("prometheus answered HTTP {status} with a body that is not JSON: {e}")
     })?;
     if answer.get("status").and_then(|s| s.as_str()) != Some("success") {
-        let kind = answer.get("errorType").and_then(|s| s.as_str()).unwrap_or("unknown");
-        let error = answer.get("error").and_then(|s| s.as_str()).unwrap_or("no error given");
+        let kind = answer
+            .get("errorType")
+            .and_then(|s| s.as_str())
+            .unwrap_or("unknown");
+        let error = answer
+            .get("error")
+            .and_then(|s| s.as_str())
+            .unwrap_or("no error given");
         return Err(format!("prometheus: HTTP {status}: {kind}: {error}"));
     }
     prometheus_value(answer.get("data").unwrap_or(&serde_json::Value::Null))
@@ -117,7 +130,10 @@ pub async fn query_prometheus(
 /// Argo's `processResponse`: a scalar is a float; a vector a list of its samples' floats; a matrix
 /// a list of every sample of every series. Other result types are errors.
 pub fn prometheus_value(data: &serde_json::Value) -> Result<Measured, String> {
-    let kind = data.get("resultType").and_then(|t| t.as_str()).unwrap_or("");
+    let kind = data
+        .get("resultType")
+        .and_then(|t| t.as_str())
+        .unwrap_or("");
     let result = data.get("result").unwrap_or(&serde_json::Value::Null);
     match kind {
         "scalar" => {
@@ -132,7 +148,9 @@ pub fn prometheus_value(data: &serde_json::Value) -> Result<Measured, String> {
             let mut values = Vec::new();
             for item in series {
                 if kind == "vector" {
-                    values.push(sample(item.get("value").unwrap_or(&serde_json::Value::Null))?);
+                    values.push(sample(
+                        item.get("value").unwrap_or(&serde_json::Value::Null),
+                    )?);
                 } else {
                     let samples = item
                         .get("values")
@@ -145,7 +163,11 @@ pub fn prometheus_value(data: &serde_json::Value) -> Result<Measured, String> {
             }
             let shown = format!(
                 "[{}]",
-                values.iter().map(|v| go_float(*v)).collect::<Vec<_>>().join(",")
+                values
+                    .iter()
+                    .map(|v| go_float(*v))
+                    .collect::<Vec<_>>()
+                    .join(",")
             );
             Ok(Measured {
                 shown,
@@ -189,7 +211,9 @@ pub async fn query_web(client: &reqwest::Client, web: &WebMetric) -> Result<Meas
         return Err("use either Body or JSONBody; both cannot exists for WebMetric payload".into());
     }
     if has_body && method == "GET" {
-        return Err("Body/JSONBody can only be used with POST or PUT WebMetric Method types".into());
+        return Err(
+            "Body/JSONBody can only be used with POST or PUT WebMetric Method types".into(),
+        );
     }
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| format!("method {method:?} is not an HTTP method"))?;
@@ -210,7 +234,10 @@ pub async fn query_web(client: &reqwest::Client, web: &WebMetric) -> Result<Meas
     }
     let (status, body) = send(request).await?;
     if !status.is_success() {
-        return Err(format!("received non 2xx response code: {}", status.as_u16()));
+        return Err(format!(
+            "received non 2xx response code: {}",
+            status.as_u16()
+        ));
     }
     web_value(&body, web.json_path.as_deref())
 }

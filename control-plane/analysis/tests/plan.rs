@@ -36,22 +36,41 @@ fn template(text: &str) -> sluice_analysis::AnalysisTemplate {
 }
 
 fn arg(name: &str, value: &str) -> Argument {
-    Argument { name: name.into(), value: Some(value.into()), value_from: None }
+    Argument {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 #[test]
 fn argo_template_loads_and_substitutes_its_args() {
     let t = template(ARGO_TEMPLATE);
     assert_eq!(t.metadata.name.as_deref(), Some("success-rate"));
-    let plan = plan_run(&[&t.spec], &[arg("service-name", "web.default.svc")], &PodHashes::default())
-        .expect("plan");
+    let plan = plan_run(
+        &[&t.spec],
+        &[arg("service-name", "web.default.svc")],
+        &PodHashes::default(),
+    )
+    .expect("plan");
     let metric = &plan.metrics[0];
-    let prom = metric.spec.provider.prometheus.as_ref().expect("prometheus");
+    let prom = metric
+        .spec
+        .provider
+        .prometheus
+        .as_ref()
+        .expect("prometheus");
     assert_eq!(prom.address, "http://prometheus.example.com:9090");
-    assert!(prom.query.contains(r#"destination_service=~"web.default.svc",response_code"#));
+    assert!(
+        prom.query
+            .contains(r#"destination_service=~"web.default.svc",response_code"#)
+    );
     assert!(!prom.query.contains("{{"));
     assert_eq!(metric.failure_limit, 3);
-    assert_eq!(metric.effective_count, None, "interval without count: until terminated");
+    assert_eq!(
+        metric.effective_count, None,
+        "interval without count: until terminated"
+    );
     assert_eq!(metric.consecutive_error_limit, 4);
 }
 
@@ -63,11 +82,16 @@ fn sluice_group_loads_alike() {
 
 #[test]
 fn other_kinds_are_skipped_and_other_groups_rejected() {
-    let text = format!("apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: r}}\n---\n{ARGO_TEMPLATE}");
+    let text = format!(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {{name: r}}\n---\n{ARGO_TEMPLATE}"
+    );
     assert_eq!(parse_analysis_documents(&text).expect("parses").len(), 1);
     let wrong = ARGO_TEMPLATE.replace("argoproj.io/v1alpha1", "example.com/v1");
     let error = parse_analysis_documents(&wrong).expect_err("wrong group");
-    assert!(matches!(error, AnalysisError::Document { index: 0, .. }), "{error}");
+    assert!(
+        matches!(error, AnalysisError::Document { index: 0, .. }),
+        "{error}"
+    );
 }
 
 #[test]
@@ -81,9 +105,16 @@ fn an_unresolved_argument_is_an_error_naming_it() {
 fn an_unknown_tag_is_an_error_naming_the_metric() {
     let text = ARGO_TEMPLATE.replace("{{args.prometheus-port}}", "{{args.port}}");
     let t = template(&text);
-    let error = plan_run(&[&t.spec], &[arg("service-name", "x")], &PodHashes::default())
-        .expect_err("args.port unknown");
-    assert_eq!(error.to_string(), "metric \"success-rate\": failed to resolve {{args.port}}");
+    let error = plan_run(
+        &[&t.spec],
+        &[arg("service-name", "x")],
+        &PodHashes::default(),
+    )
+    .expect_err("args.port unknown");
+    assert_eq!(
+        error.to_string(),
+        "metric \"success-rate\": failed to resolve {{args.port}}"
+    );
 }
 
 #[test]
@@ -108,26 +139,59 @@ spec:
         }),
     };
     let args = [
-        Argument { name: "canary-hash".into(), ..from(PodTemplateHashValue::Latest) },
-        Argument { name: "stable-hash".into(), ..from(PodTemplateHashValue::Stable) },
+        Argument {
+            name: "canary-hash".into(),
+            ..from(PodTemplateHashValue::Latest)
+        },
+        Argument {
+            name: "stable-hash".into(),
+            ..from(PodTemplateHashValue::Stable)
+        },
     ];
-    let hashes = PodHashes { stable: Some("aaa".into()), latest: Some("bbb".into()) };
+    let hashes = PodHashes {
+        stable: Some("aaa".into()),
+        latest: Some("bbb".into()),
+    };
     let plan = plan_run(&[&t.spec], &args, &hashes).expect("plan");
-    let query = &plan.metrics[0].spec.provider.prometheus.as_ref().expect("prom").query;
+    let query = &plan.metrics[0]
+        .spec
+        .provider
+        .prometheus
+        .as_ref()
+        .expect("prom")
+        .query;
     assert_eq!(query, r#"x{v="bbb",s="aaa"}"#);
     let error = plan_run(&[&t.spec], &args, &PodHashes::default()).expect_err("no versions");
-    assert!(error.to_string().contains("podTemplateHashValue"), "{error}");
+    assert!(
+        error.to_string().contains("podTemplateHashValue"),
+        "{error}"
+    );
 }
 
 #[test]
 fn invalid_specs_name_the_metric_and_field() {
     let cases = [
-        ("successCondition: result >= (", "metric \"m\": successCondition:"),
-        ("count: 3", "metric \"m\": interval: interval must be specified when count > 1"),
+        (
+            "successCondition: result >= (",
+            "metric \"m\": successCondition:",
+        ),
+        (
+            "count: 3",
+            "metric \"m\": interval: interval must be specified when count > 1",
+        ),
         ("interval: 5 minutes", "metric \"m\": interval:"),
-        ("failureLimit: -2", "metric \"m\": failureLimit: must be >= 0, or -1 to be disabled"),
-        ("count: \"three\"\n    interval: 1m", "metric \"m\": count: \"three\" is not an integer"),
-        ("count: 2\n    interval: 1m\n    failureLimit: 3", "metric \"m\": count: count (2) must be >="),
+        (
+            "failureLimit: -2",
+            "metric \"m\": failureLimit: must be >= 0, or -1 to be disabled",
+        ),
+        (
+            "count: \"three\"\n    interval: 1m",
+            "metric \"m\": count: \"three\" is not an integer",
+        ),
+        (
+            "count: 2\n    interval: 1m\n    failureLimit: 3",
+            "metric \"m\": count: count (2) must be >=",
+        ),
     ];
     for (extra, expected) in cases {
         let text = format!(
@@ -144,7 +208,10 @@ fn unsupported_and_missing_providers() {
     let text = "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: t}\nspec:\n  metrics:\n  - name: dd\n    provider: {datadog: {query: 'x'}}\n  - name: none\n";
     let t = template(text);
     let error = plan_run(&[&t.spec], &[], &PodHashes::default()).expect_err("datadog");
-    assert_eq!(error.to_string(), "metric \"dd\": provider.datadog: not supported by Sluice (prometheus and web are)");
+    assert_eq!(
+        error.to_string(),
+        "metric \"dd\": provider.datadog: not supported by Sluice (prometheus and web are)"
+    );
 }
 
 #[test]
@@ -152,7 +219,10 @@ fn dry_run_rules_must_match() {
     let text = "apiVersion: sluice.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: t}\nspec:\n  dryRun: [{metricName: nope}]\n  metrics:\n  - name: m\n    provider: {web: {url: 'http://x'}}\n";
     let t = template(text);
     let error = plan_run(&[&t.spec], &[], &PodHashes::default()).expect_err("no match");
-    assert_eq!(error.to_string(), "analysis: dryRun[0]: Rule didn't match any metric name(s)");
+    assert_eq!(
+        error.to_string(),
+        "analysis: dryRun[0]: Rule didn't match any metric name(s)"
+    );
     let all = text.replace("nope", "'*'");
     let plan = plan_run(&[&template(&all).spec], &[], &PodHashes::default()).expect("wildcard");
     assert!(plan.metrics[0].dry_run);
@@ -161,7 +231,14 @@ fn dry_run_rules_must_match() {
 #[test]
 fn templates_combine_and_duplicate_metrics_are_rejected() {
     let t = template(ARGO_TEMPLATE);
-    let error = plan_run(&[&t.spec, &t.spec], &[arg("service-name", "x")], &PodHashes::default())
-        .expect_err("duplicate");
-    assert_eq!(error.to_string(), "analysis: metrics[1]: duplicate name 'success-rate'");
+    let error = plan_run(
+        &[&t.spec, &t.spec],
+        &[arg("service-name", "x")],
+        &PodHashes::default(),
+    )
+    .expect_err("duplicate");
+    assert_eq!(
+        error.to_string(),
+        "analysis: metrics[1]: duplicate name 'success-rate'"
+    );
 }

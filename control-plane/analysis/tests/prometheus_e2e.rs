@@ -93,25 +93,36 @@ fn plan_for(prometheus: &str, which: PodTemplateHashValue) -> anyhow::Result<Run
             if let AnalysisDocument::Template(mut t) = doc {
                 for metric in &mut t.spec.metrics {
                     metric.interval = Some("2s".into());
-                    metric.count = Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3));
+                    metric.count =
+                        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3));
                 }
                 specs.push(t.spec);
             }
         }
     }
-    let value = |name: &str, value: &str| Argument { name: name.into(), value: Some(value.into()), value_from: None };
+    let value = |name: &str, value: &str| Argument {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    };
     let args = vec![
         value("namespace", "default"),
         value("rollout", "web"),
         Argument {
             name: "version".into(),
             value: None,
-            value_from: Some(ArgumentValueFrom { pod_template_hash_value: Some(which), ..Default::default() }),
+            value_from: Some(ArgumentValueFrom {
+                pod_template_hash_value: Some(which),
+                ..Default::default()
+            }),
         },
         value("prometheus-address", prometheus),
         value("window", "10s"),
     ];
-    let hashes = PodHashes { stable: Some(STABLE.into()), latest: Some(CANARY.into()) };
+    let hashes = PodHashes {
+        stable: Some(STABLE.into()),
+        latest: Some(CANARY.into()),
+    };
     Ok(plan_run(&specs.iter().collect::<Vec<_>>(), &args, &hashes)?)
 }
 
@@ -125,7 +136,10 @@ async fn run(plan: &RunPlan) -> anyhow::Result<AnalysisRunStatus> {
         let mut measurements = Vec::new();
         for index in due(plan, &status, false, now) {
             let metric = &plan.metrics[index];
-            measurements.push((metric.name().to_string(), measure(&client, metric, Timestamp::now).await));
+            measurements.push((
+                metric.name().to_string(),
+                measure(&client, metric, Timestamp::now).await,
+            ));
         }
         let advanced = advance(plan, &status, measurements, false, Timestamp::now());
         status = advanced.status;
@@ -146,7 +160,11 @@ async fn run(plan: &RunPlan) -> anyhow::Result<AnalysisRunStatus> {
 
 fn show(which: &str, status: &AnalysisRunStatus) {
     for result in &status.metric_results {
-        let values: Vec<&str> = result.measurements.iter().map(|m| m.value.as_str()).collect();
+        let values: Vec<&str> = result
+            .measurements
+            .iter()
+            .map(|m| m.value.as_str())
+            .collect();
         println!(
             "{which}: {} {} (successful {}, failed {}, errors {}): values {values:?}",
             result.name, result.phase, result.successful, result.failed, result.error
@@ -159,7 +177,11 @@ fn show(which: &str, status: &AnalysisRunStatus) {
 async fn success_rate_and_latency_per_version_from_a_real_prometheus() -> anyhow::Result<()> {
     let stable = Upstream::start("stable").await?;
     let canary = Upstream::start_failing("canary", 5).await?;
-    let mut envoy = Envoy::start(&envoy_config(&[(STABLE, stable.port()), (CANARY, canary.port())])).await?;
+    let mut envoy = Envoy::start(&envoy_config(&[
+        (STABLE, stable.port()),
+        (CANARY, canary.port()),
+    ]))
+    .await?;
     let listener = envoy.listener_addr("main").await?;
     let prometheus = Prometheus::start(&[ScrapeJob {
         name: "envoy".into(),
@@ -178,17 +200,25 @@ async fn success_rate_and_latency_per_version_from_a_real_prometheus() -> anyhow
         "sluice_rollout=\"web\"".to_string(),
         format!("sluice_version=\"{CANARY}\""),
     ];
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("envoy_cluster_upstream_rq_xx{") && labels.iter().all(|x| l.contains(x.as_str())));
+    let line = text.lines().find(|l| {
+        l.starts_with("envoy_cluster_upstream_rq_xx{")
+            && labels.iter().all(|x| l.contains(x.as_str()))
+    });
     println!("envoy: {}", line.unwrap_or("(missing)"));
-    assert!(line.is_some(), "no upstream_rq_xx with {labels:?} in /stats/prometheus:\n{}",
-        text.lines().filter(|l| l.contains("upstream_rq_xx")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        line.is_some(),
+        "no upstream_rq_xx with {labels:?} in /stats/prometheus:\n{}",
+        text.lines()
+            .filter(|l| l.contains("upstream_rq_xx"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // Wait until Prometheus has two scrapes of both versions in the window.
     let probe = PrometheusMetric {
         address: prometheus.url(),
-        query: "count(rate(envoy_cluster_upstream_rq_total{sluice_rollout=\"web\"}[10s]) > 0)".into(),
+        query: "count(rate(envoy_cluster_upstream_rq_total{sluice_rollout=\"web\"}[10s]) > 0)"
+            .into(),
         ..PrometheusMetric::default()
     };
     let ready_by = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -198,7 +228,10 @@ async fn success_rate_and_latency_per_version_from_a_real_prometheus() -> anyhow
             break;
         }
         if tokio::time::Instant::now() > ready_by {
-            bail!("prometheus has no rate for both versions: {measured:?}\n{}", prometheus.logs());
+            bail!(
+                "prometheus has no rate for both versions: {measured:?}\n{}",
+                prometheus.logs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -213,16 +246,38 @@ async fn success_rate_and_latency_per_version_from_a_real_prometheus() -> anyhow
 
     assert_eq!(good.phase, AnalysisPhase::Successful, "{good:#?}");
     assert_eq!(bad.phase, AnalysisPhase::Failed, "{bad:#?}");
-    let rate = bad.metric_results.iter().find(|r| r.name == "success-rate").context("rate")?;
+    let rate = bad
+        .metric_results
+        .iter()
+        .find(|r| r.name == "success-rate")
+        .context("rate")?;
     assert_eq!(rate.phase, AnalysisPhase::Failed);
-    assert!(bad.message.contains("Metric \"success-rate\" assessed Failed"), "{}", bad.message);
+    assert!(
+        bad.message
+            .contains("Metric \"success-rate\" assessed Failed"),
+        "{}",
+        bad.message
+    );
     // One answer in five is a 500: the measured rate is near 0.8.
-    let value: f64 = rate.measurements.last().context("a measurement")?.value
-        .trim_matches(['[', ']']).parse().context("a number")?;
+    let value: f64 = rate
+        .measurements
+        .last()
+        .context("a measurement")?
+        .value
+        .trim_matches(['[', ']'])
+        .parse()
+        .context("a number")?;
     assert!((0.7..0.9).contains(&value), "canary success rate {value}");
-    let latency = good.metric_results.iter().find(|r| r.name == "latency-p99").context("latency")?;
+    let latency = good
+        .metric_results
+        .iter()
+        .find(|r| r.name == "latency-p99")
+        .context("latency")?;
     assert_eq!(latency.phase, AnalysisPhase::Successful);
-    assert!(latency.measurements.iter().all(|m| m.value != "[]"), "{latency:?}");
+    assert!(
+        latency.measurements.iter().all(|m| m.value != "[]"),
+        "{latency:?}"
+    );
     drop(prometheus);
     drop(envoy);
     Ok(())

@@ -52,14 +52,22 @@ pub(crate) fn step(
 ) -> StepAnalysis {
     let name = run_name(rollout, canary, index);
     let Some(run) = observed.analysis_runs.iter().find(|r| r.name == name) else {
-        if !cx.actions.iter().any(|a| matches!(a, Action::StartAnalysisRun { name: n, .. } if *n == name)) {
+        if !cx
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::StartAnalysisRun { name: n, .. } if *n == name))
+        {
             cx.actions.push(Action::StartAnalysisRun {
                 name: name.clone(),
                 canary_hash: canary.to_owned(),
                 step_index: index,
                 templates: templates.to_vec(),
             });
-            cx.event(false, "AnalysisRunRunning", format!("Step analysis run {name} started"));
+            cx.event(
+                false,
+                "AnalysisRunRunning",
+                format!("Step analysis run {name} started"),
+            );
         }
         return StepAnalysis::Wait;
     };
@@ -82,7 +90,11 @@ pub(crate) fn step(
                 start_time: Time(cx.now),
             });
             status.controller_pause = true;
-            cx.event(true, INCONCLUSIVE_ANALYSIS_RUN, format!("Rollout paused: {}", reason(run)));
+            cx.event(
+                true,
+                INCONCLUSIVE_ANALYSIS_RUN,
+                format!("Rollout paused: {}", reason(run)),
+            );
             StepAnalysis::Paused
         }
     }
@@ -98,7 +110,13 @@ pub fn reason(run: &ObservedAnalysisRun) -> String {
         .status
         .metric_results
         .iter()
-        .filter(|m| !m.dry_run && matches!(m.phase, AnalysisPhase::Failed | AnalysisPhase::Error | AnalysisPhase::Inconclusive))
+        .filter(|m| {
+            !m.dry_run
+                && matches!(
+                    m.phase,
+                    AnalysisPhase::Failed | AnalysisPhase::Error | AnalysisPhase::Inconclusive
+                )
+        })
         .map(|m| {
             let values: Vec<&str> = m
                 .measurements
@@ -106,7 +124,13 @@ pub fn reason(run: &ObservedAnalysisRun) -> String {
                 .rev()
                 .take(3)
                 .rev()
-                .map(|x| if x.value.is_empty() { x.message.as_str() } else { x.value.as_str() })
+                .map(|x| {
+                    if x.value.is_empty() {
+                        x.message.as_str()
+                    } else {
+                        x.value.as_str()
+                    }
+                })
                 .collect();
             format!("{} last values {}", m.name, values.join(", "))
         })

@@ -147,10 +147,9 @@ pub(crate) fn take_steps(
             || step.set_mirror_route.is_some();
         let done = ready(&at, false)
             && (!changes_traffic || traffic_done(&at))
-            && step
-                .analysis
-                .as_ref()
-                .is_none_or(|templates| analysis_done(cx, plan, observed, canary, index, templates))
+            && step.analysis.as_ref().is_none_or(|templates| {
+                analysis_done(cx, plan, observed, canary, index, templates)
+            })
             && step
                 .pause
                 .is_none_or(|duration| pause_done(cx, index, duration));

@@ -271,7 +271,10 @@ fn workload<'a>(
 fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
     if let Some(analysis) = &step.analysis
         && (analysis.templates.is_empty()
-            || analysis.templates.iter().any(|t| t.template_name.is_empty()))
+            || analysis
+                .templates
+                .iter()
+                .any(|t| t.template_name.is_empty()))
     {
         return Err(invalid(
             format!("{field}.analysis.templates"),

@@ -123,7 +123,9 @@ pub(crate) fn finish(
                     Some(reason) => format!(
                         "RolloutAborted: Rollout aborted update to revision {revision}: {reason}"
                     ),
-                    None => format!("RolloutAborted: Rollout aborted update to revision {revision}"),
+                    None => {
+                        format!("RolloutAborted: Rollout aborted update to revision {revision}")
+                    }
                 },
             ),
         )

@@ -8,7 +8,8 @@ use common::Sim;
 use sluice_analysis::{AnalysisPhase, AnalysisRunStatus, Measurement, MetricResult};
 use sluice_release::{Action, INCONCLUSIVE_ANALYSIS_RUN};
 
-const STEPS: &str = "[{setWeight: 20}, {analysis: {templates: [{templateName: success-rate}]}}, {setWeight: 60}]";
+const STEPS: &str =
+    "[{setWeight: 20}, {analysis: {templates: [{templateName: success-rate}]}}, {setWeight: 60}]";
 
 fn started(sim: &Sim) -> Vec<String> {
     sim.actions
@@ -30,7 +31,11 @@ fn finish(sim: &mut Sim, phase: AnalysisPhase, message: &str, values: &[&str]) {
             phase,
             measurements: values
                 .iter()
-                .map(|v| Measurement { phase, value: (*v).into(), ..Measurement::default() })
+                .map(|v| Measurement {
+                    phase,
+                    value: (*v).into(),
+                    ..Measurement::default()
+                })
                 .collect(),
             ..MetricResult::default()
         }],
@@ -79,18 +84,32 @@ fn a_failed_run_aborts_naming_the_metric_and_its_values() {
     );
     sim.settle();
     let traffic = sim.traffic();
-    assert_eq!((traffic.stable.as_str(), traffic.canary_weight), (stable.as_str(), 0));
+    assert_eq!(
+        (traffic.stable.as_str(), traffic.canary_weight),
+        (stable.as_str(), 0)
+    );
     assert_eq!(sim.phase(), "Degraded");
     let message = sim.status().message.clone().unwrap_or_default();
     assert!(message.starts_with("RolloutAborted"), "{message}");
-    assert!(message.contains("Metric \"success-rate\" assessed Failed"), "{message}");
-    assert!(message.contains("success-rate last values [0.81], [0.79]"), "{message}");
+    assert!(
+        message.contains("Metric \"success-rate\" assessed Failed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("success-rate last values [0.81], [0.79]"),
+        "{message}"
+    );
 }
 
 #[test]
 fn an_error_run_aborts_too() {
     let (mut sim, stable) = canary_at_analysis();
-    finish(&mut sim, AnalysisPhase::Error, "Metric \"success-rate\" assessed Error due to consecutiveErrors (5) > consecutiveErrorLimit (4)", &[]);
+    finish(
+        &mut sim,
+        AnalysisPhase::Error,
+        "Metric \"success-rate\" assessed Error due to consecutiveErrors (5) > consecutiveErrorLimit (4)",
+        &[],
+    );
     sim.settle();
     assert_eq!(sim.traffic().stable, stable);
     assert!(sim.status().abort);
@@ -102,9 +121,18 @@ fn an_inconclusive_run_pauses_until_promoted() {
     finish(&mut sim, AnalysisPhase::Inconclusive, "", &["[0.9]"]);
     sim.settle();
     assert_eq!(sim.step(), 1);
-    assert!(sim.status().pause_conditions.iter().any(|p| p.reason == INCONCLUSIVE_ANALYSIS_RUN));
+    assert!(
+        sim.status()
+            .pause_conditions
+            .iter()
+            .any(|p| p.reason == INCONCLUSIVE_ANALYSIS_RUN)
+    );
     assert_eq!(sim.phase(), "Paused");
     sim.promote();
     sim.settle();
-    assert_eq!(sim.stable(), sim.current(), "promoted past the inconclusive analysis");
+    assert_eq!(
+        sim.stable(),
+        sim.current(),
+        "promoted past the inconclusive analysis"
+    );
 }

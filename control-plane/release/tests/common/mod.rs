@@ -164,15 +164,16 @@ impl Sim {
                 ..
             } => {
                 // The driver starts the run; tests set its outcome with `analysis_phase`.
-                self.analysis_runs.push(sluice_release::ObservedAnalysisRun {
-                    name: name.clone(),
-                    canary_hash: canary_hash.clone(),
-                    step_index: *step_index,
-                    status: sluice_analysis::AnalysisRunStatus {
-                        phase: sluice_analysis::AnalysisPhase::Running,
-                        ..Default::default()
-                    },
-                });
+                self.analysis_runs
+                    .push(sluice_release::ObservedAnalysisRun {
+                        name: name.clone(),
+                        canary_hash: canary_hash.clone(),
+                        step_index: *step_index,
+                        status: sluice_analysis::AnalysisRunStatus {
+                            phase: sluice_analysis::AnalysisPhase::Running,
+                            ..Default::default()
+                        },
+                    });
             }
             Action::Event { .. } => {}
         }
