@@ -117,7 +117,7 @@ async fn serve(
                     Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())));
                 response.headers_mut().insert(UPSTREAM_HEADER, name.clone());
                 response.headers_mut().insert(SEEN_HASH_HEADER, seen);
-                if fail_every > 0 && nth % fail_every == 0 {
+                if fail_every > 0 && nth.is_multiple_of(fail_every) {
                     *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
                 }
                 async move { Ok::<_, Infallible>(response) }
