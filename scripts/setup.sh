@@ -15,6 +15,8 @@ fi
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+# Analysis tests and the demo start a real Prometheus on loopback (Debian package).
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]} (apt-get)"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod envoy;
 pub mod paths;
+pub mod prometheus;
 pub mod stats;
 pub mod upstream;
 
@@ -23,5 +24,6 @@ pub use envoy::{Envoy, EnvoyOptions, Exited, run_until_exit, validate, validate_
 pub use paths::{
     envoy_binary, filter_module, filter_native, filter_wasm, free_port, workspace_root,
 };
+pub use prometheus::{Prometheus, ScrapeJob};
 pub use stats::{Sample, check_binomial, parse_prometheus, sluice_counters, within_binomial};
 pub use upstream::Upstream;

@@ -34,6 +34,12 @@ pub struct Upstream {
 impl Upstream {
     /// Binds 127.0.0.1:0 and serves until dropped.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
+        Self::start_failing(name, 0).await
+    }
+
+    /// As [`Self::start`], but every `fail_every`-th request (counting from the first) is
+    /// answered 500: 5 gives a 20 % error rate, as a bad release. 0 never fails.
+    pub async fn start_failing(name: &str, fail_every: u64) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .with_context(|| format!("upstream {name}: binding 127.0.0.1:0"))?;
@@ -41,7 +47,12 @@ impl Upstream {
         let header_name = HeaderValue::from_str(name)
             .with_context(|| format!("upstream name {name:?} is not a valid header value"))?;
         let requests = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(serve(listener, header_name, Arc::clone(&requests)));
+        let task = tokio::spawn(serve(
+            listener,
+            header_name,
+            Arc::clone(&requests),
+            fail_every,
+        ));
         Ok(Self {
             name: name.to_string(),
             addr,
@@ -75,7 +86,12 @@ impl Drop for Upstream {
     }
 }
 
-async fn serve(listener: TcpListener, name: HeaderValue, requests: Arc<AtomicU64>) {
+async fn serve(
+    listener: TcpListener,
+    name: HeaderValue,
+    requests: Arc<AtomicU64>,
+    fail_every: u64,
+) {
     let mut connections = JoinSet::new();
     loop {
         let stream = match listener.accept().await {
@@ -91,7 +107,7 @@ async fn serve(listener: TcpListener, name: HeaderValue, requests: Arc<AtomicU64
         let requests = Arc::clone(&requests);
         connections.spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                requests.fetch_add(1, Ordering::Relaxed);
+                let nth = requests.fetch_add(1, Ordering::Relaxed) + 1;
                 let seen = request
                     .headers()
                     .get("x-sluice-hash")
@@ -101,6 +117,9 @@ async fn serve(listener: TcpListener, name: HeaderValue, requests: Arc<AtomicU64
                     Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())));
                 response.headers_mut().insert(UPSTREAM_HEADER, name.clone());
                 response.headers_mut().insert(SEEN_HASH_HEADER, seen);
+                if fail_every > 0 && nth.is_multiple_of(fail_every) {
+                    *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                }
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(error) = http1::Builder::new()

@@ -62,7 +62,7 @@ fn parse_int32(text: &str) -> Option<i32> {
 }
 
 /// Go's `time.ParseDuration`, as signed nanoseconds; `None` where Go returns an error.
-fn parse_go_duration(text: &str) -> Option<i64> {
+pub fn parse_go_duration(text: &str) -> Option<i64> {
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),

@@ -42,6 +42,14 @@ pub enum Action {
         generation: i64,
         traffic: PublishedTraffic,
     },
+    /// Start an AnalysisRun of `templates` for the canary `canary_hash` at `step_index` (the
+    /// driver resolves the templates, plans the run with `sluice-analysis` and measures it).
+    StartAnalysisRun {
+        name: String,
+        canary_hash: String,
+        step_index: usize,
+        templates: Vec<sluice_api::resource::AnalysisTemplateRef>,
+    },
     /// Record a Kubernetes Event on the rollout (or a log line in standalone mode).
     Event {
         warning: bool,

@@ -115,9 +115,12 @@ pub(crate) struct Progress {
 /// Takes the steps whose work is done, from `index`. `ready(at, all_done)` says whether the
 /// canary's pods can carry the step; `traffic_done(at)` whether the step's traffic is published
 /// and acknowledged by every proxy.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn take_steps(
     cx: &mut Cx,
     plan: &Plan<'_>,
+    observed: &crate::Observed,
+    canary: &str,
     mut index: usize,
     paused: bool,
     ready: impl Fn(&AtStep, bool) -> bool,
@@ -144,6 +147,9 @@ pub(crate) fn take_steps(
             || step.set_mirror_route.is_some();
         let done = ready(&at, false)
             && (!changes_traffic || traffic_done(&at))
+            && step.analysis.as_ref().is_none_or(|templates| {
+                analysis_done(cx, plan, observed, canary, index, templates)
+            })
             && step
                 .pause
                 .is_none_or(|duration| pause_done(cx, index, duration));
@@ -217,6 +223,29 @@ fn pause_elapsed(
                 "Rollout is resumed: the pause elapsed".to_owned(),
             );
             true
+        }
+    }
+}
+
+/// An analysis step's run: done when Successful; a failed run aborts the rollout.
+fn analysis_done(
+    cx: &mut Cx,
+    plan: &Plan<'_>,
+    observed: &crate::Observed,
+    canary: &str,
+    index: usize,
+    templates: &[sluice_api::resource::AnalysisTemplateRef],
+) -> bool {
+    use crate::analysis::StepAnalysis;
+    match crate::analysis::step(cx, observed, &plan.name, canary, index, templates) {
+        StepAnalysis::Done => true,
+        StepAnalysis::Wait | StepAnalysis::Paused => false,
+        StepAnalysis::Abort(reason) => {
+            cx.status.abort = true;
+            cx.status.aborted_at = Some(Time(cx.now));
+            cx.event(true, "RolloutAborted", format!("Rollout aborted: {reason}"));
+            cx.requeue(Duration::ZERO);
+            false
         }
     }
 }

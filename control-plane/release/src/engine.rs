@@ -222,9 +222,10 @@ fn run(
                     &published.traffic,
                 )
             };
-            let progress = canary::take_steps(cx, plan, index, paused, ready, |at| {
-                traffic_done(&traffic_for(at, false))
-            });
+            let progress =
+                canary::take_steps(cx, plan, observed, &canary, index, paused, ready, |at| {
+                    traffic_done(&traffic_for(at, false))
+                });
             cx.status.current_step_index = Some(index_i32(progress.index));
             if progress.promote {
                 cx.event(

@@ -36,6 +36,7 @@
 //! (ReplicaSets), `status` (conditions, phase), [`observed`], [`action`].
 
 pub mod action;
+pub mod analysis;
 mod canary;
 mod conditions;
 mod engine;
@@ -48,6 +49,7 @@ mod time;
 mod versions;
 
 pub use action::Action;
+pub use analysis::{INCONCLUSIVE_ANALYSIS_RUN, ObservedAnalysisRun};
 pub use conditions::{
     AVAILABLE, CANARY_PAUSE_STEP, COMPLETED, INVALID_SPEC, PAUSED, PHASE_DEGRADED, PHASE_HEALTHY,
     PHASE_PAUSED, PHASE_PROGRESSING, PROGRESS_DEADLINE_EXCEEDED, PROGRESSING,

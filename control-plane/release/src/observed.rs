@@ -19,6 +19,8 @@ pub struct Observed {
     pub data_plane: DataPlane,
     /// The Deployment named by `spec.workloadRef`, when the rollout has one and it exists.
     pub workload: Option<ObservedWorkload>,
+    /// The rollout's AnalysisRuns (analysis steps) with their status.
+    pub analysis_runs: Vec<crate::analysis::ObservedAnalysisRun>,
 }
 
 /// A Deployment whose pod template a rollout runs (`workloadRef`, the migration path from a

@@ -44,6 +44,8 @@ pub(crate) struct Step {
     pub set_canary_scale: Option<CanaryScale>,
     pub set_header_route: Option<SetHeaderRoute>,
     pub set_mirror_route: Option<SetMirrorRoute>,
+    /// An analysis step: the templates of its run.
+    pub analysis: Option<Vec<sluice_api::resource::AnalysisTemplateRef>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -273,10 +275,16 @@ fn workload<'a>(
 
 /// One step, checked as Argo's validation does (and rejecting what the engine cannot run yet).
 fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
-    if step.analysis.is_some() {
+    if let Some(analysis) = &step.analysis
+        && (analysis.templates.is_empty()
+            || analysis
+                .templates
+                .iter()
+                .any(|t| t.template_name.is_empty()))
+    {
         return Err(invalid(
-            format!("{field}.analysis"),
-            "analysis steps are not supported yet",
+            format!("{field}.analysis.templates"),
+            "names no template (templateName is required)",
         ));
     }
     if step.experiment.is_some() {
@@ -285,13 +293,19 @@ fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
             "experiment steps are not supported yet",
         ));
     }
-    if step.set_weight.is_some() && step.pause.is_some() {
+    let kinds = usize::from(step.set_weight.is_some())
+        + usize::from(step.pause.is_some())
+        + usize::from(step.analysis.is_some());
+    if kinds > 1 {
         return Err(invalid(
             field,
             "a step sets at most one of setWeight, pause, experiment, analysis (as in Argo)",
         ));
     }
-    let mut out = Step::default();
+    let mut out = Step {
+        analysis: step.analysis.as_ref().map(|a| a.templates.clone()),
+        ..Step::default()
+    };
     if let Some(weight) = step.set_weight {
         if !(0..=100).contains(&weight) {
             return Err(invalid(

@@ -118,9 +118,16 @@ pub(crate) fn finish(
     let (phase, message) = if aborted {
         (
             PHASE_DEGRADED,
-            Some(format!(
-                "RolloutAborted: Rollout aborted update to revision {revision}"
-            )),
+            Some(
+                match crate::analysis::abort_reason(observed, &plan.name, current) {
+                    Some(reason) => format!(
+                        "RolloutAborted: Rollout aborted update to revision {revision}: {reason}"
+                    ),
+                    None => {
+                        format!("RolloutAborted: Rollout aborted update to revision {revision}")
+                    }
+                },
+            ),
         )
     } else if exceeded {
         (

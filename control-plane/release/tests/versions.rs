@@ -115,9 +115,14 @@ fn a_spec_the_engine_cannot_run_is_invalid_naming_the_field() {
             "[{setCanaryScale: {replicas: 1, weight: 5}}]",
             "spec.strategy.canary.steps[0].setCanaryScale",
         ),
+        // Analysis steps run (tests/analysis_steps.rs); one without a template does not.
         (
-            "[{analysis: {templates: [{templateName: x}]}}]",
-            "spec.strategy.canary.steps[0].analysis",
+            "[{analysis: {templates: []}}]",
+            "spec.strategy.canary.steps[0].analysis.templates",
+        ),
+        (
+            "[{setWeight: 10, analysis: {templates: [{templateName: x}]}}]",
+            "spec.strategy.canary.steps[0]",
         ),
     ] {
         let mut sim = Sim::new(rollout(2, "app:1", steps));

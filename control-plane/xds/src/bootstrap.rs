@@ -238,8 +238,17 @@ pub fn bootstrap_value(options: &BootstrapOptions) -> Value {
 /// Tag extraction for the filter's counters, which it names
 /// `sluice_requests_total.rollout.<r>.version.<h>.reason.<why>` (Envoy prefixes `wasmcustom.`):
 /// with these, `/stats/prometheus` shows `sluice_requests_total{rollout=..,version=..,reason=..}`.
+///
+/// And for each version's cluster (`<namespace>/<rollout>/<hash>`, see
+/// [`crate::translate::cluster_name`]): its stats carry `sluice_namespace`, `sluice_rollout` and
+/// `sluice_version` (the pod-template hash), so analysis queries one version's success rate or
+/// latency, e.g. `envoy_cluster_upstream_rq_xx{sluice_rollout="web",sluice_version="<hash>"}`.
+/// Together they remove the whole cluster name, as Envoy's own `envoy_cluster_name` tag does.
 pub fn stats_config() -> Value {
     json!({"stats_tags": [
+        {"tag_name": "sluice_namespace", "regex": r"^cluster\.(([^./]+)/[^/]+/[^/.]+\.)"},
+        {"tag_name": "sluice_rollout", "regex": r"^cluster\.[^./]+/(([^/]+)/)[^/.]+\."},
+        {"tag_name": "sluice_version", "regex": r"^cluster\.[^./]+/[^/]+/(([^/.]+)\.)"},
         {"tag_name": "rollout",
          "regex": r"^wasmcustom\.sluice_requests_total(\.rollout\.([^.]+))\.version\."},
         {"tag_name": "version",

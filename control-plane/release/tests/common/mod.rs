@@ -53,6 +53,8 @@ pub struct Sim {
     pub actions: Vec<Action>,
     pub last: Option<Reconciled>,
     pub workload: Option<ObservedWorkload>,
+    /// The AnalysisRuns the driver reports (set by analysis tests).
+    pub analysis_runs: Vec<sluice_release::ObservedAnalysisRun>,
 }
 
 impl Sim {
@@ -69,6 +71,7 @@ impl Sim {
             actions: Vec::new(),
             last: None,
             workload: None,
+            analysis_runs: Vec::new(),
         }
     }
 
@@ -80,6 +83,7 @@ impl Sim {
                 ack_deadline: Duration::from_secs(30),
             },
             workload: self.workload.clone(),
+            analysis_runs: self.analysis_runs.clone(),
         }
     }
 
@@ -152,6 +156,24 @@ impl Sim {
                 let workload = self.workload.as_mut().unwrap();
                 assert_eq!(&workload.name, name);
                 workload.replicas = *replicas;
+            }
+            Action::StartAnalysisRun {
+                name,
+                canary_hash,
+                step_index,
+                ..
+            } => {
+                // The driver starts the run; tests set its outcome with `analysis_phase`.
+                self.analysis_runs
+                    .push(sluice_release::ObservedAnalysisRun {
+                        name: name.clone(),
+                        canary_hash: canary_hash.clone(),
+                        step_index: *step_index,
+                        status: sluice_analysis::AnalysisRunStatus {
+                            phase: sluice_analysis::AnalysisPhase::Running,
+                            ..Default::default()
+                        },
+                    });
             }
             Action::Event { .. } => {}
         }

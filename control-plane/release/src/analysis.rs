@@ -1,0 +1,153 @@
+//! Analysis steps (`steps[].analysis`): the step waits for its AnalysisRun, which the driver
+//! starts ([`Action::StartAnalysisRun`]), measures (the `sluice-analysis` providers) and reports
+//! back in [`Observed::analysis_runs`]. Argo's outcome: Successful → the next step; Failed or
+//! Error → abort, the rollout's message naming the metric and its last values; Inconclusive →
+//! paused (`InconclusiveAnalysisRun`) until a user promotes.
+
+use sluice_analysis::{AnalysisPhase, AnalysisRunStatus};
+use sluice_api::resource::{AnalysisTemplateRef, PauseCondition};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::{Action, Observed, conditions::pause_started, engine::Cx};
+
+/// Argo's pause reason for an inconclusive run.
+pub const INCONCLUSIVE_ANALYSIS_RUN: &str = "InconclusiveAnalysisRun";
+
+/// An AnalysisRun of this rollout, as the driver sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedAnalysisRun {
+    /// [`run_name`].
+    pub name: String,
+    /// The canary (pod-template hash) it analyses.
+    pub canary_hash: String,
+    /// The step that started it.
+    pub step_index: usize,
+    pub status: AnalysisRunStatus,
+}
+
+/// The run of a step: `<rollout>-<hash>-<step>` (Argo adds the revision; the hash names it).
+pub fn run_name(rollout: &str, hash: &str, step_index: usize) -> String {
+    format!("{rollout}-{hash}-{step_index}")
+}
+
+/// Where an analysis step stands.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum StepAnalysis {
+    Wait,
+    Done,
+    /// The run failed: abort with this reason.
+    Abort(String),
+    Paused,
+}
+
+/// The step's run: started when missing, and its outcome.
+pub(crate) fn step(
+    cx: &mut Cx,
+    observed: &Observed,
+    rollout: &str,
+    canary: &str,
+    index: usize,
+    templates: &[AnalysisTemplateRef],
+) -> StepAnalysis {
+    let name = run_name(rollout, canary, index);
+    let Some(run) = observed.analysis_runs.iter().find(|r| r.name == name) else {
+        if !cx
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::StartAnalysisRun { name: n, .. } if *n == name))
+        {
+            cx.actions.push(Action::StartAnalysisRun {
+                name: name.clone(),
+                canary_hash: canary.to_owned(),
+                step_index: index,
+                templates: templates.to_vec(),
+            });
+            cx.event(
+                false,
+                "AnalysisRunRunning",
+                format!("Step analysis run {name} started"),
+            );
+        }
+        return StepAnalysis::Wait;
+    };
+    match run.status.phase {
+        AnalysisPhase::Pending | AnalysisPhase::Running => StepAnalysis::Wait,
+        AnalysisPhase::Successful => StepAnalysis::Done,
+        AnalysisPhase::Failed | AnalysisPhase::Error => StepAnalysis::Abort(reason(run)),
+        AnalysisPhase::Inconclusive => {
+            let status = &mut cx.status;
+            if pause_started(&status.pause_conditions, INCONCLUSIVE_ANALYSIS_RUN).is_some() {
+                return StepAnalysis::Paused;
+            }
+            if status.controller_pause {
+                // The pause condition was removed by a user (promote): go on.
+                status.controller_pause = false;
+                return StepAnalysis::Done;
+            }
+            status.pause_conditions.push(PauseCondition {
+                reason: INCONCLUSIVE_ANALYSIS_RUN.into(),
+                start_time: Time(cx.now),
+            });
+            status.controller_pause = true;
+            cx.event(
+                true,
+                INCONCLUSIVE_ANALYSIS_RUN,
+                format!("Rollout paused: {}", reason(run)),
+            );
+            StepAnalysis::Paused
+        }
+    }
+}
+
+/// Why a run ended as it did: its message and each failing metric's last values.
+pub fn reason(run: &ObservedAnalysisRun) -> String {
+    let mut text = format!("AnalysisRun {} {}", run.name, run.status.phase);
+    if !run.status.message.is_empty() {
+        text.push_str(&format!(": {}", run.status.message));
+    }
+    let failing: Vec<String> = run
+        .status
+        .metric_results
+        .iter()
+        .filter(|m| {
+            !m.dry_run
+                && matches!(
+                    m.phase,
+                    AnalysisPhase::Failed | AnalysisPhase::Error | AnalysisPhase::Inconclusive
+                )
+        })
+        .map(|m| {
+            let values: Vec<&str> = m
+                .measurements
+                .iter()
+                .rev()
+                .take(3)
+                .rev()
+                .map(|x| {
+                    if x.value.is_empty() {
+                        x.message.as_str()
+                    } else {
+                        x.value.as_str()
+                    }
+                })
+                .collect();
+            format!("{} last values {}", m.name, values.join(", "))
+        })
+        .collect();
+    if !failing.is_empty() {
+        text.push_str(&format!(" ({})", failing.join("; ")));
+    }
+    text
+}
+
+/// The reason of the failed run that aborted this canary, for the rollout's message.
+pub(crate) fn abort_reason(observed: &Observed, rollout: &str, canary: &str) -> Option<String> {
+    let prefix = format!("{rollout}-{canary}-");
+    observed
+        .analysis_runs
+        .iter()
+        .filter(|r| r.canary_hash == canary && r.name.starts_with(&prefix))
+        .find(|r| matches!(r.status.phase, AnalysisPhase::Failed | AnalysisPhase::Error))
+        .map(reason)
+}
