@@ -223,7 +223,10 @@ impl Index {
 
     /// Derives one rollout against the current pods and services (used by [`Index::state`],
     /// and by the step engine's caller to check a status before writing it).
+    /// A rollout the release engine runs is derived from the traffic it published
+    /// ([`crate::workloads::published_view`]).
     pub fn derive(&self, doc: &Rollout) -> Result<RolloutState, ApiError> {
+        let doc = &*crate::workloads::published_view(doc);
         let name = sluice_api::rollout_name(doc)?;
         let versions = self.versions(doc, &name)?;
         derive_rollout(doc, &versions, &self.service_hosts(doc))

@@ -21,16 +21,19 @@ pub mod index;
 pub mod lease;
 pub mod manifests;
 pub mod objects;
+pub mod parse;
 pub mod reconcile;
 pub mod selector;
+pub mod status_writer;
 pub mod steps;
 pub mod watch;
+pub mod workloads;
 
 pub use error::K8sError;
 pub use index::{DEFAULT_CLUSTER_DOMAIN, Index, IndexState, LiveHash, SourceError};
 pub use lease::LeaseConfig;
 pub use objects::{POD_TEMPLATE_HASH_LABEL, RolloutApi, RolloutRef};
-pub use watch::{Config, run};
+pub use watch::{Config, DataPlaneFn, DataPlaneSource, run};
 
 #[doc(no_inline)]
 pub use sluice_model::TrafficState;
