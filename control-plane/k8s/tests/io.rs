@@ -291,6 +291,9 @@ fn cluster_route(
             )),
             ("GET", "/api/v1/pods") => Some(list("PodList", "v1", pods.clone())),
             ("GET", "/api/v1/services") => Some(list("ServiceList", "v1", vec![demo_service()])),
+            // The release engine's watches (this rollout has no template: none of its own).
+            ("GET", "/apis/apps/v1/replicasets") => Some(list("ReplicaSetList", "apps/v1", vec![])),
+            ("GET", "/apis/apps/v1/deployments") => Some(list("DeploymentList", "apps/v1", vec![])),
             ("PATCH", STATUS) => {
                 // A merge patch of the status.
                 let status = rollout.get("status").cloned().unwrap_or(json!({}));
