@@ -186,7 +186,10 @@ impl Store {
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if expected.as_deref().is_some_and(|e| !e.is_empty() && e != current) {
+        if expected
+            .as_deref()
+            .is_some_and(|e| !e.is_empty() && e != current)
+        {
             return Err(ApiError::new(
                 409,
                 "Conflict",
@@ -509,7 +512,10 @@ struct Filter {
 impl Filter {
     fn matches(&self, key: &Key, object: &Value) -> bool {
         if key.collection != self.collection
-            || self.namespace.as_ref().is_some_and(|ns| *ns != key.namespace)
+            || self
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| *ns != key.namespace)
             || self.name.as_ref().is_some_and(|n| *n != key.name)
         {
             return false;
@@ -554,7 +560,9 @@ pub struct Shared {
 impl Shared {
     /// Locks the store. Writes made through [`Shared::write`] wake watches; use that to write.
     pub fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `f` on the store and wakes the watches.
@@ -640,14 +648,8 @@ impl ApiServer {
     /// A merge patch of the object at `key` (or of its status).
     pub fn merge_patch(&self, key: &Key, patch: &Value, status: bool) -> Result<Value, ApiError> {
         let body = patch.to_string();
-        self.shared.write(|s| {
-            s.patch(
-                key,
-                "application/merge-patch+json",
-                body.as_bytes(),
-                status,
-            )
-        })
+        self.shared
+            .write(|s| s.patch(key, "application/merge-patch+json", body.as_bytes(), status))
     }
 
     pub fn get(&self, key: &Key) -> Option<Value> {
@@ -880,11 +882,7 @@ fn filter_of(target: &Target, query: &BTreeMap<String, String>) -> Filter {
     }
 }
 
-fn list_response(
-    shared: &Arc<Shared>,
-    target: &Target,
-    query: &BTreeMap<String, String>,
-) -> Value {
+fn list_response(shared: &Arc<Shared>, target: &Target, query: &BTreeMap<String, String>) -> Value {
     let filter = filter_of(target, query);
     let store = shared.store();
     let items: Vec<Value> = store

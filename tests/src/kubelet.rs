@@ -87,7 +87,10 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 fn owned_by(pod: &Value, uid: &str) -> bool {
     pod.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+        })
 }
 
 async fn sync(
@@ -142,9 +145,8 @@ async fn sync(
         if rs.get("status") != status.get("status") {
             let key = Key::new(REPLICA_SETS, ns, name);
             let body = status.to_string();
-            let _ = shared.write(|s| {
-                s.patch(&key, "application/merge-patch+json", body.as_bytes(), true)
-            });
+            let _ = shared
+                .write(|s| s.patch(&key, "application/merge-patch+json", body.as_bytes(), true));
         }
     }
     // Pods whose ReplicaSet went (garbage-collected): stop their upstreams.

@@ -152,7 +152,10 @@ pub async fn execute(
                 .await
                 .map(|d| done.deployments.push(d)),
             Action::DeleteReplicaSet { name } => {
-                match replica_sets.delete(&name, &DeleteParams::background()).await {
+                match replica_sets
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                {
                     Ok(_) => {
                         tracing::info!(%object, replica_set = %name, "old ReplicaSet deleted");
                         done.deleted.push(name);
@@ -165,7 +168,10 @@ pub async fn execute(
                     Err(e) => Err(e),
                 }
             }
-            Action::PublishTraffic { generation, traffic } => {
+            Action::PublishTraffic {
+                generation,
+                traffic,
+            } => {
                 tracing::info!(%object, generation, stable = %traffic.stable, canary = ?traffic.canary,
                     weight = traffic.canary_weight, "traffic published");
                 Ok(())
@@ -187,7 +193,10 @@ pub async fn execute(
                     secondary: None,
                 };
                 recorder
-                    .publish(&event, &rollout_reference(object, rollout.metadata.uid.clone()))
+                    .publish(
+                        &event,
+                        &rollout_reference(object, rollout.metadata.uid.clone()),
+                    )
                     .await
             }
         };

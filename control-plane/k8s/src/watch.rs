@@ -32,10 +32,6 @@ use sluice_model::TrafficState;
 use sluice_release::DataPlane;
 use tokio::sync::{mpsc, watch};
 
-pub use crate::{
-    parse::parse_rollout,
-    status_writer::{status_patch, write_status},
-};
 use crate::{
     K8sError,
     index::{Index, SourceError},
@@ -44,6 +40,10 @@ use crate::{
     reconcile::reconcile,
     status_writer::{self, truncate},
     workloads::{Workloads, managed_by_engine},
+};
+pub use crate::{
+    parse::parse_rollout,
+    status_writer::{status_patch, write_status},
 };
 
 /// The data-plane gate's input: for a rollout and its `status.dataPlane`, the connected proxies
@@ -635,4 +635,3 @@ fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
         meta.name.clone().unwrap_or_default(),
     )
 }
-

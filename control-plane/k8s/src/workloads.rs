@@ -40,7 +40,10 @@ pub fn published_view(doc: &Rollout) -> Cow<'_, Rollout> {
     };
     let mut view = doc.clone();
     let status = view.status.get_or_insert_with(Default::default);
-    let canary = traffic.canary.clone().unwrap_or_else(|| traffic.stable.clone());
+    let canary = traffic
+        .canary
+        .clone()
+        .unwrap_or_else(|| traffic.stable.clone());
     status.stable_rs = Some(traffic.stable.clone());
     status.current_pod_hash = Some(canary.clone());
     status.canary = Some(CanaryStatus {
@@ -106,7 +109,8 @@ impl Workloads {
     }
 
     pub fn apply_deployment(&mut self, deployment: Deployment) {
-        self.deployments.insert(key(&deployment.metadata), deployment);
+        self.deployments
+            .insert(key(&deployment.metadata), deployment);
     }
 
     pub fn delete_deployment(&mut self, deployment: &Deployment) {
@@ -137,10 +141,7 @@ impl Workloads {
             .workload_ref
             .as_ref()
             .and_then(|w| w.name.as_deref())
-            .and_then(|w| {
-                self.deployments
-                    .get(&(namespace.to_owned(), w.to_owned()))
-            })
+            .and_then(|w| self.deployments.get(&(namespace.to_owned(), w.to_owned())))
             .map(|d| {
                 let spec = d.spec.clone();
                 ObservedWorkload {
@@ -235,7 +236,10 @@ mod tests {
         assert_eq!(seen, vec![("demo-aaa", true, 1), ("demo-bbb", false, 1)]);
 
         // A relist of prod drops what is gone there, and keeps other namespaces.
-        w.reset_replica_sets(Some("prod"), vec![replica_set("prod", "demo-eee", Some("u-1"))]);
+        w.reset_replica_sets(
+            Some("prod"),
+            vec![replica_set("prod", "demo-eee", Some("u-1"))],
+        );
         let names: Vec<String> = w
             .observed(&rollout("{}"), DataPlane::default())
             .versions

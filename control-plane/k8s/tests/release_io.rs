@@ -79,9 +79,18 @@ fn start_source(server: &ApiServer) -> Source {
 
 impl Source {
     async fn until(&mut self, what: &str, done: impl Fn(&TrafficState) -> bool) -> TrafficState {
-        match tokio::time::timeout(Duration::from_secs(30), self.rx.wait_for(|s| done(s))).await {
-            Ok(Ok(state)) => state.clone(),
-            _ => panic!("timed out waiting for {what}: {:#?}", *self.rx.borrow()),
+        let found = match tokio::time::timeout(
+            Duration::from_secs(30),
+            self.rx.wait_for(|s| done(s)),
+        )
+        .await
+        {
+            Ok(Ok(state)) => Some(state.clone()),
+            _ => None,
+        };
+        match found {
+            Some(state) => state,
+            None => panic!("timed out waiting for {what}: {:#?}", *self.rx.borrow()),
         }
     }
 
@@ -130,7 +139,8 @@ async fn a_template_change_is_released_through_the_steps_to_promotion_and_scale_
     let server = ApiServer::start().await.expect("api server");
     let kubelet = Kubelet::start(&server);
     server.create("services", demo_service()).expect("service");
-    let steps = json!([{"setWeight": 10}, {"pause": {"duration": "1"}}, {"setWeight": 50}, {"pause": {}}]);
+    let steps =
+        json!([{"setWeight": 10}, {"pause": {"duration": "2"}}, {"setWeight": 50}, {"pause": {}}]);
     server
         .create("rollouts", demo_rollout(steps))
         .expect("rollout");
@@ -139,9 +149,11 @@ async fn a_template_change_is_released_through_the_steps_to_promotion_and_scale_
     // v1: its ReplicaSet at full scale, stable, no steps.
     let state = source
         .until("v1 stable with 2 endpoints", |s| {
-            s.rollouts
-                .get("prod/demo")
-                .is_some_and(|r| r.versions.get(&r.stable_hash).is_some_and(|v| v.endpoints.len() == 2))
+            s.rollouts.get("prod/demo").is_some_and(|r| {
+                r.versions
+                    .get(&r.stable_hash)
+                    .is_some_and(|v| v.endpoints.len() == 2)
+            })
         })
         .await;
     let v1 = state.rollouts["prod/demo"].stable_hash.clone();
@@ -169,37 +181,51 @@ async fn a_template_change_is_released_through_the_steps_to_promotion_and_scale_
         })
         .await;
     let at_10 = Instant::now();
-    let v2 = state.rollouts["prod/demo"].canary_hash.clone().expect("canary");
+    let v2 = state.rollouts["prod/demo"]
+        .canary_hash
+        .clone()
+        .expect("canary");
     assert_ne!(v2, v1);
     assert_eq!(state.rollouts["prod/demo"].stable_hash, v1);
     let v2_rs = Key::new(REPLICA_SETS, "prod", &format!("demo-{v2}"));
     // ceil(2 × 10 / 100) = 1 canary pod; stable keeps its 2.
-    assert_eq!(server.get(&v2_rs).expect("v2 ReplicaSet")["spec"]["replicas"], 1);
+    assert_eq!(
+        server.get(&v2_rs).expect("v2 ReplicaSet")["spec"]["replicas"],
+        1
+    );
     assert_eq!(server.get(&v1_rs).expect("v1")["spec"]["replicas"], 2);
 
     source
-        .until("v2 at 50 %", |s| weight(s).is_some_and(|(_, _, w)| w == 5000))
+        .until("v2 at 50 %", |s| {
+            weight(s).is_some_and(|(_, _, w)| w == 5000)
+        })
         .await;
+    // The pause's start is kept in whole seconds (metav1.Time, as Argo keeps it): a 2 s pause
+    // lasts more than 1 s.
     assert!(
-        at_10.elapsed() >= Duration::from_millis(900),
-        "the 1 s pause held: {:?}",
+        at_10.elapsed() >= Duration::from_millis(1000),
+        "the 2 s pause held: {:?}",
         at_10.elapsed()
     );
     let paused = until_object(&server, &rollout_key(), "Paused at step 3", |r| {
         r["status"]["phase"] == "Paused" && r["status"]["currentStepIndex"] == 3
     })
     .await;
-    assert_eq!(paused["status"]["pauseConditions"][0]["reason"], "CanaryPauseStep");
+    assert_eq!(
+        paused["status"]["pauseConditions"][0]["reason"],
+        "CanaryPauseStep"
+    );
     // Still paused a while later: `pause: {}` waits for promote.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        weight(&source.rx.borrow()).map(|(_, _, w)| w),
-        Some(5000)
-    );
+    assert_eq!(weight(&source.rx.borrow()).map(|(_, _, w)| w), Some(5000));
 
     // `promote`, as Argo's plugin does it: clear the pause conditions.
     server
-        .merge_patch(&rollout_key(), &json!({"status": {"pauseConditions": null}}), true)
+        .merge_patch(
+            &rollout_key(),
+            &json!({"status": {"pauseConditions": null}}),
+            true,
+        )
         .expect("promote");
     source
         .until("v2 stable", |s| {
@@ -207,7 +233,10 @@ async fn a_template_change_is_released_through_the_steps_to_promotion_and_scale_
         })
         .await;
     let promoted_at = Instant::now();
-    until_object(&server, &v1_rs, "v1 scaled to 0", |rs| rs["spec"]["replicas"] == 0).await;
+    until_object(&server, &v1_rs, "v1 scaled to 0", |rs| {
+        rs["spec"]["replicas"] == 0
+    })
+    .await;
     assert!(
         promoted_at.elapsed() >= Duration::from_millis(500),
         "v1 kept its pods for scaleDownDelaySeconds: {:?}",
@@ -224,7 +253,7 @@ async fn a_template_change_is_released_through_the_steps_to_promotion_and_scale_
 }
 
 #[tokio::test]
-async fn nothing_is_written_before_the_replica_sets_are_listed_and_a_restart_keeps_the_step() {
+async fn a_control_plane_restart_mid_canary_keeps_the_step_and_writes_nothing() {
     let server = ApiServer::start().await.expect("api server");
     let _kubelet = Kubelet::start(&server);
     server.create("services", demo_service()).expect("service");
@@ -244,14 +273,20 @@ async fn nothing_is_written_before_the_replica_sets_are_listed_and_a_restart_kee
         )
         .expect("set image");
     let before = source
-        .until("canary at 20 %", |s| weight(s).is_some_and(|(_, _, w)| w == 2000))
+        .until("canary at 20 %", |s| {
+            weight(s).is_some_and(|(_, _, w)| w == 2000)
+        })
         .await;
-    until_object(&server, &rollout_key(), "Paused", |r| r["status"]["phase"] == "Paused").await;
+    until_object(&server, &rollout_key(), "Paused", |r| {
+        r["status"]["phase"] == "Paused"
+    })
+    .await;
     source.stop().await;
 
     // A new control plane: the same step and weight, no new ReplicaSet, no status rewrite.
     let rs_before = server.list(REPLICA_SETS, Some("prod")).len();
-    let rollout_rv = server.get(&rollout_key()).expect("rollout")["metadata"]["resourceVersion"].clone();
+    let rollout_rv =
+        server.get(&rollout_key()).expect("rollout")["metadata"]["resourceVersion"].clone();
     let mut source = start_source(&server);
     let after = source
         .until("served again", |s| s.rollouts.contains_key("prod/demo"))
