@@ -74,7 +74,11 @@ fn key() -> Key {
     Key::new(ROLLOUT, "demo", "demo")
 }
 
-async fn until(what: &str, server: &ApiServer, done: impl Fn(&ApiServer) -> bool) -> anyhow::Result<()> {
+async fn until(
+    what: &str,
+    server: &ApiServer,
+    done: impl Fn(&ApiServer) -> bool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + TIMEOUT;
     while !done(server) {
         if Instant::now() > deadline {
@@ -115,7 +119,9 @@ impl Load {
                         for r in responses {
                             match r.upstream().filter(|_| r.status == 200) {
                                 Some(u) => {
-                                    *lock(&task_load.by_upstream).entry(u.to_owned()).or_default() += 1;
+                                    *lock(&task_load.by_upstream)
+                                        .entry(u.to_owned())
+                                        .or_default() += 1;
                                 }
                                 None => lock(&task_load.failures).push(format!(
                                     "status {}: {}",
@@ -211,22 +217,43 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     until("v1 Healthy", &server, |s| status(s)["phase"] == "Healthy")
         .await
         .with_context(sluice_log)?;
-    let v1 = status(&server)["stableRS"].as_str().unwrap_or_default().to_owned();
+    let v1 = status(&server)["stableRS"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let v1_rs = format!("demo-{v1}");
 
     let listener = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let bootstrap = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["bootstrap", "--xds", &format!("127.0.0.1:{xds}"), "--node-id", "gw-1"])
-        .args(["--listener", &listener.to_string(), "--admin", "127.0.0.1:0"])
+        .args([
+            "bootstrap",
+            "--xds",
+            &format!("127.0.0.1:{xds}"),
+            "--node-id",
+            "gw-1",
+        ])
+        .args([
+            "--listener",
+            &listener.to_string(),
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .output()?;
-    anyhow::ensure!(bootstrap.status.success(), "sluice bootstrap failed: {bootstrap:?}");
+    anyhow::ensure!(
+        bootstrap.status.success(),
+        "sluice bootstrap failed: {bootstrap:?}"
+    );
     let envoy = Envoy::start(&String::from_utf8(bootstrap.stdout)?).await?;
     let deadline = Instant::now() + TIMEOUT;
     loop {
         match send_one(listener, Req::get(HOST)).await {
             Ok(r) if r.status == 200 && r.upstream() == Some(v1_rs.as_str()) => break,
             other if Instant::now() > deadline => {
-                bail!("Envoy not serving v1: {other:?}; Envoy:\n{}\nsluice:\n{}", envoy.logs(), sluice_log())
+                bail!(
+                    "Envoy not serving v1: {other:?}; Envoy:\n{}\nsluice:\n{}",
+                    envoy.logs(),
+                    sluice_log()
+                )
             }
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -247,11 +274,17 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     })
     .await
     .with_context(sluice_log)?;
-    let v2 = status(&server)["currentPodHash"].as_str().unwrap_or_default().to_owned();
+    let v2 = status(&server)["currentPodHash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let v2_rs = format!("demo-{v2}");
     anyhow::ensure!(v2 != v1, "a new version");
     let split = until_traffic("both versions at 50 %", &load, |seen| {
-        let (a, b) = (seen.get(&v1_rs).copied().unwrap_or(0), seen.get(&v2_rs).copied().unwrap_or(0));
+        let (a, b) = (
+            seen.get(&v1_rs).copied().unwrap_or(0),
+            seen.get(&v2_rs).copied().unwrap_or(0),
+        );
         let total = a + b;
         // 50 % ± a wide margin (a few hundred requests).
         total > 0 && a * 10 >= total * 3 && b * 10 >= total * 3
