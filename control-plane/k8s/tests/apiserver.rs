@@ -197,12 +197,11 @@ async fn the_kubelet_runs_ready_pods_for_replica_sets_and_deleting_the_set_delet
         .create(&PostParams::default(), &replica_set("web", 2))
         .await
         .expect("rs");
-    let ready = eventually("2 ready pods", async || {
+    eventually("2 ready pods", async || {
         let rs = rs_api.get("web").await.ok()?;
         (rs.status?.available_replicas == Some(2)).then_some(())
     })
     .await;
-    let _ = ready;
     let list = pods
         .list(&ListParams::default().labels("v=web"))
         .await

@@ -129,7 +129,7 @@ fn weight(state: &TrafficState) -> Option<(String, Option<String>, u32)> {
         (
             r.stable_hash.clone(),
             r.canary_hash.clone(),
-            u32::from(r.canary_weight_bp),
+            r.canary_weight_bp,
         )
     })
 }
