@@ -13,6 +13,8 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod envoy;
+pub mod kube_api;
+pub mod kubelet;
 pub mod paths;
 pub mod prometheus;
 pub mod stats;

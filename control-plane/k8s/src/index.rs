@@ -187,6 +187,8 @@ impl Index {
                 // Not routable yet (the step engine, or Argo, has not picked a stable version);
                 // not an error.
                 Ok(doc) if !has_stable(doc) => Ok(None),
+                // The release engine's first version, its pods not yet listed: the same.
+                Ok(doc) if self.published_stable_without_pods(doc) => Ok(None),
                 Ok(doc) => self.derive(doc).map(Some).map_err(|e| fail(e.to_string())),
             };
             let last_good = self.last_good.get(object);
@@ -223,10 +225,29 @@ impl Index {
 
     /// Derives one rollout against the current pods and services (used by [`Index::state`],
     /// and by the step engine's caller to check a status before writing it).
+    /// A rollout the release engine runs is derived from the traffic it published
+    /// ([`crate::workloads::published_view`]).
     pub fn derive(&self, doc: &Rollout) -> Result<RolloutState, ApiError> {
+        let doc = &*crate::workloads::published_view(doc);
         let name = sluice_api::rollout_name(doc)?;
         let versions = self.versions(doc, &name)?;
         derive_rollout(doc, &versions, &self.service_hosts(doc))
+    }
+
+    /// The stable version the release engine published has no pods (yet): its first
+    /// ReplicaSet is starting. A rollout already served keeps its last good state meanwhile.
+    fn published_stable_without_pods(&self, doc: &Rollout) -> bool {
+        let Some(stable) = doc
+            .status
+            .as_ref()
+            .and_then(|s| s.data_plane.as_ref())
+            .map(|d| d.traffic.stable.as_str())
+            .filter(|s| !s.is_empty())
+        else {
+            return false;
+        };
+        self.live_hashes(doc)
+            .is_ok_and(|live| live.iter().all(|h| h.hash != stable))
     }
 
     /// The live versions of a rollout with the creation time of their newest pod.

@@ -1,19 +1,25 @@
-//! The I/O loop: kube watchers → [`Index`] → `watch::Sender<TrafficState>`; the leader's status
-//! writes and Events.
+//! The I/O loop: kube watchers → [`Index`] (+ [`Workloads`]) → `watch::Sender<TrafficState>`;
+//! the leader runs the release engine (or the older step engine) and hands its writes to
+//! [`crate::status_writer`].
 //!
-//! Rollouts are watched as `DynamicObject`s and parsed one by one, so one malformed object is
-//! reported by name (with the path of the bad field) instead of breaking the whole watch.
+//! Rollouts are watched as `DynamicObject`s and parsed one by one ([`crate::parse`]), so one
+//! malformed object is reported by name (with the path of the bad field) instead of breaking the
+//! whole watch. When `manage_sluice_rollouts`, ReplicaSets and Deployments are watched too; like
+//! every other watch they must have listed once before anything is published or written.
 
 use std::{collections::BTreeMap, future::Future, pin::Pin, time::Duration};
 
 use futures::{FutureExt, Stream, StreamExt, future::ready, stream::select_all};
 use k8s_openapi::{
-    api::core::v1::{ObjectReference, Pod, Service},
+    api::{
+        apps::v1::{Deployment, ReplicaSet},
+        core::v1::{Pod, Service},
+    },
     jiff::Timestamp,
 };
 use kube::{
     Api, Client,
-    api::{ApiResource, DynamicObject, Patch, PatchParams},
+    api::{ApiResource, DynamicObject},
     runtime::{
         WatchStreamExt,
         events::{Event as K8sEvent, EventType, Recorder, Reporter},
@@ -21,8 +27,9 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
-use sluice_api::{ArgoRollout, Rollout, RolloutStatus};
+use sluice_api::{ArgoRollout, Rollout};
 use sluice_model::TrafficState;
+use sluice_release::DataPlane;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -31,7 +38,29 @@ use crate::{
     lease::{self, LeaseConfig},
     objects::{POD_TEMPLATE_HASH_LABEL, RolloutApi, RolloutRef},
     reconcile::reconcile,
+    status_writer::{self, truncate},
+    workloads::{Workloads, managed_by_engine},
 };
+pub use crate::{
+    parse::parse_rollout,
+    status_writer::{status_patch, write_status},
+};
+
+/// The data-plane gate's input: for a rollout and its `status.dataPlane`, the connected proxies
+/// and the newest traffic generation each has acknowledged. The binary builds it from its xDS
+/// connection registry; without one the engine sees no proxies (the gate is open).
+pub type DataPlaneFn =
+    std::sync::Arc<dyn Fn(&RolloutRef, &Rollout) -> DataPlane + Send + Sync + 'static>;
+
+/// A [`DataPlaneFn`] that `Config` can carry (Debug, Clone).
+#[derive(Clone)]
+pub struct DataPlaneSource(pub DataPlaneFn);
+
+impl std::fmt::Debug for DataPlaneSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataPlaneSource(..)")
+    }
+}
 
 /// What to watch and what to do.
 #[derive(Clone, Debug)]
@@ -42,15 +71,20 @@ pub struct Config {
     pub sluice_rollouts: bool,
     /// Watch `argoproj.io` Rollouts, read-only (observe mode; needs Argo's CRD installed).
     pub observe_argo: bool,
-    /// Run the step engine for `sluice.dev` Rollouts and write their status (leader only).
+    /// Run the release engine (Rollouts with a template or workloadRef: watches ReplicaSets and
+    /// Deployments, creates and scales versions) or the older step engine (versions made by
+    /// hand) for `sluice.dev` Rollouts and write their status (leader only).
     pub manage_sluice_rollouts: bool,
     pub cluster_domain: String,
     /// Leader election. `None`: this replica writes without election (one replica only).
     pub lease: Option<LeaseConfig>,
-    /// How often the leader re-runs the step engine (timed pauses end on this tick).
+    /// How often the leader re-runs the older step engine (its timed pauses end on this tick).
+    /// The release engine runs on changes and on the requeue it returns.
     pub resync: Duration,
     /// Names this replica in Events (e.g. the pod name).
     pub instance: Option<String>,
+    /// What the connected proxies acknowledged (the data-plane gate); `None`: no proxies seen.
+    pub data_plane: Option<DataPlaneSource>,
 }
 
 impl Default for Config {
@@ -64,6 +98,7 @@ impl Default for Config {
             lease: None,
             resync: Duration::from_secs(1),
             instance: None,
+            data_plane: None,
         }
     }
 }
@@ -81,6 +116,8 @@ enum Change {
     Rollout(RolloutApi, Option<String>, Update<DynamicObject>),
     Pod(Option<String>, Update<Pod>),
     Service(Option<String>, Update<Service>),
+    ReplicaSet(Option<String>, Update<ReplicaSet>),
+    Deployment(Option<String>, Update<Deployment>),
     Failed(String, watcher::Error),
 }
 
@@ -153,7 +190,11 @@ pub async fn run(
                 }
                 driver.reconcile_all().await;
             }
-            _ = tick.tick() => driver.reconcile_all().await,
+            _ = tick.tick() => driver.reconcile_legacy().await,
+            () = sleep_until(driver.wake_at) => {
+                driver.wake_at = None;
+                driver.reconcile_all().await;
+            }
             Ok(()) = leader_rx.changed() => {
                 if *leader_rx.borrow_and_update() {
                     // A new leader reports what is wrong again.
@@ -169,6 +210,14 @@ pub async fn run(
         let _ = elector.await;
     }
     Ok(())
+}
+
+/// Resolves at `at` (never without one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the task ends (never without a task).
@@ -224,6 +273,24 @@ fn streams(client: &Client, config: &Config) -> Vec<ChangeStream> {
             "Services".into(),
             move |u| Change::Service(s.clone(), u),
         ));
+        if config.manage_sluice_rollouts {
+            let replica_sets: Api<ReplicaSet> = scoped_api(client, &scope);
+            let s = scope.clone();
+            out.push(watch_updates(
+                replica_sets,
+                watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL),
+                "ReplicaSets".into(),
+                move |u| Change::ReplicaSet(s.clone(), u),
+            ));
+            let deployments: Api<Deployment> = scoped_api(client, &scope);
+            let s = scope.clone();
+            out.push(watch_updates(
+                deployments,
+                watcher::Config::default(),
+                "Deployments".into(),
+                move |u| Change::Deployment(s.clone(), u),
+            ));
+        }
     }
     out
 }
@@ -244,6 +311,8 @@ fn note_listed(change: &Change, listed: &mut std::collections::BTreeSet<String>)
         Change::Rollout(api, ns, Update::Reset(_)) => format!("rollout/{api:?}/{ns:?}"),
         Change::Pod(ns, Update::Reset(_)) => format!("pod/{ns:?}"),
         Change::Service(ns, Update::Reset(_)) => format!("service/{ns:?}"),
+        Change::ReplicaSet(ns, Update::Reset(_)) => format!("replicaset/{ns:?}"),
+        Change::Deployment(ns, Update::Reset(_)) => format!("deployment/{ns:?}"),
         _ => return,
     };
     listed.insert(key);
@@ -288,41 +357,14 @@ where
     Box::pin(stream.filter_map(ready))
 }
 
-/// Reads a watched object as a Rollout of `api`; the error names the bad field's path.
-pub fn parse_rollout(
-    api: RolloutApi,
-    object: &DynamicObject,
-) -> (RolloutRef, Result<Rollout, String>) {
-    let object_ref = RolloutRef::new(
-        api,
-        object
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        object.metadata.name.clone().unwrap_or_default(),
-    );
-    let parsed = serde_json::to_value(object)
-        .map_err(|e| e.to_string())
-        .and_then(|value| match api {
-            RolloutApi::Sluice => from_value::<Rollout>(value),
-            RolloutApi::Argo => from_value::<ArgoRollout>(value).map(Rollout::from),
-        });
-    (object_ref, parsed)
-}
-
-fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
-        "." => e.inner().to_string(),
-        path => format!("{path}: {}", e.inner()),
-    })
-}
-
 /// The loop's state: the index, what was published, and the leader's writers.
 struct Driver {
     client: Client,
     config: Config,
     index: Index,
+    workloads: Workloads,
+    /// When the release engine asked to run again (the earliest requeue).
+    wake_at: Option<tokio::time::Instant>,
     is_leader: watch::Receiver<bool>,
     tx: watch::Sender<TrafficState>,
     errors: mpsc::Sender<SourceError>,
@@ -352,6 +394,8 @@ impl Driver {
         Driver {
             recorder: Recorder::new(client.clone(), reporter),
             index: Index::new(&config.cluster_domain),
+            workloads: Workloads::default(),
+            wake_at: None,
             client,
             config,
             is_leader,
@@ -393,6 +437,16 @@ impl Driver {
             Change::Service(scope, Update::Reset(services)) => {
                 self.index.reset_services(scope.as_deref(), &services);
             }
+            Change::ReplicaSet(scope, update) => match update {
+                Update::Apply(rs) => self.workloads.apply_replica_set(*rs),
+                Update::Delete(rs) => self.workloads.delete_replica_set(&rs),
+                Update::Reset(all) => self.workloads.reset_replica_sets(scope.as_deref(), all),
+            },
+            Change::Deployment(scope, update) => match update {
+                Update::Apply(d) => self.workloads.apply_deployment(*d),
+                Update::Delete(d) => self.workloads.delete_deployment(&d),
+                Update::Reset(all) => self.workloads.reset_deployments(scope.as_deref(), all),
+            },
             Change::Failed(what, error) => tracing::warn!(%error, "watching {what}"),
         }
     }
@@ -445,14 +499,7 @@ impl Driver {
                 .index
                 .rollout(&error.object)
                 .and_then(|r| r.metadata.uid.clone());
-            let reference = ObjectReference {
-                api_version: Some(error.object.api.api_version().into()),
-                kind: Some("Rollout".into()),
-                namespace: Some(error.object.namespace.clone()),
-                name: Some(error.object.name.clone()),
-                uid,
-                ..ObjectReference::default()
-            };
+            let reference = status_writer::rollout_reference(&error.object, uid);
             match self.recorder.publish(&event, &reference).await {
                 Ok(()) => {
                     self.evented
@@ -463,14 +510,95 @@ impl Driver {
         }
     }
 
-    /// Leader only: runs the step engine on every sluice.dev Rollout and writes changed statuses.
+    /// Leader only: every sluice.dev Rollout through its engine.
     async fn reconcile_all(&mut self) {
-        if !self.synced || !self.config.manage_sluice_rollouts || !*self.is_leader.borrow() {
+        self.reconcile_engine().await;
+        self.reconcile_legacy().await;
+    }
+
+    fn leads(&self) -> bool {
+        self.synced && self.config.manage_sluice_rollouts && *self.is_leader.borrow()
+    }
+
+    /// Leader only: runs the release engine on every sluice.dev Rollout with a template (or
+    /// workloadRef), executes its actions, writes changed statuses and sets the timer to the
+    /// earliest requeue.
+    async fn reconcile_engine(&mut self) {
+        if !self.leads() {
+            return;
+        }
+        let rollouts: Vec<(RolloutRef, Rollout)> = self
+            .index
+            .rollouts_of(RolloutApi::Sluice)
+            .filter(|(_, doc)| managed_by_engine(doc))
+            .map(|(r, doc)| (r.clone(), doc.clone()))
+            .collect();
+        let mut wrote = false;
+        for (object, rollout) in rollouts {
+            let data_plane = match &self.config.data_plane {
+                Some(source) => (source.0)(&object, &rollout),
+                None => DataPlane::default(),
+            };
+            let observed = self.workloads.observed(&rollout, data_plane);
+            let out = sluice_release::reconcile(&rollout, &observed, Timestamp::now());
+            if let Some(after) = out.requeue_after {
+                let at = tokio::time::Instant::now() + after;
+                self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+            }
+            let done = status_writer::execute(
+                &self.client,
+                &self.recorder,
+                &self.is_leader,
+                &object,
+                &rollout,
+                out.actions,
+            )
+            .await;
+            for rs in done.replica_sets {
+                self.workloads.apply_replica_set(rs);
+            }
+            for name in done.deleted {
+                self.workloads.forget_replica_set(&object.namespace, &name);
+            }
+            for deployment in done.deployments {
+                self.workloads.apply_deployment(deployment);
+            }
+            if done.not_leader {
+                return;
+            }
+            let old = rollout.status.clone().unwrap_or_default();
+            if out.status == old {
+                continue;
+            }
+            match write_status(&self.client, &self.is_leader, &object, &old, &out.status).await {
+                Ok(Some(updated)) => {
+                    self.index.apply_rollout(object, Ok(updated));
+                    wrote = true;
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "status write");
+                    // Try again soon rather than on the next change only.
+                    let at = tokio::time::Instant::now() + Duration::from_secs(1);
+                    self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+                }
+            }
+        }
+        if wrote {
+            self.publish().await;
+        }
+    }
+
+    /// Leader only: runs the older step engine on every sluice.dev Rollout whose versions are
+    /// made by hand (no template, no workloadRef) and writes changed statuses.
+    async fn reconcile_legacy(&mut self) {
+        if !self.leads() {
             return;
         }
         let objects: Vec<RolloutRef> = self
             .index
             .rollouts_of(RolloutApi::Sluice)
+            .filter(|(_, doc)| !managed_by_engine(doc))
             .map(|(r, _)| r.clone())
             .collect();
         let mut wrote = false;
@@ -501,60 +629,9 @@ impl Driver {
     }
 }
 
-/// Merge-patches a Rollout's status, if (checked right before the write) this replica leads.
-/// Fields the new status drops are sent as `null` so the merge removes them. `Ok(None)`: not
-/// the leader, nothing written.
-pub async fn write_status(
-    client: &Client,
-    is_leader: &watch::Receiver<bool>,
-    object: &RolloutRef,
-    old: &RolloutStatus,
-    new: &RolloutStatus,
-) -> Result<Option<Rollout>, K8sError> {
-    let body = status_patch(old, new);
-    if !*is_leader.borrow() {
-        return Ok(None);
-    }
-    let api: Api<Rollout> = Api::namespaced(client.clone(), &object.namespace);
-    let params = PatchParams::default();
-    match api
-        .patch_status(&object.name, &params, &Patch::Merge(&body))
-        .await
-    {
-        Ok(updated) => {
-            tracing::info!(%object, phase = ?new.phase, step = ?new.current_step_index, "status written");
-            Ok(Some(updated))
-        }
-        Err(error) => Err(K8sError::Status {
-            object: object.clone(),
-            error,
-        }),
-    }
-}
-
-/// `{"status": new}` with `null` for every field `old` has and `new` does not.
-pub fn status_patch(old: &RolloutStatus, new: &RolloutStatus) -> serde_json::Value {
-    let mut status = serde_json::to_value(new).unwrap_or_default();
-    if let (Ok(serde_json::Value::Object(old)), serde_json::Value::Object(fields)) =
-        (serde_json::to_value(old), &mut status)
-    {
-        for key in old.keys() {
-            fields.entry(key.clone()).or_insert(serde_json::Value::Null);
-        }
-    }
-    serde_json::json!({ "status": status })
-}
-
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
     (
         meta.namespace.clone().unwrap_or_else(|| "default".into()),
         meta.name.clone().unwrap_or_default(),
     )
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
 }

@@ -291,6 +291,9 @@ fn cluster_route(
             )),
             ("GET", "/api/v1/pods") => Some(list("PodList", "v1", pods.clone())),
             ("GET", "/api/v1/services") => Some(list("ServiceList", "v1", vec![demo_service()])),
+            // The release engine's watches (this rollout has no template: none of its own).
+            ("GET", "/apis/apps/v1/replicasets") => Some(list("ReplicaSetList", "apps/v1", vec![])),
+            ("GET", "/apis/apps/v1/deployments") => Some(list("DeploymentList", "apps/v1", vec![])),
             ("PATCH", STATUS) => {
                 // A merge patch of the status.
                 let status = rollout.get("status").cloned().unwrap_or(json!({}));
@@ -738,4 +741,95 @@ async fn a_pods_list_without_the_canary_pods_does_not_reset_the_canary() {
         patches.is_empty(),
         "the canary in progress is not rewritten: {patches:?}"
     );
+}
+
+/// The release engine's start-up guarantee: a Rollout with a template whose ReplicaSets list
+/// arrives 1.5 s late. Run on the Rollouts list alone, the engine would see no version and create
+/// v1's ReplicaSet again (and write a status for it); it must write nothing before the list, and
+/// after it create nothing (v1's ReplicaSet exists).
+#[tokio::test]
+async fn the_release_engine_writes_nothing_before_a_late_replica_sets_list() {
+    let mut rollout = demo_rollout(None);
+    let template = json!({"metadata": {"labels": {"app": "demo"}},
+                          "spec": {"containers": [{"name": "app", "image": "demo:v1"}]}});
+    rollout["spec"]["template"] = template.clone();
+    let hash = sluice_release::pod_template_hash(
+        &serde_json::from_value(template.clone()).expect("template"),
+        None,
+    )
+    .expect("hash");
+    let replica_set = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": format!("demo-{hash}"), "namespace": "prod", "uid": "rs-1",
+                     "labels": {"app": "demo", "rollouts-pod-template-hash": hash},
+                     "annotations": {"rollout.sluice.dev/revision": "1"},
+                     "ownerReferences": [{"apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+                                          "name": "demo", "uid": "u-1", "controller": true}]},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "demo", "rollouts-pod-template-hash": hash}},
+                 "template": template},
+        "status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    });
+    let pods = vec![demo_pod("a-1", &hash, "10.0.0.1", "2024-01-01T00:00:00Z")];
+    let mut lease = lease_route(Arc::new(Mutex::new(None)), Arc::new(Mutex::new(false)));
+    let route: Route = Box::new(move |seen| {
+        if seen.query.contains("watch=true") {
+            return None;
+        }
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", ROLLOUTS) => Some(list(
+                "RolloutList",
+                "sluice.dev/v1alpha1",
+                vec![rollout.clone()],
+            )),
+            ("GET", "/api/v1/pods") => Some(list("PodList", "v1", pods.clone())),
+            ("GET", "/api/v1/services") => Some(list("ServiceList", "v1", vec![demo_service()])),
+            ("GET", "/apis/apps/v1/replicasets") => {
+                Some(list("ReplicaSetList", "apps/v1", vec![replica_set.clone()]))
+            }
+            ("GET", "/apis/apps/v1/deployments") => Some(list("DeploymentList", "apps/v1", vec![])),
+            ("PATCH", STATUS) => {
+                let mut updated = rollout.clone();
+                updated["status"] = seen.body["status"].clone();
+                Some((200, updated))
+            }
+            ("POST", _) | ("PATCH", _) => Some((200, seen.body.clone())),
+            _ => lease(seen),
+        }
+    });
+    let source = Source::start(route, slow("/apis/apps/v1/replicasets"));
+    source
+        .until("the ReplicaSets list", |log| {
+            log.iter()
+                .any(|s| s.method == "ANSWERED" && s.path == "/apis/apps/v1/replicasets")
+        })
+        .await;
+    source
+        .until("the status written", |log| {
+            log.iter().any(|s| s.method == "PATCH" && s.path == STATUS)
+        })
+        .await;
+    let (log, _) = source.stop().await;
+    let answered = log
+        .iter()
+        .position(|s| s.method == "ANSWERED" && s.path == "/apis/apps/v1/replicasets")
+        .expect("answered");
+    let early: Vec<&Seen> = log[..answered]
+        .iter()
+        .filter(|s| s.method != "GET" && !s.path.starts_with(LEASES))
+        .collect();
+    assert!(
+        early.is_empty(),
+        "written before the ReplicaSets list: {early:?}"
+    );
+    let created: Vec<&Seen> = log
+        .iter()
+        .filter(|s| s.method == "POST" && s.path.contains("replicasets"))
+        .collect();
+    assert!(created.is_empty(), "v1's ReplicaSet exists: {created:?}");
+    let status = &log
+        .iter()
+        .rfind(|s| s.method == "PATCH" && s.path == STATUS)
+        .expect("status")
+        .body["status"];
+    assert_eq!(status["stableRS"], hash.as_str());
 }

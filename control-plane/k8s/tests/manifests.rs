@@ -207,6 +207,8 @@ fn the_control_plane_role_grants_only_what_is_used() {
         [
             "/pods: get,list,watch",
             "/services: get,list,watch",
+            "apps/deployments: list,patch,watch",
+            "apps/replicasets: create,delete,list,patch,watch",
             "argoproj.io/rollouts: get,list,watch",
             "authentication.k8s.io/tokenreviews: create",
             "authorization.k8s.io/subjectaccessreviews: create",

@@ -59,6 +59,12 @@ pub async fn start(
             .as_ref()
             .map(|ns| sluice_k8s::LeaseConfig::new(ns.clone(), args.lease_identity.clone())),
         instance: Some(args.lease_identity.clone()),
+        // The data-plane gate is not wired in Kubernetes mode yet: without `data_plane` the
+        // release engine sees no proxies and takes a step without waiting for ACKs. Wiring it
+        // needs, per proxy in `app.registry`, the newest `status.dataPlane.generation` of each
+        // rollout carried by the xDS versions it ACKed (a history "snapshot version → traffic
+        // generations"), and for several replicas a per-replica report object the leader reads.
+        data_plane: None,
         ..Default::default()
     };
     let supervisor = app.supervisor.clone();

@@ -1,0 +1,303 @@
+//! The release engine's Kubernetes driver against the in-memory API server and kubelet
+//! (`sluice_e2e::kube_api`, `sluice_e2e::kubelet`): a `sluice.dev` Rollout with a template is
+//! released from ReplicaSets Sluice creates, through its steps, to promotion and scale-down,
+//! with the traffic state following what the engine published.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_e2e::{
+    kube_api::{ApiServer, Key},
+    kubelet::Kubelet,
+};
+use sluice_k8s::{Config, SourceError, TrafficState};
+use tokio::sync::{mpsc, watch};
+
+const ROLLOUTS: &str = "sluice.dev/v1alpha1/rollouts";
+const REPLICA_SETS: &str = "apps/v1/replicasets";
+
+fn client(server: &ApiServer) -> kube::Client {
+    let config = kube::Config::new(server.url().parse().expect("url"));
+    kube::Client::try_from(config).expect("client")
+}
+
+fn container(image: &str) -> Value {
+    json!([{"name": "app", "image": image, "ports": [{"name": "http", "containerPort": 8080}]}])
+}
+
+fn demo_rollout(steps: Value) -> Value {
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "demo", "namespace": "prod"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "demo"}},
+            "template": {"metadata": {"labels": {"app": "demo"}},
+                         "spec": {"containers": container("demo:v1")}},
+            "strategy": {"canary": {"stableService": "demo", "scaleDownDelaySeconds": 1,
+                                    "steps": steps}}
+        }
+    })
+}
+
+fn demo_service() -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "demo", "namespace": "prod"},
+           "spec": {"ports": [{"port": 80, "targetPort": "http"}]}})
+}
+
+fn rollout_key() -> Key {
+    Key::new(ROLLOUTS, "prod", "demo")
+}
+
+/// A running `sluice_k8s::run` against the server; stopped by `stop`.
+struct Source {
+    rx: watch::Receiver<TrafficState>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), sluice_k8s::K8sError>>,
+}
+
+fn start_source(server: &ApiServer) -> Source {
+    let (tx, rx) = watch::channel(TrafficState::default());
+    let (errors_tx, mut errors_rx) = mpsc::channel::<SourceError>(16);
+    tokio::spawn(async move {
+        while let Some(error) = errors_rx.recv().await {
+            eprintln!("source error: {error}");
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sluice_k8s::run(
+        client(server),
+        Config::default(),
+        tx,
+        errors_tx,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Source { rx, stop, task }
+}
+
+impl Source {
+    async fn until(&mut self, what: &str, done: impl Fn(&TrafficState) -> bool) -> TrafficState {
+        let found = match tokio::time::timeout(
+            Duration::from_secs(30),
+            self.rx.wait_for(|s| done(s)),
+        )
+        .await
+        {
+            Ok(Ok(state)) => Some(state.clone()),
+            _ => None,
+        };
+        match found {
+            Some(state) => state,
+            None => panic!("timed out waiting for {what}: {:#?}", *self.rx.borrow()),
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stops")
+            .expect("no panic")
+            .expect("ok");
+    }
+}
+
+async fn until_object(
+    server: &ApiServer,
+    key: &Key,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(object) = server.get(key).filter(|o| done(o)) {
+            return object;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}: {:#}",
+            server.get(key).unwrap_or(Value::Null)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn weight(state: &TrafficState) -> Option<(String, Option<String>, u32)> {
+    state.rollouts.get("prod/demo").map(|r| {
+        (
+            r.stable_hash.clone(),
+            r.canary_hash.clone(),
+            r.canary_weight_bp,
+        )
+    })
+}
+
+#[tokio::test]
+async fn a_template_change_is_released_through_the_steps_to_promotion_and_scale_down() {
+    let server = ApiServer::start().await.expect("api server");
+    let kubelet = Kubelet::start(&server);
+    server.create("services", demo_service()).expect("service");
+    let steps =
+        json!([{"setWeight": 10}, {"pause": {"duration": "2"}}, {"setWeight": 50}, {"pause": {}}]);
+    server
+        .create("rollouts", demo_rollout(steps))
+        .expect("rollout");
+    let mut source = start_source(&server);
+
+    // v1: its ReplicaSet at full scale, stable, no steps.
+    let state = source
+        .until("v1 stable with 2 endpoints", |s| {
+            s.rollouts.get("prod/demo").is_some_and(|r| {
+                r.versions
+                    .get(&r.stable_hash)
+                    .is_some_and(|v| v.endpoints.len() == 2)
+            })
+        })
+        .await;
+    let v1 = state.rollouts["prod/demo"].stable_hash.clone();
+    assert_eq!(state.rollouts["prod/demo"].canary_hash, None);
+    let v1_rs = Key::new(REPLICA_SETS, "prod", &format!("demo-{v1}"));
+    let rs = server.get(&v1_rs).expect("v1 ReplicaSet");
+    assert_eq!(rs["spec"]["replicas"], 2);
+    assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "Rollout");
+    until_object(&server, &rollout_key(), "v1 Healthy", |r| {
+        r["status"]["phase"] == "Healthy" && r["status"]["stableRS"] == v1.as_str()
+    })
+    .await;
+
+    // `set image`: v2's ReplicaSet, 10 %, the timed pause, then 50 %, held at `pause: {}`.
+    server
+        .merge_patch(
+            &rollout_key(),
+            &json!({"spec": {"template": {"spec": {"containers": container("demo:v2")}}}}),
+            false,
+        )
+        .expect("set image");
+    let state = source
+        .until("v2 at 10 %", |s| {
+            weight(s).is_some_and(|(_, canary, w)| canary.is_some() && w == 1000)
+        })
+        .await;
+    let at_10 = Instant::now();
+    let v2 = state.rollouts["prod/demo"]
+        .canary_hash
+        .clone()
+        .expect("canary");
+    assert_ne!(v2, v1);
+    assert_eq!(state.rollouts["prod/demo"].stable_hash, v1);
+    let v2_rs = Key::new(REPLICA_SETS, "prod", &format!("demo-{v2}"));
+    // ceil(2 × 10 / 100) = 1 canary pod; stable keeps its 2.
+    assert_eq!(
+        server.get(&v2_rs).expect("v2 ReplicaSet")["spec"]["replicas"],
+        1
+    );
+    assert_eq!(server.get(&v1_rs).expect("v1")["spec"]["replicas"], 2);
+
+    source
+        .until("v2 at 50 %", |s| {
+            weight(s).is_some_and(|(_, _, w)| w == 5000)
+        })
+        .await;
+    // The pause's start is kept in whole seconds (metav1.Time, as Argo keeps it): a 2 s pause
+    // lasts more than 1 s.
+    assert!(
+        at_10.elapsed() >= Duration::from_millis(1000),
+        "the 2 s pause held: {:?}",
+        at_10.elapsed()
+    );
+    let paused = until_object(&server, &rollout_key(), "Paused at step 3", |r| {
+        r["status"]["phase"] == "Paused" && r["status"]["currentStepIndex"] == 3
+    })
+    .await;
+    assert_eq!(
+        paused["status"]["pauseConditions"][0]["reason"],
+        "CanaryPauseStep"
+    );
+    // Still paused a while later: `pause: {}` waits for promote.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(weight(&source.rx.borrow()).map(|(_, _, w)| w), Some(5000));
+
+    // `promote`, as Argo's plugin does it: clear the pause conditions.
+    server
+        .merge_patch(
+            &rollout_key(),
+            &json!({"status": {"pauseConditions": null}}),
+            true,
+        )
+        .expect("promote");
+    source
+        .until("v2 stable", |s| {
+            weight(s).is_some_and(|(stable, canary, _)| stable == v2 && canary.is_none())
+        })
+        .await;
+    let promoted_at = Instant::now();
+    until_object(&server, &v1_rs, "v1 scaled to 0", |rs| {
+        rs["spec"]["replicas"] == 0
+    })
+    .await;
+    assert!(
+        promoted_at.elapsed() >= Duration::from_millis(500),
+        "v1 kept its pods for scaleDownDelaySeconds: {:?}",
+        promoted_at.elapsed()
+    );
+    let done = until_object(&server, &rollout_key(), "v2 Healthy", |r| {
+        r["status"]["phase"] == "Healthy" && r["status"]["stableRS"] == v2.as_str()
+    })
+    .await;
+    assert_eq!(done["status"]["currentPodHash"], v2.as_str());
+    assert_eq!(server.get(&v2_rs).expect("v2")["spec"]["replicas"], 2);
+    assert_eq!(kubelet.running(), 2, "v1's pods are gone, v2's run");
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn a_control_plane_restart_mid_canary_keeps_the_step_and_writes_nothing() {
+    let server = ApiServer::start().await.expect("api server");
+    let _kubelet = Kubelet::start(&server);
+    server.create("services", demo_service()).expect("service");
+    let steps = json!([{"setWeight": 20}, {"pause": {}}]);
+    server
+        .create("rollouts", demo_rollout(steps))
+        .expect("rollout");
+    let mut source = start_source(&server);
+    source
+        .until("v1 stable", |s| s.rollouts.contains_key("prod/demo"))
+        .await;
+    server
+        .merge_patch(
+            &rollout_key(),
+            &json!({"spec": {"template": {"spec": {"containers": container("demo:v2")}}}}),
+            false,
+        )
+        .expect("set image");
+    let before = source
+        .until("canary at 20 %", |s| {
+            weight(s).is_some_and(|(_, _, w)| w == 2000)
+        })
+        .await;
+    until_object(&server, &rollout_key(), "Paused", |r| {
+        r["status"]["phase"] == "Paused"
+    })
+    .await;
+    source.stop().await;
+
+    // A new control plane: the same step and weight, no new ReplicaSet, no status rewrite.
+    let rs_before = server.list(REPLICA_SETS, Some("prod")).len();
+    let rollout_rv =
+        server.get(&rollout_key()).expect("rollout")["metadata"]["resourceVersion"].clone();
+    let mut source = start_source(&server);
+    let after = source
+        .until("served again", |s| s.rollouts.contains_key("prod/demo"))
+        .await;
+    assert_eq!(after.rollouts["prod/demo"], before.rollouts["prod/demo"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.list(REPLICA_SETS, Some("prod")).len(), rs_before);
+    assert_eq!(
+        server.get(&rollout_key()).expect("rollout")["metadata"]["resourceVersion"],
+        rollout_rv,
+        "an unchanged release writes nothing"
+    );
+    source.stop().await;
+}

