@@ -216,7 +216,7 @@ fn check_open_files(max_clients: usize) -> anyhow::Result<()> {
     match procfs::read_own_open_files_limit()? {
         Some(limit) if limit < needed => bail!(
             "{max_clients} clients need about {needed} open files, the limit is {limit}: \
-             raise it (ulimit -n {needed}) or lower BENCH_N"
+             raise it (ulimit -n {needed}) or use smaller BENCH_SHAPES"
         ),
         _ => Ok(()),
     }

@@ -43,7 +43,7 @@ pub fn rollouts_yaml(m: usize) -> String {
     let mut out = String::new();
     for i in 0..m {
         let name = rollout_name(i);
-        let host = host(i);
+        let hostname = host(i);
         // Distinct addresses: 250 per /24, starting at .1.
         let (subnet, host) = (i / 250, i % 250 + 1);
         let _ = write!(
@@ -53,7 +53,7 @@ apiVersion: sluice.dev/v1alpha1
 kind: Rollout
 metadata: {{name: {name}, namespace: {NAMESPACE}}}
 spec:
-  hosts: [{host}]
+  hosts: [{hostname}]
   strategy:
     canary:
       steps: [{{setWeight: 10}}, {{pause: {{}}}}]
