@@ -170,7 +170,7 @@ fn parse_shapes(value: &str) -> anyhow::Result<Vec<(usize, usize, Option<usize>)
             let (n, m) = (count(n)?, count(m)?);
             let scope = scope.map(count).transpose()?;
             if let Some(s) = scope
-                && m % s != 0
+                && !m.is_multiple_of(s)
             {
                 bail!("{part:?}: the scope {s} must divide M = {m}");
             }

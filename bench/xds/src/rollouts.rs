@@ -31,11 +31,11 @@ pub fn scope_of(client: usize, m: usize, per_scope: usize) -> Option<Vec<String>
 
 /// The changed rollout (the first) is in group 0: the clients a change concerns.
 pub fn is_affected(client: usize, m: usize, per_scope: usize) -> bool {
-    groups(m, per_scope).is_some_and(|groups| client % groups == 0)
+    groups(m, per_scope).is_some_and(|groups| client.is_multiple_of(groups))
 }
 
 fn groups(m: usize, per_scope: usize) -> Option<usize> {
-    (per_scope > 0 && m % per_scope == 0).then(|| m / per_scope)
+    (per_scope > 0 && m.is_multiple_of(per_scope)).then(|| m / per_scope)
 }
 
 /// The YAML stream of `m` Rollout documents.
