@@ -29,6 +29,8 @@ pub struct Epoch {
 }
 
 impl Epoch {
+    /// A change every client should receive.
+    #[cfg(test)]
     pub fn new(clients: usize, t0: Instant, expected: TypeSet) -> Self {
         Epoch::with_affected(vec![true; clients], t0, expected)
     }
@@ -69,6 +71,7 @@ impl Epoch {
     }
 
     /// Clients the change concerns.
+    #[cfg(test)]
     pub fn affected(&self) -> usize {
         self.affected_count
     }
