@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 use prost::{Message, Name};
 
@@ -50,6 +51,9 @@ pub fn type_names(set: TypeSet) -> String {
         .collect();
     names.join("+")
 }
+
+/// Node metadata key of a node's scope (`sluice_xds::scope::SCOPE_METADATA_KEY`).
+pub const SCOPE_METADATA_KEY: &str = "sluice.scope";
 
 /// gRPC status code Envoy puts in a NACK's error_detail.
 const INVALID_ARGUMENT: i32 = 3;
@@ -115,6 +119,28 @@ impl AdsClient {
             node_sent: false,
             subscriptions: Default::default(),
         }
+    }
+
+    /// A client that declares the rollouts it needs (node metadata `sluice.scope`, as
+    /// `sluice bootstrap --scope` writes it).
+    pub fn scoped(node_id: &str, node_cluster: &str, scope: &[String]) -> Self {
+        let mut client = AdsClient::new(node_id, node_cluster);
+        let values = scope
+            .iter()
+            .map(|entry| Value {
+                kind: Some(Kind::StringValue(entry.clone())),
+            })
+            .collect();
+        client.node.metadata = Some(Struct {
+            fields: [(
+                SCOPE_METADATA_KEY.to_owned(),
+                Value {
+                    kind: Some(Kind::ListValue(ListValue { values })),
+                },
+            )]
+            .into(),
+        });
+        client
     }
 
     /// The first requests of the stream: CDS and LDS, wildcard.

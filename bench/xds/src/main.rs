@@ -3,16 +3,23 @@
 //! For each configuration of N simulated Envoys × M rollouts it starts a fresh `sluice serve`
 //! process (its memory and CPU are its own), connects N state-of-the-world ADS clients that
 //! behave like Envoy (CDS/LDS wildcard, then EDS/RDS/ECDS by name, ACK everything), and changes
-//! one rollout's weight K times through the admin API. It reports, per configuration:
+//! one rollout's weight K times through the admin API. With a scope S the clients are sidecars
+//! scoped to S rollouts each (node metadata `sluice.scope`: M / S groups, client c in group
+//! c mod (M / S)); a change then concerns the N·S/M clients whose scope holds the changed rollout.
+//! It reports, per configuration:
 //!
-//! - push latency: from just before the SetWeight RPC to the moment the *last* client has
-//!   received every type a weight change updates (RDS and ECDS); p50 and p99 over the K changes;
+//! - push latency: from just before the SetWeight RPC to the moment the *last* concerned client
+//!   has received every type a weight change updates (RDS); p50 and p99 over the K changes;
+//! - bytes per change (every encoded response the clients received for it) and per concerned
+//!   client, and the bytes received by clients the change does not concern (should be 0);
 //! - the control plane's resident memory (VmRSS, and the peak VmHWM) after the changes;
 //! - its CPU seconds (user + system) per change.
 //!
 //! The table goes to stdout and the JSON to `target/bench/xds.json`.
 //!
-//! Environment: `BENCH_N` (default `10,100,1000`), `BENCH_M` (default `10,1000`),
+//! Environment: `BENCH_SHAPES`, configurations `NxM` (unscoped) or `NxM/S` (scoped), default
+//! `100x100,100x5000,1000x100/20,1000x5000/20,1000x1000,10000x2000/20` (the goal shapes and the
+//! two sizes of M for bytes per change),
 //! `BENCH_CHANGES` (default 20), `BENCH_BUDGET_SECONDS` (default 120: a configuration whose
 //! changes take longer stops after at least 3), `BENCH_SLUICE_BIN` (default `target/release/sluice`; build it
 //! with `cargo build --release -p sluice`), `BENCH_OUT` (default `target/bench/xds.json`).
@@ -68,8 +75,10 @@ fn main() -> anyhow::Result<()> {
 async fn bench() -> anyhow::Result<()> {
     let root = repo_root();
     let target = root.join("target");
-    let clients = env_list("BENCH_N", &[10, 100, 1_000])?;
-    let rollouts = env_list("BENCH_M", &[10, 1_000])?;
+    let shapes = match std::env::var("BENCH_SHAPES") {
+        Ok(value) => parse_shapes(&value).with_context(|| format!("BENCH_SHAPES={value:?}"))?,
+        Err(_) => parse_shapes(DEFAULT_SHAPES)?,
+    };
     let changes = env_count("BENCH_CHANGES", 20)?;
     let budget = Duration::from_secs(env_count("BENCH_BUDGET_SECONDS", 120)? as u64);
     let binary = std::env::var_os("BENCH_SLUICE_BIN")
@@ -78,41 +87,41 @@ async fn bench() -> anyhow::Result<()> {
     let out = std::env::var_os("BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| target.join("bench").join("xds.json"));
-    check_open_files(clients.iter().copied().max().unwrap_or(0))?;
+    check_open_files(shapes.iter().map(|s| s.0).max().unwrap_or(0))?;
 
     let mut rows = Vec::new();
-    for &n in &clients {
-        for &m in &rollouts {
-            let config = RunConfig {
-                clients: n,
-                rollouts: m,
-                changes,
-                budget,
-                binary: binary.clone(),
-                work_dir: control_plane::work_dir(&target),
-                // Generous: the machine is small and shared.
-                sync_timeout: Duration::from_secs(300),
-                change_timeout: Duration::from_secs(60),
-            };
-            info!(clients = n, rollouts = m, changes, "running");
-            let result = run::run(&config).await.map_err(|e| format!("{e:#}"));
-            match &result {
-                Ok(o) => info!(
-                    clients = n,
-                    rollouts = m,
-                    p50_ms = o.p50.as_secs_f64() * 1e3,
-                    p99_ms = o.p99.as_secs_f64() * 1e3,
-                    rss_mib = o.rss_bytes / (1024 * 1024),
-                    "done"
-                ),
-                Err(e) => error!(clients = n, rollouts = m, error = %e, "failed"),
-            }
-            rows.push(Row {
-                clients: n,
-                rollouts: m,
-                result,
-            });
+    for &(n, m, scope) in &shapes {
+        let config = RunConfig {
+            clients: n,
+            rollouts: m,
+            scope,
+            changes,
+            budget,
+            binary: binary.clone(),
+            work_dir: control_plane::work_dir(&target),
+            // Generous: the machine is small and shared.
+            sync_timeout: Duration::from_secs(300),
+            change_timeout: Duration::from_secs(60),
+        };
+        info!(clients = n, rollouts = m, ?scope, changes, "running");
+        let result = run::run(&config).await.map_err(|e| format!("{e:#}"));
+        match &result {
+            Ok(o) => info!(
+                clients = n,
+                rollouts = m,
+                p50_ms = o.p50.as_secs_f64() * 1e3,
+                p99_ms = o.p99.as_secs_f64() * 1e3,
+                rss_mib = o.rss_bytes / (1024 * 1024),
+                "done"
+            ),
+            Err(e) => error!(clients = n, rollouts = m, error = %e, "failed"),
         }
+        rows.push(Row {
+            clients: n,
+            rollouts: m,
+            scope,
+            result,
+        });
     }
 
     print!("{}", report::table(&rows));
@@ -133,6 +142,41 @@ fn repo_root() -> PathBuf {
         .ancestors()
         .nth(2)
         .map_or_else(|| manifest.to_path_buf(), Path::to_path_buf)
+}
+
+/// The default configurations: the issue's goal shapes, and M = 100 and 5,000 for bytes per
+/// change.
+const DEFAULT_SHAPES: &str = "100x100,100x5000,1000x100/20,1000x5000/20,1000x1000,10000x2000/20";
+
+/// `NxM` or `NxM/S`, comma-separated: (clients, rollouts, rollouts per scope).
+fn parse_shapes(value: &str) -> anyhow::Result<Vec<(usize, usize, Option<usize>)>> {
+    value
+        .split(',')
+        .map(|part| {
+            let part = part.trim().replace('_', "");
+            let (size, scope) = match part.split_once('/') {
+                Some((size, scope)) => (size, Some(scope)),
+                None => (part.as_str(), None),
+            };
+            let (n, m) = size
+                .split_once('x')
+                .with_context(|| format!("{part:?}: expected NxM or NxM/S"))?;
+            let count = |s: &str| -> anyhow::Result<usize> {
+                match s.parse::<usize>() {
+                    Ok(0) | Err(_) => bail!("{part:?}: {s:?} is not a positive count"),
+                    Ok(c) => Ok(c),
+                }
+            };
+            let (n, m) = (count(n)?, count(m)?);
+            let scope = scope.map(count).transpose()?;
+            if let Some(s) = scope
+                && !m.is_multiple_of(s)
+            {
+                bail!("{part:?}: the scope {s} must divide M = {m}");
+            }
+            Ok((n, m, scope))
+        })
+        .collect()
 }
 
 /// A comma-separated list of counts from the environment, or the default.
@@ -172,7 +216,7 @@ fn check_open_files(max_clients: usize) -> anyhow::Result<()> {
     match procfs::read_own_open_files_limit()? {
         Some(limit) if limit < needed => bail!(
             "{max_clients} clients need about {needed} open files, the limit is {limit}: \
-             raise it (ulimit -n {needed}) or lower BENCH_N"
+             raise it (ulimit -n {needed}) or use smaller BENCH_SHAPES"
         ),
         _ => Ok(()),
     }
@@ -197,6 +241,18 @@ mod tests {
         assert!(parse_list("10,x").is_err());
         assert!(parse_list("0").is_err());
         assert!(parse_list("").is_err());
+    }
+
+    #[test]
+    fn shapes_are_sizes_with_an_optional_scope() {
+        assert_eq!(
+            parse_shapes("10x100, 10_000x2_000/20").unwrap(),
+            vec![(10, 100, None), (10_000, 2_000, Some(20))]
+        );
+        assert_eq!(parse_shapes(DEFAULT_SHAPES).unwrap().len(), 6);
+        for bad in ["10", "0x5", "10x100/0", "10x100/30", "axb", ""] {
+            assert!(parse_shapes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ const MIN_CHANGES: usize = 3;
 pub struct RunConfig {
     pub clients: usize,
     pub rollouts: usize,
+    /// Rollouts per client scope (node metadata `sluice.scope`); `None`: unscoped clients.
+    pub scope: Option<usize>,
     /// Changes to measure, unless `budget` runs out first (then at least [`MIN_CHANGES`]).
     pub changes: usize,
     /// Time for the measured changes, so the largest configurations finish in minutes.
@@ -60,6 +62,13 @@ pub struct RunConfig {
 pub struct Outcome {
     pub clients: usize,
     pub rollouts: usize,
+    pub scope: Option<usize>,
+    /// Clients a change concerns (all when unscoped).
+    pub affected: usize,
+    /// Mean bytes (encoded responses) all clients received per measured change.
+    pub bytes_per_change: u64,
+    /// Bytes received by clients a change does not concern, over all measured changes.
+    pub unaffected_bytes: u64,
     /// Changes measured (fewer than asked when the time budget ran out).
     pub changes: usize,
     pub latencies: Vec<Duration>,
@@ -81,6 +90,11 @@ pub struct Outcome {
 #[derive(Debug)]
 enum Event {
     Synced,
+    /// A response of this many encoded bytes arrived (after the client synced).
+    Bytes {
+        client: usize,
+        bytes: u64,
+    },
     Changed {
         client: usize,
         type_index: usize,
@@ -100,6 +114,12 @@ enum Event {
 /// Runs one configuration; the control plane is stopped whatever happens.
 pub async fn run(config: &RunConfig) -> anyhow::Result<Outcome> {
     let (n, m) = (config.clients, config.rollouts);
+    if let Some(per_scope) = config.scope {
+        ensure!(
+            rollouts::scope_of(0, m, per_scope).is_some(),
+            "a scope of {per_scope} rollouts must divide M = {m}"
+        );
+    }
     std::fs::create_dir_all(&config.work_dir)
         .with_context(|| format!("creating {}", config.work_dir.display()))?;
     let rollouts_file = config.work_dir.join(format!("rollouts-{m}.yaml"));
@@ -146,9 +166,19 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
         let channel = endpoint.connect().await.with_context(|| {
             format!("client {client}: connecting to {}", control_plane.xds_addr)
         })?;
-        tasks.spawn(client_task(client, channel, events_tx.clone()));
+        let scope = config
+            .scope
+            .and_then(|per_scope| rollouts::scope_of(client, config.rollouts, per_scope));
+        tasks.spawn(client_task(client, channel, events_tx.clone(), scope));
     }
     drop(events_tx);
+    let affected: Vec<bool> = (0..n)
+        .map(|client| {
+            config
+                .scope
+                .is_none_or(|per_scope| rollouts::is_affected(client, config.rollouts, per_scope))
+        })
+        .collect();
     coordinator
         .wait(
             Instant::now() + config.sync_timeout,
@@ -170,7 +200,7 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
 
     // Warm-up: which types does a weight change touch?
     coordinator.drain_for(QUIET).await?;
-    coordinator.epoch = Some(Epoch::new(n, Instant::now(), 0));
+    coordinator.epoch = Some(Epoch::with_affected(affected.clone(), Instant::now(), 0));
     let token = &control_plane.admin_token;
     set_weight(&mut admin, token, rollouts::weight_bp(None)).await?;
     coordinator
@@ -189,15 +219,16 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
     let cpu_before = control_plane.cpu_ticks()?;
     let mut latencies = Vec::with_capacity(config.changes);
     let mut unexpected = 0;
+    let mut bytes = 0;
+    let mut unaffected_bytes = 0;
     let started = Instant::now();
     for k in 0..config.changes {
         if k >= MIN_CHANGES && started.elapsed() > config.budget {
             warn!(measured = k, asked = config.changes, budget = ?config.budget, "time budget spent; measuring fewer changes");
             break;
         }
-        coordinator.drain_for(QUIET).await?;
         let t0 = Instant::now();
-        coordinator.epoch = Some(Epoch::new(n, t0, expected));
+        coordinator.epoch = Some(Epoch::with_affected(affected.clone(), t0, expected));
         set_weight(&mut admin, token, rollouts::weight_bp(Some(k))).await?;
         coordinator
             .wait(
@@ -206,8 +237,13 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
                 Coordinator::epoch_complete,
             )
             .await?;
+        // A quiet gap, still counting: this change's last bytes (and any push to a client it
+        // does not concern) arrive in it.
+        coordinator.drain_for(QUIET).await?;
         let epoch = coordinator.epoch.take().context("the epoch vanished")?;
         unexpected += epoch.unexpected();
+        bytes += epoch.bytes();
+        unaffected_bytes += epoch.unaffected_bytes();
         let latency = epoch.latency().context("a complete epoch has a latency")?;
         debug!(change = k, ?latency, "change delivered to every client");
         latencies.push(latency);
@@ -231,6 +267,10 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
     Ok(Outcome {
         clients: n,
         rollouts: config.rollouts,
+        scope: config.scope,
+        affected: affected.iter().filter(|a| **a).count(),
+        bytes_per_change: bytes / measured.max(1) as u64,
+        unaffected_bytes,
         changes: measured,
         p50: p(50.0),
         p99: p(99.0),
@@ -303,6 +343,11 @@ impl Coordinator {
     fn handle(&mut self, event: Event) -> anyhow::Result<()> {
         match event {
             Event::Synced => self.synced += 1,
+            Event::Bytes { client, bytes } => {
+                if let Some(epoch) = &mut self.epoch {
+                    epoch.on_bytes(client, bytes);
+                }
+            }
             Event::Changed {
                 client,
                 type_index,
@@ -352,8 +397,13 @@ impl Coordinator {
 }
 
 /// One simulated Envoy; reports how its stream ended.
-async fn client_task(client: usize, channel: Channel, events: mpsc::UnboundedSender<Event>) {
-    if let Err(e) = client_stream(client, channel, &events).await {
+async fn client_task(
+    client: usize,
+    channel: Channel,
+    events: mpsc::UnboundedSender<Event>,
+    scope: Option<Vec<String>>,
+) {
+    if let Err(e) = client_stream(client, channel, &events, scope).await {
         let _ = events.send(Event::Failed {
             client,
             error: format!("{e:#}"),
@@ -365,8 +415,13 @@ async fn client_stream(
     client: usize,
     channel: Channel,
     events: &mpsc::UnboundedSender<Event>,
+    scope: Option<Vec<String>>,
 ) -> anyhow::Result<()> {
-    let mut state = AdsClient::new(&format!("bench-{client}"), "bench");
+    let id = format!("bench-{client}");
+    let mut state = match &scope {
+        Some(scope) => AdsClient::scoped(&id, "bench", scope),
+        None => AdsClient::new(&id, "bench"),
+    };
     let (requests, outgoing) = mpsc::unbounded_channel();
     // The first requests are queued before the call: the server answers headers only then.
     for request in state.start() {
@@ -387,6 +442,12 @@ async fn client_stream(
         .context("reading the ADS stream")?
     {
         let at = Instant::now();
+        if synced {
+            events.send(Event::Bytes {
+                client,
+                bytes: prost::Message::encoded_len(&response) as u64,
+            })?;
+        }
         let reaction = state.on_response(response)?;
         for request in reaction.requests {
             requests.send(request)?;

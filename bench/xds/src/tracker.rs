@@ -19,10 +19,25 @@ pub struct Epoch {
     done: usize,
     /// Version changes of types outside `expected` (or before `t0`): should stay 0.
     unexpected: u64,
+    /// Clients the change concerns (all, unless the clients are scoped).
+    affected: Vec<bool>,
+    affected_count: usize,
+    /// Bytes of every response received since `t0`, and those of them sent to unaffected
+    /// clients (which should receive nothing).
+    bytes: u64,
+    unaffected_bytes: u64,
 }
 
 impl Epoch {
+    /// A change every client should receive.
+    #[cfg(test)]
     pub fn new(clients: usize, t0: Instant, expected: TypeSet) -> Self {
+        Epoch::with_affected(vec![true; clients], t0, expected)
+    }
+
+    /// A change only the clients marked in `affected` should receive.
+    pub fn with_affected(affected: Vec<bool>, t0: Instant, expected: TypeSet) -> Self {
+        let clients = affected.len();
         Epoch {
             t0,
             expected,
@@ -30,7 +45,35 @@ impl Epoch {
             done_at: vec![None; clients],
             done: 0,
             unexpected: 0,
+            affected_count: affected.iter().filter(|a| **a).count(),
+            affected,
+            bytes: 0,
+            unaffected_bytes: 0,
         }
+    }
+
+    /// Client `client` received a response of `bytes` bytes (encoded).
+    pub fn on_bytes(&mut self, client: usize, bytes: u64) {
+        self.bytes += bytes;
+        if !self.affected.get(client).copied().unwrap_or(true) {
+            self.unaffected_bytes += bytes;
+        }
+    }
+
+    /// Bytes received by every client since the change started.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Bytes received by clients the change does not concern.
+    pub fn unaffected_bytes(&self) -> u64 {
+        self.unaffected_bytes
+    }
+
+    /// Clients the change concerns.
+    #[cfg(test)]
+    pub fn affected(&self) -> usize {
+        self.affected_count
     }
 
     /// Client `client` received a new version of type `type_index` at `at`.
@@ -39,7 +82,10 @@ impl Epoch {
         let Some(seen) = self.seen.get_mut(client) else {
             return;
         };
-        if at < self.t0 || (self.expected != 0 && self.expected & bit == 0) {
+        if at < self.t0
+            || (self.expected != 0 && self.expected & bit == 0)
+            || !self.affected[client]
+        {
             self.unexpected += 1;
             return;
         }
@@ -57,12 +103,12 @@ impl Epoch {
 
     /// Every client has received the change.
     pub fn is_complete(&self) -> bool {
-        self.done == self.done_at.len()
+        self.done == self.affected_count
     }
 
     /// Clients that have not received the change yet.
     pub fn pending(&self) -> usize {
-        self.done_at.len() - self.done
+        self.affected_count - self.done
     }
 
     /// From the request to the last client's update; `None` until complete.
@@ -166,6 +212,29 @@ mod tests {
         e.on_change(0, ECDS, t0 + ms(3));
         assert_eq!(e.seen_types(), BOTH);
         assert_eq!(e.unexpected(), 0);
+    }
+
+    #[test]
+    fn a_scoped_change_waits_for_the_affected_clients_and_counts_the_others() {
+        let t0 = Instant::now();
+        let mut e = Epoch::with_affected(vec![false, true, false], t0, 1 << ROUTE);
+        assert_eq!(e.affected(), 1);
+        e.on_bytes(1, 300);
+        e.on_change(1, ROUTE, t0 + ms(4));
+        assert!(e.is_complete());
+        assert_eq!(e.latency(), Some(ms(4)));
+        assert_eq!(
+            (e.bytes(), e.unaffected_bytes(), e.unexpected()),
+            (300, 0, 0)
+        );
+        // An unaffected client that receives something is counted, never waited for.
+        e.on_bytes(0, 50);
+        e.on_change(0, ROUTE, t0 + ms(5));
+        assert_eq!(
+            (e.bytes(), e.unaffected_bytes(), e.unexpected()),
+            (350, 50, 1)
+        );
+        assert_eq!(e.latency(), Some(ms(4)));
     }
 
     #[test]

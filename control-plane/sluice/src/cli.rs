@@ -79,6 +79,11 @@ pub struct BootstrapArgs {
     /// `sluice.filter`; the control plane pushes that build to this Envoy.
     #[arg(long, value_enum, env = "SLUICE_ENVOY_FILTER", default_value = "wasm")]
     pub filter: FilterArg,
+    /// The rollouts this Envoy needs (repeat, or separate with commas): a host, `namespace/*`
+    /// or `namespace/name`. Sent as node metadata `sluice.scope`; the control plane then sends
+    /// this Envoy only those rollouts. Default: every rollout (a gateway).
+    #[arg(long, env = "SLUICE_SCOPE", value_delimiter = ',')]
+    pub scope: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,6 +134,11 @@ pub fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         FilterArg::Wasm => sluice_xds::translate::FilterBuild::Wasm,
         FilterArg::Native => sluice_xds::translate::FilterBuild::Native,
     };
+    if !args.scope.is_empty() {
+        options.scope = Some(sluice_xds::scope::Scope::parse(
+            args.scope.iter().map(String::as_str),
+        )?);
+    }
     print!("{}", sluice_xds::bootstrap::bootstrap_yaml(&options));
     Ok(())
 }

@@ -216,13 +216,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => crate::k8s_source::start(app.clone(), &args.k8s, shutdown_rx.clone()).await?,
     };
 
-    let node_options = app.options.clone();
+    let nodes = sluice_xds::scope::NodeSnapshots::new(app.options.clone());
     let ads = AdsServer::new(
         snapshot_rx,
         Arc::new(move |node: &Node, snapshot: &Snapshot| {
-            // Each Envoy may ask for its own listener address (node metadata `sluice.listener`)
-            // and filter build (`sluice.filter`).
-            translate::for_node(&node_options, node.metadata.as_ref(), snapshot)
+            // Each Envoy may ask for its own listener address (node metadata `sluice.listener`),
+            // filter build (`sluice.filter`) and the rollouts it needs (`sluice.scope`).
+            nodes.for_node(node.metadata.as_ref(), snapshot)
         }),
         registry,
     );

@@ -4,7 +4,7 @@
 //! endpoints, the filter) arrives over one ADS stream.
 //!
 //! ```text
-//!  node { id, cluster, metadata { sluice.role, sluice.listener?, sluice.filter? } }
+//!  node { id, cluster, metadata { sluice.role, sluice.listener?, sluice.filter?, sluice.scope? } }
 //!  dynamic_resources: ADS over gRPC to cluster "sluice_xds"; CDS and LDS from ADS
 //!  static clusters:   sluice_xds (HTTP/2 → control plane)
 //!                     sluice_control_plane_http (HTTP/1.1, only when Envoy fetches the Wasm
@@ -19,6 +19,7 @@ use std::{fmt, net::SocketAddr, str::FromStr};
 
 use serde_json::{Map, Value, json};
 
+use crate::scope::{SCOPE_METADATA_KEY, Scope};
 use crate::translate::{FILTER_METADATA_KEY, FilterBuild, LISTENER_METADATA_KEY};
 
 /// The static cluster that reaches the control plane's ADS (gRPC) port.
@@ -120,6 +121,9 @@ pub struct BootstrapOptions {
     /// The filter build this Envoy runs, sent as node metadata `sluice.filter` (`wasm` or
     /// `native`; see `translate::for_node`).
     pub filter: FilterBuild,
+    /// The rollouts this Envoy needs, sent as node metadata `sluice.scope` (a list of hosts,
+    /// `namespace/*` and `namespace/name`); `None` receives every rollout (see `scope`).
+    pub scope: Option<Scope>,
 }
 
 /// TLS from Envoy to the control plane's xDS port. Paths are as Envoy sees them.
@@ -185,6 +189,7 @@ impl BootstrapOptions {
             delta: false,
             xds_tls: None,
             filter: FilterBuild::Wasm,
+            scope: None,
         }
     }
 }
@@ -204,6 +209,9 @@ pub fn bootstrap_value(options: &BootstrapOptions) -> Value {
     }
     if let Some(listener) = options.listener {
         metadata.insert(LISTENER_METADATA_KEY.into(), json!(listener.to_string()));
+    }
+    if let Some(scope) = &options.scope {
+        metadata.insert(SCOPE_METADATA_KEY.into(), json!(scope.entries()));
     }
     let ads = json!({"ads": {}, "resource_api_version": "V3"});
     let mut clusters = vec![static_cluster(XDS_CLUSTER, &options.control_plane, true)];
@@ -470,6 +478,43 @@ list:
         options.filter = FilterBuild::Native;
         let native = bootstrap_value(&options);
         assert_eq!(native["node"]["metadata"][FILTER_METADATA_KEY], "native");
+    }
+
+    #[test]
+    fn scope_is_sent_as_a_node_metadata_list_the_control_plane_reads_back() {
+        let mut options =
+            BootstrapOptions::new(Role::Sidecar, "app-1", control_plane("127.0.0.1:18000"));
+        assert!(
+            bootstrap_value(&options)["node"]["metadata"]
+                .get(SCOPE_METADATA_KEY)
+                .is_none(),
+            "unscoped by default"
+        );
+        let scope = Scope::parse(["cart.shop", "web/*", "shop/pay"]).expect("scope");
+        options.scope = Some(scope.clone());
+        let value = bootstrap_value(&options);
+        let listed = &value["node"]["metadata"][SCOPE_METADATA_KEY];
+        assert_eq!(*listed, json!(["cart.shop", "web/*", "shop/pay"]));
+        // What Envoy sends back as node metadata (a Struct) is the same scope.
+        use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as Pb, value::Kind};
+        let values = listed
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|e| Pb {
+                kind: Some(Kind::StringValue(e.as_str().expect("string").into())),
+            })
+            .collect();
+        let metadata = Struct {
+            fields: [(
+                SCOPE_METADATA_KEY.to_string(),
+                Pb {
+                    kind: Some(Kind::ListValue(ListValue { values })),
+                },
+            )]
+            .into(),
+        };
+        assert_eq!(Scope::from_metadata(Some(&metadata)), Some(scope));
     }
 
     #[test]

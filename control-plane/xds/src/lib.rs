@@ -6,6 +6,7 @@
 //!        ▼
 //!  Snapshot {type_url → name → (version, Any)}          pure, consistent, content-versioned
 //!        │ tokio::sync::watch (coalesces bursts)
+//!        │ scope::NodeSnapshots: per node, its scope's share (node metadata `sluice.scope`)
 //!        ▼
 //!  server::AdsServer ── per stream ──► protocol::Connection / DeltaConnection   sans-I/O state machines
 //!        │                                (subscriptions, nonces, ACK/NACK, make-before-break)
@@ -17,6 +18,7 @@
 pub mod bootstrap;
 pub mod protocol;
 pub mod registry;
+pub mod scope;
 pub mod server;
 pub mod snapshot;
 pub mod translate;

@@ -136,6 +136,9 @@ impl Resources {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub resources: BTreeMap<String, Resources>,
+    /// The traffic state it was translated from, so a scoped node's share can be derived from it
+    /// (`scope::NodeSnapshots`); `None` for snapshots built by hand.
+    pub source: Option<Arc<sluice_model::TrafficState>>,
 }
 
 impl Snapshot {

@@ -167,6 +167,7 @@ pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Sna
         FILTER_CONFIG_NAME,
         build::filter_config(&policy, &options.wasm),
     ));
+    snapshot.source = Some(std::sync::Arc::new(state.clone()));
     Ok(snapshot)
 }
 

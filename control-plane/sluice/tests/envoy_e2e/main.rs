@@ -17,6 +17,7 @@ mod harness;
 mod hosts;
 mod load;
 mod native;
+mod scope;
 mod split;
 mod xds_tls;
 
