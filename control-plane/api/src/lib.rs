@@ -24,6 +24,7 @@ mod derive;
 pub mod duration;
 mod error;
 mod file;
+mod mirror;
 mod release_fields;
 pub mod resource;
 pub mod weight;
