@@ -24,4 +24,4 @@ pub use paths::{
     envoy_binary, filter_module, filter_native, filter_wasm, free_port, workspace_root,
 };
 pub use stats::{Sample, check_binomial, parse_prometheus, sluice_counters, within_binomial};
-pub use upstream::Upstream;
+pub use upstream::{Seen, Upstream};
