@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![deny(warnings)]
 
+pub mod bluegreen;
 mod derive;
 pub mod duration;
 mod error;

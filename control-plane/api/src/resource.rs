@@ -114,6 +114,9 @@ pub struct RolloutStrategy {
     /// The canary strategy. Without it (e.g. Argo's blue-green) Sluice sends all traffic to stable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStrategy>,
+    /// Argo's blue/green strategy (see [`crate::bluegreen`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<crate::bluegreen::BlueGreenStrategy>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -340,6 +343,9 @@ pub struct RolloutStatus {
     /// Sluice: the traffic published and its acknowledgement by the proxies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_plane: Option<DataPlaneStatus>,
+    /// Argo: the hashes the blue/green services select.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<crate::bluegreen::BlueGreenStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
