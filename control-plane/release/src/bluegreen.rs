@@ -166,7 +166,9 @@ pub(crate) fn step(cx: &mut Cx, input: &Input<'_>) -> Outcome {
         ),
     );
     cx.status.stable_rs = Some(input.new.to_owned());
-    cx.status.pause_conditions.retain(|p| p.reason != BLUE_GREEN_PAUSE);
+    cx.status
+        .pause_conditions
+        .retain(|p| p.reason != BLUE_GREEN_PAUSE);
     cx.status.controller_pause = false;
     cx.status.promote_full = false;
     outcome.active = input.new.to_owned();
@@ -210,15 +212,13 @@ fn promoted(cx: &mut Cx, bg: &BlueGreen) -> bool {
         // The pause condition was cleared while the controller's pause stands: promoted.
         None => true,
         // autoPromotionEnabled: false waits for `promote` alone.
-        Some(started) if auto_after => {
-            match until(cx.now, after(started, bg.auto_promotion)) {
-                Some(left) => {
-                    cx.requeue(left);
-                    false
-                }
-                None => true,
+        Some(started) if auto_after => match until(cx.now, after(started, bg.auto_promotion)) {
+            Some(left) => {
+                cx.requeue(left);
+                false
             }
-        }
+            None => true,
+        },
         Some(_) => false,
     }
 }
@@ -237,7 +237,11 @@ pub(crate) fn revision_limit(
         .iter()
         .filter(|v| !targets.contains_key(&v.hash) && v.desired > 0)
         .collect();
-    old.sort_by(|a, b| b.revision.cmp(&a.revision).then_with(|| a.name.cmp(&b.name)));
+    old.sort_by(|a, b| {
+        b.revision
+            .cmp(&a.revision)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     for v in old.into_iter().skip(limit) {
         targets.insert(v.hash.clone(), 0);
     }

@@ -33,8 +33,14 @@ fn fields_are_read_and_checked_naming_the_field() {
     for (yaml, field) in [
         ("{previewService: p}", "activeService"),
         ("{activeService: a, previewService: a}", "previewService"),
-        ("{activeService: a, autoPromotionSeconds: -1}", "autoPromotionSeconds"),
-        ("{activeService: a, previewReplicaCount: -1}", "previewReplicaCount"),
+        (
+            "{activeService: a, autoPromotionSeconds: -1}",
+            "autoPromotionSeconds",
+        ),
+        (
+            "{activeService: a, previewReplicaCount: -1}",
+            "previewReplicaCount",
+        ),
         (
             "{activeService: a, scaleDownDelayRevisionLimit: -2}",
             "scaleDownDelayRevisionLimit",

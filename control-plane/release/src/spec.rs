@@ -135,13 +135,26 @@ pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<P
                 "set one of canary or blueGreen, not both",
             ));
         }
-        (Some(canary), None) => (canary, None, ("canary", canary.scale_down_delay_seconds, canary.abort_scale_down_delay_seconds)),
-        (None, Some(bg)) => (&no_canary, Some(crate::bluegreen::check(bg)?), ("blueGreen", bg.scale_down_delay_seconds, bg.abort_scale_down_delay_seconds)),
+        (Some(canary), None) => (
+            canary,
+            None,
+            (
+                "canary",
+                canary.scale_down_delay_seconds,
+                canary.abort_scale_down_delay_seconds,
+            ),
+        ),
+        (None, Some(bg)) => (
+            &no_canary,
+            Some(crate::bluegreen::check(bg)?),
+            (
+                "blueGreen",
+                bg.scale_down_delay_seconds,
+                bg.abort_scale_down_delay_seconds,
+            ),
+        ),
         (None, None) => {
-            return Err(invalid(
-                "spec.strategy",
-                "is required: canary or blueGreen",
-            ));
+            return Err(invalid("spec.strategy", "is required: canary or blueGreen"));
         }
     };
     if canary.analysis.is_some() {

@@ -102,7 +102,11 @@ fn the_old_version_stays_until_every_proxy_acked_the_switch() {
     for _ in 0..5 {
         sim.pass();
     }
-    assert_eq!(sim.version(&old).desired, 2, "a proxy may still route to it");
+    assert_eq!(
+        sim.version(&old).desired,
+        2,
+        "a proxy may still route to it"
+    );
     sim.ack_all();
     sim.settle();
     assert_eq!(sim.version(&old).desired, 0);
@@ -137,7 +141,10 @@ fn auto_promotion_seconds_promote_after_the_pause() {
     let new = sim.current();
     assert_eq!(sim.stable(), old);
     assert_eq!(sim.phase(), "Paused");
-    assert!(out.requeue_after.is_some_and(|d| d.as_secs() <= 60), "{out:?}");
+    assert!(
+        out.requeue_after.is_some_and(|d| d.as_secs() <= 60),
+        "{out:?}"
+    );
     sim.advance(59);
     sim.settle();
     assert_eq!(sim.stable(), old);
@@ -169,7 +176,10 @@ fn preview_replica_count_scales_up_at_promotion_before_the_switch() {
 
 #[test]
 fn abort_goes_back_to_the_active_version_and_retry_previews_again() {
-    let (mut sim, old) = updated(2, ", autoPromotionEnabled: false, abortScaleDownDelaySeconds: 10");
+    let (mut sim, old) = updated(
+        2,
+        ", autoPromotionEnabled: false, abortScaleDownDelaySeconds: 10",
+    );
     sim.settle();
     let new = sim.current();
     sim.abort();
@@ -178,7 +188,11 @@ fn abort_goes_back_to_the_active_version_and_retry_previews_again() {
     assert_eq!(sim.traffic().preview, None);
     assert_eq!(selectors(&sim), (old.clone(), old.clone()));
     assert_eq!(sim.phase(), "Degraded");
-    assert_eq!(sim.version(&new).desired, 2, "kept for abortScaleDownDelaySeconds");
+    assert_eq!(
+        sim.version(&new).desired,
+        2,
+        "kept for abortScaleDownDelaySeconds"
+    );
     sim.advance(11);
     sim.settle();
     assert_eq!(sim.version(&new).desired, 0);
@@ -191,7 +205,10 @@ fn abort_goes_back_to_the_active_version_and_retry_previews_again() {
 
 #[test]
 fn scale_down_delay_revision_limit_keeps_only_the_newest_old_versions_up() {
-    let (mut sim, first) = updated(2, ", scaleDownDelayRevisionLimit: 1, scaleDownDelaySeconds: 600");
+    let (mut sim, first) = updated(
+        2,
+        ", scaleDownDelayRevisionLimit: 1, scaleDownDelaySeconds: 600",
+    );
     sim.settle();
     let second = sim.stable();
     assert_eq!(sim.version(&first).desired, 2, "within its delay");
@@ -212,7 +229,11 @@ fn a_spec_with_both_strategies_is_invalid_naming_the_field() {
     sim.pass();
     assert_eq!(sim.phase(), "Degraded");
     assert!(
-        sim.status().message.as_deref().unwrap().contains("spec.strategy:"),
+        sim.status()
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("spec.strategy:"),
         "{:?}",
         sim.status().message
     );
