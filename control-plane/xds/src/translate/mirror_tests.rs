@@ -154,9 +154,12 @@ fn mirror_routes_keep_their_order_of_precedence() {
     );
 }
 
+/// A change that breaks a mirror route, and the field the error must name.
+type Case = (Box<dyn Fn(&mut MirrorRoute)>, &'static str);
+
 #[test]
 fn invalid_mirror_routes_are_rejected_naming_the_field() {
-    let cases: Vec<(Box<dyn Fn(&mut MirrorRoute)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (Box::new(|m| m.percent = 101), "mirrorRoutes[0].percent"),
         (Box::new(|m| m.name.clear()), "mirrorRoutes[0].name"),
         (Box::new(|m| m.matches.clear()), "mirrorRoutes[0].matches"),
