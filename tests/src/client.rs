@@ -19,9 +19,10 @@ use crate::upstream::{SEEN_HASH_HEADER, UPSTREAM_HEADER};
 /// Upper bound for one request; far above anything a healthy loopback exchange needs.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One request to send: a GET of `path` with `Host: host` and extra headers.
+/// One request to send: a GET (or `method`) of `path` with `Host: host` and extra headers.
 #[derive(Debug, Clone)]
 pub struct Req {
+    pub method: hyper::Method,
     pub host: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -31,10 +32,18 @@ impl Req {
     /// GET / with the given Host.
     pub fn get(host: &str) -> Self {
         Self {
+            method: hyper::Method::GET,
             host: host.to_string(),
             path: "/".to_string(),
             headers: Vec::new(),
         }
+    }
+
+    /// The same request with another method and path.
+    pub fn at(mut self, method: hyper::Method, path: &str) -> Self {
+        self.method = method;
+        self.path = path.to_string();
+        self
     }
 
     /// Adds a request header.
@@ -157,7 +166,10 @@ async fn exchange(
     sender: &mut http1::SendRequest<Empty<Bytes>>,
     req: &Req,
 ) -> anyhow::Result<Resp> {
-    let mut builder = Request::get(req.path.as_str()).header("host", req.host.as_str());
+    let mut builder = Request::builder()
+        .method(req.method.clone())
+        .uri(req.path.as_str())
+        .header("host", req.host.as_str());
     for (name, value) in &req.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -176,11 +188,7 @@ async fn exchange(
 
 /// A GET of `path` on a fresh connection; returns (status, body). Used for admin endpoints.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let req = Req {
-        host: addr.to_string(),
-        path: path.to_string(),
-        headers: Vec::new(),
-    };
+    let req = Req::get(&addr.to_string()).at(hyper::Method::GET, path);
     let exchange = async {
         let mut sender = connect(addr).await?;
         exchange(&mut sender, &req).await

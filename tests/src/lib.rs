@@ -28,4 +28,4 @@ pub use paths::{
 };
 pub use prometheus::{Prometheus, ScrapeJob};
 pub use stats::{Sample, check_binomial, parse_prometheus, sluice_counters, within_binomial};
-pub use upstream::Upstream;
+pub use upstream::{Seen, Upstream};

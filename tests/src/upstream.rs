@@ -2,8 +2,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use http_body_util::Full;
@@ -28,7 +28,24 @@ pub struct Upstream {
     name: String,
     addr: SocketAddr,
     requests: Arc<AtomicU64>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     task: JoinHandle<()>,
+}
+
+/// One request an upstream received, as it received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    /// The `Host` header ("" when none). Envoy appends `-shadow` to the host of mirrored copies.
+    pub host: String,
+    pub path: String,
+}
+
+impl Seen {
+    /// Whether Envoy sent this as a mirrored copy (its host ends with `-shadow`).
+    pub fn is_shadow(&self) -> bool {
+        self.host.ends_with("-shadow")
+    }
 }
 
 impl Upstream {
@@ -47,16 +64,20 @@ impl Upstream {
         let header_name = HeaderValue::from_str(name)
             .with_context(|| format!("upstream name {name:?} is not a valid header value"))?;
         let requests = Arc::new(AtomicU64::new(0));
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn(serve(
             listener,
             header_name,
             Arc::clone(&requests),
             fail_every,
+            Arc::clone(&seen),
         ));
         Ok(Self {
             name: name.to_string(),
             addr,
             requests,
+            seen,
             task,
         })
     }
@@ -77,6 +98,11 @@ impl Upstream {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
+
+    /// Every request answered so far, in the order received.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 }
 
 impl Drop for Upstream {
@@ -91,6 +117,7 @@ async fn serve(
     name: HeaderValue,
     requests: Arc<AtomicU64>,
     fail_every: u64,
+    seen_log: Arc<Mutex<Vec<Seen>>>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -105,9 +132,21 @@ async fn serve(
         while connections.try_join_next().is_some() {}
         let name = name.clone();
         let requests = Arc::clone(&requests);
+        let seen_log = Arc::clone(&seen_log);
         connections.spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let nth = requests.fetch_add(1, Ordering::Relaxed) + 1;
+
+                let text = |v: Option<&HeaderValue>| {
+                    v.and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+                };
+                if let Ok(mut log) = seen_log.lock() {
+                    log.push(Seen {
+                        method: request.method().to_string(),
+                        host: text(request.headers().get(hyper::header::HOST)),
+                        path: request.uri().to_string(),
+                    });
+                }
                 let seen = request
                     .headers()
                     .get("x-sluice-hash")

@@ -15,17 +15,20 @@
 //!   (blue-green: all traffic stays on stable until promotion makes the new version stable);
 //! - header routes = the `setHeaderRoute` steps reached, in order; a step with only a name removes
 //!   the route of that name; every header route targets the canary;
+//! - mirror routes = the `setMirrorRoute` steps reached, in order, the same way (see
+//!   [`crate::mirror`]); none once every step is done (Argo removes them at promotion) or when
+//!   aborted;
 //! - stickiness from `spec.strategy.canary.stickiness`, hosts from `spec.hosts` plus the caller's.
 
 use std::collections::BTreeMap;
 
 use sluice_model::{
-    FULL_WEIGHT_BP, FieldPath, HeaderMatch, HeaderRoute, MatchKind, ModelError, RolloutState,
-    RouteTarget, SameSite, Segment, Stickiness, Version,
+    FULL_WEIGHT_BP, FieldPath, HeaderMatch, HeaderRoute, MatchKind, MirrorRoute, ModelError,
+    RolloutState, RouteTarget, SameSite, Segment, Stickiness, Version,
 };
 
 use crate::{
-    ApiError, Rollout,
+    ApiError, Rollout, mirror,
     resource::{CanaryStrategy, RolloutStatus, SetHeaderRoute, StickinessSpec},
     weight::{MAX_TRAFFIC_WEIGHT_FIELD, WeightScale},
 };
@@ -128,6 +131,7 @@ pub(crate) fn derive(
     // Check every step, reached or not, so a mistake shows before the rollout gets there.
     let steps = strategy.map(|s| s.steps.as_slice()).unwrap_or_default();
     let mut step_routes = Vec::new();
+    let mut step_mirrors = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         if let Some(weight) = step.set_weight {
             scale
@@ -142,6 +146,11 @@ pub(crate) fn derive(
         if let Some(route) = &step.set_header_route {
             step_routes.push((i, header_route(route, i).map_err(|(f, p)| invalid(&f, p))?));
         }
+        if let Some(route) = &step.set_mirror_route {
+            let route = mirror::mirror_route(route, &step_field(i, "setMirrorRoute"))
+                .map_err(|(f, p)| invalid(&f, p))?;
+            step_mirrors.push((i, route));
+        }
     }
     let progress = Progress::of(steps.len(), status.current_step_index)
         .map_err(|p| invalid("status.currentStepIndex", p))?;
@@ -152,6 +161,7 @@ pub(crate) fn derive(
     };
     // Header routes with the index of the step that set each.
     let mut routes: Vec<(usize, HeaderRoute)> = Vec::new();
+    let mut mirrors: Vec<(usize, MirrorRoute)> = Vec::new();
     if let Some(canary) = canary.filter(|_| !status.abort) {
         weight = canary_weight(strategy, status, progress, scale, canary)
             .map_err(|(field, problem)| invalid(&field, problem))?;
@@ -160,6 +170,14 @@ pub(crate) fn derive(
             .filter(|(i, _)| progress.reaches(*i))
         {
             apply_route_step(&mut routes, step, route);
+        }
+        if progress != Progress::AllDone {
+            for (step, route) in step_mirrors
+                .into_iter()
+                .filter(|(i, _)| progress.reaches(*i))
+            {
+                mirror::apply(&mut mirrors, step, route);
+            }
         }
     }
 
@@ -182,6 +200,7 @@ pub(crate) fn derive(
     }
 
     let route_steps: Vec<usize> = routes.iter().map(|(step, _)| *step).collect();
+    let mirror_steps: Vec<usize> = mirrors.iter().map(|(step, _)| *step).collect();
     let state = RolloutState {
         name: name.clone(),
         hosts,
@@ -190,6 +209,7 @@ pub(crate) fn derive(
         canary_hash: canary.map(str::to_owned),
         canary_weight_bp: weight.bp,
         header_routes: routes.into_iter().map(|(_, route)| route).collect(),
+        mirror_routes: mirrors.into_iter().map(|(_, route)| route).collect(),
         stickiness,
     };
     let paths = PathMap {
@@ -197,6 +217,7 @@ pub(crate) fn derive(
         source,
         weight_field: weight.field,
         route_steps,
+        mirror_steps,
     };
     state.validate().map_err(|error| match error {
         ModelError::InvalidField { field, problem, .. } => invalid(&paths.map(&field), problem),
@@ -378,6 +399,7 @@ struct PathMap {
     source: VersionSource,
     weight_field: String,
     route_steps: Vec<usize>,
+    mirror_steps: Vec<usize>,
 }
 
 impl PathMap {
@@ -416,6 +438,9 @@ impl PathMap {
                     _ => ".name".into(),
                 };
                 step_field(step, &format!("setHeaderRoute{tail}"))
+            }
+            [Field("mirrorRoutes"), Index(i), rest @ ..] if *i < self.mirror_steps.len() => {
+                mirror::map_path(&step_field(self.mirror_steps[*i], "setMirrorRoute"), rest)
             }
             [Field("stickiness"), Field("header")] => format!("{STICKINESS}.header"),
             [Field("stickiness"), Field("cookie"), Field(field)] => {

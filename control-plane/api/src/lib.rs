@@ -20,10 +20,12 @@
 #![forbid(unsafe_code)]
 #![deny(warnings)]
 
+pub mod bluegreen;
 mod derive;
 pub mod duration;
 mod error;
 mod file;
+mod mirror;
 mod release_fields;
 pub mod resource;
 pub mod weight;

@@ -125,11 +125,17 @@ pub struct PublishedTraffic {
     pub header_routes: Vec<SetHeaderRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirror_routes: Vec<SetMirrorRoute>,
+    /// Blue/green: the hash the preview hosts route to (the active hosts route to `stable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 impl PublishedTraffic {
     /// Whether requests can reach the version `hash` under this traffic.
     pub fn routes_to(&self, hash: &str) -> bool {
+        if self.preview.as_deref() == Some(hash) {
+            return true;
+        }
         if self.stable == hash && self.canary_weight < 100 {
             return true;
         }

@@ -117,6 +117,9 @@ pub struct RolloutStrategy {
     /// The canary strategy. Without it (e.g. Argo's blue-green) Sluice sends all traffic to stable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStrategy>,
+    /// Argo's blue/green strategy (see [`crate::bluegreen`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<crate::bluegreen::BlueGreenStrategy>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -171,7 +174,7 @@ pub struct CanaryStep {
     pub pause: Option<PauseStep>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_header_route: Option<SetHeaderRoute>,
-    /// Parsed for compatibility; Sluice does not mirror traffic yet.
+    /// Copies matching requests to the canary (Argo's meaning; see [`SetMirrorRoute`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_mirror_route: Option<SetMirrorRoute>,
     /// Argo: the canary's replica count from this step on, instead of following the weight.
@@ -226,12 +229,15 @@ pub struct StringMatch {
     pub regex: Option<String>,
 }
 
-/// Argo's `setMirrorRoute`: parsed, not used for routing yet.
+/// Argo's `setMirrorRoute`: `percentage` % of the requests matching any `match` entry are also
+/// sent to the canary (its response is dropped). A step with only a name removes the route of
+/// that name; all mirror routes go at promotion and at abort.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SetMirrorRoute {
     #[serde(default)]
     pub name: String,
+    /// OR-ed; within one entry method, path and headers are AND-ed.
     #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<RouteMatch>,
     /// Percent of the matching requests to mirror (Argo: plain percent, not maxTrafficWeight
@@ -340,6 +346,9 @@ pub struct RolloutStatus {
     /// Sluice: the traffic published and its acknowledgement by the proxies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_plane: Option<DataPlaneStatus>,
+    /// Argo: the hashes the blue/green services select.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<crate::bluegreen::BlueGreenStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -7,7 +7,8 @@
 //!   TrafficState ──validate()──► (errors name rollout + field; an invalid state is never pushed)
 //!        │
 //!        ├──► sluice-xds: clusters / endpoints / routes / listener / ECDS snapshot
-//!        └──► policy::render(): the filter's `sluice.v1.FilterPolicy`
+//!        └──► policy::render(): the filter's `sluice.v1.FilterPolicy` (mirror routes are Envoy
+//!             route policy only: the filter does not see them)
 //! ```
 #![forbid(unsafe_code)]
 #![deny(warnings)]
@@ -15,11 +16,13 @@
 use std::{collections::BTreeMap, net::SocketAddr};
 
 mod error;
+pub mod mirror;
 mod overrides;
 pub mod policy;
 pub mod validate;
 
 pub use error::{FieldPath, ModelError, Segment};
+pub use mirror::{MirrorRoute, RequestMatch};
 pub use overrides::Override;
 pub use sluice_proto::rules::SameSite;
 
@@ -48,6 +51,8 @@ pub struct RolloutState {
     pub canary_weight_bp: u32,
     /// Tried in order; the first whose matches all hold wins.
     pub header_routes: Vec<HeaderRoute>,
+    /// Requests copied to the canary (Argo's `setMirrorRoute`), tried in order; see [`mirror`].
+    pub mirror_routes: Vec<MirrorRoute>,
     pub stickiness: Stickiness,
 }
 

@@ -49,6 +49,7 @@ fn demo() -> RolloutState {
             ],
             target: RouteTarget::Canary,
         }],
+        mirror_routes: Vec::new(),
         stickiness: Stickiness::Cookie {
             name: "sluice".into(),
             max_age_seconds: 3600,
@@ -472,6 +473,7 @@ prop_compose! {
             canary_weight_bp: if canary_hash.is_some() { weight } else { 0 },
             canary_hash,
             header_routes,
+            mirror_routes: Vec::new(),
             stickiness,
         }
     }

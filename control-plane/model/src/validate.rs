@@ -122,6 +122,9 @@ impl RolloutState {
                 .map_err(|(field, problem)| fail(field, problem))?;
         }
 
+        self.validate_mirror_routes()
+            .map_err(|(field, problem)| fail(field, problem))?;
+
         let stickiness = FieldPath::field("stickiness");
         match &self.stickiness {
             Stickiness::None => {}

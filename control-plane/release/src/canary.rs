@@ -101,6 +101,7 @@ pub(crate) fn traffic(
         } else {
             Vec::new()
         },
+        preview: None,
     }
 }
 

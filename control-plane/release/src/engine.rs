@@ -9,7 +9,7 @@ use sluice_api::{
 };
 
 use crate::{
-    Action, Observed,
+    Action, Observed, bluegreen,
     canary::{self, at_step},
     conditions::{self, INVALID_SPEC, PHASE_DEGRADED},
     hash::pod_template_hash,
@@ -199,6 +199,22 @@ fn run(
             };
             keep_canary = Some(canary);
         }
+        Some(new) if plan.blue_green.is_some() => {
+            let out = bluegreen::step(
+                cx,
+                &bluegreen::Input {
+                    bg: &plan.blue_green.clone().unwrap_or_default(),
+                    replicas: plan.replicas,
+                    active: &stable,
+                    new: &new,
+                    available: &available,
+                    paused: rollout.spec.paused,
+                    traffic_done: &traffic_done,
+                },
+            );
+            (stable, desired_traffic, targets, waiting_on_pods) =
+                (out.active, out.traffic, out.targets, out.waiting_on_pods);
+        }
         Some(canary) => {
             let index = if cx.status.promote_full {
                 steps
@@ -285,6 +301,10 @@ fn run(
             };
             waiting_on_pods = available(&stable) < plan.replicas;
         }
+    }
+    if let Some(bg) = &plan.blue_green {
+        bluegreen::revision_limit(bg, &versions, &mut targets);
+        cx.status.blue_green = Some(bluegreen::status(&desired_traffic));
     }
     let data_plane = publish(cx, published, desired_traffic, observed);
     let ack = observed.data_plane.summary(data_plane.generation);

@@ -32,11 +32,14 @@
 //! NACK, or a proxy that has not ACKed within [`DataPlane::ack_deadline`], makes the rollout
 //! Degraded naming the node.
 //!
+//! Blue/green (`spec.strategy.blueGreen`): `bluegreen` (preview, pause, promotion, the switch).
+//!
 //! Modules: [`spec`] (checks and defaults), [`hash`], `canary` (the steps), `versions`
 //! (ReplicaSets), `status` (conditions, phase), [`observed`], [`action`].
 
 pub mod action;
 pub mod analysis;
+mod bluegreen;
 mod canary;
 mod conditions;
 mod engine;
@@ -50,6 +53,7 @@ mod versions;
 
 pub use action::Action;
 pub use analysis::{INCONCLUSIVE_ANALYSIS_RUN, ObservedAnalysisRun};
+pub use bluegreen::BLUE_GREEN_PAUSE;
 pub use conditions::{
     AVAILABLE, CANARY_PAUSE_STEP, COMPLETED, INVALID_SPEC, PAUSED, PHASE_DEGRADED, PHASE_HEALTHY,
     PHASE_PAUSED, PHASE_PROGRESSING, PROGRESS_DEADLINE_EXCEEDED, PROGRESSING,

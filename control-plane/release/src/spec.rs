@@ -75,6 +75,8 @@ pub(crate) struct Plan<'a> {
     pub progress_deadline_abort: bool,
     pub history_limit: usize,
     pub rollback_window: usize,
+    /// `spec.strategy.blueGreen`, checked (no steps then).
+    pub blue_green: Option<crate::bluegreen::BlueGreen>,
 }
 
 fn non_negative(field: &str, value: Option<i32>, default: i32) -> Result<i32, Invalid> {
@@ -132,12 +134,37 @@ pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<P
             "the release engine runs steps in percent only (maxTrafficWeight 100)",
         ));
     }
-    let canary = spec.strategy.canary.as_ref().ok_or_else(|| {
-        invalid(
-            "spec.strategy.canary",
-            "is required (blueGreen is not supported yet)",
-        )
-    })?;
+    // Blue/green runs no steps; its delays are its own fields.
+    let no_canary = sluice_api::resource::CanaryStrategy::default();
+    let (canary, blue_green, delays) = match (&spec.strategy.canary, &spec.strategy.blue_green) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "spec.strategy",
+                "set one of canary or blueGreen, not both",
+            ));
+        }
+        (Some(canary), None) => (
+            canary,
+            None,
+            (
+                "canary",
+                canary.scale_down_delay_seconds,
+                canary.abort_scale_down_delay_seconds,
+            ),
+        ),
+        (None, Some(bg)) => (
+            &no_canary,
+            Some(crate::bluegreen::check(bg)?),
+            (
+                "blueGreen",
+                bg.scale_down_delay_seconds,
+                bg.abort_scale_down_delay_seconds,
+            ),
+        ),
+        (None, None) => {
+            return Err(invalid("spec.strategy", "is required: canary or blueGreen"));
+        }
+    };
     if canary.analysis.is_some() {
         return Err(invalid(
             "spec.strategy.canary.analysis",
@@ -173,15 +200,16 @@ pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<P
         steps,
         steps_hash,
         scale_down_delay: seconds(non_negative(
-            "spec.strategy.canary.scaleDownDelaySeconds",
-            canary.scale_down_delay_seconds,
+            &format!("spec.strategy.{}.scaleDownDelaySeconds", delays.0),
+            delays.1,
             DEFAULT_SCALE_DOWN_DELAY_SECONDS,
         )?),
         abort_scale_down_delay: seconds(non_negative(
-            "spec.strategy.canary.abortScaleDownDelaySeconds",
-            canary.abort_scale_down_delay_seconds,
+            &format!("spec.strategy.{}.abortScaleDownDelaySeconds", delays.0),
+            delays.2,
             DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS,
         )?),
+        blue_green,
         progress_deadline: seconds(progress),
         progress_deadline_abort: spec.progress_deadline_abort,
         history_limit: usize::try_from(non_negative(

@@ -136,6 +136,7 @@ mod tests {
             canary_hash: Some("bbb".into()),
             canary_weight_bp: weight,
             header_routes: vec![],
+            mirror_routes: Vec::new(),
             stickiness: Stickiness::None,
         }
     }

@@ -27,6 +27,7 @@ mod build;
 mod consistency;
 #[cfg(test)]
 mod envoy_check;
+mod mirror;
 mod native;
 #[cfg(test)]
 mod proptests;

@@ -16,6 +16,7 @@ mod failures;
 mod harness;
 mod hosts;
 mod load;
+mod mirror;
 mod native;
 mod scope;
 mod split;

@@ -220,7 +220,7 @@ fn virtual_host(rollout: &RolloutState, routing_header: &str) -> VirtualHost {
     VirtualHost {
         name: rollout.name.clone(),
         domains,
-        routes,
+        routes: super::mirror::with_mirror_routes(rollout, routes),
         ..Default::default()
     }
 }

@@ -49,6 +49,7 @@ fn arb_state() -> impl Strategy<Value = TrafficState> {
                         canary_weight_bp: if canary_hash.is_some() { weight } else { 0 },
                         canary_hash,
                         header_routes: Vec::new(),
+                        mirror_routes: Vec::new(),
                         stickiness: Stickiness::None,
                     }
                 });

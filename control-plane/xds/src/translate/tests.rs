@@ -51,6 +51,7 @@ fn rollout(name: &str, host: &str, versions: &[(&str, &[&str])]) -> RolloutState
         canary_hash: versions.get(1).map(|v| v.0.to_string()),
         canary_weight_bp: 0,
         header_routes: Vec::new(),
+        mirror_routes: Vec::new(),
         stickiness: Stickiness::None,
     }
 }
