@@ -21,6 +21,7 @@ mod admin_client;
 mod auth;
 mod cli;
 mod file_source;
+mod gate;
 mod http;
 mod k8s_source;
 mod metrics;
