@@ -27,6 +27,7 @@ mod k8s_source;
 mod metrics;
 mod rollouts;
 mod serve;
+mod standalone;
 mod store;
 mod supervise;
 
