@@ -17,6 +17,7 @@ mod harness;
 mod hosts;
 mod load;
 mod native;
+mod release;
 mod split;
 mod xds_tls;
 
