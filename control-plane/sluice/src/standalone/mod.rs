@@ -45,6 +45,8 @@ pub struct Engine {
     /// The last good documents of the rollouts file (1-based document numbers).
     pub documents: Vec<(usize, Rollout)>,
     ledger: Ledger,
+    /// Why the last reload of the rollouts file was rejected (the last good documents serve on).
+    file_error: Option<String>,
     /// What was last written to the state file.
     written: Option<StateFile>,
 }
@@ -80,6 +82,7 @@ impl Standalone {
                 state,
                 documents: Vec::new(),
                 ledger: Ledger::default(),
+                file_error: None,
             }),
             wake: Notify::new(),
         }))
@@ -183,7 +186,13 @@ async fn pass(
     {
         let mut store = app.store.lock().await;
         match result {
-            Ok(state) => store.set_source(state),
+            Ok(state) => {
+                store.set_source(state);
+                // A rejected file stays reported until a good one replaces it.
+                if let Some(error) = &engine.file_error {
+                    store.set_source_error(error.clone());
+                }
+            }
             Err(e) => {
                 error!(error = %e, "the rollouts cannot be served; the last good state keeps serving");
                 store.set_source_error(e.to_string());
@@ -203,11 +212,14 @@ async fn reload(app: &App, standalone: &Standalone, path: &Path) -> bool {
     match read_file(path).await {
         Ok(documents) => {
             info!(file = %path.display(), rollouts = documents.len(), "rollouts file loaded");
-            standalone.engine.lock().await.documents = documents;
+            let mut engine = standalone.engine.lock().await;
+            engine.documents = documents;
+            engine.file_error = None;
             true
         }
         Err(message) => {
             error!(file = %path.display(), error = %message, "rollouts file rejected; the last good state keeps serving");
+            standalone.engine.lock().await.file_error = Some(message.clone());
             app.store.lock().await.set_source_error(message);
             app.metrics.source_error();
             false

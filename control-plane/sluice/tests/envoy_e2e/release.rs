@@ -119,7 +119,10 @@ async fn a_release_through_spec_version_survives_a_restart_and_is_promoted() -> 
     let load = Load::start(proxy.listener, 4);
 
     cp.write_file(&rollouts_yaml(CANARY, stable.addr(), canary.addr()))?;
-    let at_10 = wait_for(&cp, "step 1 at 10 %", |w| w.1 >= 1).await?;
+    let at_10 = wait_for(&cp, "step 1 at 10 %", |w| {
+        w.3.as_deref() == Some(CANARY) && w.1 >= 1
+    })
+    .await?;
     assert_eq!(
         (at_10.3.as_deref(), at_10.4),
         (Some(CANARY), 10),
@@ -190,7 +193,10 @@ async fn abort_sends_everything_back_to_stable_and_retry_starts_again() -> anyho
     cp.wait_synced("abort", |_| true).await?;
     let load = Load::start(proxy.listener, 2);
     cp.write_file(&rollouts_yaml(CANARY, stable.addr(), canary.addr()))?;
-    wait_for(&cp, "the canary at 10 %", |w| w.4 == 10).await?;
+    wait_for(&cp, "the canary at 10 %", |w| {
+        w.3.as_deref() == Some(CANARY) && w.4 == 10
+    })
+    .await?;
 
     command(&cp, Verb::Abort).await?;
     let aborted = wait_for(&cp, "aborted, ACKed", |w| w.0 == "Degraded" && w.5 == 1).await?;
