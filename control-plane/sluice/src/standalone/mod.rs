@@ -47,6 +47,8 @@ pub struct Engine {
     ledger: Ledger,
     /// Why the last reload of the rollouts file was rejected (the last good documents serve on).
     file_error: Option<String>,
+    /// A valid file was read once: until then nothing is published (Envoys keep what they have).
+    loaded: bool,
     /// What was last written to the state file.
     written: Option<StateFile>,
 }
@@ -83,6 +85,7 @@ impl Standalone {
                 documents: Vec::new(),
                 ledger: Ledger::default(),
                 file_error: None,
+                loaded: false,
             }),
             wake: Notify::new(),
         }))
@@ -124,19 +127,17 @@ impl Engine {
     }
 }
 
-/// Reads the rollouts file: every document parsed, and none with a `status` beside
+/// Reads the rollouts file: every document parsed and valid, none with a `status` beside
 /// `spec.version`.
 async fn read_file(path: &Path) -> Result<Vec<(usize, Rollout)>, String> {
     let origin = path.display().to_string();
     let text = tokio::fs::read_to_string(path)
         .await
         .map_err(|e| format!("{origin}: {e}"))?;
-    let documents = sluice_api::parse_documents(&text, &origin).map_err(|e| e.to_string())?;
-    for (document, doc) in &documents {
-        sluice_api::check_engine_owned(doc)
-            .map_err(|e| format!("{origin}: document {document}: {e}"))?;
-    }
-    Ok(documents)
+    // The whole file validated as it starts (engine rollouts on their spec.version): a file
+    // that fails is never taken, the last good documents keep serving.
+    sluice_api::load_state(&text, &origin).map_err(|e| e.to_string())?;
+    sluice_api::parse_documents(&text, &origin).map_err(|e| e.to_string())
 }
 
 /// One pass over every rollout; returns when the engine wants to run again.
@@ -147,6 +148,9 @@ async fn pass(
 ) -> anyhow::Result<Option<Duration>> {
     let mut engine = standalone.engine.lock().await;
     let engine = &mut *engine;
+    if !engine.loaded {
+        return Ok(None);
+    }
     let proxies = app.registry.snapshot();
     let now = Timestamp::now();
     let mut requeue: Option<Duration> = None;
@@ -215,6 +219,7 @@ async fn reload(app: &App, standalone: &Standalone, path: &Path) -> bool {
             let mut engine = standalone.engine.lock().await;
             engine.documents = documents;
             engine.file_error = None;
+            engine.loaded = true;
             true
         }
         Err(message) => {
