@@ -80,7 +80,7 @@ pub fn state_of_documents(
             document,
             error: Box::new(error),
         };
-        let name = rollout_name(&doc).map_err(in_document)?;
+        let name = rollout_name(doc).map_err(in_document)?;
         let versions = static_versions(doc, &name).map_err(in_document)?;
         let rollout =
             derive(doc, &versions, &[], VersionSource::StaticEndpoints).map_err(in_document)?;
