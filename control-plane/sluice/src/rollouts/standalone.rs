@@ -54,7 +54,7 @@ pub async fn run(args: RolloutsArgs) -> anyhow::Result<()> {
     let view = client
         .command(request)
         .await
-        .with_context(|| format!("{verb}"))?
+        .with_context(|| verb.to_string())?
         .into_inner();
     println!("{}: {} sent", view.rollout, verb.to_ascii_lowercase());
     Ok(())

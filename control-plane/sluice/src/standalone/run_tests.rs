@@ -1,4 +1,5 @@
 //! The standalone engine's pure pass: a release through spec.version, commands, a restart.
+#![allow(clippy::unwrap_used)]
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use sluice_api::Rollout;
