@@ -6,9 +6,11 @@ Starts, all on 127.0.0.1 with free ports:
   - `sluice serve` in standalone mode, reading a rollouts file,
   - a real Envoy bootstrapped by `sluice bootstrap` (it knows only the control plane's address),
   - a load generator that shows, every second, which version answered.
-Then it walks the rollout's steps by editing `status.currentStepIndex` in the rollouts file (the
-control plane hot-reloads it and pushes the new weight to Envoy), and promotes the canary through
-the admin API. Ctrl-C stops everything it started.
+Then it releases the canary the way a user does: it changes `spec.version` in the rollouts file.
+Sluice's release engine takes the steps itself (setWeight 10, a timed pause, setWeight 50, a timed
+pause, setWeight 75, then `pause: {}`), each pushed to Envoy and ACKed before the next; the demo
+then runs `sluice rollouts promote` and `sluice rollouts status` until the release is Healthy.
+It exits non-zero if any request failed. Ctrl-C stops everything it started.
 
 Environment: DEMO_STEP_SECONDS (default 4), DEMO_ONCE=1 to exit after the last step.
 """
@@ -33,7 +35,7 @@ WASM = os.environ.get("SLUICE_WASM") or os.path.join(
     ROOT, "target", "wasm32-wasip1", "release", "sluice_filter.wasm")
 STEP_SECONDS = float(os.environ.get("DEMO_STEP_SECONDS", "4"))
 STABLE, CANARY = "6d4f8b7c9", "7c9b2d5f6"
-STEPS = [5, 10, 25, 50, 75, 100]  # setWeight steps, in percent
+STEPS = [10, 50, 75]  # setWeight steps, in percent; a timed pause after each but the last
 
 
 def envoy_binary():
@@ -77,11 +79,14 @@ def start_backend(name, port):
     return server
 
 
-def rollouts_file(stable_port, canary_port, step_index, canary=CANARY):
+def rollouts_file(stable_port, canary_port, version):
     steps = []
-    for w in STEPS:
+    for i, w in enumerate(STEPS):
         steps.append(f"        - setWeight: {w}")
-        steps.append("        - pause: {}")
+        if i < len(STEPS) - 1:
+            steps.append(f"        - pause: {{duration: {int(STEP_SECONDS)}s}}")
+        else:
+            steps.append("        - pause: {}            # held until `sluice rollouts promote`")
     return f"""# Written by deploy/demo/demo.py; see deploy/standalone/README.md for the format.
 apiVersion: sluice.dev/v1alpha1
 kind: Rollout
@@ -90,18 +95,24 @@ metadata:
   namespace: default
 spec:
   hosts: [demo.local]
+  # The version to release: Sluice's release engine takes the steps when it changes.
+  version: "{version}"
   strategy:
     canary:
+      scaleDownDelaySeconds: 0
       steps:
 {chr(10).join(steps)}
   staticEndpoints:
     {STABLE}: ["127.0.0.1:{stable_port}"]
     {CANARY}: ["127.0.0.1:{canary_port}"]
-status:
-  stableRS: "{STABLE}"
-  currentPodHash: "{canary}"
-  currentStepIndex: {step_index}
 """
+
+
+def sluice_rollouts(*verb_and_args, admin, token, check=True):
+    """`sluice rollouts VERB ... --admin ADMIN --token-file TOKEN`; prints what it prints."""
+    cmd = [SLUICE, "rollouts", "--admin", admin, "--token-file", token, *verb_and_args]
+    print("$ sluice rollouts " + " ".join(verb_and_args), flush=True)
+    return subprocess.run(cmd, check=check)
 
 
 def write_atomically(path, text):
@@ -119,6 +130,8 @@ class Load:
         self.lock = threading.Lock()
         self.counts = {}
         self.errors = 0
+        self.total_errors = 0
+        self.total = 0
         self.stop = threading.Event()
         for _ in range(threads):
             threading.Thread(target=self.run, daemon=True).start()
@@ -135,9 +148,13 @@ class Load:
                 who = resp.getheader("x-upstream") or f"HTTP {resp.status}"
                 with self.lock:
                     self.counts[who] = self.counts.get(who, 0) + 1
+                    self.total += 1
+                    if resp.status != 200:
+                        self.total_errors += 1
             except (OSError, http.client.HTTPException):
                 with self.lock:
                     self.errors += 1
+                    self.total_errors += 1
                 conn = None
                 time.sleep(0.05)
 
@@ -198,8 +215,8 @@ def main():
         backends = [start_backend("stable", ports["stable"]),
                     start_backend("canary", ports["canary"])]
         rollouts = os.path.join(work, "rollouts.yaml")
-        # Before the release: the current pod hash is the stable one, so there is no canary.
-        write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], 0, STABLE))
+        # Before the release: the first version is stable at once (no steps).
+        write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], STABLE))
 
         log = open(os.path.join(work, "sluice.log"), "w")
         admin = f"http://127.0.0.1:{ports['admin']}"
@@ -239,16 +256,22 @@ def main():
               f"{SLUICE} status --admin {admin} --token-file {token}\n")
 
         load = Load(ports["listener"])
-        show(load, "no canary yet", STEP_SECONDS)
-        for i, weight in enumerate(STEPS):
-            # Step 2i is setWeight; the pause after it holds the weight (Argo's currentStepIndex).
-            write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], 2 * i + 1))
-            show(load, f"weight {weight}% (step {2 * i + 1})", STEP_SECONDS)
-        subprocess.run([SLUICE, "promote", "default/demo", "--admin", admin, "--token-file", token],
-                       check=True, capture_output=True)
-        show(load, "promoted (canary→stable)", STEP_SECONDS)
+        show(load, "v1 stable", STEP_SECONDS)
+        print(f"\nReleasing {CANARY}: spec.version changes in {rollouts}", flush=True)
+        write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], CANARY))
+        # The engine takes the steps: 10 %, timed pause, 50 %, timed pause, 75 %, pause {}.
+        show(load, "release in progress", STEP_SECONDS * len(STEPS) + 2)
+        sluice_rollouts("get", "demo", admin=admin, token=token)
+        sluice_rollouts("promote", "demo", admin=admin, token=token)
+        sluice_rollouts("status", "demo", "--timeout", "60s", admin=admin, token=token)
+        show(load, "promoted (v2 stable)", STEP_SECONDS)
         print()
-        subprocess.run([SLUICE, "status", "--admin", admin, "--token-file", token])
+        sluice_rollouts("get", "demo", admin=admin, token=token)
+        with load.lock:
+            total, failed = load.total, load.total_errors
+        print(f"\n{total} requests, {failed} failed", flush=True)
+        if failed:
+            raise SystemExit(f"demo: {failed} requests failed")
         if os.environ.get("DEMO_ONCE") != "1":
             print("\nStill serving; Ctrl-C stops everything.")
             show(load, "promoted", 10**9)

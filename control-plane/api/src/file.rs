@@ -28,19 +28,62 @@ pub fn parse_rollouts_file(text: &str, origin: &str) -> Result<Vec<Rollout>, Api
 
 /// Parses and derives every rollout of the file, using `spec.staticEndpoints` as its versions,
 /// and validates the whole state (each rollout, duplicate names, hosts claimed twice).
+///
+/// A rollout with `spec.version` is run by the release engine, which keeps its status in the
+/// state file: a `status` in the file is an error naming it, and the rollout is read as the engine
+/// starts it (all traffic to `spec.version`).
 pub fn load_state(text: &str, origin: &str) -> Result<TrafficState, ApiError> {
+    let mut documents = parse_documents(text, origin)?;
+    for (document, doc) in &mut documents {
+        check_engine_owned(doc).map_err(|error| ApiError::InDocument {
+            origin: origin.to_owned(),
+            document: *document,
+            error: Box::new(error),
+        })?;
+        if let Some(version) = &doc.spec.version {
+            doc.status = Some(crate::RolloutStatus {
+                stable_rs: Some(version.clone()),
+                ..crate::RolloutStatus::default()
+            });
+        }
+    }
+    state_of_documents(&documents, origin)
+}
+
+/// A rollout with `spec.version` must have no `status` in the file: the release engine owns it
+/// (one source of truth).
+pub fn check_engine_owned(doc: &Rollout) -> Result<(), ApiError> {
+    if doc.spec.version.is_some() && doc.status.is_some() {
+        return Err(ApiError::Invalid {
+            rollout: rollout_name(doc)?,
+            field: "status".into(),
+            problem: "must be absent when spec.version is set: the release engine keeps this \
+                      rollout's status in the state file"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The validated traffic state of parsed documents (1-based document numbers), each read from its
+/// own `status` (standalone mode's driver puts the engine's status there first).
+pub fn state_of_documents(
+    documents: &[(usize, Rollout)],
+    origin: &str,
+) -> Result<TrafficState, ApiError> {
     let mut state = TrafficState::default();
     let mut document_of: BTreeMap<String, usize> = BTreeMap::new();
-    for (document, doc) in parse_documents(text, origin)? {
+    for (document, doc) in documents {
+        let (document, doc) = (*document, doc);
         let in_document = |error: ApiError| ApiError::InDocument {
             origin: origin.to_owned(),
             document,
             error: Box::new(error),
         };
-        let name = rollout_name(&doc).map_err(in_document)?;
-        let versions = static_versions(&doc, &name).map_err(in_document)?;
+        let name = rollout_name(doc).map_err(in_document)?;
+        let versions = static_versions(doc, &name).map_err(in_document)?;
         let rollout =
-            derive(&doc, &versions, &[], VersionSource::StaticEndpoints).map_err(in_document)?;
+            derive(doc, &versions, &[], VersionSource::StaticEndpoints).map_err(in_document)?;
         match document_of.entry(name.clone()) {
             Entry::Occupied(first) => {
                 return Err(ApiError::DuplicateRollout {
@@ -64,7 +107,7 @@ pub fn load_state(text: &str, origin: &str) -> Result<TrafficState, ApiError> {
 }
 
 /// The Rollouts of the file with their 1-based document numbers.
-fn parse_documents(text: &str, origin: &str) -> Result<Vec<(usize, Rollout)>, ApiError> {
+pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<(usize, Rollout)>, ApiError> {
     let yaml_error = |document: usize, error: serde_yaml::Error| ApiError::Yaml {
         origin: origin.to_owned(),
         document,

@@ -167,3 +167,29 @@ fn rollouts_must_be_unique_and_not_share_hosts() {
          rollout \"default/two\""
     );
 }
+
+#[test]
+fn a_rollout_with_spec_version_has_no_status_in_the_file() {
+    let with_version = rollout_doc("one", "one.local").replace(
+        "  staticEndpoints:\n",
+        "  version: bbb\n  staticEndpoints:\n",
+    );
+    let message = load_err(&with_version);
+    assert!(
+        message.contains("document 1")
+            && message.contains("status: must be absent when spec.version"),
+        "{message}"
+    );
+    // Without the status it loads as the engine starts it: everything on spec.version.
+    let spec_only = with_version
+        .lines()
+        .filter(|l| !l.starts_with("status:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let state = load_state(&spec_only, "rollouts.yaml").expect("valid");
+    let one = &state.rollouts["default/one"];
+    assert_eq!(
+        (one.stable_hash.as_str(), one.canary_hash.as_deref()),
+        ("bbb", None)
+    );
+}

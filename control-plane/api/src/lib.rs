@@ -32,7 +32,9 @@ pub mod weight;
 
 pub use derive::{derive_rollout, rollout_name};
 pub use error::ApiError;
-pub use file::{load_state, parse_rollouts_file};
+pub use file::{
+    check_engine_owned, load_state, parse_documents, parse_rollouts_file, state_of_documents,
+};
 pub use resource::{
     ARGO_API_VERSION, ArgoRollout, Rollout, RolloutSpec, RolloutStatus, SLUICE_API_VERSION, crd,
     crd_yaml,

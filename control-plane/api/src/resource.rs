@@ -84,6 +84,11 @@ pub struct RolloutSpec {
     /// hash. In Kubernetes the endpoints are the ready pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub static_endpoints: BTreeMap<String, Vec<String>>,
+    /// Sluice, standalone mode only: the version to release, a key of `staticEndpoints` (it plays
+    /// the part of the pod template: changing it starts a canary). With it, Sluice's release
+    /// engine runs the rollout and keeps its status in the state file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Argo: the rollout does not progress while true (`kubectl argo rollouts pause`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,

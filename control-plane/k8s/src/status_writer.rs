@@ -176,6 +176,24 @@ pub async fn execute(
                     weight = traffic.canary_weight, "traffic published");
                 Ok(())
             }
+            // Not run by this driver yet: say so on the rollout; the step holds until promoted.
+            Action::StartAnalysisRun { name, .. } => {
+                let event = K8sEvent {
+                    type_: EventType::Warning,
+                    reason: "AnalysisNotRun".into(),
+                    note: Some(format!(
+                        "AnalysisRun {name:?} is not run by the Kubernetes driver yet: the step waits for `sluice rollouts promote`"
+                    )),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                recorder
+                    .publish(
+                        &event,
+                        &rollout_reference(object, rollout.metadata.uid.clone()),
+                    )
+                    .await
+            }
             Action::Event {
                 warning,
                 reason,

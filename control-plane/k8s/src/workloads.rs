@@ -155,6 +155,8 @@ impl Workloads {
             versions,
             data_plane,
             workload,
+            // AnalysisRuns are not run by this driver yet (StartAnalysisRun becomes an Event).
+            analysis_runs: Vec::new(),
         }
     }
 }

@@ -98,11 +98,15 @@ fn run(
     observed: &Observed,
 ) -> Result<(), Invalid> {
     cx.status.selector = Some(plan.selector_string.clone());
-    let hash =
-        pod_template_hash(plan.template, cx.status.collision_count).map_err(|problem| Invalid {
-            field: "spec.template".into(),
-            problem,
-        })?;
+    let hash = match plan.named {
+        Some(version) => version.to_owned(),
+        None => pod_template_hash(plan.template, cx.status.collision_count).map_err(|problem| {
+            Invalid {
+                field: "spec.template".into(),
+                problem,
+            }
+        })?,
+    };
     let rs_name = format!("{}-{hash}", plan.name);
     if observed
         .versions

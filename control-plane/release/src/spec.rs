@@ -1,7 +1,7 @@
 //! The rollout's spec, checked and with Argo's defaults applied: what the engine runs. A spec the
 //! engine cannot run is an [`Invalid`] naming the field (the rollout's `InvalidSpec` condition).
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use k8s_openapi::{
     api::core::v1::PodTemplateSpec, apimachinery::pkg::apis::meta::v1::LabelSelector,
@@ -61,6 +61,9 @@ pub(crate) struct Plan<'a> {
     pub name: String,
     pub replicas: i32,
     pub template: &'a PodTemplateSpec,
+    /// `spec.version` (standalone mode): the version is named, not hashed from `template` (which
+    /// is then empty).
+    pub named: Option<&'a str>,
     /// With `workloadRef`: the Deployment's name and how it is scaled down.
     pub workload_scale_down: Option<(String, WorkloadScaleDown)>,
     pub selector: &'a LabelSelector,
@@ -104,6 +107,9 @@ pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<P
         Some(name) if !name.is_empty() => name.to_owned(),
         _ => return Err(invalid("metadata.name", "is required")),
     };
+    if let Some(version) = spec.version.as_deref() {
+        return named_plan(rollout, name, version);
+    }
     let (template, workload_selector, workload_scale_down) = match &spec.workload_ref {
         None => (
             spec.template
@@ -124,6 +130,74 @@ pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<P
         .or(workload_selector)
         .ok_or_else(|| invalid("spec.selector", "is required"))?;
     let selector_string = crate::selector::check(selector, template)?;
+    strategy_plan(
+        rollout,
+        name,
+        template,
+        None,
+        selector,
+        selector_string,
+        workload_scale_down,
+    )
+}
+
+static EMPTY_TEMPLATE: LazyLock<PodTemplateSpec> = LazyLock::new(PodTemplateSpec::default);
+static EMPTY_SELECTOR: LazyLock<LabelSelector> = LazyLock::new(LabelSelector::default);
+
+/// A rollout whose version is named by `spec.version` (standalone mode: a key of
+/// `spec.staticEndpoints`) instead of hashed from a pod template. Changing it starts a canary as a
+/// new template does.
+fn named_plan<'a>(
+    rollout: &'a Rollout,
+    name: String,
+    version: &'a str,
+) -> Result<Plan<'a>, Invalid> {
+    let spec = &rollout.spec;
+    if spec.template.is_some() {
+        return Err(invalid(
+            "spec.template",
+            "must be empty when spec.version names the version",
+        ));
+    }
+    if spec.workload_ref.is_some() {
+        return Err(invalid(
+            "spec.workloadRef",
+            "must be empty when spec.version names the version",
+        ));
+    }
+    if version.is_empty() {
+        return Err(invalid("spec.version", "is empty"));
+    }
+    if !spec.static_endpoints.contains_key(version) {
+        let known: Vec<&str> = spec.static_endpoints.keys().map(String::as_str).collect();
+        return Err(invalid(
+            "spec.version",
+            format!("{version:?} is not a key of spec.staticEndpoints ({known:?})"),
+        ));
+    }
+    let selector = spec.selector.as_ref().unwrap_or(&EMPTY_SELECTOR);
+    strategy_plan(
+        rollout,
+        name,
+        &EMPTY_TEMPLATE,
+        Some(version),
+        selector,
+        String::new(),
+        None,
+    )
+}
+
+/// The checks and defaults common to both ways of naming a version.
+fn strategy_plan<'a>(
+    rollout: &'a Rollout,
+    name: String,
+    template: &'a PodTemplateSpec,
+    named: Option<&'a str>,
+    selector: &'a LabelSelector,
+    selector_string: String,
+    workload_scale_down: Option<(String, WorkloadScaleDown)>,
+) -> Result<Plan<'a>, Invalid> {
+    let spec = &rollout.spec;
     let replicas = non_negative("spec.replicas", spec.replicas, 1)?;
     // The engine counts step weights in percent; Argo's other totals are not run by it yet.
     let scale = sluice_api::weight::WeightScale::of(spec)
@@ -195,6 +269,7 @@ pub(crate) fn plan<'a>(rollout: &'a Rollout, observed: &'a Observed) -> Result<P
         workload_scale_down,
         replicas,
         template,
+        named,
         selector,
         selector_string,
         steps,

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
+use sluice_api::Rollout;
 use sluice_model::{Override, RolloutState};
 use sluice_proto::admin::v1::{
     CommandRequest, ProxyStatus, RolloutList, RolloutRef, RolloutStatus, RolloutView,
-    SetWeightRequest, StatusRequest, StatusResponse, TypeStatus, VersionStatus,
-    admin_server::Admin,
+    SetWeightRequest, StatusRequest, StatusResponse, TypeStatus, VersionStatus, VersionView,
+    admin_server::Admin, command_request::Verb,
 };
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -14,6 +15,7 @@ use tracing::info;
 use crate::{
     auth::{Access, AdminAuth},
     serve::App,
+    standalone::{CommandError, run::Command, state::RolloutRecord},
     store::StoreError,
 };
 
@@ -151,7 +153,8 @@ impl Admin for AdminService {
             .map(Response::new)
     }
 
-    // The release engine's commands: implemented by the standalone driver (in progress).
+    /// The release engine's commands (standalone mode): applied to the rollout's record, persisted
+    /// in the state file, then the engine runs.
     async fn command(
         &self,
         request: Request<CommandRequest>,
@@ -164,9 +167,40 @@ impl Admin for AdminService {
                 },
             )
             .await?;
-        Err(Status::unimplemented(
-            "release engine commands are not wired yet",
-        ))
+        let standalone = self.standalone()?;
+        let req = request.into_inner();
+        let command = match Verb::try_from(req.verb) {
+            Ok(Verb::Promote) => Command::Promote { full: req.full },
+            Ok(Verb::Abort) => Command::Abort,
+            Ok(Verb::Retry) => Command::Retry,
+            Ok(Verb::Pause) => Command::Pause,
+            Ok(Verb::Restart) => {
+                return Err(Status::failed_precondition(
+                    "restart: standalone versions are static endpoints, which Sluice does not run; \
+                     restart them where they run",
+                ));
+            }
+            Ok(Verb::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "verb: {} is not a command",
+                    req.verb
+                )));
+            }
+        };
+        standalone
+            .command(&req.rollout, command)
+            .await
+            .map_err(|e| match e.downcast_ref::<CommandError>() {
+                Some(CommandError::Unknown(_)) => Status::not_found(e.to_string()),
+                Some(CommandError::Manual(_)) => Status::failed_precondition(e.to_string()),
+                None => Status::internal(format!("{e:#}")),
+            })?;
+        info!(
+            rollout = req.rollout,
+            command = command.describe(),
+            "release engine command"
+        );
+        self.view(&req.rollout).await.map(Response::new)
     }
 
     async fn get_rollout(
@@ -174,9 +208,9 @@ impl Admin for AdminService {
         request: Request<RolloutRef>,
     ) -> Result<Response<RolloutView>, Status> {
         self.auth.check(&request, Access::Read).await?;
-        Err(Status::unimplemented(
-            "the release engine's view is not wired yet",
-        ))
+        self.view(&request.into_inner().rollout)
+            .await
+            .map(Response::new)
     }
 
     async fn list_rollouts(
@@ -184,10 +218,94 @@ impl Admin for AdminService {
         request: Request<StatusRequest>,
     ) -> Result<Response<RolloutList>, Status> {
         self.auth.check(&request, Access::Read).await?;
-        Err(Status::unimplemented(
-            "the release engine's view is not wired yet",
-        ))
+        let standalone = self.standalone()?;
+        let rollouts = crate::standalone::records(standalone)
+            .await
+            .iter()
+            .map(|(name, (doc, record))| rollout_view(name, doc, record))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(RolloutList { rollouts }))
     }
+}
+
+impl AdminService {
+    fn standalone(&self) -> Result<&crate::standalone::Standalone, Status> {
+        self.app.standalone.as_deref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this control plane runs in Kubernetes mode: the rollouts' commands and status \
+                 are on the Rollout objects (sluice rollouts without --admin)",
+            )
+        })
+    }
+
+    async fn view(&self, rollout: &str) -> Result<RolloutView, Status> {
+        let records = crate::standalone::records(self.standalone()?).await;
+        let (doc, record) = records
+            .get(rollout)
+            .ok_or_else(|| Status::not_found(format!("no rollout named {rollout:?}")))?;
+        rollout_view(rollout, doc, record)
+    }
+}
+
+/// A rollout as the CLI shows it: the document with the engine's status (or, for a rollout
+/// without `spec.version`, the file's), and its versions, newest revision first.
+fn rollout_view(name: &str, doc: &Rollout, record: &RolloutRecord) -> Result<RolloutView, Status> {
+    let mut doc = doc.clone();
+    let endpoints = |hash: &str| {
+        doc.spec
+            .static_endpoints
+            .get(hash)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let count = |list: &[String]| i32::try_from(list.len()).unwrap_or(i32::MAX);
+    let mut versions: Vec<VersionView> = if doc.spec.version.is_some() {
+        record
+            .versions
+            .iter()
+            .map(|v| {
+                let endpoints = endpoints(&v.hash);
+                let available = if v.desired > 0 { count(&endpoints) } else { 0 };
+                VersionView {
+                    hash: v.hash.clone(),
+                    revision: v.revision.unwrap_or(0),
+                    desired: v.desired,
+                    ready: available,
+                    available,
+                    endpoints,
+                }
+            })
+            .collect()
+    } else {
+        doc.spec
+            .static_endpoints
+            .iter()
+            .map(|(hash, endpoints)| VersionView {
+                hash: hash.clone(),
+                revision: 0,
+                desired: count(endpoints),
+                ready: count(endpoints),
+                available: count(endpoints),
+                endpoints: endpoints.clone(),
+            })
+            .collect()
+    };
+    versions.sort_by(|a, b| {
+        b.revision
+            .cmp(&a.revision)
+            .then_with(|| a.hash.cmp(&b.hash))
+    });
+    if doc.spec.version.is_some() {
+        doc.status = record.status.clone();
+        doc.spec.paused |= record.paused;
+    }
+    let rollout_json = serde_json::to_string(&doc)
+        .map_err(|e| Status::internal(format!("rollout {name:?}: {e}")))?;
+    Ok(RolloutView {
+        rollout: name.to_owned(),
+        rollout_json,
+        versions,
+    })
 }
 
 fn rollout_status(r: &RolloutState, overridden: bool) -> RolloutStatus {

@@ -21,11 +21,13 @@ mod admin_client;
 mod auth;
 mod cli;
 mod file_source;
+mod gate;
 mod http;
 mod k8s_source;
 mod metrics;
 mod rollouts;
 mod serve;
+mod standalone;
 mod store;
 mod supervise;
 

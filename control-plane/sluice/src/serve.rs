@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     admin::AdminService,
-    file_source, http,
+    http,
     metrics::Metrics,
     store::Store,
     supervise::{OnFailure, Supervisor},
@@ -93,6 +93,8 @@ pub struct App {
     pub registry: Registry,
     pub wasm: Arc<Vec<u8>>,
     pub supervisor: Supervisor,
+    /// Standalone mode: the release engine (its state file, commands, views).
+    pub standalone: Option<Arc<crate::standalone::Standalone>>,
 }
 
 impl App {
@@ -171,6 +173,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     translate::translate(&TrafficState::default(), &options)?;
     let (snapshots, snapshot_rx) = watch::channel(None);
     let supervisor = Supervisor::new(metrics.clone());
+    // A corrupt state file stops the start: never a silent reset of a release in progress.
+    let standalone = match &args.file {
+        Some(file) => Some(crate::standalone::Standalone::open(file)?),
+        None => None,
+    };
     let app = Arc::new(App {
         store: Mutex::new(Store::default()),
         snapshots,
@@ -179,6 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         registry: registry.clone(),
         wasm: Arc::new(wasm),
         supervisor: supervisor.clone(),
+        standalone: standalone.clone(),
     });
 
     // Shutdown: Ctrl-C or SIGTERM flips this; every server drains and returns.
@@ -196,16 +204,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // supervised task, restarted if it fails.
     let source_task = match &args.file {
         Some(file) => {
-            file_source::load(&app, file).await;
-            app.publish().await;
+            let standalone = standalone.clone().context("standalone engine")?;
+            crate::standalone::start(&app, &standalone, file).await?;
             let (app, file, shutdown) = (app.clone(), file.clone(), shutdown_rx.clone());
             let debounce = Duration::from_millis(args.debounce_ms);
             let mut restarted = false;
-            supervisor.spawn("file reload", OnFailure::RESTART, move || {
+            supervisor.spawn("release engine", OnFailure::RESTART, move || {
                 // A restarted task reads the file again: edits made while it was down count.
                 let reload = std::mem::replace(&mut restarted, true);
-                file_source::follow(
+                crate::standalone::follow(
                     app.clone(),
+                    standalone.clone(),
                     file.clone(),
                     debounce,
                     reload,

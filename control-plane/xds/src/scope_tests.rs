@@ -30,6 +30,7 @@ fn rollout(name: &str, host: &str, weight: u32) -> RolloutState {
         canary_hash: Some("bbb".into()),
         canary_weight_bp: weight,
         header_routes: Vec::new(),
+        mirror_routes: Vec::new(),
         stickiness: Stickiness::None,
     }
 }

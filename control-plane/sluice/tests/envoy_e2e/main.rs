@@ -18,6 +18,7 @@ mod hosts;
 mod load;
 mod mirror;
 mod native;
+mod release;
 mod scope;
 mod split;
 mod xds_tls;

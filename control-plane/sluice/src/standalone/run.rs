@@ -1,0 +1,268 @@
+//! One pass of the standalone release engine over one rollout: pure (the driver in `mod.rs` does
+//! the I/O). The versions are the `spec.staticEndpoints` entries; the engine's actions are applied
+//! to the rollout's [`RolloutRecord`]; commands change the record as Argo's plugin changes the
+//! Rollout.
+
+use std::time::Duration;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use sluice_api::{Rollout, RolloutStatus};
+use sluice_release::{
+    Action, DataPlane, Observed, ObservedVersion, ProxyAck, Reconciled, reconcile,
+};
+use tracing::{info, warn};
+
+use super::state::{
+    CommandRecord, EventRecord, KEPT_COMMANDS, KEPT_EVENTS, RolloutRecord, VersionRecord,
+    push_bounded,
+};
+
+/// Passes run at most per trigger while the engine asks to run again at once.
+const MAX_PASSES: usize = 16;
+
+/// A command of `sluice rollouts`, as Argo's plugin means it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Leave the current pause (and the user's pause); `full` skips the remaining steps.
+    Promote { full: bool },
+    /// All traffic back to stable.
+    Abort,
+    /// Clear an abort: the steps start again.
+    Retry,
+    /// Hold the rollout (`spec.paused`) until promoted.
+    Pause,
+}
+
+impl Command {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Command::Promote { full: false } => "promote",
+            Command::Promote { full: true } => "promote --full",
+            Command::Abort => "abort",
+            Command::Retry => "retry",
+            Command::Pause => "pause",
+        }
+    }
+}
+
+/// Applies a command to the record (the next pass acts on it) and logs it in the record.
+pub fn apply_command(record: &mut RolloutRecord, command: Command, now: Timestamp) {
+    let status = record.status.get_or_insert_with(RolloutStatus::default);
+    match command {
+        // Argo: promote unpauses the spec and clears the pause conditions; --full sets
+        // status.promoteFull.
+        Command::Promote { full } => {
+            record.paused = false;
+            status.pause_conditions.clear();
+            if full {
+                status.promote_full = true;
+            }
+        }
+        Command::Abort => status.abort = true,
+        Command::Retry => status.abort = false,
+        Command::Pause => record.paused = true,
+    }
+    push_bounded(
+        &mut record.commands,
+        CommandRecord {
+            at: Time(now),
+            command: command.describe().to_owned(),
+        },
+        KEPT_COMMANDS,
+    );
+}
+
+/// The rollout as the engine reads it: the file's spec, the record's status and the user's pause.
+pub fn engine_rollout(doc: &Rollout, record: &RolloutRecord) -> Rollout {
+    let mut rollout = doc.clone();
+    rollout.status = record.status.clone();
+    rollout.spec.paused |= record.paused;
+    rollout
+}
+
+/// What the engine observes: each recorded version with as many available replicas as its static
+/// endpoints (none when scaled to 0), and the proxies' acknowledgements.
+pub fn observed(doc: &Rollout, record: &RolloutRecord, proxies: Vec<ProxyAck>) -> Observed {
+    let versions = record
+        .versions
+        .iter()
+        .map(|v| {
+            let endpoints = doc
+                .spec
+                .static_endpoints
+                .get(&v.hash)
+                .map_or(0, |e| i32::try_from(e.len()).unwrap_or(i32::MAX));
+            let available = if v.desired > 0 { endpoints } else { 0 };
+            ObservedVersion {
+                name: v.name.clone(),
+                hash: v.hash.clone(),
+                revision: v.revision,
+                controlled: true,
+                desired: v.desired,
+                ready: available,
+                available,
+                scale_down_deadline: v.scale_down_deadline.as_ref().map(|t| t.0),
+            }
+        })
+        .collect();
+    Observed {
+        versions,
+        data_plane: DataPlane {
+            proxies,
+            ..DataPlane::default()
+        },
+        workload: None,
+        // AnalysisRuns are not run by this driver yet (StartAnalysisRun becomes an Event).
+        analysis_runs: Vec::new(),
+    }
+}
+
+/// Runs the engine on one rollout until it needs nothing at once (at most [`MAX_PASSES`]),
+/// applying its actions to `record`. Returns when to run again.
+pub fn run(
+    name: &str,
+    doc: &Rollout,
+    record: &mut RolloutRecord,
+    proxies: &[ProxyAck],
+    now: Timestamp,
+) -> Option<Duration> {
+    let mut requeue = None;
+    for _ in 0..MAX_PASSES {
+        let out = reconcile(
+            &engine_rollout(doc, record),
+            &observed(doc, record, proxies.to_vec()),
+            now,
+        );
+        let again = apply(name, record, &out, now);
+        requeue = out.requeue_after;
+        if !again {
+            break;
+        }
+    }
+    requeue
+}
+
+/// Applies one pass's status and actions; true when another pass is due at once.
+fn apply(name: &str, record: &mut RolloutRecord, out: &Reconciled, now: Timestamp) -> bool {
+    record.status = Some(out.status.clone());
+    let mut changed = false;
+    for action in &out.actions {
+        match action {
+            Action::CreateReplicaSet(rs) => {
+                let v = ObservedVersion::from_replica_set(rs, "");
+                record.versions.push(VersionRecord {
+                    name: v.name,
+                    hash: v.hash,
+                    revision: v.revision,
+                    desired: rs.spec.replicas.unwrap_or(0),
+                    scale_down_deadline: None,
+                });
+                changed = true;
+            }
+            Action::ScaleReplicaSet { name: rs, replicas } => {
+                if let Some(v) = record.versions.iter_mut().find(|v| v.name == *rs) {
+                    v.desired = *replicas;
+                    changed = true;
+                }
+            }
+            Action::SetRevision { name: rs, revision } => {
+                if let Some(v) = record.versions.iter_mut().find(|v| v.name == *rs) {
+                    v.revision = Some(*revision);
+                    changed = true;
+                }
+            }
+            Action::SetScaleDownDeadline { name: rs, deadline } => {
+                if let Some(v) = record.versions.iter_mut().find(|v| v.name == *rs) {
+                    v.scale_down_deadline = deadline.map(Time);
+                    changed = true;
+                }
+            }
+            Action::DeleteReplicaSet { name: rs } => {
+                record.versions.retain(|v| v.name != *rs);
+                changed = true;
+            }
+            // The driver publishes the status's dataPlane.traffic after the passes.
+            Action::PublishTraffic {
+                generation,
+                traffic,
+            } => {
+                info!(rollout = name, generation, ?traffic, "traffic published");
+            }
+            // Not run by this driver yet: recorded as a warning; the step holds until promoted.
+            Action::StartAnalysisRun { name: run, .. } => {
+                let message = format!(
+                    "AnalysisRun {run:?} is not run by the standalone driver yet: the step waits for `sluice rollouts promote`"
+                );
+                warn!(rollout = name, reason = "AnalysisNotRun", "{message}");
+                push_bounded(
+                    &mut record.events,
+                    EventRecord {
+                        at: Time(now),
+                        warning: true,
+                        reason: "AnalysisNotRun".into(),
+                        message,
+                    },
+                    KEPT_EVENTS,
+                );
+            }
+            // Standalone rollouts have no workloadRef (the engine rejects one beside spec.version).
+            Action::ScaleDeployment { .. } => {}
+            Action::Event {
+                warning,
+                reason,
+                message,
+            } => {
+                if *warning {
+                    warn!(rollout = name, reason, "{message}");
+                } else {
+                    info!(rollout = name, reason, "{message}");
+                }
+                push_bounded(
+                    &mut record.events,
+                    EventRecord {
+                        at: Time(now),
+                        warning: *warning,
+                        reason: reason.clone(),
+                        message: message.clone(),
+                    },
+                    KEPT_EVENTS,
+                );
+            }
+        }
+    }
+    changed || out.requeue_after == Some(Duration::ZERO)
+}
+
+/// The status the traffic derivation reads for a rollout run by the engine: where the published
+/// traffic stands (stable, canary and weight), with the engine's step for the header routes.
+pub fn traffic_status(doc: &Rollout, record: &RolloutRecord) -> RolloutStatus {
+    let engine = record.status.clone().unwrap_or_default();
+    let Some(data_plane) = engine
+        .data_plane
+        .as_ref()
+        .filter(|d| !d.traffic.stable.is_empty())
+    else {
+        // Nothing published yet: everything on the version the file names.
+        return RolloutStatus {
+            stable_rs: doc.spec.version.clone(),
+            ..RolloutStatus::default()
+        };
+    };
+    let traffic = &data_plane.traffic;
+    RolloutStatus {
+        stable_rs: Some(traffic.stable.clone()),
+        current_pod_hash: Some(
+            traffic
+                .canary
+                .clone()
+                .unwrap_or_else(|| traffic.stable.clone()),
+        ),
+        current_step_index: engine.current_step_index,
+        canary: engine.canary.clone(),
+        ..RolloutStatus::default()
+    }
+}
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

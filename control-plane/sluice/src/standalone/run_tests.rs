@@ -1,0 +1,195 @@
+//! The standalone engine's pure pass: a release through spec.version, commands, a restart.
+#![allow(clippy::unwrap_used)]
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use sluice_api::Rollout;
+use sluice_release::ProxyAck;
+
+use super::*;
+use crate::standalone::state::{self, StateFile};
+
+fn doc(version: &str) -> Rollout {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "demo"},
+        "spec": {
+            "version": version, "hosts": ["demo.local"],
+            "staticEndpoints": {"v1": ["127.0.0.1:8001"], "v2": ["127.0.0.1:8002"]},
+            "strategy": {"canary": {"steps": [
+                {"setWeight": 10}, {"pause": {"duration": "30s"}}, {"setWeight": 50}, {"pause": {}}
+            ]}}
+        }
+    }))
+    .expect("rollout")
+}
+
+fn t(seconds: i64) -> Timestamp {
+    "2026-01-01T00:00:00Z"
+        .parse::<Timestamp>()
+        .expect("time")
+        .checked_add(SignedDuration::from_secs(seconds))
+        .expect("time")
+}
+
+/// One proxy that has ACKed whatever is published.
+fn acked(record: &RolloutRecord) -> Vec<ProxyAck> {
+    vec![ProxyAck {
+        node_id: "envoy".into(),
+        acked_generation: record
+            .status
+            .as_ref()
+            .and_then(|s| s.data_plane.as_ref())
+            .map(|d| d.generation),
+        nacked: None,
+    }]
+}
+
+/// Runs until the published traffic is ACKed and nothing moves.
+fn settle(doc: &Rollout, record: &mut RolloutRecord, now: Timestamp) -> Option<Duration> {
+    let mut requeue = None;
+    for _ in 0..5 {
+        requeue = run("default/demo", doc, record, &acked(record), now);
+    }
+    requeue
+}
+
+fn weight(record: &RolloutRecord) -> (Option<String>, i32) {
+    let traffic = &record
+        .status
+        .as_ref()
+        .unwrap()
+        .data_plane
+        .as_ref()
+        .unwrap()
+        .traffic;
+    (traffic.canary.clone(), traffic.canary_weight)
+}
+
+fn step(record: &RolloutRecord) -> Option<i32> {
+    record.status.as_ref().and_then(|s| s.current_step_index)
+}
+
+#[test]
+fn a_release_through_spec_version_with_a_restart_and_promote() {
+    let mut record = RolloutRecord::default();
+    settle(&doc("v1"), &mut record, t(0));
+    assert_eq!(
+        traffic_status(&doc("v1"), &record).stable_rs.as_deref(),
+        Some("v1")
+    );
+    assert_eq!(record.versions.len(), 1);
+    assert_eq!(
+        record.events.first().map(|e| e.reason.as_str()),
+        Some("RolloutUpdated")
+    );
+
+    let v2 = doc("v2");
+    let requeue = settle(&v2, &mut record, t(1));
+    assert_eq!(
+        (weight(&record), step(&record)),
+        ((Some("v2".into()), 10), Some(1))
+    );
+    assert_eq!(
+        requeue,
+        Some(Duration::from_secs(30)),
+        "the timed pause is a timer"
+    );
+
+    // A restart: the record goes through the state file and comes back; the step holds.
+    let mut file = StateFile {
+        format: state::FORMAT,
+        ..StateFile::default()
+    };
+    file.rollouts.insert("default/demo".into(), record.clone());
+    let text = serde_json::to_string(&file).expect("json");
+    let mut record = state::parse(&text, "state").expect("parses").rollouts["default/demo"].clone();
+    settle(&v2, &mut record, t(2));
+    assert_eq!(
+        (weight(&record), step(&record)),
+        ((Some("v2".into()), 10), Some(1))
+    );
+
+    settle(&v2, &mut record, t(31));
+    assert_eq!(
+        (weight(&record), step(&record)),
+        ((Some("v2".into()), 50), Some(3))
+    );
+    let status = traffic_status(&v2, &record);
+    assert_eq!(
+        (
+            status.stable_rs.as_deref(),
+            status.current_pod_hash.as_deref()
+        ),
+        (Some("v1"), Some("v2"))
+    );
+
+    apply_command(&mut record, Command::Promote { full: false }, t(40));
+    settle(&v2, &mut record, t(40));
+    assert_eq!(weight(&record), (None, 0));
+    assert_eq!(
+        record.status.as_ref().unwrap().stable_rs.as_deref(),
+        Some("v2")
+    );
+    assert_eq!(
+        record.status.as_ref().unwrap().phase.as_deref(),
+        Some("Healthy")
+    );
+    assert_eq!(record.commands[0].command, "promote");
+    // The old version is scaled to 0 after scaleDownDelaySeconds (30 s): it gets no traffic.
+    settle(&v2, &mut record, t(71));
+    let v1 = record.versions.iter().find(|v| v.hash == "v1").unwrap();
+    assert_eq!(v1.desired, 0);
+}
+
+#[test]
+fn abort_then_retry_and_the_gate_holds_without_acks() {
+    let mut record = RolloutRecord::default();
+    settle(&doc("v1"), &mut record, t(0));
+    let v2 = doc("v2");
+    settle(&v2, &mut record, t(1));
+    apply_command(&mut record, Command::Abort, t(2));
+    settle(&v2, &mut record, t(2));
+    assert_eq!(weight(&record), (None, 0));
+    assert_eq!(
+        record.status.as_ref().unwrap().phase.as_deref(),
+        Some("Degraded")
+    );
+    assert_eq!(
+        traffic_status(&v2, &record).current_pod_hash.as_deref(),
+        Some("v1")
+    );
+    apply_command(&mut record, Command::Retry, t(3));
+    // No proxy ACKs: the 10 % step is published but not done, so the pause does not start.
+    let silent = vec![ProxyAck {
+        node_id: "envoy".into(),
+        acked_generation: None,
+        nacked: None,
+    }];
+    run("default/demo", &v2, &mut record, &silent, t(3));
+    assert_eq!(
+        (weight(&record), step(&record)),
+        ((Some("v2".into()), 10), Some(0))
+    );
+    let data_plane = record.status.as_ref().unwrap().data_plane.clone().unwrap();
+    assert_eq!((data_plane.acknowledged, data_plane.proxies), (0, 1));
+    settle(&v2, &mut record, t(4));
+    assert_eq!(step(&record), Some(1));
+}
+
+#[test]
+fn pause_holds_until_promote() {
+    let mut record = RolloutRecord::default();
+    settle(&doc("v1"), &mut record, t(0));
+    apply_command(&mut record, Command::Pause, t(0));
+    let v2 = doc("v2");
+    settle(&v2, &mut record, t(1));
+    assert!(engine_rollout(&v2, &record).spec.paused);
+    settle(&v2, &mut record, t(100));
+    assert_eq!(step(&record), Some(0));
+    apply_command(&mut record, Command::Promote { full: true }, t(101));
+    settle(&v2, &mut record, t(101));
+    assert_eq!(
+        record.status.as_ref().unwrap().stable_rs.as_deref(),
+        Some("v2")
+    );
+}

@@ -1,0 +1,239 @@
+//! The standalone release engine end to end: a release through `spec.version` with a real Envoy
+//! under load — 10 %, a timed pause that elapses, 50 %, `pause: {}`, a control-plane restart in
+//! the middle (same step and weight after it), the PROMOTE command, v2 stable — and the abort
+//! path; no failed request.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice_api::Rollout;
+use sluice_e2e::Upstream;
+use sluice_proto::admin::v1::{
+    CommandRequest, RolloutRef, admin_client::AdminClient, command_request::Verb,
+};
+
+use crate::harness::{
+    CANARY, ControlPlane, Proxy, ProxyOptions, ROLLOUT, STABLE, authorized, eventually,
+};
+use crate::load::Load;
+
+/// Generous: a loaded 2-core machine.
+const WITHIN: Duration = Duration::from_secs(60);
+
+fn rollouts_yaml(
+    version: &str,
+    stable: std::net::SocketAddr,
+    canary: std::net::SocketAddr,
+) -> String {
+    format!(
+        r#"apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {{name: demo}}
+spec:
+  version: "{version}"
+  hosts: [demo.local]
+  staticEndpoints:
+    "{STABLE}": ["{stable}"]
+    "{CANARY}": ["{canary}"]
+  strategy:
+    canary:
+      scaleDownDelaySeconds: 0
+      abortScaleDownDelaySeconds: 0
+      steps:
+        - setWeight: 10
+        - pause: {{duration: 2s}}
+        - setWeight: 50
+        - pause: {{}}
+"#
+    )
+}
+
+/// The rollout as the engine sees it (GetRollout).
+async fn view(cp: &ControlPlane) -> anyhow::Result<Rollout> {
+    let mut client = AdminClient::connect(format!("http://{}", cp.ports.admin)).await?;
+    let view = client
+        .get_rollout(authorized(RolloutRef {
+            rollout: ROLLOUT.into(),
+        }))
+        .await
+        .context("GetRollout")?
+        .into_inner();
+    Ok(serde_json::from_str(&view.rollout_json)?)
+}
+
+async fn command(cp: &ControlPlane, verb: Verb) -> anyhow::Result<()> {
+    let mut client = AdminClient::connect(format!("http://{}", cp.ports.admin)).await?;
+    client
+        .command(authorized(CommandRequest {
+            rollout: ROLLOUT.into(),
+            verb: verb.into(),
+            full: false,
+        }))
+        .await
+        .with_context(|| format!("Command {verb:?}"))?;
+    Ok(())
+}
+
+/// (phase, step, stable, canary, canary weight, ACKed by, proxies) of the engine's status.
+type Where = (String, i32, String, Option<String>, i32, i32, i32);
+
+async fn where_now(cp: &ControlPlane) -> anyhow::Result<Where> {
+    let status = view(cp).await?.status.unwrap_or_default();
+    let dp = status.data_plane.unwrap_or_default();
+    Ok((
+        status.phase.unwrap_or_default(),
+        status.current_step_index.unwrap_or(-1),
+        status.stable_rs.unwrap_or_default(),
+        dp.traffic.canary,
+        dp.traffic.canary_weight,
+        dp.acknowledged,
+        dp.proxies,
+    ))
+}
+
+/// Waits until `check` holds on the engine's status.
+async fn wait_for(
+    cp: &ControlPlane,
+    what: &str,
+    check: impl Fn(&Where) -> bool,
+) -> anyhow::Result<Where> {
+    eventually(what, WITHIN, async || {
+        let now = where_now(cp).await?;
+        Ok(check(&now).then_some(now))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_through_spec_version_survives_a_restart_and_is_promoted() -> anyhow::Result<()> {
+    let stable = Upstream::start(STABLE).await?;
+    let canary = Upstream::start(CANARY).await?;
+    let mut cp =
+        ControlPlane::start(&rollouts_yaml(STABLE, stable.addr(), canary.addr()), &[]).await?;
+    let proxy = Proxy::start_serving(&cp, "release", ProxyOptions::default()).await?;
+    cp.wait_synced("release", |_| true).await?;
+    wait_for(&cp, "v1 stable and ACKed", |w| {
+        w.0 == "Healthy" && w.2 == STABLE && w.5 == 1 && w.6 == 1
+    })
+    .await?;
+    let load = Load::start(proxy.listener, 4);
+
+    cp.write_file(&rollouts_yaml(CANARY, stable.addr(), canary.addr()))?;
+    let at_10 = wait_for(&cp, "step 1 at 10 %", |w| {
+        w.3.as_deref() == Some(CANARY) && w.1 >= 1
+    })
+    .await?;
+    assert_eq!(
+        (at_10.3.as_deref(), at_10.4),
+        (Some(CANARY), 10),
+        "{at_10:?}"
+    );
+    // The timed pause elapses on the engine's timer; then 50 % and `pause: {}` holds.
+    let at_50 = wait_for(&cp, "step 3 at 50 %, ACKed", |w| w.1 == 3 && w.5 == 1).await?;
+    assert_eq!(
+        (at_50.0.as_str(), at_50.3.as_deref(), at_50.4),
+        ("Paused", Some(CANARY), 50),
+        "{at_50:?}"
+    );
+    eventually("the canary answers", WITHIN, async || {
+        Ok((load.tally().count(CANARY) > 20).then_some(()))
+    })
+    .await?;
+
+    // A restart in the middle of the canary: same step and weight (read from the state file).
+    cp.restart().await?;
+    let after = where_now(&cp).await?;
+    assert_eq!(
+        (after.1, after.2.as_str(), after.3.as_deref(), after.4),
+        (3, STABLE, Some(CANARY), 50),
+        "{after:?}"
+    );
+    cp.wait_synced("release", |_| true).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(where_now(&cp).await?.1, 3, "the pause {{}} still holds");
+
+    command(&cp, Verb::Promote).await?;
+    let done = wait_for(&cp, "v2 stable", |w| w.0 == "Healthy" && w.2 == CANARY).await?;
+    assert_eq!((done.3.as_deref(), done.4), (None, 0), "{done:?}");
+    // Once the promotion is ACKed (and Envoy's workers switched), only v2 answers: v1's count
+    // stays put while 300 more requests are answered.
+    let mut last = load.tally();
+    eventually("only v2 answers", WITHIN, async || {
+        let now = load.tally();
+        if now.ok() < last.ok() + 300 {
+            return Ok(None);
+        }
+        let settled = now.count(STABLE) == last.count(STABLE);
+        last = now;
+        Ok(settled.then_some(()))
+    })
+    .await?;
+    let tally = load.stop();
+    assert_eq!(
+        tally.failures(),
+        0,
+        "failed requests: non-200 {:?}, errors {} ({:?})",
+        tally.bad_status,
+        tally.errors,
+        tally.error_samples
+    );
+    assert!(
+        tally.count(STABLE) > 0 && tally.count(CANARY) > 0,
+        "{tally:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_sends_everything_back_to_stable_and_retry_starts_again() -> anyhow::Result<()> {
+    let stable = Upstream::start(STABLE).await?;
+    let canary = Upstream::start(CANARY).await?;
+    let cp = ControlPlane::start(&rollouts_yaml(STABLE, stable.addr(), canary.addr()), &[]).await?;
+    let proxy = Proxy::start_serving(&cp, "abort", ProxyOptions::default()).await?;
+    cp.wait_synced("abort", |_| true).await?;
+    let load = Load::start(proxy.listener, 2);
+    cp.write_file(&rollouts_yaml(CANARY, stable.addr(), canary.addr()))?;
+    wait_for(&cp, "the canary at 10 %", |w| {
+        w.3.as_deref() == Some(CANARY) && w.4 == 10
+    })
+    .await?;
+
+    command(&cp, Verb::Abort).await?;
+    let aborted = wait_for(&cp, "aborted, ACKed", |w| w.0 == "Degraded" && w.5 == 1).await?;
+    assert_eq!(
+        (aborted.2.as_str(), aborted.3.as_deref(), aborted.4),
+        (STABLE, None, 0)
+    );
+    let before = load.tally();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = load.tally();
+    assert!(after.ok() > before.ok(), "traffic flows");
+    assert_eq!(
+        after.count(CANARY),
+        before.count(CANARY),
+        "no request reaches the canary after the abort is ACKed"
+    );
+
+    command(&cp, Verb::Retry).await?;
+    wait_for(&cp, "the canary at 10 % again", |w| {
+        w.3.as_deref() == Some(CANARY) && w.4 == 10
+    })
+    .await?;
+
+    // A status beside spec.version is refused, naming the field; the last good state serves on.
+    let with_status = rollouts_yaml(CANARY, stable.addr(), canary.addr())
+        + &format!("status: {{stableRS: \"{STABLE}\"}}\n");
+    cp.write_file(&with_status)?;
+    let error = eventually("the file is rejected", WITHIN, async || {
+        let error = cp.status().await?.last_source_error;
+        Ok((!error.is_empty()).then_some(error))
+    })
+    .await?;
+    assert!(
+        error.contains("status: must be absent when spec.version"),
+        "{error}"
+    );
+    let tally = load.stop();
+    assert_eq!(tally.failures(), 0, "{tally:?}");
+    Ok(())
+}
