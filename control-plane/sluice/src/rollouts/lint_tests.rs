@@ -89,12 +89,15 @@ fn a_bad_header_regex_is_found_before_its_step_is_reached() {
 
 #[test]
 fn the_release_engine_checks_sluice_rollouts_and_argo_ones_only_as_sluice() {
-    let sluice = sluice_rollout("[{setWeight: 10}, {analysis: {templates: [{templateName: t}]}}]");
+    // Experiments are not run by the engine yet (issue 10): an error for a sluice.dev Rollout.
+    let sluice = sluice_rollout(
+        "[{setWeight: 10}, {experiment: {templates: [{name: baseline, specRef: stable}]}}]",
+    );
     let findings = lint(&sluice);
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert_eq!(
         findings[0].field.as_deref(),
-        Some("spec.strategy.canary.steps[1].analysis")
+        Some("spec.strategy.canary.steps[1].experiment")
     );
     // The same Rollout under Argo: Argo runs the steps, Sluice only routes.
     let argo = sluice.replace(SLUICE_API_VERSION, ARGO_API_VERSION);

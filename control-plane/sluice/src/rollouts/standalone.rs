@@ -1,6 +1,6 @@
 //! The verbs against a standalone control plane's admin API: the release engine there applies and
-//! persists the commands in its state file. `get` prints a plain view of its own here (the shared
-//! rendering lives with the Kubernetes backend).
+//! persists the commands in its state file. `get` and `list` draw the same view as in Kubernetes
+//! ([`super::view`]), with each version's static endpoints in place of pods.
 
 use std::time::Duration;
 
@@ -76,8 +76,10 @@ async fn fetch(client: &mut Client, name: &str) -> anyhow::Result<(RolloutView, 
 async fn get(client: &mut Client, name: &str, watch: bool) -> anyhow::Result<()> {
     let mut last = String::new();
     loop {
-        let (view, rollout) = fetch(client, name).await?;
-        let text = render(&view, &rollout);
+        let (view, _) = fetch(client, name).await?;
+        let info = super::view::RolloutInfo::from_admin(&view)
+            .with_context(|| format!("rollout {name:?}: the control plane's view"))?;
+        let text = super::view::render(&info);
         if text != last {
             if watch && !last.is_empty() {
                 println!("---");
@@ -98,126 +100,14 @@ async fn list(client: &mut Client) -> anyhow::Result<()> {
         .await
         .context("listing rollouts")?
         .into_inner();
-    println!(
-        "{:<32} {:<12} {:>5} {:<14} {:<14} {:>6}",
-        "NAME", "PHASE", "STEP", "STABLE", "CANARY", "WEIGHT"
-    );
+    let mut rollouts = Vec::with_capacity(list.rollouts.len());
     for view in &list.rollouts {
         let rollout: Rollout = serde_json::from_str(&view.rollout_json)
             .with_context(|| format!("rollout {:?}: the control plane's view", view.rollout))?;
-        let status = rollout.status.unwrap_or_default();
-        let traffic = status.data_plane.map(|d| d.traffic).unwrap_or_default();
-        println!(
-            "{:<32} {:<12} {:>5} {:<14} {:<14} {:>6}",
-            view.rollout,
-            status.phase.unwrap_or_else(|| "-".into()),
-            status
-                .current_step_index
-                .map_or("-".into(), |i| i.to_string()),
-            status.stable_rs.unwrap_or_else(|| "-".into()),
-            traffic.canary.unwrap_or_else(|| "-".into()),
-            traffic.canary_weight,
-        );
+        rollouts.push(("sluice.dev".to_owned(), rollout));
     }
+    print!("{}", super::view::list_table(&rollouts));
     Ok(())
-}
-
-/// A plain text view: phase, steps (the current one marked), traffic and the data-plane gate,
-/// versions, conditions.
-pub fn render(view: &RolloutView, rollout: &Rollout) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let status = rollout.status.clone().unwrap_or_default();
-    let _ = writeln!(out, "Name:      {}", view.rollout);
-    let _ = writeln!(
-        out,
-        "Phase:     {}{}",
-        status.phase.as_deref().unwrap_or("-"),
-        status
-            .message
-            .as_deref()
-            .map(|m| format!(" ({m})"))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(
-        out,
-        "Version:   {}  stable {}",
-        rollout.spec.version.as_deref().unwrap_or("-"),
-        status.stable_rs.as_deref().unwrap_or("-")
-    );
-    if rollout.spec.paused {
-        let _ = writeln!(out, "Paused:    by the user (promote to resume)");
-    }
-    let steps = rollout
-        .spec
-        .strategy
-        .canary
-        .as_ref()
-        .map(|c| c.steps.clone())
-        .unwrap_or_default();
-    let current = status
-        .current_step_index
-        .and_then(|i| usize::try_from(i).ok());
-    let _ = writeln!(out, "Steps:");
-    for (i, step) in steps.iter().enumerate() {
-        let mark = if Some(i) == current { "▶" } else { " " };
-        let done = if current.is_some_and(|c| i < c) {
-            "✔"
-        } else {
-            " "
-        };
-        let text = serde_json::to_string(step).unwrap_or_default();
-        let _ = writeln!(out, "  {mark}{done} {i}: {text}");
-    }
-    if let Some(dp) = &status.data_plane {
-        let t = &dp.traffic;
-        let _ = writeln!(
-            out,
-            "Traffic:   stable {} {}%{}",
-            t.stable,
-            100 - t.canary_weight,
-            t.canary
-                .as_deref()
-                .map(|c| format!(", canary {c} {}%", t.canary_weight))
-                .unwrap_or_default()
-        );
-        let _ = writeln!(
-            out,
-            "Data plane: generation {} acknowledged by {} of {} proxies{}",
-            dp.generation,
-            dp.acknowledged,
-            dp.proxies,
-            dp.message
-                .as_deref()
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default()
-        );
-    }
-    let _ = writeln!(out, "Versions:");
-    for v in &view.versions {
-        let _ = writeln!(
-            out,
-            "  {:<16} revision {:<3} desired {} available {}  {}",
-            v.hash,
-            v.revision,
-            v.desired,
-            v.available,
-            v.endpoints.join(" ")
-        );
-    }
-    if !status.conditions.is_empty() {
-        let _ = writeln!(out, "Conditions:");
-        for c in &status.conditions {
-            let _ = writeln!(
-                out,
-                "  {:<12} {:<6} {}",
-                c.type_,
-                c.status,
-                c.message.as_deref().unwrap_or("")
-            );
-        }
-    }
-    out
 }
 
 /// Waits until Healthy (Ok), Degraded (Err) or the timeout (Err; `0` waits forever).

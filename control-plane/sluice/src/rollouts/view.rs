@@ -76,8 +76,6 @@ impl RolloutInfo {
 
     /// From the admin API's `RolloutView` (standalone mode): the Rollout document as JSON and
     /// its versions.
-    // The standalone backend's (standalone.rs) entry to the view.
-    #[allow(dead_code)]
     pub fn from_admin(
         view: &sluice_proto::admin::v1::RolloutView,
     ) -> Result<Self, serde_json::Error> {
