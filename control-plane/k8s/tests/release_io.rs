@@ -281,6 +281,20 @@ async fn a_control_plane_restart_mid_canary_keeps_the_step_and_writes_nothing() 
         r["status"]["phase"] == "Paused"
     })
     .await;
+    // Paused can be written before the kubelet's last pod readiness reaches the ReplicaSet
+    // status (and so the Rollout's counts): stop only once the Rollout is quiet.
+    let resource_version =
+        || server.get(&rollout_key()).expect("rollout")["metadata"]["resourceVersion"].clone();
+    let mut quiet = false;
+    for _ in 0..40 {
+        let seen = resource_version();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if resource_version() == seen {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "the Rollout kept changing while Paused");
     source.stop().await;
 
     // A new control plane: the same step and weight, no new ReplicaSet, no status rewrite.

@@ -107,6 +107,11 @@ fn release(
         rounds += 1;
         assert!(rounds < 100, "{label}: stuck: {:?}", sim.status());
         sim.settle();
+        // The driver measures the runs; here every analysis passes (its outcomes have their own
+        // tests in analysis_steps.rs), so the walk reaches the end of the steps.
+        for run in &mut sim.analysis_runs {
+            run.status.phase = sluice_analysis::AnalysisPhase::Successful;
+        }
         if sim.phase() == "Paused" {
             sim.promote();
         }
