@@ -178,51 +178,58 @@ pub async fn execute(
             }
             // Not run by this driver yet: say so on the rollout; the step holds until promoted.
             Action::StartAnalysisRun { name, .. } => {
-                let event = K8sEvent {
-                    type_: EventType::Warning,
-                    reason: "AnalysisNotRun".into(),
-                    note: Some(format!(
-                        "AnalysisRun {name:?} is not run by the Kubernetes driver yet: the step waits for `sluice rollouts promote`"
-                    )),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                recorder
-                    .publish(
-                        &event,
-                        &rollout_reference(object, rollout.metadata.uid.clone()),
-                    )
-                    .await
+                let message = format!(
+                    "AnalysisRun {name:?} is not run by the Kubernetes driver yet: the step waits for `sluice rollouts promote`"
+                );
+                publish_event(
+                    recorder,
+                    object,
+                    rollout,
+                    true,
+                    "AnalysisNotRun".into(),
+                    &message,
+                )
+                .await
             }
             Action::Event {
                 warning,
                 reason,
                 message,
-            } => {
-                let event = K8sEvent {
-                    type_: if warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason,
-                    note: Some(truncate(&message, 1000)),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                recorder
-                    .publish(
-                        &event,
-                        &rollout_reference(object, rollout.metadata.uid.clone()),
-                    )
-                    .await
-            }
+            } => publish_event(recorder, object, rollout, warning, reason, &message).await,
         };
         if let Err(error) = result {
             tracing::warn!(%object, %error, action = %what, "executing a release action");
         }
     }
     done
+}
+
+/// Records an Event on the rollout (the note truncated to Kubernetes' 1 KiB limit).
+async fn publish_event(
+    recorder: &Recorder,
+    object: &RolloutRef,
+    rollout: &Rollout,
+    warning: bool,
+    reason: String,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let event = K8sEvent {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason,
+        note: Some(truncate(message, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(
+            &event,
+            &rollout_reference(object, rollout.metadata.uid.clone()),
+        )
+        .await
 }
 
 /// An ObjectReference to a Rollout, for Events.
