@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod fence;
 pub mod index;
 pub mod lease;
 pub mod manifests;

@@ -18,16 +18,20 @@ use tokio::sync::watch;
 use crate::{K8sError, objects::RolloutRef};
 
 /// Merge-patches a Rollout's status, if (checked right before the write) this replica leads.
-/// Fields the new status drops are sent as `null` so the merge removes them. `Ok(None)`: not
-/// the leader, nothing written.
+/// Fields the new status drops are sent as `null` so the merge removes them. `resource_version`
+/// is the version `old` was read at: the API server refuses the patch (409 Conflict) if the
+/// Rollout changed since, so a status computed from a stale view never overwrites a newer one
+/// (a user's `abort`, another write); the watch then brings the newer object and the next pass
+/// recomputes. `Ok(None)`: not the leader, nothing written.
 pub async fn write_status(
     client: &Client,
     is_leader: &watch::Receiver<bool>,
     object: &RolloutRef,
+    resource_version: Option<&str>,
     old: &RolloutStatus,
     new: &RolloutStatus,
 ) -> Result<Option<Rollout>, K8sError> {
-    let body = status_patch(old, new);
+    let body = status_patch(resource_version, old, new);
     if !*is_leader.borrow() {
         return Ok(None);
     }
@@ -48,8 +52,13 @@ pub async fn write_status(
     }
 }
 
-/// `{"status": new}` with `null` for every field `old` has and `new` does not.
-pub fn status_patch(old: &RolloutStatus, new: &RolloutStatus) -> serde_json::Value {
+/// `{"metadata": {"resourceVersion"}, "status": new}` with `null` for every field `old` has and
+/// `new` does not; without a resourceVersion, no precondition.
+pub fn status_patch(
+    resource_version: Option<&str>,
+    old: &RolloutStatus,
+    new: &RolloutStatus,
+) -> serde_json::Value {
     let mut status = serde_json::to_value(new).unwrap_or_default();
     if let (Ok(serde_json::Value::Object(old)), serde_json::Value::Object(fields)) =
         (serde_json::to_value(old), &mut status)
@@ -58,7 +67,15 @@ pub fn status_patch(old: &RolloutStatus, new: &RolloutStatus) -> serde_json::Val
             fields.entry(key.clone()).or_insert(serde_json::Value::Null);
         }
     }
-    serde_json::json!({ "status": status })
+    match resource_version {
+        Some(rv) => serde_json::json!({ "metadata": {"resourceVersion": rv}, "status": status }),
+        None => serde_json::json!({ "status": status }),
+    }
+}
+
+/// A write refused because the object changed since it was read (409 Conflict).
+pub fn is_conflict(error: &K8sError) -> bool {
+    matches!(error, K8sError::Status { error: kube::Error::Api(e), .. } if e.code == 409)
 }
 
 pub(crate) fn truncate(text: &str, max: usize) -> String {

@@ -34,11 +34,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     K8sError,
+    fence::Fence,
     index::{Index, SourceError},
     lease::{self, LeaseConfig},
     objects::{POD_TEMPLATE_HASH_LABEL, RolloutApi, RolloutRef},
     reconcile::reconcile,
-    status_writer::{self, truncate},
+    status_writer::{self, is_conflict, truncate},
     workloads::{Workloads, managed_by_engine},
 };
 pub use crate::{
@@ -377,6 +378,9 @@ struct Driver {
     /// Pods, Pods without their Services): nothing is published, no error reported, no status
     /// or Event written — a partial view would route to wrong ports or mark rollouts Degraded.
     synced: bool,
+    /// Drops the watch's Rollout / ReplicaSet events that precede this replica's own writes.
+    rollout_fence: Fence<RolloutRef>,
+    replica_set_fence: Fence<(String, String)>,
 }
 
 impl Driver {
@@ -404,20 +408,30 @@ impl Driver {
             reported: BTreeMap::new(),
             evented: BTreeMap::new(),
             synced: false,
+            rollout_fence: Fence::default(),
+            replica_set_fence: Fence::default(),
         }
     }
 
     fn apply(&mut self, change: Change) {
         match change {
             Change::Rollout(api, _, Update::Apply(object)) => {
+                let rv = object.metadata.resource_version.clone();
                 let (object, rollout) = parse_rollout(api, &object);
+                if !self.rollout_fence.admit(&object, rv.as_deref()) {
+                    tracing::debug!(%object, ?rv, "an event older than this replica's write");
+                    return;
+                }
                 self.index.apply_rollout(object, rollout);
             }
             Change::Rollout(api, _, Update::Delete(object)) => {
                 let (object, _) = parse_rollout(api, &object);
+                self.rollout_fence.forget(&object);
                 self.index.delete_rollout(&object);
             }
             Change::Rollout(api, scope, Update::Reset(objects)) => {
+                self.rollout_fence
+                    .reset(|r| r.api == api && scope.as_deref().is_none_or(|ns| r.namespace == ns));
                 let rollouts = objects.iter().map(|o| parse_rollout(api, o)).collect();
                 self.index.reset_rollouts(api, scope.as_deref(), rollouts);
             }
@@ -438,9 +452,21 @@ impl Driver {
                 self.index.reset_services(scope.as_deref(), &services);
             }
             Change::ReplicaSet(scope, update) => match update {
-                Update::Apply(rs) => self.workloads.apply_replica_set(*rs),
-                Update::Delete(rs) => self.workloads.delete_replica_set(&rs),
-                Update::Reset(all) => self.workloads.reset_replica_sets(scope.as_deref(), all),
+                Update::Apply(rs) => {
+                    let (key, rv) = (ns_name(&rs.metadata), rs.metadata.resource_version.clone());
+                    if self.replica_set_fence.admit(&key, rv.as_deref()) {
+                        self.workloads.apply_replica_set(*rs);
+                    }
+                }
+                Update::Delete(rs) => {
+                    self.replica_set_fence.forget(&ns_name(&rs.metadata));
+                    self.workloads.delete_replica_set(&rs);
+                }
+                Update::Reset(all) => {
+                    self.replica_set_fence
+                        .reset(|(ns, _)| scope.as_deref().is_none_or(|s| s == ns));
+                    self.workloads.reset_replica_sets(scope.as_deref(), all);
+                }
             },
             Change::Deployment(scope, update) => match update {
                 Update::Apply(d) => self.workloads.apply_deployment(*d),
@@ -555,6 +581,10 @@ impl Driver {
             )
             .await;
             for rs in done.replica_sets {
+                self.replica_set_fence.wrote(
+                    ns_name(&rs.metadata),
+                    rs.metadata.resource_version.as_deref(),
+                );
                 self.workloads.apply_replica_set(rs);
             }
             for name in done.deleted {
@@ -570,12 +600,28 @@ impl Driver {
             if out.status == old {
                 continue;
             }
-            match write_status(&self.client, &self.is_leader, &object, &old, &out.status).await {
+            let rv = rollout.metadata.resource_version.as_deref();
+            match write_status(
+                &self.client,
+                &self.is_leader,
+                &object,
+                rv,
+                &old,
+                &out.status,
+            )
+            .await
+            {
                 Ok(Some(updated)) => {
+                    self.rollout_fence
+                        .wrote(object.clone(), updated.metadata.resource_version.as_deref());
                     self.index.apply_rollout(object, Ok(updated));
                     wrote = true;
                 }
                 Ok(None) => return,
+                // Changed since it was read: its newer event is on the way and reconciles again.
+                Err(error) if is_conflict(&error) => {
+                    tracing::debug!(%error, "status write on a stale view refused");
+                }
                 Err(error) => {
                     tracing::warn!(%error, "status write");
                     // Try again soon rather than on the next change only.
@@ -609,17 +655,31 @@ impl Driver {
             if !result.changed {
                 continue;
             }
-            let old = self
-                .index
-                .rollout(&object)
-                .and_then(|r| r.status.clone())
-                .unwrap_or_default();
-            match write_status(&self.client, &self.is_leader, &object, &old, &result.status).await {
+            let Some(doc) = self.index.rollout(&object) else {
+                continue;
+            };
+            let old = doc.status.clone().unwrap_or_default();
+            let rv = doc.metadata.resource_version.clone();
+            match write_status(
+                &self.client,
+                &self.is_leader,
+                &object,
+                rv.as_deref(),
+                &old,
+                &result.status,
+            )
+            .await
+            {
                 Ok(Some(updated)) => {
+                    self.rollout_fence
+                        .wrote(object.clone(), updated.metadata.resource_version.as_deref());
                     self.index.apply_rollout(object, Ok(updated));
                     wrote = true;
                 }
                 Ok(None) => return,
+                Err(error) if is_conflict(&error) => {
+                    tracing::debug!(%error, "status write on a stale view refused");
+                }
                 Err(error) => tracing::warn!(%error, "status write"),
             }
         }

@@ -485,7 +485,7 @@ async fn status_writes_check_leadership_right_before_writing() {
         serde_json::from_value(json!({"phase": "Healthy", "stableRS": "bbb"})).expect("status");
     let (leader, is_leader) = watch::channel(false);
     assert!(
-        write_status(&client, &is_leader, &object, &old, &new)
+        write_status(&client, &is_leader, &object, Some("7"), &old, &new)
             .await
             .expect("no error")
             .is_none()
@@ -496,7 +496,7 @@ async fn status_writes_check_leadership_right_before_writing() {
     );
 
     leader.send_replace(true);
-    let written = write_status(&client, &is_leader, &object, &old, &new)
+    let written = write_status(&client, &is_leader, &object, Some("7"), &old, &new)
         .await
         .expect("written");
     assert_eq!(
@@ -512,9 +512,10 @@ async fn status_writes_check_leadership_right_before_writing() {
     assert_eq!(log[0].path, STATUS);
     assert_eq!(
         log[0].body,
-        json!({"status": {"phase": "Healthy", "stableRS": "bbb", "message": null}})
+        json!({"metadata": {"resourceVersion": "7"},
+               "status": {"phase": "Healthy", "stableRS": "bbb", "message": null}})
     );
-    assert_eq!(log[0].body, status_patch(&old, &new));
+    assert_eq!(log[0].body, status_patch(Some("7"), &old, &new));
 }
 
 /// The source run against `route` (answers held back by `delay`) as the lease holder, with

@@ -299,8 +299,8 @@ async fn a_control_plane_restart_mid_canary_keeps_the_step_and_writes_nothing() 
 
     // A new control plane: the same step and weight, no new ReplicaSet, no status rewrite.
     let rs_before = server.list(REPLICA_SETS, Some("prod")).len();
-    let rollout_rv =
-        server.get(&rollout_key()).expect("rollout")["metadata"]["resourceVersion"].clone();
+    let stopped = server.get(&rollout_key()).expect("rollout");
+    let rollout_rv = stopped["metadata"]["resourceVersion"].clone();
     let mut source = start_source(&server);
     let after = source
         .until("served again", |s| s.rollouts.contains_key("prod/demo"))
@@ -308,10 +308,49 @@ async fn a_control_plane_restart_mid_canary_keeps_the_step_and_writes_nothing() 
     assert_eq!(after.rollouts["prod/demo"], before.rollouts["prod/demo"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(server.list(REPLICA_SETS, Some("prod")).len(), rs_before);
+    let now = server.get(&rollout_key()).expect("rollout");
     assert_eq!(
-        server.get(&rollout_key()).expect("rollout")["metadata"]["resourceVersion"],
-        rollout_rv,
-        "an unchanged release writes nothing"
+        now["metadata"]["resourceVersion"], rollout_rv,
+        "an unchanged release writes nothing: {:#}\n-> {:#}",
+        stopped["status"], now["status"]
     );
     source.stop().await;
+}
+
+/// A status computed from a stale view must not overwrite a newer one: the user's `abort`
+/// (a status patch, as Argo's plugin makes it) written after the controller read the Rollout
+/// survives the controller's write, which the API server refuses on its resourceVersion.
+#[tokio::test]
+async fn a_status_write_from_a_stale_view_is_refused_and_loses_no_command() {
+    let server = ApiServer::start().await.expect("api server");
+    let created = server
+        .create("rollouts", demo_rollout(json!([{"pause": {}}])))
+        .expect("rollout");
+    let read_at = created["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_owned();
+    server
+        .merge_patch(&rollout_key(), &json!({"status": {"abort": true}}), true)
+        .expect("abort");
+    let (_leader, is_leader) = watch::channel(true);
+    let object = sluice_k8s::RolloutRef::new(sluice_k8s::RolloutApi::Sluice, "prod", "demo");
+    let stale = sluice_api::RolloutStatus::default();
+    let computed = sluice_api::RolloutStatus {
+        phase: Some("Paused".into()),
+        ..Default::default()
+    };
+    let error = sluice_k8s::watch::write_status(
+        &client(&server),
+        &is_leader,
+        &object,
+        Some(&read_at),
+        &stale,
+        &computed,
+    )
+    .await
+    .expect_err("a stale write is refused");
+    assert!(sluice_k8s::status_writer::is_conflict(&error), "{error}");
+    let now = server.get(&rollout_key()).expect("rollout");
+    assert_eq!(now["status"]["abort"], true, "the user's abort is kept");
 }

@@ -308,7 +308,9 @@ fn progress_deadline(
             "RolloutPaused",
             "Rollout is paused",
             now,
-            true,
+            // Argo's SetRolloutCondition leaves an identical condition alone: a pause is not
+            // progress, and a clock-only change would be written on every reconcile.
+            false,
         );
         return false;
     }

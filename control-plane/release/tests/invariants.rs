@@ -7,6 +7,8 @@
 mod common;
 
 use common::{Sim, rollout};
+use std::time::Duration;
+
 use proptest::prelude::*;
 use sluice_release::{Action, reconcile};
 
@@ -98,6 +100,33 @@ fn check_pass(sim: &mut Sim) {
     let index = status.current_step_index.unwrap();
     assert!((0..=7).contains(&index), "{index}");
     sim.pass();
+    time_alone_writes_nothing(sim);
+}
+
+/// A rollout at a fixed point stays there while only the clock moves, until the engine's own
+/// requeue: a status that changes with the clock alone is written on every reconcile (a
+/// control-plane restart, a resync) although nothing happened.
+fn time_alone_writes_nothing(sim: &Sim) {
+    let observed = sim.observed();
+    let settled = reconcile(&sim.rollout, &observed, sim.now);
+    if Some(&settled.status) != sim.rollout.status.as_ref()
+        || settled
+            .requeue_after
+            .is_some_and(|r| r <= Duration::from_secs(1))
+    {
+        return;
+    }
+    let later = sim
+        .now
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1))
+        .unwrap();
+    let mut rollout = sim.rollout.clone();
+    rollout.status = Some(settled.status.clone());
+    let again = reconcile(&rollout, &observed, later);
+    assert_eq!(
+        again.status, settled.status,
+        "one second later, nothing else changed"
+    );
 }
 
 proptest! {

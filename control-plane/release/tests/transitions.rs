@@ -169,6 +169,23 @@ fn an_indefinite_pause_holds_until_promoted_then_the_canary_becomes_stable() {
     assert_eq!(sim.version(&old).desired, 0);
 }
 
+/// A control-plane restart or resync during a pause must write nothing: the status of a paused
+/// rollout does not change with the clock (a `lastUpdateTime` that did was rewritten each pass).
+#[test]
+fn a_paused_rollout_is_the_same_status_an_hour_later() {
+    let mut sim = Sim::with_stable("app:1", STEPS);
+    sim.set_image("app:2");
+    sim.settle();
+    sim.advance(60);
+    sim.settle();
+    assert_eq!(sim.phase(), "Paused");
+    let paused = sim.status().clone();
+    sim.advance(3600);
+    let out = sim.settle();
+    assert_eq!(out.status, paused);
+    assert!(out.actions.is_empty(), "nothing to do: {:?}", out.actions);
+}
+
 #[test]
 fn spec_paused_holds_the_steps_until_unpaused() {
     let mut sim = Sim::with_stable("app:1", "[{setWeight: 20}, {setWeight: 40}]");
