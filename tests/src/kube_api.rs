@@ -11,6 +11,7 @@
 //! - create (POST, 409 `AlreadyExists`), get, list, replace (PUT, 409 `Conflict` on a stale
 //!   `metadata.resourceVersion`), patch, delete (cascading to objects whose ownerReferences name
 //!   the deleted uid, as the garbage collector would);
+//! - the pods' `eviction` subresource (POST): deletes the pod, as no PodDisruptionBudget refuses;
 //! - `metadata.uid`, `creationTimestamp`, `generation` (bumped when anything but metadata/status
 //!   changes); the `status` subresource for rollouts, replicasets, deployments and pods: writes to
 //!   the object keep its status, writes to `/status` change only the status.
@@ -722,6 +723,8 @@ struct Target {
     namespace: Option<String>,
     name: Option<String>,
     status: bool,
+    /// `POST .../pods/NAME/eviction`: deletes the pod (no PodDisruptionBudgets here).
+    eviction: bool,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -735,10 +738,11 @@ fn parse_path(path: &str) -> Option<Target> {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_owned()), rest),
         rest => (None, rest),
     };
-    let (resource, name, status) = match rest {
-        [resource] => (*resource, None, false),
-        [resource, name] => (*resource, Some((*name).to_owned()), false),
-        [resource, name, "status"] => (*resource, Some((*name).to_owned()), true),
+    let (resource, name, status, eviction) = match rest {
+        [resource] => (*resource, None, false, false),
+        [resource, name] => (*resource, Some((*name).to_owned()), false, false),
+        [resource, name, "status"] => (*resource, Some((*name).to_owned()), true, false),
+        ["pods", name, "eviction"] => ("pods", Some((*name).to_owned()), false, true),
         _ => return None,
     };
     Some(Target {
@@ -746,6 +750,7 @@ fn parse_path(path: &str) -> Option<Target> {
         namespace,
         name,
         status,
+        eviction,
     })
 }
 
@@ -847,6 +852,9 @@ async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> Response<Bo
             }
             Err(e) => Err(ApiError::new(400, "BadRequest", e.to_string())),
         },
+        (&Method::POST, Some(name)) if target.eviction => shared
+            .write(|s| s.delete(&key(name)))
+            .map(|_| json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"})),
         (&Method::PUT, Some(name)) => match serde_json::from_slice::<Value>(&body) {
             Ok(object) => shared.write(|s| s.replace(&key(name), object, target.status)),
             Err(e) => Err(ApiError::new(400, "BadRequest", e.to_string())),

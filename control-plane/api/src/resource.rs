@@ -328,6 +328,10 @@ pub struct RolloutStatus {
     /// Argo: when the rollout was aborted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted_at: Option<Time>,
+    /// Argo: the `spec.restartAt` whose restart finished (every pod created after it) or was
+    /// cancelled by a new template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<Time>,
     /// Argo: skip the remaining steps (`promote --full`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub promote_full: bool,

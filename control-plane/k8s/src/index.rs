@@ -270,6 +270,32 @@ impl Index {
             .collect())
     }
 
+    /// The rollout's pods (its selector, with a version hash), terminating ones included, for a
+    /// restart (`spec.restartAt`); empty if its selector does not parse.
+    pub fn restart_pods(&self, doc: &Rollout) -> Vec<sluice_release::ObservedPod> {
+        let Ok(name) = sluice_api::rollout_name(doc) else {
+            return Vec::new();
+        };
+        let Ok(selector) = selector(doc, &name) else {
+            return Vec::new();
+        };
+        let namespace = namespace_of(doc);
+        self.pods
+            .range((namespace.to_owned(), String::new())..)
+            .take_while(|((ns, _), _)| ns == namespace)
+            .map(|(_, pod)| pod)
+            .filter(|pod| selector.matches(&pod.labels))
+            .filter_map(|pod| {
+                Some(sluice_release::ObservedPod {
+                    name: pod.name.clone(),
+                    hash: pod.hash.clone()?,
+                    created: pod.created,
+                    deleting: pod.gone,
+                })
+            })
+            .collect()
+    }
+
     fn selected_pods<'a>(
         &'a self,
         doc: &'a Rollout,

@@ -4,11 +4,11 @@
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
-    core::v1::ObjectReference,
+    core::v1::{ObjectReference, Pod},
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams},
     runtime::events::{Event as K8sEvent, EventType, Recorder},
 };
 use sluice_api::{Rollout, RolloutStatus};
@@ -168,6 +168,19 @@ pub async fn execute(
                 )
                 .await
                 .map(|d| done.deployments.push(d)),
+            // The eviction API, as Argo uses it: a PodDisruptionBudget may refuse (429), and the
+            // engine asks again on its next pass.
+            Action::EvictPod { name } => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &object.namespace);
+                match pods.evict(&name, &EvictParams::default()).await {
+                    Ok(_) => {
+                        tracing::info!(%object, pod = %name, "pod evicted (restart)");
+                        Ok(())
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             Action::DeleteReplicaSet { name } => {
                 match replica_sets
                     .delete(&name, &DeleteParams::background())

@@ -565,7 +565,8 @@ impl Driver {
                 Some(source) => (source.0)(&object, &rollout),
                 None => DataPlane::default(),
             };
-            let observed = self.workloads.observed(&rollout, data_plane);
+            let mut observed = self.workloads.observed(&rollout, data_plane);
+            observed.pods = self.index.restart_pods(&rollout);
             let out = sluice_release::reconcile(&rollout, &observed, Timestamp::now());
             if let Some(after) = out.requeue_after {
                 let at = tokio::time::Instant::now() + after;

@@ -157,6 +157,8 @@ impl Workloads {
             workload,
             // AnalysisRuns are not run by this driver yet (StartAnalysisRun becomes an Event).
             analysis_runs: Vec::new(),
+            // Pods are the index's (the caller's).
+            pods: Vec::new(),
         }
     }
 }

@@ -205,6 +205,7 @@ fn the_control_plane_role_grants_only_what_is_used() {
     assert_eq!(
         granted,
         [
+            "/pods/eviction: create",
             "/pods: get,list,watch",
             "/services: get,list,watch",
             "apps/deployments: list,patch,watch",

@@ -354,3 +354,65 @@ async fn a_status_write_from_a_stale_view_is_refused_and_loses_no_command() {
     let now = server.get(&rollout_key()).expect("rollout");
     assert_eq!(now["status"]["abort"], true, "the user's abort is kept");
 }
+
+/// `sluice rollouts restart` (Argo's `spec.restartAt`): every pod is evicted and re-created by its
+/// ReplicaSet (one at a time: the engine tests), without a new version or the steps; `status.restartedAt` records
+/// the restart once every pod is newer.
+#[tokio::test]
+async fn a_restart_recreates_every_pod_without_a_new_version_and_is_recorded() {
+    let server = ApiServer::start().await.expect("api server");
+    let _kubelet = Kubelet::start(&server);
+    server.create("services", demo_service()).expect("service");
+    server
+        .create("rollouts", demo_rollout(json!([{"setWeight": 50}])))
+        .expect("rollout");
+    let source = start_source(&server);
+    until_object(&server, &rollout_key(), "v1 Healthy", |r| {
+        r["status"]["phase"] == "Healthy" && r["status"]["availableReplicas"] == 2
+    })
+    .await;
+    let pod_names = || -> Vec<String> {
+        server
+            .list("/v1/pods", Some("prod"))
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let before = pod_names();
+    assert_eq!(before.len(), 2, "{before:?}");
+    let rs_before = server.list(REPLICA_SETS, Some("prod")).len();
+    // Whole seconds, as Argo's plugin writes it; the pods were created before it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let restart_at = k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .expect("round")
+        .to_string();
+    server
+        .merge_patch(
+            &rollout_key(),
+            &json!({"spec": {"restartAt": restart_at}}),
+            false,
+        )
+        .expect("restart");
+    let done = until_object(&server, &rollout_key(), "restartedAt", |r| {
+        r["status"]["restartedAt"] == restart_at.as_str()
+    })
+    .await;
+    let after = pod_names();
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "every pod re-created: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        server.list(REPLICA_SETS, Some("prod")).len(),
+        rs_before,
+        "no new version"
+    );
+    assert_eq!(done["status"]["phase"], "Healthy");
+    assert_eq!(
+        done["status"]["stableRS"], done["status"]["currentPodHash"],
+        "no canary"
+    );
+    source.stop().await;
+}

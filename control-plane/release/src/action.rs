@@ -37,6 +37,8 @@ pub enum Action {
     ScaleDeployment { name: String, replicas: i32 },
     /// Delete an old ReplicaSet beyond `revisionHistoryLimit`.
     DeleteReplicaSet { name: String },
+    /// Evict a pod of the rollout (a restart, `spec.restartAt`); its ReplicaSet re-creates it.
+    EvictPod { name: String },
     /// Publish this traffic to the data plane; proxies report ACKs of `generation`.
     PublishTraffic {
         generation: i64,

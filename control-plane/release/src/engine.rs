@@ -14,6 +14,7 @@ use crate::{
     conditions::{self, INVALID_SPEC, PHASE_DEGRADED},
     hash::pod_template_hash,
     observed::ObservedVersion,
+    restart,
     spec::{self, Invalid, Plan, WorkloadScaleDown},
     status, versions,
 };
@@ -160,7 +161,8 @@ fn run(
             hash.clone()
         }
     };
-    if cx.status.current_pod_hash.as_deref() != Some(&hash) {
+    let new_template = cx.status.current_pod_hash.as_deref() != Some(&hash);
+    if new_template {
         new_version(cx, plan, &hash, &stable, &versions, max_revision);
     } else if hash != stable && cx.status.current_step_hash.as_deref() != Some(&plan.steps_hash) {
         // Argo: changed steps restart the canary.
@@ -325,6 +327,13 @@ fn run(
         max_revision,
     );
     cx.status.data_plane = Some(data_plane);
+    restart::step(
+        cx,
+        rollout.spec.restart_at.as_ref().map(|t| t.0),
+        &restart_order(&versions, &stable, &hash),
+        &observed.pods,
+        new_template,
+    );
     status::finish(
         cx,
         rollout,
@@ -471,6 +480,23 @@ fn publish(
     data_plane.acknowledged = i32::try_from(ack.acknowledged).unwrap_or(i32::MAX);
     data_plane.proxies = i32::try_from(ack.proxies).unwrap_or(i32::MAX);
     data_plane
+}
+
+/// Argo's restart order: the stable ReplicaSet, the new one, then the others from the oldest
+/// revision.
+fn restart_order<'a>(
+    versions: &[&'a ObservedVersion],
+    stable: &str,
+    new: &str,
+) -> Vec<&'a ObservedVersion> {
+    let rank = |v: &ObservedVersion| match v.hash.as_str() {
+        h if h == stable => (0, 0),
+        h if h == new => (1, 0),
+        _ => (2, v.revision.unwrap_or(0)),
+    };
+    let mut order = versions.to_vec();
+    order.sort_by_key(|v| rank(v));
+    order
 }
 
 pub(crate) fn index_i32(index: usize) -> i32 {

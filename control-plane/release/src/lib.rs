@@ -45,6 +45,7 @@ mod conditions;
 mod engine;
 pub mod hash;
 pub mod observed;
+pub mod restart;
 mod selector;
 pub mod spec;
 mod status;
@@ -61,6 +62,7 @@ pub use conditions::{
 pub use engine::{Reconciled, reconcile};
 pub use hash::pod_template_hash;
 pub use observed::{DataPlane, Observed, ObservedVersion, ObservedWorkload, ProxyAck};
+pub use restart::ObservedPod;
 pub use spec::Invalid;
 
 /// The label that names a version on its ReplicaSet and pods (Argo's name).

@@ -21,6 +21,8 @@ pub struct Observed {
     pub workload: Option<ObservedWorkload>,
     /// The rollout's AnalysisRuns (analysis steps) with their status.
     pub analysis_runs: Vec<crate::analysis::ObservedAnalysisRun>,
+    /// The pods of its versions (for a restart); empty where versions have no pods (standalone).
+    pub pods: Vec<crate::restart::ObservedPod>,
 }
 
 /// A Deployment whose pod template a rollout runs (`workloadRef`, the migration path from a

@@ -50,6 +50,7 @@ pub struct Sim {
     pub auto_ack: bool,
     pub published: Vec<(i64, PublishedTraffic)>,
     pub deleted: Vec<String>,
+    pub evicted: Vec<String>,
     pub actions: Vec<Action>,
     pub last: Option<Reconciled>,
     pub workload: Option<ObservedWorkload>,
@@ -68,6 +69,7 @@ impl Sim {
             auto_ack: true,
             published: Vec::new(),
             deleted: Vec::new(),
+            evicted: Vec::new(),
             actions: Vec::new(),
             last: None,
             workload: None,
@@ -84,6 +86,7 @@ impl Sim {
             },
             workload: self.workload.clone(),
             analysis_runs: self.analysis_runs.clone(),
+            pods: Vec::new(),
         }
     }
 
@@ -139,6 +142,7 @@ impl Sim {
             Action::SetScaleDownDeadline { name, deadline } => {
                 self.by_name(name).scale_down_deadline = *deadline;
             }
+            Action::EvictPod { name } => self.evicted.push(name.clone()),
             Action::DeleteReplicaSet { name } => {
                 self.versions.retain(|v| v.name != *name);
                 self.deleted.push(name.clone());

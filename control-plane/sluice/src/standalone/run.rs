@@ -114,6 +114,8 @@ pub fn observed(doc: &Rollout, record: &RolloutRecord, proxies: Vec<ProxyAck>) -
         workload: None,
         // AnalysisRuns are not run by this driver yet (StartAnalysisRun becomes an Event).
         analysis_runs: Vec::new(),
+        // Static endpoints: no pods (a restart finishes at once).
+        pods: Vec::new(),
     }
 }
 
@@ -180,6 +182,14 @@ fn apply(name: &str, record: &mut RolloutRecord, out: &Reconciled, now: Timestam
             Action::DeleteReplicaSet { name: rs } => {
                 record.versions.retain(|v| v.name != *rs);
                 changed = true;
+            }
+            // Static endpoints have no pods to re-create: the engine observes none, so a
+            // restart finishes at once and never evicts.
+            Action::EvictPod { name: pod } => {
+                warn!(
+                    rollout = name,
+                    pod, "a pod eviction has no meaning in standalone mode"
+                );
             }
             // The driver publishes the status's dataPlane.traffic after the passes.
             Action::PublishTraffic {
