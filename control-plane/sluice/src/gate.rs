@@ -7,34 +7,64 @@
 //! generation of each rollout every recorded type version carries, so
 //! `proxy ACKed version V of every gated type ⇒ it holds generation min(carried(V))`.
 //!
-//! Gated types: clusters, endpoints and routes (weights live in the routes; a new version's
-//! cluster and endpoints must exist before a route sends to it). They are the same for every
-//! node; the listener and the filter config (ECDS) are specialised per node (listener address,
-//! Wasm or native build) and so cannot be keyed by the global snapshot's versions. Content hashes
-//! make identical content one version: if a rollout returns to an earlier traffic, an Envoy that
-//! still holds that content holds the newer generation too — the largest is kept.
+//! Scopes: an Envoy with a scope (node metadata `sluice.scope`) receives the snapshot of its
+//! scope's rollouts only, whose versions differ from the published one's. The ledger keeps the
+//! versions of each scope apart (the unscoped one is the published snapshot), and a rollout's
+//! gate counts the unscoped Envoys and the scoped ones whose scope contains the rollout — an
+//! Envoy that never receives a rollout cannot hold its steps.
 //!
-//! Pure: no I/O; the standalone driver feeds it, the Kubernetes driver can do the same.
+//! ```text
+//!  published Snapshot + Generations ──Gate::record──► Ledger[None]
+//!        └─ per scope seen among the proxies: scoped Snapshot (NodeSnapshots) ─► Ledger[Some(scope)]
+//!  registry ProxyStatus {scope, ACKed versions} ──Gate::proxies(rollout)──► Vec<ProxyAck>
+//! ```
+//!
+//! Gated types: clusters, endpoints and routes (weights live in the routes; a new version's
+//! cluster and endpoints must exist before a route sends to it). The listener and the filter
+//! config (ECDS) are specialised per node (listener address, Wasm or native build) and so cannot
+//! be keyed by a scope's versions. Content hashes make identical content one version: if a
+//! rollout returns to an earlier traffic, an Envoy that still holds that content holds the newer
+//! generation too — the largest is kept.
+//!
+//! Pure: no I/O; the standalone driver and the Kubernetes source feed it the same way.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use sluice_release::ProxyAck;
-use sluice_xds::{registry::ProxyStatus, snapshot::Snapshot, type_url};
+use sluice_xds::{
+    registry::ProxyStatus,
+    scope::{NodeSnapshots, Scope},
+    snapshot::Snapshot,
+    type_url,
+};
 
 /// The types whose acknowledgement completes a traffic change.
 pub const GATED_TYPES: [&str; 3] = [type_url::CLUSTER, type_url::ENDPOINT, type_url::ROUTE];
 
-/// Versions remembered per type (oldest forgotten first): an Envoy that still holds one of the
-/// forgotten ones has not ACKed anything this recent, and counts as not acknowledged.
+/// Versions remembered per type and scope (oldest forgotten first): an Envoy that still holds
+/// one of the forgotten ones has not ACKed anything this recent, and counts as not acknowledged.
 const KEPT_VERSIONS: usize = 512;
+
+/// Distinct scopes followed; past this the gate starts afresh (a fleet has a handful of kinds
+/// of node; the proxies' next ACKs of the current snapshot are recognised again).
+const MAX_SCOPES: usize = 1_024;
 
 /// Rollout name → traffic generation.
 pub type Generations = BTreeMap<String, i64>;
 
-/// Per gated type: type version → the generations it carries.
+/// Per scope (`None`: unscoped Envoys, the published snapshot), per gated type: type version →
+/// the generations it carries.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Ledger {
+    scopes: BTreeMap<Option<Scope>, ScopeLedger>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ScopeLedger {
     carried: BTreeMap<&'static str, TypeLedger>,
+    /// The rollouts of the scope's newest recorded snapshot: the ones its Envoys are counted for.
+    rollouts: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -44,22 +74,40 @@ struct TypeLedger {
 }
 
 impl Ledger {
-    /// Records that `snapshot` (the one being served) carries `generations`. Call it after each
+    /// Records that `snapshot` (the one Envoys with `scope` are served) carries `generations`,
+    /// which must be the generations of the rollouts it contains. Call it after each
     /// publication, with the generations that were in the store when it was translated.
-    pub fn record(&mut self, snapshot: &Snapshot, generations: &Generations) {
+    pub fn record(
+        &mut self,
+        scope: Option<&Scope>,
+        snapshot: &Snapshot,
+        generations: &Generations,
+    ) {
         for type_url in GATED_TYPES {
-            self.record_version(type_url, &snapshot.type_version(type_url), generations);
+            self.record_version(
+                scope,
+                type_url,
+                &snapshot.type_version(type_url),
+                generations,
+            );
         }
     }
 
-    /// [`Ledger::record`] for one type's version.
+    /// [`Ledger::record`] for one type's version. The scope's rollouts become those of
+    /// `generations`.
     pub fn record_version(
         &mut self,
+        scope: Option<&Scope>,
         type_url: &'static str,
         version: &str,
         generations: &Generations,
     ) {
-        let ledger = self.carried.entry(type_url).or_default();
+        if !self.scopes.contains_key(&scope.cloned()) && self.scopes.len() >= MAX_SCOPES {
+            self.scopes.clear();
+        }
+        let scoped = self.scopes.entry(scope.cloned()).or_default();
+        scoped.rollouts = generations.keys().cloned().collect();
+        let ledger = scoped.carried.entry(type_url).or_default();
         let entry = match ledger.by_version.get_mut(version) {
             Some(entry) => entry,
             None => {
@@ -78,9 +126,21 @@ impl Ledger {
         }
     }
 
-    /// The generation of `rollout` carried by `version` of `type_url`, if recorded.
-    fn carried(&self, type_url: &str, version: &str, rollout: &str) -> Option<i64> {
-        self.carried
+    /// The scope was recorded at least once.
+    pub fn knows(&self, scope: Option<&Scope>) -> bool {
+        self.scopes.contains_key(&scope.cloned())
+    }
+
+    /// The generation of `rollout` carried by `version` of `type_url` in `scope`, if recorded.
+    fn carried(
+        &self,
+        scope: &ScopeLedger,
+        type_url: &str,
+        version: &str,
+        rollout: &str,
+    ) -> Option<i64> {
+        scope
+            .carried
             .get(type_url)?
             .by_version
             .get(version)?
@@ -88,43 +148,128 @@ impl Ledger {
             .copied()
     }
 
-    /// What each connected Envoy holds of `rollout`: the engine's `Observed.data_plane.proxies`.
-    /// ACKed = the smallest generation its ACKed versions of the gated types carry (none if one is
-    /// unknown); NACKed = a gated type's last NACK, with the generation the rejected version
-    /// carried (or, when that version is not recorded, `i64::MAX`: it rejected something newer
-    /// than anything it ACKed).
+    /// What the Envoys that receive `rollout` hold of it: the engine's
+    /// `Observed.data_plane.proxies`. Unscoped Envoys always count; a scoped one counts when its
+    /// scope's newest recorded snapshot contains the rollout (or, its scope never recorded yet,
+    /// counts as not acknowledged: the gate waits rather than guess). ACKed = the smallest
+    /// generation its ACKed versions of the gated types carry (none if one is unknown); NACKed
+    /// = a gated type's last NACK, with the generation the rejected version carried (or, when
+    /// that version is not recorded, `i64::MAX`: it rejected something newer than anything it
+    /// ACKed).
     pub fn proxies(&self, rollout: &str, proxies: &[ProxyStatus]) -> Vec<ProxyAck> {
+        let empty = ScopeLedger::default();
         proxies
             .iter()
-            .map(|proxy| {
-                let mut acked: Option<i64> = None;
-                let mut complete = true;
-                let mut nacked = None;
-                for type_url in GATED_TYPES {
-                    let status = proxy.types.iter().find(|t| t.type_url == type_url);
-                    let generation = status
-                        .filter(|t| !t.acked_version.is_empty())
-                        .and_then(|t| self.carried(type_url, &t.acked_version, rollout));
-                    match generation {
-                        Some(g) => acked = Some(acked.map_or(g, |a| a.min(g))),
-                        None => complete = false,
+            .filter_map(|proxy| {
+                let scope = match self.scopes.get(&proxy.scope) {
+                    Some(scope) if proxy.scope.is_some() && !scope.rollouts.contains(rollout) => {
+                        return None;
                     }
-                    if nacked.is_none()
-                        && let Some(t) = status.filter(|t| !t.last_nack.is_empty())
-                    {
-                        let generation = self
-                            .carried(type_url, &t.last_nack_version, rollout)
-                            .unwrap_or(i64::MAX);
-                        nacked = Some((generation, t.last_nack.clone()));
-                    }
-                }
-                ProxyAck {
-                    node_id: proxy.node_id.clone(),
-                    acked_generation: if complete { acked } else { None },
-                    nacked,
-                }
+                    Some(scope) => scope,
+                    None => &empty,
+                };
+                Some(self.proxy(scope, rollout, proxy))
             })
             .collect()
+    }
+
+    fn proxy(&self, scope: &ScopeLedger, rollout: &str, proxy: &ProxyStatus) -> ProxyAck {
+        let mut acked: Option<i64> = None;
+        let mut complete = true;
+        let mut nacked = None;
+        for type_url in GATED_TYPES {
+            let status = proxy.types.iter().find(|t| t.type_url == type_url);
+            let generation = status
+                .filter(|t| !t.acked_version.is_empty())
+                .and_then(|t| self.carried(scope, type_url, &t.acked_version, rollout));
+            match generation {
+                Some(g) => acked = Some(acked.map_or(g, |a| a.min(g))),
+                None => complete = false,
+            }
+            if nacked.is_none()
+                && let Some(t) = status.filter(|t| !t.last_nack.is_empty())
+            {
+                let generation = self
+                    .carried(scope, type_url, &t.last_nack_version, rollout)
+                    .unwrap_or(i64::MAX);
+                nacked = Some((generation, t.last_nack.clone()));
+            }
+        }
+        ProxyAck {
+            node_id: proxy.node_id.clone(),
+            acked_generation: if complete { acked } else { None },
+            nacked,
+        }
+    }
+}
+
+/// The gate of one control-plane replica: the [`Ledger`] fed with the published snapshot and
+/// with the snapshot of every scope its proxies declared (the ADS server's own
+/// [`NodeSnapshots`], so the versions are the very ones the Envoys were sent).
+#[derive(Debug)]
+pub struct Gate {
+    ledger: Ledger,
+    nodes: Arc<NodeSnapshots>,
+    /// The newest recorded publication, for scopes first seen after it.
+    published: Option<(Arc<Snapshot>, Generations)>,
+}
+
+impl Gate {
+    pub fn new(nodes: Arc<NodeSnapshots>) -> Self {
+        Gate {
+            ledger: Ledger::default(),
+            nodes,
+            published: None,
+        }
+    }
+
+    /// Records a publication: `generations` are those in the store when `snapshot` was
+    /// translated. Every scope already followed records its share.
+    pub fn record(&mut self, snapshot: Arc<Snapshot>, generations: Generations) {
+        let scopes: Vec<Scope> = self.ledger.scopes.keys().flatten().cloned().collect();
+        self.ledger.record(None, &snapshot, &generations);
+        self.published = Some((snapshot, generations));
+        for scope in scopes {
+            self.record_scope(&scope);
+        }
+    }
+
+    fn record_scope(&mut self, scope: &Scope) {
+        let Some((published, generations)) = &self.published else {
+            return;
+        };
+        let snapshot = self.nodes.scope_snapshot(scope, published);
+        let carried: Generations = match &snapshot.source {
+            Some(state) => generations
+                .iter()
+                .filter(|(name, _)| state.rollouts.contains_key(*name))
+                .map(|(name, g)| (name.clone(), *g))
+                .collect(),
+            None => generations.clone(),
+        };
+        self.ledger.record(Some(scope), &snapshot, &carried);
+    }
+
+    /// [`Ledger::proxies`], after recording the current publication for scopes seen first.
+    pub fn proxies(&mut self, rollout: &str, proxies: &[ProxyStatus]) -> Vec<ProxyAck> {
+        self.follow(proxies);
+        self.ledger.proxies(rollout, proxies)
+    }
+
+    /// Records the current publication for every scope of `proxies` not followed yet.
+    pub fn follow(&mut self, proxies: &[ProxyStatus]) {
+        for proxy in proxies {
+            if let Some(scope) = &proxy.scope
+                && !self.ledger.knows(Some(scope))
+            {
+                self.record_scope(scope);
+            }
+        }
+    }
+
+    /// The generations of the newest recorded publication.
+    pub fn generations(&self) -> Option<&Generations> {
+        self.published.as_ref().map(|(_, g)| g)
     }
 }
 
@@ -144,6 +289,7 @@ mod tests {
     fn record(ledger: &mut Ledger, suffix: &str, pairs: &[(&str, i64)]) {
         for type_url in GATED_TYPES {
             ledger.record_version(
+                None,
                 type_url,
                 &format!("{type_url}-{suffix}"),
                 &generations(pairs),
@@ -158,6 +304,7 @@ mod tests {
             peer: String::new(),
             delta: false,
             connected_at: SystemTime::UNIX_EPOCH,
+            scope: None,
             types: GATED_TYPES
                 .iter()
                 .map(|type_url| {
@@ -305,7 +452,7 @@ mod tests {
     fn record_reads_the_snapshot_type_versions() {
         let mut ledger = Ledger::default();
         let snapshot = Snapshot::default();
-        ledger.record(&snapshot, &generations(&[("default/demo", 5)]));
+        ledger.record(None, &snapshot, &generations(&[("default/demo", 5)]));
         let versions: Vec<(&str, String)> = GATED_TYPES
             .iter()
             .map(|t| (*t, snapshot.type_version(t)))
@@ -325,5 +472,210 @@ mod tests {
             ledger.proxies("default/demo", &[status])[0].acked_generation,
             Some(5)
         );
+    }
+
+    // ---- scopes ----
+
+    fn rollout(name: &str, host: &str, weight: u32) -> sluice_model::RolloutState {
+        let version = |port: u16| sluice_model::Version {
+            endpoints: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
+        };
+        sluice_model::RolloutState {
+            name: name.into(),
+            hosts: vec![host.into()],
+            versions: [
+                ("aaa".to_string(), version(8001)),
+                ("bbb".into(), version(8002)),
+            ]
+            .into(),
+            stable_hash: "aaa".into(),
+            canary_hash: Some("bbb".into()),
+            canary_weight_bp: weight,
+            header_routes: Vec::new(),
+            mirror_routes: Vec::new(),
+            stickiness: sluice_model::Stickiness::None,
+        }
+    }
+
+    /// shop/cart at `cart` basis points and web/front at `front`, translated.
+    fn published(cart: u32, front: u32) -> Arc<Snapshot> {
+        let state = sluice_model::TrafficState {
+            rollouts: [
+                rollout("shop/cart", "cart.shop", cart),
+                rollout("web/front", "front.web", front),
+            ]
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect(),
+        };
+        Arc::new(sluice_xds::translate::translate(&state, &options()).expect("translates"))
+    }
+
+    fn options() -> sluice_xds::translate::TranslateOptions {
+        sluice_xds::translate::TranslateOptions::new(sluice_xds::translate::WasmSource::Local {
+            path: "/opt/sluice/sluice_filter.wasm".into(),
+        })
+    }
+
+    /// A proxy that ACKed the gated types of `snapshot`.
+    /// `scope`: comma-separated entries; "" is the empty scope.
+    fn holding(node: &str, scope: Option<&str>, snapshot: &Snapshot) -> ProxyStatus {
+        ProxyStatus {
+            scope: scope.map(|entries| {
+                if entries.is_empty() {
+                    Scope::default()
+                } else {
+                    Scope::parse(entries.split(',')).expect("scope")
+                }
+            }),
+            types: GATED_TYPES
+                .iter()
+                .map(|t| TypeStatus {
+                    type_url: (*t).into(),
+                    acked_version: snapshot.type_version(t),
+                    ..TypeStatus::default()
+                })
+                .collect(),
+            ..proxy(node, &[], None)
+        }
+    }
+
+    fn gate() -> (Gate, Arc<NodeSnapshots>) {
+        let nodes = Arc::new(NodeSnapshots::new(options()));
+        (Gate::new(nodes.clone()), nodes)
+    }
+
+    fn acked(acks: &[ProxyAck]) -> Vec<(&str, Option<i64>)> {
+        acks.iter()
+            .map(|a| (a.node_id.as_str(), a.acked_generation))
+            .collect()
+    }
+
+    #[test]
+    fn a_scoped_proxy_counts_only_for_the_rollouts_of_its_scope() {
+        let (mut gate, nodes) = gate();
+        let v1 = published(1000, 0);
+        gate.record(
+            v1.clone(),
+            generations(&[("shop/cart", 1), ("web/front", 1)]),
+        );
+        let cart_scope = Scope::parse(["shop/*"]).expect("scope");
+        let cart_snapshot = nodes.scope_snapshot(&cart_scope, &v1);
+        let proxies = [
+            holding("everything", None, &v1),
+            holding("cart-sidecar", Some("shop/*"), &cart_snapshot),
+        ];
+        assert_eq!(
+            acked(&gate.proxies("shop/cart", &proxies)),
+            [("everything", Some(1)), ("cart-sidecar", Some(1))]
+        );
+        // web/front is not in the sidecar's scope: it neither holds nor counts for it.
+        assert_eq!(
+            acked(&gate.proxies("web/front", &proxies)),
+            [("everything", Some(1))]
+        );
+    }
+
+    #[test]
+    fn a_scoped_proxy_is_read_against_its_scope_snapshot_versions() {
+        let (mut gate, nodes) = gate();
+        let v1 = published(1000, 0);
+        gate.record(
+            v1.clone(),
+            generations(&[("shop/cart", 1), ("web/front", 1)]),
+        );
+        let scope = Scope::parse(["cart.shop"]).expect("scope");
+        // Before its scope is followed, the scoped proxy's versions are unknown: not acknowledged.
+        let mut ledger_only = Ledger::default();
+        ledger_only.record(
+            None,
+            &v1,
+            &generations(&[("shop/cart", 1), ("web/front", 1)]),
+        );
+        let sidecar = holding(
+            "cart-sidecar",
+            Some("cart.shop"),
+            &nodes.scope_snapshot(&scope, &v1),
+        );
+        assert_eq!(
+            acked(&ledger_only.proxies("shop/cart", std::slice::from_ref(&sidecar))),
+            [("cart-sidecar", None)]
+        );
+        // The gate follows the scope and knows its versions.
+        assert_eq!(
+            acked(&gate.proxies("shop/cart", std::slice::from_ref(&sidecar))),
+            [("cart-sidecar", Some(1))]
+        );
+        // The next generation of shop/cart: the sidecar still holding v1's scope snapshot
+        // holds generation 1; once it ACKs v2's it holds 2.
+        let v2 = published(5000, 0);
+        gate.record(
+            v2.clone(),
+            generations(&[("shop/cart", 2), ("web/front", 1)]),
+        );
+        assert_eq!(
+            acked(&gate.proxies("shop/cart", std::slice::from_ref(&sidecar))),
+            [("cart-sidecar", Some(1))]
+        );
+        let updated = holding(
+            "cart-sidecar",
+            Some("cart.shop"),
+            &nodes.scope_snapshot(&scope, &v2),
+        );
+        assert_eq!(
+            acked(&gate.proxies("shop/cart", &[updated])),
+            [("cart-sidecar", Some(2))]
+        );
+    }
+
+    #[test]
+    fn a_change_outside_a_scope_is_already_held_by_its_proxies() {
+        let (mut gate, nodes) = gate();
+        let v1 = published(1000, 0);
+        gate.record(
+            v1.clone(),
+            generations(&[("shop/cart", 1), ("web/front", 1)]),
+        );
+        let scope = Scope::parse(["shop/*"]).expect("scope");
+        let sidecar = holding(
+            "cart-sidecar",
+            Some("shop/*"),
+            &nodes.scope_snapshot(&scope, &v1),
+        );
+        gate.follow(std::slice::from_ref(&sidecar));
+        // web/front moves: the unscoped Envoy must ACK it, the shop sidecar is not asked.
+        let v2 = published(1000, 3000);
+        gate.record(
+            v2.clone(),
+            generations(&[("shop/cart", 1), ("web/front", 2)]),
+        );
+        let proxies = [holding("everything", None, &v1), sidecar];
+        assert_eq!(
+            acked(&gate.proxies("web/front", &proxies)),
+            [("everything", Some(1))]
+        );
+        assert_eq!(
+            acked(&gate.proxies("shop/cart", &proxies)),
+            [("everything", Some(1)), ("cart-sidecar", Some(1))]
+        );
+    }
+
+    #[test]
+    fn an_empty_scope_counts_for_no_rollout_and_unscoped_ones_for_all() {
+        let (mut gate, nodes) = gate();
+        let v1 = published(1000, 0);
+        gate.record(
+            v1.clone(),
+            generations(&[("shop/cart", 1), ("web/front", 1)]),
+        );
+        let none = nodes.scope_snapshot(&Scope::default(), &v1);
+        let idle = holding("idle", Some(""), &none);
+        let all = holding("all", None, &v1);
+        for rollout in ["shop/cart", "web/front"] {
+            assert_eq!(
+                acked(&gate.proxies(rollout, &[idle.clone(), all.clone()])),
+                [("all", Some(1))]
+            );
+        }
     }
 }
