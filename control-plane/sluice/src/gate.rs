@@ -31,6 +31,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use sluice_model::TrafficState;
 use sluice_release::ProxyAck;
 use sluice_xds::{
     registry::ProxyStatus,
@@ -126,6 +127,14 @@ impl Ledger {
         }
     }
 
+    /// The rollouts of `scope`'s newest snapshot (the ones its Envoys are counted for), when
+    /// they are more than those with a generation.
+    pub fn set_members(&mut self, scope: Option<&Scope>, rollouts: BTreeSet<String>) {
+        if let Some(scoped) = self.scopes.get_mut(&scope.cloned()) {
+            scoped.rollouts = rollouts;
+        }
+    }
+
     /// The scope was recorded at least once.
     pub fn knows(&self, scope: Option<&Scope>) -> bool {
         self.scopes.contains_key(&scope.cloned())
@@ -212,6 +221,9 @@ pub struct Gate {
     nodes: Arc<NodeSnapshots>,
     /// The newest recorded publication, for scopes first seen after it.
     published: Option<(Arc<Snapshot>, Generations)>,
+    /// The rollouts reported ([`Gate::report`]): those with a generation in the newest
+    /// publication, recorded or not.
+    reported: BTreeSet<String>,
 }
 
 impl Gate {
@@ -220,6 +232,7 @@ impl Gate {
             ledger: Ledger::default(),
             nodes,
             published: None,
+            reported: BTreeSet::new(),
         }
     }
 
@@ -228,6 +241,7 @@ impl Gate {
     pub fn record(&mut self, snapshot: Arc<Snapshot>, generations: Generations) {
         let scopes: Vec<Scope> = self.ledger.scopes.keys().flatten().cloned().collect();
         self.ledger.record(None, &snapshot, &generations);
+        self.reported = generations.keys().cloned().collect();
         self.published = Some((snapshot, generations));
         for scope in scopes {
             self.record_scope(&scope);
@@ -239,15 +253,17 @@ impl Gate {
             return;
         };
         let snapshot = self.nodes.scope_snapshot(scope, published);
-        let carried: Generations = match &snapshot.source {
-            Some(state) => generations
-                .iter()
-                .filter(|(name, _)| state.rollouts.contains_key(*name))
-                .map(|(name, g)| (name.clone(), *g))
-                .collect(),
-            None => generations.clone(),
+        let members: BTreeSet<String> = match &snapshot.source {
+            Some(state) => state.rollouts.keys().cloned().collect(),
+            None => generations.keys().cloned().collect(),
         };
+        let carried: Generations = generations
+            .iter()
+            .filter(|(name, _)| members.contains(*name))
+            .map(|(name, g)| (name.clone(), *g))
+            .collect();
         self.ledger.record(Some(scope), &snapshot, &carried);
+        self.ledger.set_members(Some(scope), members);
     }
 
     /// [`Ledger::proxies`], after recording the current publication for scopes seen first.
@@ -267,9 +283,42 @@ impl Gate {
         }
     }
 
-    /// The generations of the newest recorded publication.
-    pub fn generations(&self) -> Option<&Generations> {
-        self.published.as_ref().map(|(_, g)| g)
+    /// [`Gate::record`] when the generations come apart from the snapshot (Kubernetes mode: the
+    /// source hands over `traffic` with its `generations`, the store translates it later, or
+    /// not at all if the translation fails): records for each rollout only if `snapshot` serves
+    /// it exactly as `traffic` has it. A rollout left out is not acknowledged by these versions
+    /// (the gate waits), never acknowledged early.
+    pub fn record_matching(
+        &mut self,
+        snapshot: Arc<Snapshot>,
+        traffic: &TrafficState,
+        generations: &Generations,
+    ) {
+        let served = snapshot.source.clone();
+        let matching = generations
+            .iter()
+            .filter(|(name, _)| {
+                let published = traffic.rollouts.get(*name);
+                published.is_some()
+                    && served.as_ref().and_then(|s| s.rollouts.get(*name)) == published
+            })
+            .map(|(name, g)| (name.clone(), *g))
+            .collect();
+        self.record(snapshot, matching);
+        self.reported = generations.keys().cloned().collect();
+    }
+
+    /// Every rollout of the newest publication with the proxies counted for it (what this
+    /// replica reports to the leader).
+    pub fn report(&mut self, proxies: &[ProxyStatus]) -> BTreeMap<String, Vec<ProxyAck>> {
+        let rollouts: Vec<String> = self.reported.iter().cloned().collect();
+        rollouts
+            .into_iter()
+            .map(|rollout| {
+                let acks = self.proxies(&rollout, proxies);
+                (rollout, acks)
+            })
+            .collect()
     }
 }
 
@@ -677,5 +726,28 @@ mod tests {
                 [("all", Some(1))]
             );
         }
+    }
+
+    #[test]
+    fn generations_apart_from_the_snapshot_count_only_where_it_serves_them() {
+        let (mut gate, _) = gate();
+        let v1 = published(1000, 0);
+        let source = v1.source.clone().expect("translated from a state");
+        // The source moved web/front on (generation 2) but the snapshot still serves the old
+        // web/front (say the translation of the new one failed): only shop/cart is recorded.
+        let mut traffic = (*source).clone();
+        if let Some(front) = traffic.rollouts.get_mut("web/front") {
+            front.canary_weight_bp = 4000;
+        }
+        gate.record_matching(
+            v1.clone(),
+            &traffic,
+            &generations(&[("shop/cart", 1), ("web/front", 2)]),
+        );
+        let everything = holding("everything", None, &v1);
+        let report = gate.report(std::slice::from_ref(&everything));
+        assert_eq!(acked(&report["shop/cart"]), [("everything", Some(1))]);
+        // Still reported (the leader must count this proxy), as not acknowledged.
+        assert_eq!(acked(&report["web/front"]), [("everything", None)]);
     }
 }
