@@ -57,6 +57,11 @@ pub struct Exited {
 }
 
 impl Envoy {
+    /// The process id (a test may pause it: SIGSTOP, SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts Envoy with default options. The config must contain an `admin` section (port 0 is
     /// fine: the real address is read back through `--admin-address-path`).
     pub async fn start(config_yaml: &str) -> anyhow::Result<Self> {

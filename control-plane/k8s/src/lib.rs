@@ -21,6 +21,7 @@
 //! and it. Nothing is published or written before every watch has listed once.
 #![forbid(unsafe_code)]
 
+pub mod ack_report;
 mod error;
 pub mod fence;
 pub mod index;

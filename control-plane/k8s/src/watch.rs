@@ -13,6 +13,7 @@ use futures::{FutureExt, Stream, StreamExt, future::ready, stream::select_all};
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, ReplicaSet},
+        coordination::v1::Lease,
         core::v1::{Pod, Service},
     },
     jiff::Timestamp,
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     K8sError,
+    ack_report::{self, AckReport, Published, Reports},
     fence::Fence,
     index::{Index, SourceError},
     lease::{self, LeaseConfig},
@@ -86,6 +88,12 @@ pub struct Config {
     pub instance: Option<String>,
     /// What the connected proxies acknowledged (the data-plane gate); `None`: no proxies seen.
     pub data_plane: Option<DataPlaneSource>,
+    /// This replica's proxies' acknowledgements (the data-plane gate, [`crate::ack_report`]):
+    /// the leader counts them and re-runs the engine when they change; with a `lease`, every
+    /// replica reports them in its Lease and the leader adds the other replicas' reports.
+    pub acks: Option<watch::Receiver<AckReport>>,
+    /// Receives each publication with the generations its traffic carries (the gate's input).
+    pub published: Option<watch::Sender<Published>>,
 }
 
 impl Default for Config {
@@ -100,6 +108,8 @@ impl Default for Config {
             resync: Duration::from_secs(1),
             instance: None,
             data_plane: None,
+            acks: None,
+            published: None,
         }
     }
 }
@@ -119,6 +129,7 @@ enum Change {
     Service(Option<String>, Update<Service>),
     ReplicaSet(Option<String>, Update<ReplicaSet>),
     Deployment(Option<String>, Update<Deployment>),
+    AckReport(Update<Lease>),
     Failed(String, watcher::Error),
 }
 
@@ -148,6 +159,26 @@ pub async fn run(
         tokio::spawn(lease::elect(api, lease_config, leader_tx, stop))
     });
 
+    let (stop_reporter, reporter_stopped) = tokio::sync::oneshot::channel::<()>();
+    let reporter = match (&config.lease, &config.acks) {
+        (Some(lease), Some(acks)) => {
+            let report = ack_report::ReportConfig {
+                namespace: lease.namespace.clone(),
+                identity: lease.identity.clone(),
+                duration: lease.lease_duration,
+            };
+            let api = Api::namespaced(client.clone(), &lease.namespace);
+            let stop = reporter_stopped.map(|_| ());
+            Some(tokio::spawn(ack_report::write_reports(
+                api,
+                report,
+                acks.clone(),
+                stop,
+            )))
+        }
+        _ => None,
+    };
+    let mut local_acks = config.acks.clone();
     let streams = streams(&client, &config);
     let watches = streams.len();
     let mut listed = std::collections::BTreeSet::new();
@@ -192,6 +223,12 @@ pub async fn run(
                 driver.reconcile_all().await;
             }
             _ = tick.tick() => driver.reconcile_legacy().await,
+            // This replica's proxies acknowledged something: the engine looks again, once per
+            // burst.
+            () = acks_changed(&mut local_acks) => {
+                let at = tokio::time::Instant::now() + Duration::from_millis(50);
+                driver.wake_at = Some(driver.wake_at.map_or(at, |w| w.min(at)));
+            }
             () = sleep_until(driver.wake_at) => {
                 driver.wake_at = None;
                 driver.reconcile_all().await;
@@ -207,6 +244,10 @@ pub async fn run(
         }
     }
     let _ = stop_elector.send(());
+    let _ = stop_reporter.send(());
+    if let Some(reporter) = reporter {
+        let _ = reporter.await;
+    }
     if let Some(elector) = elector {
         let _ = elector.await;
     }
@@ -219,6 +260,25 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Resolves when this replica's acknowledgements change (never without them, or once their
+/// sender is gone).
+async fn acks_changed(acks: &mut Option<watch::Receiver<AckReport>>) {
+    let gone = match acks {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => {
+                rx.borrow_and_update();
+                return;
+            }
+            Err(_) => true,
+        },
+        None => false,
+    };
+    if gone {
+        *acks = None;
+    }
+    std::future::pending().await
 }
 
 /// Resolves when the task ends (never without a task).
@@ -238,6 +298,17 @@ fn streams(client: &Client, config: &Config) -> Vec<ChangeStream> {
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let mut out: Vec<ChangeStream> = Vec::new();
+    if let (Some(lease), Some(_)) = (&config.lease, &config.acks) {
+        // The other replicas' data-plane reports (every replica watches: any may lead).
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
+        let selector = format!("{}=true", ack_report::REPORT_LABEL);
+        out.push(watch_updates(
+            leases,
+            watcher::Config::default().labels(&selector),
+            "data-plane reports (Leases)".into(),
+            Change::AckReport,
+        ));
+    }
     for scope in scopes {
         let mut rollout_apis = Vec::new();
         if config.sluice_rollouts {
@@ -314,6 +385,7 @@ fn note_listed(change: &Change, listed: &mut std::collections::BTreeSet<String>)
         Change::Service(ns, Update::Reset(_)) => format!("service/{ns:?}"),
         Change::ReplicaSet(ns, Update::Reset(_)) => format!("replicaset/{ns:?}"),
         Change::Deployment(ns, Update::Reset(_)) => format!("deployment/{ns:?}"),
+        Change::AckReport(Update::Reset(_)) => "ackreport".to_owned(),
         _ => return,
     };
     listed.insert(key);
@@ -374,6 +446,8 @@ struct Driver {
     /// The message last published as an Event, per Argo rollout.
     evented: BTreeMap<RolloutRef, String>,
     recorder: Recorder,
+    /// The other replicas' data-plane reports.
+    reports: Reports,
     /// Every watch has listed once. Until then the index is partial (Rollouts without their
     /// Pods, Pods without their Services): nothing is published, no error reported, no status
     /// or Event written — a partial view would route to wrong ports or mark rollouts Degraded.
@@ -407,6 +481,7 @@ impl Driver {
             errors,
             reported: BTreeMap::new(),
             evented: BTreeMap::new(),
+            reports: Reports::default(),
             synced: false,
             rollout_fence: Fence::default(),
             replica_set_fence: Fence::default(),
@@ -473,6 +548,11 @@ impl Driver {
                 Update::Delete(d) => self.workloads.delete_deployment(&d),
                 Update::Reset(all) => self.workloads.reset_deployments(scope.as_deref(), all),
             },
+            Change::AckReport(update) => match update {
+                Update::Apply(lease) => self.reports.apply(&lease),
+                Update::Delete(lease) => self.reports.delete(&lease),
+                Update::Reset(all) => self.reports.reset(&all),
+            },
             Change::Failed(what, error) => tracing::warn!(%error, "watching {what}"),
         }
     }
@@ -483,6 +563,21 @@ impl Driver {
             return;
         }
         let state = self.index.state();
+        if let Some(published) = &self.config.published {
+            // Before the state: whoever reads a state finds its generations already there.
+            let generations = self.generations(&state.traffic);
+            published.send_if_modified(|current| {
+                let next = Published {
+                    traffic: state.traffic.clone(),
+                    generations,
+                };
+                let changed = *current != next;
+                if changed {
+                    *current = next;
+                }
+                changed
+            });
+        }
         self.tx.send_if_modified(|current| {
             let changed = *current != state.traffic;
             if changed {
@@ -536,6 +631,49 @@ impl Driver {
         }
     }
 
+    /// The `status.dataPlane.generation` of each engine-run rollout `traffic` serves.
+    fn generations(&self, traffic: &TrafficState) -> BTreeMap<String, i64> {
+        self.index
+            .rollouts_of(RolloutApi::Sluice)
+            .filter_map(|(_, doc)| {
+                let name = sluice_api::rollout_name(doc).ok()?;
+                let generation = doc.status.as_ref()?.data_plane.as_ref()?.generation;
+                traffic
+                    .rollouts
+                    .contains_key(&name)
+                    .then_some((name, generation))
+            })
+            .collect()
+    }
+
+    /// The data-plane gate's input for one rollout: the configured source, this replica's
+    /// proxies and the live reports of the others.
+    fn data_plane(&mut self, object: &RolloutRef, rollout: &Rollout) -> DataPlane {
+        let mut data_plane = match &self.config.data_plane {
+            Some(source) => (source.0)(object, rollout),
+            None => DataPlane::default(),
+        };
+        let Some(local) = &self.config.acks else {
+            return data_plane;
+        };
+        let Ok(name) = sluice_api::rollout_name(rollout) else {
+            return data_plane;
+        };
+        data_plane.proxies.extend(local.borrow().proxies(&name));
+        if let Some(lease) = &self.config.lease {
+            let now = Timestamp::now();
+            data_plane
+                .proxies
+                .extend(self.reports.proxies(&name, &lease.identity, now));
+            // A replica that stops renewing drops out then: look again.
+            if let Some(after) = self.reports.next_expiry(&lease.identity, now) {
+                let at = tokio::time::Instant::now() + after;
+                self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+            }
+        }
+        data_plane
+    }
+
     /// Leader only: every sluice.dev Rollout through its engine.
     async fn reconcile_all(&mut self) {
         self.reconcile_engine().await;
@@ -561,10 +699,7 @@ impl Driver {
             .collect();
         let mut wrote = false;
         for (object, rollout) in rollouts {
-            let data_plane = match &self.config.data_plane {
-                Some(source) => (source.0)(&object, &rollout),
-                None => DataPlane::default(),
-            };
+            let data_plane = self.data_plane(&object, &rollout);
             let mut observed = self.workloads.observed(&rollout, data_plane);
             observed.pods = self.index.restart_pods(&rollout);
             let out = sluice_release::reconcile(&rollout, &observed, Timestamp::now());

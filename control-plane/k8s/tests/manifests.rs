@@ -213,7 +213,7 @@ fn the_control_plane_role_grants_only_what_is_used() {
             "argoproj.io/rollouts: get,list,watch",
             "authentication.k8s.io/tokenreviews: create",
             "authorization.k8s.io/subjectaccessreviews: create",
-            "coordination.k8s.io/leases: create,get,update",
+            "coordination.k8s.io/leases: create,get,list,update,watch",
             "events.k8s.io/events: create,patch",
             "sluice.dev/rollouts/status: patch",
             "sluice.dev/rollouts: get,list,watch",

@@ -1,7 +1,13 @@
 //! Kubernetes mode's source: `sluice-k8s` watches Rollouts, Pods and Services and publishes the
 //! traffic state; this feeds it into the store, the same way the file source does.
+//!
+//! The data-plane gate: the source also hands over each publication's generations
+//! (`status.dataPlane.generation` per rollout); the [`Gate`] (the standalone driver's) records
+//! them against the snapshots served, and turns this replica's registry into an
+//! [`sluice_k8s::ack_report::AckReport`]: the leader counts it, and with a Lease every replica
+//! reports it through the Kubernetes API for the leader to merge (`sluice_k8s::ack_report`).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -12,7 +18,12 @@ use tokio::{
 };
 use tracing::{info, warn};
 
-use crate::{serve::App, supervise::OnFailure};
+use sluice_k8s::ack_report::{AckReport, Published, ReportedProxy};
+
+use crate::{gate::Gate, serve::App, supervise::OnFailure};
+
+/// A burst of ACKs (every type of every proxy) is one report.
+const ACK_DEBOUNCE: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Args)]
 pub struct K8sArgs {
@@ -59,21 +70,30 @@ pub async fn start(
             .as_ref()
             .map(|ns| sluice_k8s::LeaseConfig::new(ns.clone(), args.lease_identity.clone())),
         instance: Some(args.lease_identity.clone()),
-        // The data-plane gate is not wired in Kubernetes mode yet: without `data_plane` the
-        // release engine sees no proxies and takes a step without waiting for ACKs. Wiring it
-        // needs, per proxy in `app.registry`, the newest `status.dataPlane.generation` of each
-        // rollout carried by the xDS versions it ACKed (a history "snapshot version → traffic
-        // generations"), and for several replicas a per-replica report object the leader reads.
-        data_plane: None,
         ..Default::default()
     };
+    let (published_tx, published_rx) = watch::channel(Published::default());
+    let (acks_tx, acks_rx) = watch::channel(AckReport::default());
+    let config = sluice_k8s::Config {
+        published: Some(published_tx),
+        acks: Some(acks_rx),
+        ..config
+    };
+    let gate = Arc::new(std::sync::Mutex::new(Gate::new(app.nodes.clone())));
+    let acks_tx = Arc::new(acks_tx);
     let supervisor = app.supervisor.clone();
     Ok(
         supervisor.spawn("Kubernetes source", OnFailure::RESTART, move || {
+            let gate = GateFeed {
+                gate: gate.clone(),
+                published: published_rx.clone(),
+                acks: acks_tx.clone(),
+            };
             run(
                 app.clone(),
                 client.clone(),
                 config.clone(),
+                gate,
                 shutdown.clone(),
             )
         }),
@@ -86,6 +106,7 @@ async fn run(
     app: Arc<App>,
     client: kube::Client,
     config: sluice_k8s::Config,
+    gate: GateFeed,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = watch::channel(TrafficState::default());
@@ -118,7 +139,70 @@ async fn run(
             .await
             .context("Kubernetes source")
     };
-    // The loops end when the source returns (it drops the senders).
-    let (result, (), ()) = tokio::join!(source, states, errors);
-    result
+    // The loops end when the source returns (it drops the senders); the gate's, with it.
+    let all = async {
+        let (result, (), ()) = tokio::join!(source, states, errors);
+        result
+    };
+    tokio::select! {
+        result = all => result,
+        () = gate.run(&app) => anyhow::bail!("the data-plane gate lost the registry or the snapshots"),
+    }
+}
+
+/// The gate's inputs and output for one run of the source.
+struct GateFeed {
+    gate: Arc<std::sync::Mutex<Gate>>,
+    published: watch::Receiver<Published>,
+    acks: Arc<watch::Sender<AckReport>>,
+}
+
+impl GateFeed {
+    /// Records every publication against the snapshot served, and reports this replica's
+    /// proxies after each change (a publication, a snapshot, an ACK, a connection).
+    async fn run(mut self, app: &App) {
+        let mut snapshots = app.snapshots.subscribe();
+        let mut registry = app.registry.subscribe();
+        loop {
+            let record = tokio::select! {
+                changed = snapshots.changed() => changed.is_ok().then_some(true),
+                changed = self.published.changed() => changed.is_ok().then_some(true),
+                changed = registry.changed() => {
+                    tokio::time::sleep(ACK_DEBOUNCE).await;
+                    changed.is_ok().then_some(false)
+                }
+            };
+            let Some(record) = record else {
+                return;
+            };
+            registry.borrow_and_update();
+            let snapshot = snapshots.borrow_and_update().clone();
+            let report = {
+                let mut gate = self
+                    .gate
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if record && let Some(snapshot) = snapshot {
+                    let published = self.published.borrow_and_update();
+                    gate.record_matching(snapshot, &published.traffic, &published.generations);
+                }
+                gate.report(&app.registry.snapshot())
+            };
+            let report = AckReport {
+                rollouts: report
+                    .into_iter()
+                    .map(|(rollout, acks)| {
+                        (rollout, acks.iter().map(ReportedProxy::from).collect())
+                    })
+                    .collect(),
+            };
+            self.acks.send_if_modified(|current| {
+                let changed = *current != report;
+                if changed {
+                    *current = report;
+                }
+                changed
+            });
+        }
+    }
 }

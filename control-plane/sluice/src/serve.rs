@@ -93,6 +93,8 @@ pub struct App {
     pub registry: Registry,
     pub wasm: Arc<Vec<u8>>,
     pub supervisor: Supervisor,
+    /// Each Envoy's snapshot (its scope's share); the data-plane gate reads ACKs against it.
+    pub nodes: Arc<sluice_xds::scope::NodeSnapshots>,
     /// Standalone mode: the release engine (its state file, commands, views).
     pub standalone: Option<Arc<crate::standalone::Standalone>>,
 }
@@ -174,8 +176,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (snapshots, snapshot_rx) = watch::channel(None);
     let supervisor = Supervisor::new(metrics.clone());
     // A corrupt state file stops the start: never a silent reset of a release in progress.
+    let nodes = Arc::new(sluice_xds::scope::NodeSnapshots::new(options.clone()));
     let standalone = match &args.file {
-        Some(file) => Some(crate::standalone::Standalone::open(file)?),
+        Some(file) => Some(crate::standalone::Standalone::open(file, nodes.clone())?),
         None => None,
     };
     let app = Arc::new(App {
@@ -186,6 +189,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         registry: registry.clone(),
         wasm: Arc::new(wasm),
         supervisor: supervisor.clone(),
+        nodes: nodes.clone(),
         standalone: standalone.clone(),
     });
 
@@ -225,7 +229,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => crate::k8s_source::start(app.clone(), &args.k8s, shutdown_rx.clone()).await?,
     };
 
-    let nodes = sluice_xds::scope::NodeSnapshots::new(app.options.clone());
     let ads = AdsServer::new(
         snapshot_rx,
         Arc::new(move |node: &Node, snapshot: &Snapshot| {

@@ -320,3 +320,233 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     );
     Ok(())
 }
+
+/// One `sluice serve --kubernetes` replica with leader election in the `demo` namespace.
+struct Replica {
+    _process: Guard,
+    xds: u16,
+    log: std::path::PathBuf,
+}
+
+impl Replica {
+    fn start(
+        kubeconfig: &std::path::Path,
+        dir: &std::path::Path,
+        identity: &str,
+    ) -> anyhow::Result<Self> {
+        let wasm = sluice_e2e::filter_wasm()?;
+        let (xds, admin, http) = (free_port()?, free_port()?, free_port()?);
+        let log_path = dir.join(format!("{identity}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let process = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--kubernetes", "--namespace", "demo"])
+            .args(["--lease-namespace", "demo", "--lease-identity", identity])
+            .arg("--wasm")
+            .arg(&wasm)
+            .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(["--http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--envoy-listener", &format!("127.0.0.1:{}", free_port()?)])
+            .arg("--admin-status-unauthenticated")
+            .args(["--log", "info"])
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting sluice serve")?;
+        Ok(Replica {
+            _process: Guard(process),
+            xds,
+            log: log_path,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn lease(server: &ApiServer, name: &str) -> Option<Value> {
+    server.get(&Key::new("coordination.k8s.io/v1/leases", "demo", name))
+}
+
+/// What replica `identity` reports of `rollout`: (node, acked generation) per proxy.
+fn reported(server: &ApiServer, identity: &str, rollout: &str) -> Vec<(String, Option<i64>)> {
+    let Some(lease) = lease(server, &format!("sluice-acks-{identity}")) else {
+        return Vec::new();
+    };
+    let text = lease["metadata"]["annotations"]["sluice.dev/acks"]
+        .as_str()
+        .unwrap_or("{}");
+    let report: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    report["rollouts"][rollout]
+        .as_array()
+        .map(|proxies| {
+            proxies
+                .iter()
+                .map(|p| {
+                    (
+                        p["node"].as_str().unwrap_or_default().to_owned(),
+                        p["acked"].as_i64(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill {signal} {pid}");
+    Ok(())
+}
+
+/// Two replicas with a Lease; the Envoy is connected to the one that does not lead. The leader
+/// takes the setWeight step only once that Envoy ACKed it, which it learns from the other
+/// replica's report Lease: while the Envoy is frozen (SIGSTOP) the step holds at "0 of 1
+/// proxies"; thawed, it completes with "1 of 1" for the step's generation. No request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_waits_for_an_envoy_connected_to_another_replica() -> anyhow::Result<()> {
+    let server = ApiServer::start().await?;
+    let _kubelet = Kubelet::start(&server);
+    server
+        .create(
+            "services",
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "demo", "namespace": "demo"},
+                   "spec": {"selector": {"app": "demo"},
+                            "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut spec = rollout();
+    spec["spec"]["strategy"]["canary"]["steps"] = json!([{"setWeight": 20}, {"pause": {}}]);
+    server
+        .create("rollouts", spec)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = server.write_kubeconfig(dir.path())?;
+
+    // sluice-a leads (started alone); sluice-b follows and serves the Envoy.
+    let leader = Replica::start(&kubeconfig, dir.path(), "sluice-a")?;
+    until("sluice-a leading, v1 Healthy", &server, |s| {
+        lease(s, "sluice-leader").is_some_and(|l| l["spec"]["holderIdentity"] == "sluice-a")
+            && status(s)["phase"] == "Healthy"
+    })
+    .await
+    .with_context(|| leader.log())?;
+    let follower = Replica::start(&kubeconfig, dir.path(), "sluice-b")?;
+    until("sluice-b reporting", &server, |s| {
+        lease(s, "sluice-acks-sluice-b").is_some()
+    })
+    .await
+    .with_context(|| follower.log())?;
+    let v1 = status(&server)["stableRS"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let v1_rs = format!("demo-{v1}");
+
+    let listener = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let bootstrap = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bootstrap", "--xds", &format!("127.0.0.1:{}", follower.xds)])
+        .args(["--node-id", "gw-1", "--listener", &listener.to_string()])
+        .args(["--admin", "127.0.0.1:0"])
+        .output()?;
+    anyhow::ensure!(
+        bootstrap.status.success(),
+        "sluice bootstrap: {bootstrap:?}"
+    );
+    let envoy = Envoy::start(&String::from_utf8(bootstrap.stdout)?).await?;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match send_one(listener, Req::get(HOST)).await {
+            Ok(r) if r.status == 200 && r.upstream() == Some(v1_rs.as_str()) => break,
+            other if Instant::now() > deadline => {
+                bail!("Envoy not serving v1: {other:?}\n{}", follower.log())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let generation = status(&server)["dataPlane"]["generation"]
+        .as_i64()
+        .unwrap_or_default();
+    until("sluice-b reporting gw-1's ACK", &server, |s| {
+        reported(s, "sluice-b", "demo/demo") == [("gw-1".to_owned(), Some(generation))]
+    })
+    .await
+    .with_context(|| follower.log())?;
+
+    // Frozen, the Envoy ACKs nothing: the leader publishes 20 % and holds the step.
+    signal(envoy.pid(), "-STOP")?;
+    let frozen = async {
+        server
+            .merge_patch(
+                &key(),
+                &json!({"spec": {"template": {"spec": {"containers": container("demo:v2")}}}}),
+                false,
+            )
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        until("20 % published", &server, |s| {
+            status(s)["dataPlane"]["traffic"]["canaryWeight"] == 20
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let held = status(&server);
+        anyhow::ensure!(
+            held["currentStepIndex"] == 0
+                && held["dataPlane"]["acknowledged"] == 0
+                && held["dataPlane"]["proxies"] == 1,
+            "the step must wait for gw-1 (connected to sluice-b): {held:#}"
+        );
+        anyhow::Ok(held["dataPlane"]["generation"].as_i64().unwrap_or_default())
+    }
+    .await;
+    signal(envoy.pid(), "-CONT")?;
+    let step_generation = frozen.with_context(|| leader.log())?;
+    until("the step done once gw-1 ACKed", &server, |s| {
+        let st = status(s);
+        st["currentStepIndex"] == 1
+            && st["phase"] == "Paused"
+            && st["dataPlane"]["generation"] == step_generation
+            && st["dataPlane"]["acknowledged"] == 1
+            && st["dataPlane"]["proxies"] == 1
+    })
+    .await
+    .with_context(|| leader.log())?;
+    let v2_rs = format!(
+        "demo-{}",
+        status(&server)["currentPodHash"]
+            .as_str()
+            .unwrap_or_default()
+    );
+
+    let (load, load_task) = Load::start(listener);
+    let split = until_traffic("about 20 % on v2", &load, |seen| {
+        let total: u64 = seen.values().sum();
+        let canary = seen.get(&v2_rs).copied().unwrap_or(0);
+        canary * 100 >= total * 5 && canary * 100 <= total * 40
+    })
+    .await?;
+    eprintln!("at 20 %: {split:?}");
+    server
+        .merge_patch(&key(), &json!({"status": {"pauseConditions": null}}), true)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    until_traffic("everything on v2", &load, |seen| {
+        seen.keys().all(|u| *u == v2_rs)
+    })
+    .await?;
+    load.stop.store(true, Ordering::Relaxed);
+    load_task.await?;
+    let failures = lock(&load.failures).clone();
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    Ok(())
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use crate::protocol::Event;
+use crate::scope::Scope;
 
 /// How many push-latency samples are kept (the newest).
 const LATENCY_SAMPLES: usize = 1024;
@@ -41,6 +42,8 @@ pub struct ProxyStatus {
     pub connected_at: SystemTime,
     /// In type URL order.
     pub types: Vec<TypeStatus>,
+    /// The rollouts it receives (node metadata `sluice.scope`); `None`: every rollout.
+    pub scope: Option<Scope>,
 }
 
 impl ProxyStatus {
@@ -93,6 +96,7 @@ struct Proxy {
     delta: bool,
     connected_at: SystemTime,
     types: BTreeMap<String, TypeStatus>,
+    scope: Option<Scope>,
 }
 
 /// Shared handle on the connected proxies and the xDS counters.
@@ -150,12 +154,23 @@ impl Registry {
                     delta,
                     connected_at: SystemTime::now(),
                     types: BTreeMap::new(),
+                    scope: None,
                 },
             );
             id
         });
         tracing::info!(node_id, node_cluster, ?peer, delta, "proxy connected");
         id
+    }
+
+    /// Records the scope connection `id` declared (the data-plane gate counts a scoped proxy
+    /// only for the rollouts in its scope).
+    pub fn set_scope(&self, id: ConnectionId, scope: Option<Scope>) {
+        self.update(|inner| {
+            if let Some(proxy) = inner.proxies.get_mut(&id) {
+                proxy.scope = scope;
+            }
+        });
     }
 
     pub fn disconnect(&self, id: ConnectionId) {
@@ -241,6 +256,7 @@ impl Registry {
                 delta: p.delta,
                 connected_at: p.connected_at,
                 types: p.types.values().cloned().collect(),
+                scope: p.scope.clone(),
             })
             .collect();
         proxies.sort_by(|a, b| a.node_id.cmp(&b.node_id).then_with(|| a.peer.cmp(&b.peer)));

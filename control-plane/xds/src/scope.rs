@@ -246,6 +246,13 @@ impl NodeSnapshots {
         )
     }
 
+    /// The snapshot whose clusters, endpoints and routes every Envoy with `scope` receives:
+    /// `published` restricted to it (the cached one), or `published` itself when it cannot be.
+    pub fn scope_snapshot(&self, scope: &Scope, published: &Snapshot) -> Snapshot {
+        self.scoped(scope.clone(), published)
+            .unwrap_or_else(|| published.clone())
+    }
+
     /// Distinct scopes cached (they are kept for Envoys that reconnect with the same scope).
     pub fn cached_scopes(&self) -> usize {
         self.scopes

@@ -277,6 +277,11 @@ async fn run_stream<P: Protocol>(
         id: registry.connect(&node.id, &node_cluster, peer, P::DELTA),
         registry,
     };
+    // Before any ACK: the data-plane gate reads it with them.
+    registered.registry.set_scope(
+        registered.id,
+        crate::scope::Scope::from_metadata(node.metadata.as_ref()),
+    );
 
     let mut snapshots = server.snapshots.clone();
     let specialise = |published: &Arc<Snapshot>| {

@@ -9,7 +9,7 @@
 //!  rollouts file ─┐   admin Command ─┐   registry ACKs ─┐   requeue timer ─┐
 //!                 v                  v                   v                  v
 //!        Driver::pass: per rollout with spec.version: reconcile → record (state file)
-//!                      every rollout → TrafficState → Store → snapshot → Ledger (gate)
+//!                      every rollout → TrafficState → Store → snapshot → Gate
 //! ```
 //!
 //! A rollout without `spec.version` keeps its manual meaning: its status comes from the file.
@@ -31,7 +31,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use tracing::{error, info};
 
 use crate::{
-    gate::{Generations, Ledger},
+    gate::{Gate, Generations},
     serve::App,
 };
 use run::Command;
@@ -44,7 +44,7 @@ pub struct Engine {
     pub state: StateFile,
     /// The last good documents of the rollouts file (1-based document numbers).
     pub documents: Vec<(usize, Rollout)>,
-    ledger: Ledger,
+    gate: Gate,
     /// Why the last reload of the rollouts file was rejected (the last good documents serve on).
     file_error: Option<String>,
     /// A valid file was read once: until then nothing is published (Envoys keep what they have).
@@ -72,8 +72,12 @@ pub enum CommandError {
 }
 
 impl Standalone {
-    /// Reads the state file beside `file` (a corrupt one is an error).
-    pub fn open(file: &Path) -> anyhow::Result<Arc<Self>> {
+    /// Reads the state file beside `file` (a corrupt one is an error). `nodes`: the ADS
+    /// server's per-node snapshots (the gate reads scoped Envoys against their scope's).
+    pub fn open(
+        file: &Path,
+        nodes: Arc<sluice_xds::scope::NodeSnapshots>,
+    ) -> anyhow::Result<Arc<Self>> {
         let state_path = state::path_for(file);
         let state = state::read(&state_path)?;
         info!(path = %state_path.display(), rollouts = state.rollouts.len(), "release engine state read");
@@ -83,7 +87,7 @@ impl Standalone {
                 written: Some(state.clone()),
                 state,
                 documents: Vec::new(),
-                ledger: Ledger::default(),
+                gate: Gate::new(nodes),
                 file_error: None,
                 loaded: false,
             }),
@@ -163,7 +167,7 @@ async fn pass(
         let Ok(name) = sluice_api::rollout_name(doc) else {
             continue;
         };
-        let acks = engine.ledger.proxies(&name, &proxies);
+        let acks = engine.gate.proxies(&name, &proxies);
         let record = engine.state.rollouts.entry(name.clone()).or_default();
         if let Some(after) = run::run(&name, doc, record, &acks, now) {
             requeue = Some(requeue.map_or(after, |r| r.min(after)));
@@ -205,8 +209,9 @@ async fn pass(
         }
     }
     app.publish().await;
-    if let Some(snapshot) = app.snapshots.borrow().as_ref() {
-        engine.ledger.record(snapshot, &generations);
+    let published = app.snapshots.borrow().clone();
+    if let Some(snapshot) = published {
+        engine.gate.record(snapshot, generations);
     }
     Ok(requeue)
 }

@@ -237,3 +237,99 @@ async fn abort_sends_everything_back_to_stable_and_retry_starts_again() -> anyho
     assert_eq!(tally.failures(), 0, "{tally:?}");
     Ok(())
 }
+
+/// `rollouts_yaml` with two `pause: {}` steps, and a second (hand-run) rollout on other.local.
+fn two_rollouts_yaml(
+    version: &str,
+    stable: std::net::SocketAddr,
+    canary: std::net::SocketAddr,
+) -> String {
+    let demo =
+        rollouts_yaml(version, stable, canary).replace("- pause: {duration: 2s}", "- pause: {}");
+    format!(
+        "{demo}---\napiVersion: sluice.dev/v1alpha1\nkind: Rollout\n\
+         metadata: {{name: other}}\n\
+         spec:\n  hosts: [other.local]\n  staticEndpoints:\n    \"{STABLE}\": [\"{stable}\"]\n\
+         status:\n  stableRS: \"{STABLE}\"\n"
+    )
+}
+
+fn signal(proxy: &Proxy, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([signal, &proxy.envoy.pid().to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill {signal} {}", proxy.node_id);
+    Ok(())
+}
+
+/// Scoped Envoys and the gate: an Envoy scoped to another rollout does not count for demo's
+/// steps (frozen, it does not hold them); one scoped to demo does (frozen, the step waits for
+/// it, "0 of 1"; thawed, it completes, "1 of 1").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_envoys_scoped_to_a_rollout_hold_its_steps() -> anyhow::Result<()> {
+    let stable = Upstream::start(STABLE).await?;
+    let canary = Upstream::start(CANARY).await?;
+    let cp = ControlPlane::start(
+        &two_rollouts_yaml(STABLE, stable.addr(), canary.addr()),
+        &[],
+    )
+    .await?;
+    let scope = |host: &str| vec!["--scope".to_string(), host.to_string()];
+    let options = ProxyOptions::default();
+    let mut mine = Proxy::start_with(&cp, "demo-sidecar", options, &scope("demo.local")).await?;
+    mine.wait_serving().await?;
+    let other = Proxy::start_with(&cp, "other-sidecar", options, &scope("other.local")).await?;
+    cp.wait_synced("demo-sidecar", |_| true).await?;
+    cp.wait_synced("other-sidecar", |_| true).await?;
+    wait_for(&cp, "v1 stable, ACKed by the one Envoy scoped to it", |w| {
+        w.0 == "Healthy" && w.2 == STABLE && w.5 == 1 && w.6 == 1
+    })
+    .await?;
+
+    // The Envoy scoped to other.local, frozen, does not hold demo's first step.
+    signal(&other, "-STOP")?;
+    let first = async {
+        cp.write_file(&two_rollouts_yaml(CANARY, stable.addr(), canary.addr()))?;
+        wait_for(&cp, "step 1 (10 %) done, 1 of 1", |w| {
+            w.0 == "Paused" && w.1 == 1 && w.4 == 10 && w.5 == 1 && w.6 == 1
+        })
+        .await
+    }
+    .await;
+    signal(&other, "-CONT")?;
+    first?;
+
+    // The Envoy scoped to demo, frozen, holds the next one until it ACKs.
+    signal(&mine, "-STOP")?;
+    let held = async {
+        command(&cp, Verb::Promote).await?;
+        wait_for(&cp, "50 % published", |w| w.4 == 50).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        where_now(&cp).await
+    }
+    .await;
+    signal(&mine, "-CONT")?;
+    let held = held?;
+    assert_eq!(
+        (held.1, held.5, held.6),
+        (2, 0, 1),
+        "waits for demo-sidecar: {held:?}"
+    );
+    wait_for(
+        &cp,
+        "step 3 (50 %) done once demo-sidecar ACKed, 1 of 1",
+        |w| w.0 == "Paused" && w.1 == 3 && w.4 == 50 && w.5 == 1 && w.6 == 1,
+    )
+    .await?;
+    // demo-sidecar serves demo.local: the canary answers.
+    eventually(
+        "the canary answers through demo-sidecar",
+        WITHIN,
+        async || {
+            let r = sluice_e2e::send_one(mine.listener, sluice_e2e::Req::get("demo.local")).await?;
+            Ok((r.upstream() == Some(CANARY)).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
