@@ -191,6 +191,8 @@ pub async fn execute(
                 )
                 .await
             }
+            // No run is started by this driver yet, so none is left to stop.
+            Action::TerminateAnalysisRun { .. } => Ok(()),
             Action::Event {
                 warning,
                 reason,
