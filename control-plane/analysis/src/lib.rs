@@ -36,7 +36,7 @@ pub mod resource;
 pub mod runner;
 
 pub use args::PodHashes;
-pub use documents::{AnalysisDocument, parse_analysis_documents};
+pub use documents::{AnalysisDocument, crds_yaml, parse_analysis_documents};
 pub use error::AnalysisError;
 pub use machine::{Advanced, advance, due, is_terminating};
 pub use plan::{PlannedMetric, RunPlan, plan_run};

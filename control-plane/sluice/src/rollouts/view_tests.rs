@@ -172,6 +172,7 @@ fn the_standalone_view_shows_versions_with_their_endpoints() {
                 endpoints: vec!["127.0.0.1:8002".into(), "127.0.0.1:8003".into()],
             },
         ],
+        analysis_runs_json: String::new(),
     };
     let info = RolloutInfo::from_admin(&view).expect("view");
     let got = render(&info);
