@@ -3,7 +3,10 @@
 
 #[test]
 fn the_checked_in_analysis_crds_are_current() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd/analysis.sluice.dev.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/crd/analysis.sluice.dev.yaml"
+    );
     let generated = sluice_analysis::crds_yaml().expect("CRDs as YAML");
     if std::env::var_os("SLUICE_UPDATE_CRDS").is_some() {
         std::fs::write(path, &generated).expect("writing the CRDs");

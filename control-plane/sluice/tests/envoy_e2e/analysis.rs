@@ -192,7 +192,10 @@ async fn a_failing_canary_is_aborted_by_its_analysis() -> anyhow::Result<()> {
     let measurement = measurements.last().context("a measurement")?;
     assert_eq!(measurement["phase"], "Failed", "{run:#}");
     let value = measurement["value"].as_str().unwrap_or_default();
-    assert!(value.starts_with("[0.7") || value.starts_with("[0.8"), "about 80 %: {run:#}");
+    assert!(
+        value.starts_with("[0.7") || value.starts_with("[0.8"),
+        "about 80 %: {run:#}"
+    );
     let failed_at: k8s_openapi::jiff::Timestamp = measurement["finishedAt"]
         .as_str()
         .context("finishedAt")?
@@ -210,7 +213,10 @@ async fn a_failing_canary_is_aborted_by_its_analysis() -> anyhow::Result<()> {
     assert_eq!(after.failures(), before.failures(), "{after:?}");
     assert!(after.count(STABLE) > before.count(STABLE));
     // 500s reached clients only while the canary took traffic.
-    assert!(before.bad_status.get(&500).copied().unwrap_or(0) > 0, "{before:?}");
+    assert!(
+        before.bad_status.get(&500).copied().unwrap_or(0) > 0,
+        "{before:?}"
+    );
     Ok(())
 }
 
@@ -252,6 +258,9 @@ async fn a_good_canary_passes_its_analysis_and_is_promoted() -> anyhow::Result<(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let tally = load.stop();
     assert_eq!(tally.failures(), 0, "no failed request: {tally:?}");
-    assert!(tally.count(CANARY) > 0 && tally.count(STABLE) > 0, "{tally:?}");
+    assert!(
+        tally.count(CANARY) > 0 && tally.count(STABLE) > 0,
+        "{tally:?}"
+    );
     Ok(())
 }
