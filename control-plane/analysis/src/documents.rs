@@ -61,3 +61,26 @@ pub fn parse_analysis_documents(text: &str) -> Result<Vec<AnalysisDocument>, Ana
     }
     Ok(out)
 }
+
+/// The CustomResourceDefinitions of `AnalysisTemplate`, `ClusterAnalysisTemplate` and
+/// `AnalysisRun` (group `sluice.dev`) as one multi-document YAML text, as checked in at
+/// `deploy/crd/analysis.sluice.dev.yaml`.
+pub fn crds_yaml() -> Result<String, AnalysisError> {
+    use kube::CustomResourceExt;
+    let to_yaml = |value: Result<String, serde_yaml::Error>| {
+        value.map_err(|e| AnalysisError::Document {
+            index: 0,
+            message: format!("CRD as YAML: {e}"),
+        })
+    };
+    let mut out = String::new();
+    for text in [
+        to_yaml(serde_yaml::to_string(&AnalysisTemplate::crd()))?,
+        to_yaml(serde_yaml::to_string(&ClusterAnalysisTemplate::crd()))?,
+        to_yaml(serde_yaml::to_string(&AnalysisRun::crd()))?,
+    ] {
+        out.push_str("---\n");
+        out.push_str(&text);
+    }
+    Ok(out)
+}

@@ -19,6 +19,7 @@
 //!   `isInf`, `isNil`, `default`.
 //! - [`plan`] and [`machine`]: defaults, validation and the state machine, no I/O.
 //! - [`provider`]: the HTTP edge.
+//! - [`runner`]: one task per run, measuring on the machine's timers, cancellable.
 #![forbid(unsafe_code)]
 #![deny(warnings)]
 
@@ -31,9 +32,11 @@ pub mod plan;
 #[cfg(feature = "providers")]
 pub mod provider;
 pub mod resource;
+#[cfg(feature = "providers")]
+pub mod runner;
 
 pub use args::PodHashes;
-pub use documents::{AnalysisDocument, parse_analysis_documents};
+pub use documents::{AnalysisDocument, crds_yaml, parse_analysis_documents};
 pub use error::AnalysisError;
 pub use machine::{Advanced, advance, due, is_terminating};
 pub use plan::{PlannedMetric, RunPlan, plan_run};

@@ -130,6 +130,15 @@ pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<(usize, Rollout)>
                 .to_owned()
         };
         let (api_version, kind) = (field("apiVersion"), field("kind"));
+        // Analysis templates live beside the rollouts (the analysis driver reads them).
+        if matches!(
+            kind.as_str(),
+            "AnalysisTemplate" | "ClusterAnalysisTemplate"
+        ) && (api_version == SLUICE_API_VERSION || api_version == ARGO_API_VERSION)
+        {
+            is_rollout.push(false);
+            continue;
+        }
         if kind != "Rollout"
             || (api_version != SLUICE_API_VERSION && api_version != ARGO_API_VERSION)
         {

@@ -56,13 +56,49 @@ pub struct WorkloadRef {
     pub scale_down: Option<String>,
 }
 
-/// Argo's analysis reference (`steps[].analysis`, `strategy.canary.analysis`). Parsed so the engine
-/// can reject it by name until analysis runs (the analysis issue).
+/// Argo's analysis reference (`steps[].analysis`, `strategy.canary.analysis`): the templates of
+/// the run and the arguments passed to them.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRef {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<AnalysisTemplateRef>,
+    /// Values for the templates' `args` (Argo's `AnalysisRunArgument`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<AnalysisRunArgument>,
+    /// Background analysis only: the step index from which the run starts (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_step: Option<i32>,
+}
+
+/// Argo's `AnalysisRunArgument`: a value, or one read from the rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunArgument {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ArgumentValueFrom>,
+}
+
+/// Argo's `ArgumentValueFrom` of a rollout's analysis argument.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgumentValueFrom {
+    /// `Stable` or `Latest`: the pod-template hash of that version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template_hash_value: Option<String>,
+    /// Argo's `fieldRef` (a path into the Rollout); parsed, not resolved by Sluice yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<FieldRef>,
+}
+
+/// Argo's `fieldRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldRef {
+    pub field_path: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -21,8 +21,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::release_fields::{
-    AnalysisRef, AnalysisTemplateRef, DataPlaneStatus, ExperimentStep, PauseCondition,
-    PublishedTraffic, RollbackWindowSpec, SetCanaryScale, WorkloadRef,
+    AnalysisRef, AnalysisRunArgument, AnalysisTemplateRef, ArgumentValueFrom, DataPlaneStatus,
+    ExperimentStep, PauseCondition, PublishedTraffic, RollbackWindowSpec, SetCanaryScale,
+    WorkloadRef,
 };
 use crate::{
     ApiError,
@@ -151,7 +152,7 @@ pub struct CanaryStrategy {
     /// Argo: seconds between an abort and the canary's scale-down; 0 keeps it. Default 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_scale_down_delay_seconds: Option<i32>,
-    /// Argo: background analysis (not run yet: the analysis issue).
+    /// Argo: background analysis, beside the steps from `startingStep`; its failure aborts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisRef>,
 }
@@ -185,7 +186,7 @@ pub struct CanaryStep {
     /// Argo: the canary's replica count from this step on, instead of following the weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_canary_scale: Option<SetCanaryScale>,
-    /// Argo: an analysis step (not run yet: the analysis issue).
+    /// Argo: an analysis step: the steps wait for its AnalysisRun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisRef>,
     /// Argo: an experiment step (not run yet).

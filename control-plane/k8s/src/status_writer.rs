@@ -207,10 +207,18 @@ pub async fn execute(
                 Ok(())
             }
             // Not run by this driver yet: say so on the rollout; the step holds until promoted.
-            Action::StartAnalysisRun { name, .. } => {
-                let message = format!(
-                    "AnalysisRun {name:?} is not run by the Kubernetes driver yet: the step waits for `sluice rollouts promote`"
-                );
+            Action::StartAnalysisRun {
+                name, background, ..
+            } => {
+                let message = if background {
+                    format!(
+                        "background AnalysisRun {name:?} is not run by the Kubernetes driver yet: the steps go on without it"
+                    )
+                } else {
+                    format!(
+                        "AnalysisRun {name:?} is not run by the Kubernetes driver yet: the step waits for `sluice rollouts promote`"
+                    )
+                };
                 publish_event(
                     recorder,
                     object,
@@ -221,6 +229,8 @@ pub async fn execute(
                 )
                 .await
             }
+            // No run is started by this driver yet, so none is left to stop.
+            Action::TerminateAnalysisRun { .. } => Ok(()),
             Action::Event {
                 warning,
                 reason,

@@ -46,12 +46,23 @@ pub enum Action {
     },
     /// Start an AnalysisRun of `templates` for the canary `canary_hash` at `step_index` (the
     /// driver resolves the templates, plans the run with `sluice-analysis` and measures it).
+    /// The arguments are the rollout's (`analysis.args`), resolved by the driver against the
+    /// templates' and the hashes (`stable_hash`, `canary_hash` as `Latest`).
     StartAnalysisRun {
         name: String,
         canary_hash: String,
+        stable_hash: String,
+        /// The step that starts it (a background run: its `startingStep`).
         step_index: usize,
+        /// A background run (`strategy.canary.analysis`) rather than a step's.
+        background: bool,
         templates: Vec<sluice_api::resource::AnalysisTemplateRef>,
+        args: Vec<sluice_api::resource::AnalysisRunArgument>,
     },
+    /// Stop a running AnalysisRun (Argo's `spec.terminate`): its rollout was promoted, aborted or
+    /// replaced by a newer version, or its step is behind. The run ends with the measurements
+    /// taken so far.
+    TerminateAnalysisRun { name: String },
     /// Record a Kubernetes Event on the rollout (or a log line in standalone mode).
     Event {
         warning: bool,

@@ -3,9 +3,15 @@
 //! back in [`Observed::analysis_runs`]. Argo's outcome: Successful → the next step; Failed or
 //! Error → abort, the rollout's message naming the metric and its last values; Inconclusive →
 //! paused (`InconclusiveAnalysisRun`) until a user promotes.
+//!
+//! Background analysis (`strategy.canary.analysis`) runs beside the steps from `startingStep`
+//! until the canary is promoted; Failed or Error aborts at once, Inconclusive pauses.
+//!
+//! A run the rollout no longer waits on (promoted, aborted, a newer version, its step passed) that
+//! is still running is stopped: [`Action::TerminateAnalysisRun`].
 
 use sluice_analysis::{AnalysisPhase, AnalysisRunStatus};
-use sluice_api::resource::{AnalysisTemplateRef, PauseCondition};
+use sluice_api::resource::{AnalysisRef, PauseCondition};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -31,6 +37,19 @@ pub fn run_name(rollout: &str, hash: &str, step_index: usize) -> String {
     format!("{rollout}-{hash}-{step_index}")
 }
 
+/// The background run of a canary: `<rollout>-<hash>-background`.
+pub fn background_run_name(rollout: &str, hash: &str) -> String {
+    format!("{rollout}-{hash}-background")
+}
+
+/// Which run is asked for: a step's or the background one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum RunKind {
+    Step(usize),
+    /// From this starting step.
+    Background(usize),
+}
+
 /// Where an analysis step stands.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum StepAnalysis {
@@ -42,15 +61,20 @@ pub(crate) enum StepAnalysis {
 }
 
 /// The step's run: started when missing, and its outcome.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn step(
     cx: &mut Cx,
     observed: &Observed,
     rollout: &str,
+    stable: &str,
     canary: &str,
-    index: usize,
-    templates: &[AnalysisTemplateRef],
+    kind: RunKind,
+    analysis: &AnalysisRef,
 ) -> StepAnalysis {
-    let name = run_name(rollout, canary, index);
+    let (name, index, background) = match kind {
+        RunKind::Step(index) => (run_name(rollout, canary, index), index, false),
+        RunKind::Background(start) => (background_run_name(rollout, canary), start, true),
+    };
     let Some(run) = observed.analysis_runs.iter().find(|r| r.name == name) else {
         if !cx
             .actions
@@ -60,13 +84,17 @@ pub(crate) fn step(
             cx.actions.push(Action::StartAnalysisRun {
                 name: name.clone(),
                 canary_hash: canary.to_owned(),
+                stable_hash: stable.to_owned(),
                 step_index: index,
-                templates: templates.to_vec(),
+                background,
+                templates: analysis.templates.clone(),
+                args: analysis.args.clone(),
             });
+            let what = if background { "Background" } else { "Step" };
             cx.event(
                 false,
                 "AnalysisRunRunning",
-                format!("Step analysis run {name} started"),
+                format!("{what} analysis run {name} started"),
             );
         }
         return StepAnalysis::Wait;
@@ -150,4 +178,15 @@ pub(crate) fn abort_reason(observed: &Observed, rollout: &str, canary: &str) -> 
         .filter(|r| r.canary_hash == canary && r.name.starts_with(&prefix))
         .find(|r| matches!(r.status.phase, AnalysisPhase::Failed | AnalysisPhase::Error))
         .map(reason)
+}
+
+/// Stops every running run of this rollout not in `wanted` (the names the rollout waits on now).
+pub(crate) fn terminate_unwanted(cx: &mut Cx, observed: &Observed, wanted: &[String]) {
+    for run in &observed.analysis_runs {
+        if !run.status.phase.completed() && !wanted.contains(&run.name) {
+            cx.actions.push(Action::TerminateAnalysisRun {
+                name: run.name.clone(),
+            });
+        }
+    }
 }

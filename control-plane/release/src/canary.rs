@@ -121,7 +121,7 @@ pub(crate) fn take_steps(
     cx: &mut Cx,
     plan: &Plan<'_>,
     observed: &crate::Observed,
-    canary: &str,
+    (stable, canary): (&str, &str),
     mut index: usize,
     paused: bool,
     ready: impl Fn(&AtStep, bool) -> bool,
@@ -148,8 +148,15 @@ pub(crate) fn take_steps(
             || step.set_mirror_route.is_some();
         let done = ready(&at, false)
             && (!changes_traffic || traffic_done(&at))
-            && step.analysis.as_ref().is_none_or(|templates| {
-                analysis_done(cx, plan, observed, canary, index, templates)
+            && step.analysis.as_ref().is_none_or(|analysis| {
+                analysis_done(
+                    cx,
+                    plan,
+                    observed,
+                    (stable, canary),
+                    crate::analysis::RunKind::Step(index),
+                    analysis,
+                )
             })
             && step
                 .pause
@@ -228,17 +235,18 @@ fn pause_elapsed(
     }
 }
 
-/// An analysis step's run: done when Successful; a failed run aborts the rollout.
-fn analysis_done(
+/// An analysis run (a step's or the background one): done when Successful; a failed run aborts
+/// the rollout.
+pub(crate) fn analysis_done(
     cx: &mut Cx,
     plan: &Plan<'_>,
     observed: &crate::Observed,
-    canary: &str,
-    index: usize,
-    templates: &[sluice_api::resource::AnalysisTemplateRef],
+    (stable, canary): (&str, &str),
+    kind: crate::analysis::RunKind,
+    analysis: &sluice_api::resource::AnalysisRef,
 ) -> bool {
     use crate::analysis::StepAnalysis;
-    match crate::analysis::step(cx, observed, &plan.name, canary, index, templates) {
+    match crate::analysis::step(cx, observed, &plan.name, stable, canary, kind, analysis) {
         StepAnalysis::Done => true,
         StepAnalysis::Wait | StepAnalysis::Paused => false,
         StepAnalysis::Abort(reason) => {

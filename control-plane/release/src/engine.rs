@@ -188,6 +188,8 @@ fn run(
     let mut waiting_on_pods = false;
     let canary = (hash != stable).then(|| hash.clone());
     let mut keep_canary = None;
+    // The analysis runs the rollout waits on after this pass; others still running are stopped.
+    let mut wanted_runs: Vec<String> = Vec::new();
     match canary {
         Some(canary) if cx.status.abort => {
             // Aborted: everything back on stable in one push; the canary's pods stay for
@@ -229,7 +231,13 @@ fn run(
                     .unwrap_or(0)
                     .min(steps)
             };
-            let paused = rollout.spec.paused;
+            // An inconclusive background run holds the steps too (a step's holds its step).
+            let paused = rollout.spec.paused
+                || conditions::pause_started(
+                    &cx.status.pause_conditions,
+                    crate::INCONCLUSIVE_ANALYSIS_RUN,
+                )
+                .is_some();
             let canary_available = available(&canary);
             let ready = |at: &canary::AtStep, done: bool| {
                 canary_available >= canary::canary_replicas(plan, at, done)
@@ -244,10 +252,42 @@ fn run(
                     &published.traffic,
                 )
             };
-            let progress =
-                canary::take_steps(cx, plan, observed, &canary, index, paused, ready, |at| {
-                    traffic_done(&traffic_for(at, false))
-                });
+            let progress = canary::take_steps(
+                cx,
+                plan,
+                observed,
+                (&stable, &canary),
+                index,
+                paused,
+                ready,
+                |at| traffic_done(&traffic_for(at, false)),
+            );
+            if plan
+                .steps
+                .get(progress.index)
+                .is_some_and(|s| s.analysis.is_some())
+            {
+                wanted_runs.push(crate::analysis::run_name(
+                    &plan.name,
+                    &canary,
+                    progress.index,
+                ));
+            }
+            if let Some((background, start)) = &plan.background
+                && !progress.promote
+                && !cx.status.abort
+                && progress.index >= *start
+            {
+                wanted_runs.push(crate::analysis::background_run_name(&plan.name, &canary));
+                canary::analysis_done(
+                    cx,
+                    plan,
+                    observed,
+                    (&stable, &canary),
+                    crate::analysis::RunKind::Background(*start),
+                    background,
+                );
+            }
             cx.status.current_step_index = Some(index_i32(progress.index));
             if progress.promote {
                 cx.event(
@@ -308,6 +348,7 @@ fn run(
             waiting_on_pods = available(&stable) < plan.replicas;
         }
     }
+    crate::analysis::terminate_unwanted(cx, observed, &wanted_runs);
     if let Some(bg) = &plan.blue_green {
         bluegreen::revision_limit(bg, &versions, &mut targets);
         cx.status.blue_green = Some(bluegreen::status(&desired_traffic));

@@ -44,8 +44,8 @@ pub(crate) struct Step {
     pub set_canary_scale: Option<CanaryScale>,
     pub set_header_route: Option<SetHeaderRoute>,
     pub set_mirror_route: Option<SetMirrorRoute>,
-    /// An analysis step: the templates of its run.
-    pub analysis: Option<Vec<sluice_api::resource::AnalysisTemplateRef>>,
+    /// An analysis step: the templates and arguments of its run.
+    pub analysis: Option<sluice_api::resource::AnalysisRef>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -80,6 +80,8 @@ pub(crate) struct Plan<'a> {
     pub rollback_window: usize,
     /// `spec.strategy.blueGreen`, checked (no steps then).
     pub blue_green: Option<crate::bluegreen::BlueGreen>,
+    /// `spec.strategy.canary.analysis` (background analysis) and its starting step.
+    pub background: Option<(sluice_api::resource::AnalysisRef, usize)>,
 }
 
 fn non_negative(field: &str, value: Option<i32>, default: i32) -> Result<i32, Invalid> {
@@ -239,12 +241,23 @@ fn strategy_plan<'a>(
             return Err(invalid("spec.strategy", "is required: canary or blueGreen"));
         }
     };
-    if canary.analysis.is_some() {
-        return Err(invalid(
-            "spec.strategy.canary.analysis",
-            "background analysis is not supported yet",
-        ));
-    }
+    let background = match &canary.analysis {
+        None => None,
+        Some(analysis) => {
+            check_templates("spec.strategy.canary.analysis", analysis)?;
+            let start = analysis.starting_step.unwrap_or(0);
+            let start = usize::try_from(start)
+                .ok()
+                .filter(|s| *s <= canary.steps.len())
+                .ok_or_else(|| {
+                    invalid(
+                        "spec.strategy.canary.analysis.startingStep",
+                        format!("{start} is not a step index (0 to {})", canary.steps.len()),
+                    )
+                })?;
+            Some((analysis.clone(), start))
+        }
+    };
     let steps = canary
         .steps
         .iter()
@@ -285,6 +298,7 @@ fn strategy_plan<'a>(
             DEFAULT_ABORT_SCALE_DOWN_DELAY_SECONDS,
         )?),
         blue_green,
+        background,
         progress_deadline: seconds(progress),
         progress_deadline_abort: spec.progress_deadline_abort,
         history_limit: usize::try_from(non_negative(
@@ -376,19 +390,29 @@ fn workload<'a>(
     ))
 }
 
-/// One step, checked as Argo's validation does (and rejecting what the engine cannot run yet).
-fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
-    if let Some(analysis) = &step.analysis
-        && (analysis.templates.is_empty()
-            || analysis
-                .templates
-                .iter()
-                .any(|t| t.template_name.is_empty()))
+/// An analysis reference names at least one template, each by name.
+fn check_templates(
+    field: &str,
+    analysis: &sluice_api::resource::AnalysisRef,
+) -> Result<(), Invalid> {
+    if analysis.templates.is_empty()
+        || analysis
+            .templates
+            .iter()
+            .any(|t| t.template_name.is_empty())
     {
         return Err(invalid(
-            format!("{field}.analysis.templates"),
+            format!("{field}.templates"),
             "names no template (templateName is required)",
         ));
+    }
+    Ok(())
+}
+
+/// One step, checked as Argo's validation does (and rejecting what the engine cannot run yet).
+fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
+    if let Some(analysis) = &step.analysis {
+        check_templates(&format!("{field}.analysis"), analysis)?;
     }
     if step.experiment.is_some() {
         return Err(invalid(
@@ -406,7 +430,7 @@ fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
         ));
     }
     let mut out = Step {
-        analysis: step.analysis.as_ref().map(|a| a.templates.clone()),
+        analysis: step.analysis.clone(),
         ..Step::default()
     };
     if let Some(weight) = step.set_weight {

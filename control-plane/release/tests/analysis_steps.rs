@@ -136,3 +136,146 @@ fn an_inconclusive_run_pauses_until_promoted() {
         "promoted past the inconclusive analysis"
     );
 }
+
+fn args_of(sim: &Sim, run: &str) -> Vec<sluice_api::resource::AnalysisRunArgument> {
+    sim.actions
+        .iter()
+        .find_map(|a| match a {
+            Action::StartAnalysisRun { name, args, .. } if name == run => Some(args.clone()),
+            _ => None,
+        })
+        .expect("the run was started")
+}
+
+fn terminated(sim: &Sim) -> Vec<String> {
+    sim.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::TerminateAnalysisRun { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_steps_arguments_and_hashes_reach_the_driver() {
+    let steps = "[{setWeight: 20}, {analysis: {templates: [{templateName: success-rate}], \
+                 args: [{name: version, valueFrom: {podTemplateHashValue: Latest}}, {name: service, value: web}]}}]";
+    let mut sim = Sim::with_stable("app:1", steps);
+    let stable = sim.stable();
+    sim.set_image("app:2");
+    sim.settle();
+    let canary = sim.current();
+    let run = format!("demo-{canary}-1");
+    let args = args_of(&sim, &run);
+    assert_eq!(args.len(), 2, "{args:?}");
+    assert_eq!(
+        args[0]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.pod_template_hash_value.as_deref()),
+        Some("Latest")
+    );
+    assert_eq!(args[1].value.as_deref(), Some("web"));
+    let hashes = sim.actions.iter().find_map(|a| match a {
+        Action::StartAnalysisRun {
+            name,
+            canary_hash,
+            stable_hash,
+            background,
+            ..
+        } if *name == run => Some((canary_hash.clone(), stable_hash.clone(), *background)),
+        _ => None,
+    });
+    assert_eq!(hashes, Some((canary, stable, false)));
+}
+
+#[test]
+fn an_aborted_rollout_terminates_its_running_run() {
+    let (mut sim, _) = canary_at_analysis();
+    let run = started(&sim).pop().expect("a run");
+    assert!(terminated(&sim).is_empty(), "the step waits on it");
+    sim.abort();
+    sim.settle();
+    assert_eq!(terminated(&sim), vec![run]);
+}
+
+fn with_background(steps: &str, starting_step: i32) -> Sim {
+    let mut sim = Sim::with_stable("app:1", steps);
+    let canary = sim
+        .rollout
+        .spec
+        .strategy
+        .canary
+        .as_mut()
+        .expect("a canary strategy");
+    canary.analysis = Some(sluice_api::resource::AnalysisRef {
+        templates: vec![sluice_api::resource::AnalysisTemplateRef {
+            template_name: "success-rate".into(),
+            cluster_scope: false,
+        }],
+        args: Vec::new(),
+        starting_step: Some(starting_step),
+    });
+    sim.settle();
+    sim
+}
+
+#[test]
+fn background_analysis_starts_at_its_starting_step() {
+    let mut sim = with_background(
+        "[{setWeight: 20}, {pause: {}}, {setWeight: 60}, {pause: {}}]",
+        2,
+    );
+    sim.set_image("app:2");
+    sim.settle();
+    assert_eq!(sim.step(), 1);
+    assert!(
+        started(&sim).is_empty(),
+        "not before step 2: {:?}",
+        started(&sim)
+    );
+    sim.promote();
+    sim.settle();
+    let canary = sim.current();
+    assert_eq!(sim.step(), 3);
+    assert_eq!(started(&sim), vec![format!("demo-{canary}-background")]);
+    // It runs beside the steps: promoting past the last pause promotes the canary and stops it.
+    sim.promote();
+    sim.settle();
+    assert_eq!(sim.stable(), canary);
+    assert_eq!(terminated(&sim), vec![format!("demo-{canary}-background")]);
+}
+
+#[test]
+fn a_failed_background_run_aborts_the_rollout() {
+    let mut sim = with_background("[{setWeight: 20}, {pause: {}}]", 0);
+    let stable = sim.stable();
+    sim.set_image("app:2");
+    sim.settle();
+    assert_eq!(started(&sim).len(), 1, "{:?}", started(&sim));
+    finish(
+        &mut sim,
+        AnalysisPhase::Failed,
+        "Metric \"success-rate\" assessed Failed due to failed (1) > failureLimit (0)",
+        &["[0.8]"],
+    );
+    sim.settle();
+    assert!(sim.status().abort);
+    assert_eq!(sim.phase(), "Degraded");
+    assert_eq!(sim.traffic().stable, stable);
+    assert_eq!(sim.traffic().canary_weight, 0);
+    let message = sim.status().message.clone().unwrap_or_default();
+    assert!(
+        message.contains("success-rate last values [0.8]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_starting_step_past_the_steps_is_invalid() {
+    let sim = with_background("[{setWeight: 20}]", 5);
+    assert_eq!(sim.phase(), "Degraded");
+    let message = sim.status().message.clone().unwrap_or_default();
+    assert!(message.contains("startingStep"), "{message}");
+}

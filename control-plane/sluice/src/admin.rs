@@ -301,10 +301,22 @@ fn rollout_view(name: &str, doc: &Rollout, record: &RolloutRecord) -> Result<Rol
     }
     let rollout_json = serde_json::to_string(&doc)
         .map_err(|e| Status::internal(format!("rollout {name:?}: {e}")))?;
+    let runs: Vec<serde_json::Value> = record
+        .analysis_runs
+        .iter()
+        .map(|r| serde_json::json!({"name": r.name, "status": r.status}))
+        .collect();
+    let analysis_runs_json = if runs.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&runs)
+            .map_err(|e| Status::internal(format!("rollout {name:?}: analysis runs: {e}")))?
+    };
     Ok(RolloutView {
         rollout: name.to_owned(),
         rollout_json,
         versions,
+        analysis_runs_json,
     })
 }
 

@@ -179,6 +179,13 @@ impl Sim {
                         },
                     });
             }
+            Action::TerminateAnalysisRun { name } => {
+                // The driver's runner ends the run as Argo does when terminated.
+                if let Some(run) = self.analysis_runs.iter_mut().find(|r| r.name == *name) {
+                    run.status.phase = sluice_analysis::AnalysisPhase::Successful;
+                    run.status.message = "Run Terminated".into();
+                }
+            }
             Action::Event { .. } => {}
         }
     }

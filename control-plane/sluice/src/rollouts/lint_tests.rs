@@ -237,12 +237,8 @@ fn the_corpus_lints_with_every_error_naming_a_field() {
             files.len()
         );
         if as_sluice {
-            // Argo features Sluice's engine does not run are named.
-            assert!(
-                errors
-                    .iter()
-                    .any(|f| f.field.as_deref().is_some_and(|p| p.ends_with(".analysis")))
-            );
+            // Argo features Sluice's engine does not run are named (background analysis runs
+            // now: the issue 9 driver).
             assert!(errors.iter().any(|f| {
                 f.field
                     .as_deref()

@@ -15,6 +15,8 @@ use sluice_api::{
 pub struct RolloutInfo {
     pub rollout: Rollout,
     pub versions: Vec<VersionInfo>,
+    /// The rollout's AnalysisRuns by name, oldest first (standalone: from the state file).
+    pub analysis_runs: Vec<(String, sluice_analysis::AnalysisRunStatus)>,
 }
 
 /// One version: a ReplicaSet with its pods, or a standalone version with its endpoints.
@@ -71,7 +73,11 @@ impl RolloutInfo {
             .map(|rs| version_of(rs, pods))
             .collect();
         sort_newest_first(&mut versions);
-        RolloutInfo { rollout, versions }
+        RolloutInfo {
+            rollout,
+            versions,
+            analysis_runs: Vec::new(),
+        }
     }
 
     /// From the admin API's `RolloutView` (standalone mode): the Rollout document as JSON and
@@ -97,7 +103,24 @@ impl RolloutInfo {
             })
             .collect();
         sort_newest_first(&mut versions);
-        Ok(RolloutInfo { rollout, versions })
+        #[derive(serde::Deserialize)]
+        struct Run {
+            name: String,
+            status: sluice_analysis::AnalysisRunStatus,
+        }
+        let analysis_runs = if view.analysis_runs_json.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_str::<Vec<Run>>(&view.analysis_runs_json)?
+                .into_iter()
+                .map(|r| (r.name, r.status))
+                .collect()
+        };
+        Ok(RolloutInfo {
+            rollout,
+            versions,
+            analysis_runs,
+        })
     }
 }
 

@@ -68,6 +68,7 @@ pub fn render(info: &RolloutInfo) -> String {
         }
     }
     data_plane(&mut out, rollout);
+    analysis_runs(&mut out, info);
     images(&mut out, rollout, info);
     let _ = writeln!(out, "Replicas:");
     field(&mut out, "  Desired", rollout.spec.replicas.unwrap_or(1));
@@ -127,6 +128,50 @@ fn actual_weight(rollout: &Rollout, info: &RolloutInfo) -> i32 {
         .as_ref()
         .and_then(|c| c.weights.as_ref())
         .map_or_else(|| set_weight(rollout, &status), |w| w.canary.weight)
+}
+
+/// Each AnalysisRun: its phase and message, and per metric its phase and last values.
+fn analysis_runs(out: &mut String, info: &RolloutInfo) {
+    if info.analysis_runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "AnalysisRuns:");
+    for (name, status) in &info.analysis_runs {
+        let phase = status.phase.to_string();
+        let _ = write!(out, "  {} {name}  {phase}", icon(&phase));
+        if !status.message.is_empty() {
+            let _ = write!(out, "  {}", status.message);
+        }
+        let _ = writeln!(out);
+        for metric in &status.metric_results {
+            let values: Vec<&str> = metric
+                .measurements
+                .iter()
+                .rev()
+                .take(5)
+                .rev()
+                .map(|m| {
+                    if m.value.is_empty() {
+                        "(no value)"
+                    } else {
+                        m.value.as_str()
+                    }
+                })
+                .collect();
+            let dry = if metric.dry_run { " (dry run)" } else { "" };
+            let _ = writeln!(
+                out,
+                "      {}{dry}  {}  ✔ {} ✖ {} ? {} ⚠ {}  last: {}",
+                metric.name,
+                metric.phase,
+                metric.successful,
+                metric.failed,
+                metric.inconclusive,
+                metric.error,
+                values.join(", ")
+            );
+        }
+    }
 }
 
 fn data_plane(out: &mut String, rollout: &Rollout) {

@@ -172,6 +172,7 @@ fn the_standalone_view_shows_versions_with_their_endpoints() {
                 endpoints: vec!["127.0.0.1:8002".into(), "127.0.0.1:8003".into()],
             },
         ],
+        analysis_runs_json: String::new(),
     };
     let info = RolloutInfo::from_admin(&view).expect("view");
     let got = render(&info);
@@ -271,4 +272,51 @@ fn pods_show_waiting_reasons_and_termination() {
         "2026-11-30T09:00:00Z".parse().expect("time"),
     ));
     assert_eq!(pod_info(&gone).status, "Terminating");
+}
+
+#[test]
+fn the_standalone_view_shows_analysis_runs_with_their_last_values() {
+    use sluice_proto::admin::v1::RolloutView;
+    let runs = serde_json::json!([{
+        "name": "demo-bbb-1",
+        "status": {
+            "phase": "Failed",
+            "message": "Metric \"success-rate\" assessed Failed due to failed (1) > failureLimit (0)",
+            "metricResults": [{
+                "name": "success-rate",
+                "phase": "Failed",
+                "count": 2, "successful": 1, "failed": 1,
+                "measurements": [
+                    {"phase": "Successful", "value": "[0.99]"},
+                    {"phase": "Failed", "value": "[0.8]"}
+                ]
+            }]
+        }
+    }]);
+    let view = RolloutView {
+        rollout: "shop/demo".into(),
+        rollout_json: serde_json::to_string(&rollout()).expect("json"),
+        versions: Vec::new(),
+        analysis_runs_json: runs.to_string(),
+    };
+    let info = RolloutInfo::from_admin(&view).expect("view");
+    assert_eq!(info.analysis_runs.len(), 1);
+    let got = render(&info);
+    assert!(
+        got.contains(
+            "AnalysisRuns:\n  ✖ demo-bbb-1  Failed  Metric \"success-rate\" assessed Failed"
+        ),
+        "\n{got}"
+    );
+    assert!(
+        got.contains("      success-rate  Failed  ✔ 1 ✖ 1 ? 0 ⚠ 0  last: [0.99], [0.8]\n"),
+        "\n{got}"
+    );
+    // Without runs, no section.
+    let plain = RolloutView {
+        analysis_runs_json: String::new(),
+        ..view
+    };
+    let got = render(&RolloutInfo::from_admin(&plain).expect("view"));
+    assert!(!got.contains("AnalysisRuns:"), "\n{got}");
 }

@@ -14,6 +14,7 @@
 //!
 //! A rollout without `spec.version` keeps its manual meaning: its status comes from the file.
 
+pub mod analysis;
 pub mod run;
 pub mod state;
 
@@ -26,8 +27,9 @@ use std::{
 
 use anyhow::Context as _;
 use k8s_openapi::jiff::Timestamp;
+use sluice_analysis::{AnalysisDocument, runner::RunUpdate};
 use sluice_api::Rollout;
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
 use tracing::{error, info};
 
 use crate::{
@@ -51,6 +53,10 @@ pub struct Engine {
     loaded: bool,
     /// What was last written to the state file.
     written: Option<StateFile>,
+    /// The AnalysisTemplates / ClusterAnalysisTemplates of the last good file.
+    templates: Vec<AnalysisDocument>,
+    /// The running AnalysisRuns.
+    runs: analysis::Runs,
 }
 
 /// The handle the admin API uses.
@@ -59,6 +65,8 @@ pub struct Standalone {
     pub engine: Mutex<Engine>,
     /// Wakes the driver loop (after a command).
     pub wake: Notify,
+    /// The runners' status updates, read by the driver loop.
+    updates: Mutex<mpsc::UnboundedReceiver<RunUpdate>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +89,7 @@ impl Standalone {
         let state_path = state::path_for(file);
         let state = state::read(&state_path)?;
         info!(path = %state_path.display(), rollouts = state.rollouts.len(), "release engine state read");
+        let (updates_tx, updates) = mpsc::unbounded_channel();
         Ok(Arc::new(Standalone {
             engine: Mutex::new(Engine {
                 state_path,
@@ -90,8 +99,11 @@ impl Standalone {
                 gate: Gate::new(nodes),
                 file_error: None,
                 loaded: false,
+                templates: Vec::new(),
+                runs: analysis::Runs::new(updates_tx),
             }),
             wake: Notify::new(),
+            updates: Mutex::new(updates),
         }))
     }
 
@@ -133,7 +145,8 @@ impl Engine {
 
 /// Reads the rollouts file: every document parsed and valid, none with a `status` beside
 /// `spec.version`.
-async fn read_file(path: &Path) -> Result<Vec<(usize, Rollout)>, String> {
+#[allow(clippy::type_complexity)]
+async fn read_file(path: &Path) -> Result<(Vec<(usize, Rollout)>, Vec<AnalysisDocument>), String> {
     let origin = path.display().to_string();
     let text = tokio::fs::read_to_string(path)
         .await
@@ -141,7 +154,10 @@ async fn read_file(path: &Path) -> Result<Vec<(usize, Rollout)>, String> {
     // The whole file validated as it starts (engine rollouts on their spec.version): a file
     // that fails is never taken, the last good documents keep serving.
     sluice_api::load_state(&text, &origin).map_err(|e| e.to_string())?;
-    sluice_api::parse_documents(&text, &origin).map_err(|e| e.to_string())
+    let templates =
+        sluice_analysis::parse_analysis_documents(&text).map_err(|e| format!("{origin}: {e}"))?;
+    let rollouts = sluice_api::parse_documents(&text, &origin).map_err(|e| e.to_string())?;
+    Ok((rollouts, templates))
 }
 
 /// One pass over every rollout; returns when the engine wants to run again.
@@ -189,6 +205,10 @@ async fn pass(
         .filter_map(|(_, d)| sluice_api::rollout_name(d).ok())
         .collect();
     engine.state.rollouts.retain(|name, _| names.contains(name));
+    // Runs started, resumed or terminated; one that cannot be planned ended: look again now.
+    if engine.runs.sync(&engine.templates, &mut engine.state) {
+        requeue = Some(Duration::ZERO);
+    }
     engine.persist()?;
     let result = sluice_api::state_of_documents(&documents, origin);
     {
@@ -219,10 +239,11 @@ async fn pass(
 /// Reloads the file into the engine; true when it was accepted.
 async fn reload(app: &App, standalone: &Standalone, path: &Path) -> bool {
     match read_file(path).await {
-        Ok(documents) => {
-            info!(file = %path.display(), rollouts = documents.len(), "rollouts file loaded");
+        Ok((documents, templates)) => {
+            info!(file = %path.display(), rollouts = documents.len(), analysis_templates = templates.len(), "rollouts file loaded");
             let mut engine = standalone.engine.lock().await;
             engine.documents = documents;
+            engine.templates = templates;
             engine.file_error = None;
             engine.loaded = true;
             true
@@ -258,6 +279,7 @@ pub async fn follow(
     let origin = path.display().to_string();
     let (_watcher, mut changes) = crate::file_source::watch(&path)?;
     let mut acks = app.registry.subscribe();
+    let mut updates = standalone.updates.lock().await;
     if reload_first {
         reload(&app, &standalone, &path).await;
     }
@@ -270,6 +292,7 @@ pub async fn follow(
             event = changes.recv() => Wake::File(event.is_some()),
             changed = acks.changed() => Wake::Acks(changed.is_ok()),
             () = standalone.wake.notified() => Wake::Now,
+            update = updates.recv() => Wake::Run(update),
             () = timer, if requeue.is_some() => Wake::Now,
             _ = shutdown.wait_for(|stop| *stop) => Wake::Stop,
         };
@@ -289,6 +312,19 @@ pub async fn follow(
                 acks.borrow_and_update();
             }
             Wake::Now => {}
+            Wake::Run(None) => anyhow::bail!("the analysis runners' channel is closed"),
+            Wake::Run(Some(update)) => {
+                let mut engine = standalone.engine.lock().await;
+                let mut changed = analysis::apply_update(&mut engine.state, update);
+                // A burst (several metrics measured at once) is one pass.
+                while let Ok(update) = updates.try_recv() {
+                    changed |= analysis::apply_update(&mut engine.state, update);
+                }
+                if !changed {
+                    continue;
+                }
+                engine.persist()?;
+            }
         }
         requeue = pass(&app, &standalone, &origin)
             .await
@@ -304,6 +340,8 @@ enum Wake {
     Acks(bool),
     /// A command or the requeue timer.
     Now,
+    /// An analysis run's new status (None: the channel closed).
+    Run(Option<RunUpdate>),
     Stop,
 }
 

@@ -13,8 +13,8 @@ use sluice_release::{
 use tracing::{info, warn};
 
 use super::state::{
-    CommandRecord, EventRecord, KEPT_COMMANDS, KEPT_EVENTS, RolloutRecord, VersionRecord,
-    push_bounded,
+    AnalysisRunRecord, CommandRecord, EventRecord, KEPT_COMMANDS, KEPT_EVENTS, KEPT_RUNS,
+    RolloutRecord, VersionRecord, push_bounded,
 };
 
 /// Passes run at most per trigger while the engine asks to run again at once.
@@ -59,7 +59,18 @@ pub fn apply_command(record: &mut RolloutRecord, command: Command, now: Timestam
             }
         }
         Command::Abort => status.abort = true,
-        Command::Retry => status.abort = false,
+        // Argo's retry measures again: the runs that failed are not the answer any more.
+        Command::Retry => {
+            status.abort = false;
+            record.analysis_runs.retain(|r| {
+                !matches!(
+                    r.status.phase,
+                    sluice_analysis::AnalysisPhase::Failed
+                        | sluice_analysis::AnalysisPhase::Error
+                        | sluice_analysis::AnalysisPhase::Inconclusive
+                )
+            });
+        }
         Command::Pause => record.paused = true,
     }
     push_bounded(
@@ -112,8 +123,16 @@ pub fn observed(doc: &Rollout, record: &RolloutRecord, proxies: Vec<ProxyAck>) -
             ..DataPlane::default()
         },
         workload: None,
-        // AnalysisRuns are not run by this driver yet (StartAnalysisRun becomes an Event).
-        analysis_runs: Vec::new(),
+        analysis_runs: record
+            .analysis_runs
+            .iter()
+            .map(|r| sluice_release::ObservedAnalysisRun {
+                name: r.name.clone(),
+                canary_hash: r.canary_hash.clone(),
+                step_index: r.step_index,
+                status: r.status.clone(),
+            })
+            .collect(),
         // Static endpoints: no pods (a restart finishes at once).
         pods: Vec::new(),
     }
@@ -198,22 +217,37 @@ fn apply(name: &str, record: &mut RolloutRecord, out: &Reconciled, now: Timestam
             } => {
                 info!(rollout = name, generation, ?traffic, "traffic published");
             }
-            // Not run by this driver yet: recorded as a warning; the step holds until promoted.
-            Action::StartAnalysisRun { name: run, .. } => {
-                let message = format!(
-                    "AnalysisRun {run:?} is not run by the standalone driver yet: the step waits for `sluice rollouts promote`"
-                );
-                warn!(rollout = name, reason = "AnalysisNotRun", "{message}");
-                push_bounded(
-                    &mut record.events,
-                    EventRecord {
-                        at: Time(now),
-                        warning: true,
-                        reason: "AnalysisNotRun".into(),
-                        message,
-                    },
-                    KEPT_EVENTS,
-                );
+            // The driver (mod.rs) runs it: planned from the file's templates, measured by the
+            // runner, its status kept in the record.
+            Action::StartAnalysisRun {
+                name: run,
+                canary_hash,
+                stable_hash,
+                step_index,
+                background,
+                templates,
+                args,
+            } => {
+                if !record.analysis_runs.iter().any(|r| r.name == *run) {
+                    record.analysis_runs.push(AnalysisRunRecord {
+                        name: run.clone(),
+                        canary_hash: canary_hash.clone(),
+                        stable_hash: stable_hash.clone(),
+                        step_index: *step_index,
+                        background: *background,
+                        templates: templates.clone(),
+                        args: args.clone(),
+                        terminate: false,
+                        status: sluice_analysis::AnalysisRunStatus::default(),
+                    });
+                    forget_old_runs(&mut record.analysis_runs);
+                    changed = true;
+                }
+            }
+            Action::TerminateAnalysisRun { name: run } => {
+                if let Some(r) = record.analysis_runs.iter_mut().find(|r| r.name == *run) {
+                    r.terminate = true;
+                }
             }
             // Standalone rollouts have no workloadRef (the engine rejects one beside spec.version).
             Action::ScaleDeployment { .. } => {}
@@ -241,6 +275,19 @@ fn apply(name: &str, record: &mut RolloutRecord, out: &Reconciled, now: Timestam
         }
     }
     changed || out.requeue_after == Some(Duration::ZERO)
+}
+
+/// Keeps every running run and the newest [`KEPT_RUNS`] completed ones.
+fn forget_old_runs(runs: &mut Vec<AnalysisRunRecord>) {
+    let completed = runs.iter().filter(|r| r.status.phase.completed()).count();
+    let mut excess = completed.saturating_sub(KEPT_RUNS);
+    runs.retain(|r| {
+        if excess > 0 && r.status.phase.completed() {
+            excess -= 1;
+            return false;
+        }
+        true
+    });
 }
 
 /// The status the traffic derivation reads for a rollout run by the engine: where the published

@@ -22,6 +22,8 @@ pub const FORMAT: u32 = 1;
 pub const KEPT_EVENTS: usize = 50;
 /// Commands kept per rollout (the newest).
 pub const KEPT_COMMANDS: usize = 50;
+/// Completed AnalysisRuns kept per rollout (the newest; running ones are always kept).
+pub const KEPT_RUNS: usize = 10;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -50,6 +52,32 @@ pub struct RolloutRecord {
     /// The engine's last events, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventRecord>,
+    /// The AnalysisRuns the engine started, oldest first (Argo's AnalysisRun objects; the status
+    /// is the runner's, measurements included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis_runs: Vec<AnalysisRunRecord>,
+}
+
+/// One AnalysisRun: what the engine asked for (enough to plan it again after a restart) and its
+/// status as Argo writes it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnalysisRunRecord {
+    /// `<rollout>-<version>-<step>` or `<rollout>-<version>-background`.
+    pub name: String,
+    pub canary_hash: String,
+    pub stable_hash: String,
+    pub step_index: usize,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
+    pub templates: Vec<sluice_api::resource::AnalysisTemplateRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<sluice_api::resource::AnalysisRunArgument>,
+    /// Argo's `spec.terminate`: the engine no longer waits on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminate: bool,
+    #[serde(default)]
+    pub status: sluice_analysis::AnalysisRunStatus,
 }
 
 /// One version (a key of `spec.staticEndpoints`) as the engine scaled it. Replicas are a
