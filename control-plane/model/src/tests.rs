@@ -50,6 +50,7 @@ fn demo() -> RolloutState {
             target: RouteTarget::Canary,
         }],
         mirror_routes: Vec::new(),
+        preview: None,
         stickiness: Stickiness::Cookie {
             name: "sluice".into(),
             max_age_seconds: 3600,
@@ -474,6 +475,7 @@ prop_compose! {
             canary_hash,
             header_routes,
             mirror_routes: Vec::new(),
+            preview: None,
             stickiness,
         }
     }
