@@ -46,6 +46,11 @@ pub fn published_view(doc: &Rollout) -> Cow<'_, Rollout> {
         .unwrap_or_else(|| traffic.stable.clone());
     status.stable_rs = Some(traffic.stable.clone());
     status.current_pod_hash = Some(canary.clone());
+    // Blue/green: the preview hosts route to the published preview, else to the active version.
+    status.blue_green = Some(sluice_api::bluegreen::BlueGreenStatus {
+        active_selector: Some(traffic.stable.clone()),
+        preview_selector: Some(traffic.preview.clone().unwrap_or(traffic.stable.clone())),
+    });
     status.canary = Some(CanaryStatus {
         weights: Some(TrafficWeights {
             canary: WeightDestination {
