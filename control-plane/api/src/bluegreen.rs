@@ -101,7 +101,10 @@ pub(crate) fn preview(
                     Some(route)
                 }
                 crate::derive::RouteStep::Remove(_) => {
-                    return Err((format!("{base}.match"), "at least one match is required".into()));
+                    return Err((
+                        format!("{base}.match"),
+                        "at least one match is required".into(),
+                    ));
                 }
             }
         }
@@ -149,7 +152,6 @@ pub(crate) fn preview(
         spec_hosts: bg.preview_hosts.len(),
     })
 }
-
 
 /// Argo's `status.blueGreen`: the pod-template hashes the services select.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -75,7 +75,13 @@ pub fn derive_rollout_with_preview(
     extra_hosts: &[String],
     preview_hosts: &[String],
 ) -> Result<RolloutState, ApiError> {
-    derive(doc, versions, extra_hosts, preview_hosts, VersionSource::Caller)
+    derive(
+        doc,
+        versions,
+        extra_hosts,
+        preview_hosts,
+        VersionSource::Caller,
+    )
 }
 
 pub(crate) fn derive(
@@ -161,8 +167,8 @@ pub(crate) fn derive(
             if route.name.is_empty() {
                 return Err(invalid(&format!("{base}.name"), "is required".into()));
             }
-            let route = header_route(route, &base, RouteTarget::Canary)
-                .map_err(|(f, p)| invalid(&f, p))?;
+            let route =
+                header_route(route, &base, RouteTarget::Canary).map_err(|(f, p)| invalid(&f, p))?;
             step_routes.push((i, route));
         }
         if let Some(route) = &step.set_mirror_route {
@@ -484,7 +490,9 @@ impl PathMap {
             [Field("preview"), Field("hosts"), Index(i)] if *i < self.preview_spec_hosts => {
                 format!("{}.previewHosts[{i}]", bluegreen::FIELD)
             }
-            [Field("preview"), Field("hosts"), ..] => format!("{}.previewService", bluegreen::FIELD),
+            [Field("preview"), Field("hosts"), ..] => {
+                format!("{}.previewService", bluegreen::FIELD)
+            }
             [Field("mirrorRoutes"), Index(i), rest @ ..] if *i < self.mirror_steps.len() => {
                 mirror::map_path(&step_field(self.mirror_steps[*i], "setMirrorRoute"), rest)
             }

@@ -623,12 +623,17 @@ fn shared_rule_cases_hold_for_the_model() {
         // Blue/green preview hosts follow the same rule (the filter never sees them: Envoy's
         // route domains do, from the same `route_domains`).
         let ok = *ok && *host != "demo.local";
-        check(&format!("preview host {host:?}"), ok, "preview.hosts[0]", |r| {
-            r.preview = Some(Preview {
-                hosts: vec![(*host).to_owned()],
-                hash: "bbb222".into(),
-            })
-        });
+        check(
+            &format!("preview host {host:?}"),
+            ok,
+            "preview.hosts[0]",
+            |r| {
+                r.preview = Some(Preview {
+                    hosts: vec![(*host).to_owned()],
+                    hash: "bbb222".into(),
+                })
+            },
+        );
     }
     for (hash, ok) in cases::HASHES {
         check(&format!("hash {hash:?}"), *ok, "versions", |r| {
@@ -697,7 +702,10 @@ fn a_preview_routes_its_hosts_to_a_live_version_and_its_hosts_are_the_rollouts()
     });
     rollout.validate().unwrap();
     let hosts: Vec<&String> = rollout.all_hosts().collect();
-    assert_eq!(hosts, ["demo.local", "demo.default.svc", "preview.demo.local"]);
+    assert_eq!(
+        hosts,
+        ["demo.local", "demo.default.svc", "preview.demo.local"]
+    );
 
     // A host of another rollout's preview is claimed twice.
     let mut other = demo();
@@ -733,7 +741,12 @@ fn a_preview_routes_its_hosts_to_a_live_version_and_its_hosts_are_the_rollouts()
     ] {
         let mut bad = rollout.clone();
         edit(bad.preview.as_mut().unwrap());
-        let Err(ModelError::InvalidField { field: got, problem: said, .. }) = bad.validate() else {
+        let Err(ModelError::InvalidField {
+            field: got,
+            problem: said,
+            ..
+        }) = bad.validate()
+        else {
             panic!("{field}: accepted");
         };
         assert_eq!(got.to_string(), field);

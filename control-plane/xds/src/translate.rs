@@ -45,11 +45,11 @@ use sluice_model::{RolloutState, TrafficState, validate::is_valid_header_name};
 use crate::snapshot::{Resource, Snapshot};
 
 pub use consistency::check_consistent;
-pub use preview::preview_name;
 pub use native::{
     FILTER_METADATA_KEY, FilterBuild, NATIVE_MODULE_NAME, NativeSource, for_node,
     native_extension_config,
 };
+pub use preview::preview_name;
 
 /// Name of the one route configuration (RDS).
 pub const ROUTE_CONFIG_NAME: &str = "sluice_routes";

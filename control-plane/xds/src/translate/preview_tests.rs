@@ -3,10 +3,10 @@
 //! naming the field.
 #![allow(clippy::unwrap_used)]
 
+use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, VirtualHost, route, route_action::ClusterSpecifier,
 };
-use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::google::protobuf::BytesValue;
 use prost::Message;
@@ -14,8 +14,8 @@ use sluice_model::{HeaderMatch, HeaderRoute, MatchKind, Preview, RouteTarget, Tr
 
 use super::super::tests::{decoded, demo, options};
 use super::super::{FILTER_CONFIG_NAME, ROUTE_CONFIG_NAME, XdsError, translate};
-use sluice_proto::v1::FilterPolicy;
 use crate::type_url;
+use sluice_proto::v1::FilterPolicy;
 
 /// The demo as a blue/green release: stable `aaa` active on demo.local, `bbb` previewed on
 /// preview.demo.local and reached on demo.local with `x-preview: 1`; no canary weight.
@@ -79,7 +79,10 @@ fn the_preview_hosts_route_to_the_preview_and_the_active_hosts_to_stable() {
     let hosts = virtual_hosts(&demo_with_preview());
     let names: Vec<&str> = hosts.iter().map(|v| v.name.as_str()).collect();
     // Before the catch-all, which would otherwise answer the preview hosts with a 404.
-    assert_eq!(names, ["default/demo", "default/demo/preview", "no_rollout"]);
+    assert_eq!(
+        names,
+        ["default/demo", "default/demo/preview", "no_rollout"]
+    );
     let preview = host(&hosts, "default/demo/preview");
     assert_eq!(
         preview.domains,
@@ -90,7 +93,12 @@ fn the_preview_hosts_route_to_the_preview_and_the_active_hosts_to_stable() {
         [("default/demo/preview".into(), "default/demo/bbb".into())]
     );
     assert!(
-        preview.routes[0].r#match.as_ref().unwrap().headers.is_empty(),
+        preview.routes[0]
+            .r#match
+            .as_ref()
+            .unwrap()
+            .headers
+            .is_empty(),
         "no routing-header match: a client cannot pick another version on the preview hosts"
     );
     // The active host: a per-version route for each version (the header rule's target among
@@ -128,7 +136,8 @@ fn promotion_switches_both_virtual_hosts_in_one_route_configuration() {
 #[test]
 fn the_filter_policy_does_not_list_the_preview_hosts() {
     let snapshot = translate(&demo_with_preview(), &options()).expect("translates");
-    let ecds: TypedExtensionConfig = decoded(&snapshot, type_url::EXTENSION_CONFIG, FILTER_CONFIG_NAME);
+    let ecds: TypedExtensionConfig =
+        decoded(&snapshot, type_url::EXTENSION_CONFIG, FILTER_CONFIG_NAME);
     let wasm = Wasm::decode(ecds.typed_config.unwrap().value.as_slice()).unwrap();
     let configuration = wasm.config.unwrap().configuration.unwrap();
     let bytes = BytesValue::decode(configuration.value.as_slice()).unwrap();
