@@ -243,10 +243,15 @@ fn model_errors(rollout: &Rollout, hosts: &[String], preview_hosts: &[String]) -
             current_pod_hash: Some("canary".into()),
             current_step_index: i32::try_from(index).ok(),
             // Blue/green: with a preview, so its header route is checked too.
-            blue_green: rollout.spec.strategy.blue_green.as_ref().map(|_| BlueGreenStatus {
-                active_selector: Some("stable".into()),
-                preview_selector: Some("canary".into()),
-            }),
+            blue_green: rollout
+                .spec
+                .strategy
+                .blue_green
+                .as_ref()
+                .map(|_| BlueGreenStatus {
+                    active_selector: Some("stable".into()),
+                    preview_selector: Some("canary".into()),
+                }),
             ..RolloutStatus::default()
         });
         if let Err(error) =

@@ -291,10 +291,7 @@ fn a_blue_green_rollout_lints_clean_and_unimplemented_fields_are_warnings_naming
 ",
     );
     let findings = lint(&unsupported);
-    let fields: Vec<&str> = findings
-        .iter()
-        .filter_map(|f| f.field.as_deref())
-        .collect();
+    let fields: Vec<&str> = findings.iter().filter_map(|f| f.field.as_deref()).collect();
     assert_eq!(
         fields,
         [
@@ -333,11 +330,13 @@ fn blue_green_mistakes_are_errors_naming_the_field() {
         );
     }
     // The preview Service the active one.
-    let same = blue_green_rollout("").replace("previewService: bg-preview", "previewService: bg-active");
+    let same =
+        blue_green_rollout("").replace("previewService: bg-preview", "previewService: bg-active");
     assert!(
         lint(&same)
             .iter()
-            .any(|f| !f.warning && f.field.as_deref() == Some("spec.strategy.blueGreen.previewService")),
+            .any(|f| !f.warning
+                && f.field.as_deref() == Some("spec.strategy.blueGreen.previewService")),
         "{:#?}",
         lint(&same)
     );
