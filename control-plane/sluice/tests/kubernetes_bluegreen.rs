@@ -291,6 +291,21 @@ async fn blue_green_previews_on_the_preview_service_and_switches_in_one_push() -
         .get(&Key::new(REPLICA_SETS, "demo", &v2_rs))
         .map(|rs| rs["spec"]["replicas"].clone());
     assert_eq!(preview_replicas, Some(json!(1)), "previewReplicaCount");
+    // The status is written as the traffic is published; Envoy takes it a moment later (the
+    // Kubernetes driver does not wait for ACKs in this test).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match send_one(listener, Req::get(PREVIEW)).await {
+            Ok(r) if r.status == 200 && r.upstream() == Some(v2_rs.as_str()) => break,
+            other if Instant::now() > deadline => {
+                bail!(
+                    "{PREVIEW} never answered v2: {other:?}; sluice:\n{}",
+                    sluice_log()
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
     for (host, header, expected) in [
         (PREVIEW, None, &v2_rs),
         ("demo-preview.demo.svc.cluster.local", None, &v2_rs),
