@@ -17,7 +17,7 @@ use sluice_model::{HeaderRoute, Preview, RouteTarget, Version};
 
 use crate::{
     derive::VersionSource,
-    resource::{RolloutStatus, SetHeaderRoute},
+    resource::{AnalysisRef, RolloutStatus, SetHeaderRoute},
 };
 
 /// Argo's `spec.strategy.blueGreen`: the new version runs beside the active one, reachable on the
@@ -53,6 +53,16 @@ pub struct BlueGreenStrategy {
     /// Seconds between an abort and the new version's scale-down; 0 keeps it. Default 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_scale_down_delay_seconds: Option<i32>,
+    /// Argo: the analysis run against the preview before the switch. Parsed (so the CRD keeps
+    /// it) but not run yet: the engine promotes without it and `sluice rollouts lint` warns. The
+    /// engine's hook is `sluice_release`'s blue/green step, between the preview's ACK and the
+    /// promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis: Option<AnalysisRef>,
+    /// Argo: the analysis run after the switch (a failure switches back to the previous version,
+    /// still scaled up during `scaleDownDelaySeconds`). Parsed, not run yet, as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis: Option<AnalysisRef>,
     /// Sluice: hosts that route to the preview, besides those of `previewService` (standalone
     /// mode has no Services: these are the preview's hosts). Lower-case names without port; none
     /// may also be one of the rollout's hosts.
