@@ -226,6 +226,33 @@ mod tests {
     }
 
     #[test]
+    fn the_view_routes_the_preview_hosts_to_the_published_preview() {
+        let doc = rollout(
+            "{stableRS: aaa, currentPodHash: bbb, blueGreen: {activeSelector: aaa, previewSelector: bbb}, \
+              dataPlane: {generation: 2, traffic: {stable: aaa, canaryWeight: 0}}}",
+        );
+        // The engine wrote bbb as the preview but has not published it: the preview hosts stay
+        // on the active version until it has.
+        let selectors = |doc: &Rollout| {
+            let view = published_view(doc);
+            let bg = view.status.as_ref().and_then(|s| s.blue_green.clone());
+            bg.map(|b| (b.active_selector, b.preview_selector))
+        };
+        assert_eq!(
+            selectors(&doc),
+            Some((Some("aaa".into()), Some("aaa".into())))
+        );
+        let doc = rollout(
+            "{stableRS: aaa, currentPodHash: bbb, \
+              dataPlane: {generation: 3, traffic: {stable: aaa, canaryWeight: 0, preview: bbb}}}",
+        );
+        assert_eq!(
+            selectors(&doc),
+            Some((Some("aaa".into()), Some("bbb".into())))
+        );
+    }
+
+    #[test]
     fn observed_versions_are_the_rollouts_replica_sets_in_its_namespace() {
         let mut w = Workloads::default();
         w.apply_replica_set(replica_set("prod", "demo-aaa", Some("u-1")));
