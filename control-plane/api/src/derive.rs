@@ -18,7 +18,8 @@
 //! - mirror routes = the `setMirrorRoute` steps reached, in order, the same way (see
 //!   [`crate::mirror`]); none once every step is done (Argo removes them at promotion) or when
 //!   aborted;
-//! - stickiness from `spec.strategy.canary.stickiness`, hosts from `spec.hosts` plus the caller's.
+//! - stickiness from `spec.strategy.canary.stickiness`, hosts from `spec.hosts` plus the caller's;
+//! - blue/green: the preview hosts and the preview header route (see [`crate::bluegreen`]).
 
 use std::collections::BTreeMap;
 
@@ -28,7 +29,7 @@ use sluice_model::{
 };
 
 use crate::{
-    ApiError, Rollout, mirror,
+    ApiError, Rollout, bluegreen, mirror,
     resource::{CanaryStrategy, RolloutStatus, SetHeaderRoute, StickinessSpec},
     weight::{MAX_TRAFFIC_WEIGHT_FIELD, WeightScale},
 };
@@ -63,13 +64,31 @@ pub fn derive_rollout(
     versions: &BTreeMap<String, Version>,
     extra_hosts: &[String],
 ) -> Result<RolloutState, ApiError> {
-    derive(doc, versions, extra_hosts, VersionSource::Caller)
+    derive(doc, versions, extra_hosts, &[], VersionSource::Caller)
+}
+
+/// [`derive_rollout`] for a blue/green rollout whose preview Service has `preview_hosts` (added
+/// to `spec.strategy.blueGreen.previewHosts`; ignored without a blue/green strategy).
+pub fn derive_rollout_with_preview(
+    doc: &Rollout,
+    versions: &BTreeMap<String, Version>,
+    extra_hosts: &[String],
+    preview_hosts: &[String],
+) -> Result<RolloutState, ApiError> {
+    derive(
+        doc,
+        versions,
+        extra_hosts,
+        preview_hosts,
+        VersionSource::Caller,
+    )
 }
 
 pub(crate) fn derive(
     doc: &Rollout,
     versions: &BTreeMap<String, Version>,
     extra_hosts: &[String],
+    preview_hosts: &[String],
     source: VersionSource,
 ) -> Result<RolloutState, ApiError> {
     let name = rollout_name(doc)?;
@@ -144,7 +163,13 @@ pub(crate) fn derive(
                 .map_err(|p| invalid(&step_field(i, "pause.duration"), p))?;
         }
         if let Some(route) = &step.set_header_route {
-            step_routes.push((i, header_route(route, i).map_err(|(f, p)| invalid(&f, p))?));
+            let base = step_field(i, "setHeaderRoute");
+            if route.name.is_empty() {
+                return Err(invalid(&format!("{base}.name"), "is required".into()));
+            }
+            let route =
+                header_route(route, &base, RouteTarget::Canary).map_err(|(f, p)| invalid(&f, p))?;
+            step_routes.push((i, route));
         }
         if let Some(route) = &step.set_mirror_route {
             let route = mirror::mirror_route(route, &step_field(i, "setMirrorRoute"))
@@ -199,7 +224,20 @@ pub(crate) fn derive(
         }
     }
 
-    let route_steps: Vec<usize> = routes.iter().map(|(step, _)| *step).collect();
+    let mut route_fields: Vec<String> = routes
+        .iter()
+        .map(|(step, _)| step_field(*step, "setHeaderRoute"))
+        .collect();
+    let mut header_routes: Vec<HeaderRoute> = routes.into_iter().map(|(_, route)| route).collect();
+    let blue_green = match &doc.spec.strategy.blue_green {
+        Some(bg) => bluegreen::preview(bg, status, stable, versions, source, preview_hosts)
+            .map_err(|(field, problem)| invalid(&field, problem))?,
+        None => bluegreen::PreviewParts::default(),
+    };
+    if let Some(route) = blue_green.route {
+        route_fields.push(format!("{}.previewHeaderRoute", bluegreen::FIELD));
+        header_routes.push(route);
+    }
     let mirror_steps: Vec<usize> = mirrors.iter().map(|(step, _)| *step).collect();
     let state = RolloutState {
         name: name.clone(),
@@ -208,16 +246,18 @@ pub(crate) fn derive(
         stable_hash: stable.to_owned(),
         canary_hash: canary.map(str::to_owned),
         canary_weight_bp: weight.bp,
-        header_routes: routes.into_iter().map(|(_, route)| route).collect(),
+        header_routes,
         mirror_routes: mirrors.into_iter().map(|(_, route)| route).collect(),
         stickiness,
+        preview: blue_green.preview,
     };
     let paths = PathMap {
         spec_hosts: doc.spec.hosts.len(),
         source,
         weight_field: weight.field,
-        route_steps,
+        route_fields,
         mirror_steps,
+        preview_spec_hosts: blue_green.spec_hosts,
     };
     state.validate().map_err(|error| match error {
         ModelError::InvalidField { field, problem, .. } => invalid(&paths.map(&field), problem),
@@ -328,19 +368,25 @@ fn canary_weight(
 }
 
 /// What one `setHeaderRoute` step does.
-enum RouteStep {
+pub(crate) enum RouteStep {
     /// Add the route, or replace the route of the same name in place.
     Set(HeaderRoute),
     /// A step with only a name removes the route of that name.
     Remove(String),
 }
 
-fn header_route(step: &SetHeaderRoute, index: usize) -> Result<RouteStep, (String, String)> {
-    let field = |rest: &str| step_field(index, &format!("setHeaderRoute{rest}"));
-    if step.name.is_empty() {
-        return Err((field(".name"), "is required".into()));
-    }
+/// Reads a header route (a `setHeaderRoute` step, or blue/green's `previewHeaderRoute`) whose
+/// field is `base`, routing to `target`. Errors are (field, problem).
+pub(crate) fn header_route(
+    step: &SetHeaderRoute,
+    base: &str,
+    target: RouteTarget,
+) -> Result<RouteStep, (String, String)> {
+    let field = |rest: &str| format!("{base}{rest}");
     if step.matches.is_empty() {
+        if step.name.is_empty() {
+            return Err((field(".name"), "is required".into()));
+        }
         return Ok(RouteStep::Remove(step.name.clone()));
     }
     let mut matches = Vec::with_capacity(step.matches.len());
@@ -365,7 +411,7 @@ fn header_route(step: &SetHeaderRoute, index: usize) -> Result<RouteStep, (Strin
     Ok(RouteStep::Set(HeaderRoute {
         name: step.name.clone(),
         matches,
-        target: RouteTarget::Canary,
+        target,
     }))
 }
 
@@ -398,8 +444,11 @@ struct PathMap {
     spec_hosts: usize,
     source: VersionSource,
     weight_field: String,
-    route_steps: Vec<usize>,
+    /// The document field of each header route (a step's `setHeaderRoute`, `previewHeaderRoute`).
+    route_fields: Vec<String>,
     mirror_steps: Vec<usize>,
+    /// How many preview hosts are `spec.strategy.blueGreen.previewHosts` (the rest: the caller's).
+    preview_spec_hosts: usize,
 }
 
 impl PathMap {
@@ -425,8 +474,7 @@ impl PathMap {
             [Field("stableHash")] => "status.stableRS".into(),
             [Field("canaryHash")] => "status.currentPodHash".into(),
             [Field("canaryWeightBp")] => self.weight_field.clone(),
-            [Field("headerRoutes"), Index(i), rest @ ..] if *i < self.route_steps.len() => {
-                let step = self.route_steps[*i];
+            [Field("headerRoutes"), Index(i), rest @ ..] if *i < self.route_fields.len() => {
                 let tail = match rest {
                     [Field("matches"), Index(j), Field("name")] => {
                         format!(".match[{j}].headerName")
@@ -437,7 +485,13 @@ impl PathMap {
                     [Field("matches"), ..] => ".match".into(),
                     _ => ".name".into(),
                 };
-                step_field(step, &format!("setHeaderRoute{tail}"))
+                format!("{}{tail}", self.route_fields[*i])
+            }
+            [Field("preview"), Field("hosts"), Index(i)] if *i < self.preview_spec_hosts => {
+                format!("{}.previewHosts[{i}]", bluegreen::FIELD)
+            }
+            [Field("preview"), Field("hosts"), ..] => {
+                format!("{}.previewService", bluegreen::FIELD)
             }
             [Field("mirrorRoutes"), Index(i), rest @ ..] if *i < self.mirror_steps.len() => {
                 mirror::map_path(&step_field(self.mirror_steps[*i], "setMirrorRoute"), rest)

@@ -82,8 +82,8 @@ pub fn state_of_documents(
         };
         let name = rollout_name(doc).map_err(in_document)?;
         let versions = static_versions(doc, &name).map_err(in_document)?;
-        let rollout =
-            derive(doc, &versions, &[], VersionSource::StaticEndpoints).map_err(in_document)?;
+        let rollout = derive(doc, &versions, &[], &[], VersionSource::StaticEndpoints)
+            .map_err(in_document)?;
         match document_of.entry(name.clone()) {
             Entry::Occupied(first) => {
                 return Err(ApiError::DuplicateRollout {

@@ -30,7 +30,7 @@ mod release_fields;
 pub mod resource;
 pub mod weight;
 
-pub use derive::{derive_rollout, rollout_name};
+pub use derive::{derive_rollout, derive_rollout_with_preview, rollout_name};
 pub use error::ApiError;
 pub use file::{
     check_engine_owned, load_state, parse_documents, parse_rollouts_file, state_of_documents,

@@ -7,7 +7,9 @@
 //!   its `spec.selector` selects; a version's endpoints are those pods that are Ready and have an
 //!   IP, at the target port of its stable (else canary) Service;
 //! - hosts = `spec.hosts` + `name`, `name.ns`, `name.ns.svc`, `name.ns.svc.<cluster domain>` of
-//!   its stable and canary Services;
+//!   its stable and canary Services (blue/green: its active Service);
+//! - blue/green preview hosts = the same names of its preview Service (and
+//!   `spec.strategy.blueGreen.previewHosts`), routed to `status.blueGreen.previewSelector`;
 //! - stable, canary, weight, header routes from its status and steps (`sluice_api::derive_rollout`).
 //!
 //! A rollout that fails (unparsable, bad selector, derivation or validation, a host another
@@ -19,7 +21,7 @@ use k8s_openapi::{
     api::core::v1::{Pod, Service},
     jiff::Timestamp,
 };
-use sluice_api::{ApiError, Rollout, derive_rollout};
+use sluice_api::{ApiError, Rollout, derive_rollout_with_preview};
 use sluice_model::{RolloutState, TrafficState, Version};
 
 use crate::{
@@ -231,7 +233,13 @@ impl Index {
         let doc = &*crate::workloads::published_view(doc);
         let name = sluice_api::rollout_name(doc)?;
         let versions = self.versions(doc, &name)?;
-        derive_rollout(doc, &versions, &self.service_hosts(doc))
+        let preview = preview_service(doc).map_or_else(Vec::new, |svc| self.hosts_of(doc, &[svc]));
+        derive_rollout_with_preview(
+            doc,
+            &versions,
+            &self.hosts_of(doc, &service_names(doc)),
+            &preview,
+        )
     }
 
     /// The stable version the release engine published has no pods (yet): its first
@@ -335,10 +343,11 @@ impl Index {
         Ok(versions)
     }
 
-    fn service_hosts(&self, doc: &Rollout) -> Vec<String> {
+    /// The host names of the Services `names` in the rollout's namespace.
+    fn hosts_of(&self, doc: &Rollout, names: &[&str]) -> Vec<String> {
         let ns = namespace_of(doc);
         let mut hosts = Vec::new();
-        for svc in service_names(doc) {
+        for &svc in names {
             for host in [
                 svc.to_owned(),
                 format!("{svc}.{ns}"),
@@ -365,8 +374,13 @@ fn namespace_of(doc: &Rollout) -> &str {
     doc.metadata.namespace.as_deref().unwrap_or("default")
 }
 
-/// The stable, then the canary Service's name.
+/// The stable, then the canary Service's name; blue/green: the active Service's.
 fn service_names(doc: &Rollout) -> Vec<&str> {
+    if let Some(bg) = &doc.spec.strategy.blue_green
+        && !bg.active_service.is_empty()
+    {
+        return vec![bg.active_service.as_str()];
+    }
     let Some(canary) = doc.spec.strategy.canary.as_ref() else {
         return Vec::new();
     };
@@ -380,6 +394,16 @@ fn service_names(doc: &Rollout) -> Vec<&str> {
         }
     }
     names
+}
+
+/// Blue/green: the preview Service's name.
+fn preview_service(doc: &Rollout) -> Option<&str> {
+    doc.spec
+        .strategy
+        .blue_green
+        .as_ref()
+        .and_then(|bg| bg.preview_service.as_deref())
+        .filter(|svc| !svc.is_empty())
 }
 
 fn selector(doc: &Rollout, name: &str) -> Result<Selector, ApiError> {

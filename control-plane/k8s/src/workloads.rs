@@ -46,6 +46,11 @@ pub fn published_view(doc: &Rollout) -> Cow<'_, Rollout> {
         .unwrap_or_else(|| traffic.stable.clone());
     status.stable_rs = Some(traffic.stable.clone());
     status.current_pod_hash = Some(canary.clone());
+    // Blue/green: the preview hosts route to the published preview, else to the active version.
+    status.blue_green = Some(sluice_api::bluegreen::BlueGreenStatus {
+        active_selector: Some(traffic.stable.clone()),
+        preview_selector: Some(traffic.preview.clone().unwrap_or(traffic.stable.clone())),
+    });
     status.canary = Some(CanaryStatus {
         weights: Some(TrafficWeights {
             canary: WeightDestination {
@@ -220,6 +225,33 @@ mod tests {
         // No published traffic (legacy step engine, Argo): unchanged.
         let doc = rollout("{stableRS: aaa, currentPodHash: bbb, currentStepIndex: 1}");
         assert!(matches!(published_view(&doc), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_view_routes_the_preview_hosts_to_the_published_preview() {
+        let doc = rollout(
+            "{stableRS: aaa, currentPodHash: bbb, blueGreen: {activeSelector: aaa, previewSelector: bbb}, \
+              dataPlane: {generation: 2, traffic: {stable: aaa, canaryWeight: 0}}}",
+        );
+        // The engine wrote bbb as the preview but has not published it: the preview hosts stay
+        // on the active version until it has.
+        let selectors = |doc: &Rollout| {
+            let view = published_view(doc);
+            let bg = view.status.as_ref().and_then(|s| s.blue_green.clone());
+            bg.map(|b| (b.active_selector, b.preview_selector))
+        };
+        assert_eq!(
+            selectors(&doc),
+            Some((Some("aaa".into()), Some("aaa".into())))
+        );
+        let doc = rollout(
+            "{stableRS: aaa, currentPodHash: bbb, \
+              dataPlane: {generation: 3, traffic: {stable: aaa, canaryWeight: 0, preview: bbb}}}",
+        );
+        assert_eq!(
+            selectors(&doc),
+            Some((Some("aaa".into()), Some("bbb".into())))
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //!   TrafficState ──validate()──► (errors name rollout + field; an invalid state is never pushed)
 //!        │
 //!        ├──► sluice-xds: clusters / endpoints / routes / listener / ECDS snapshot
-//!        └──► policy::render(): the filter's `sluice.v1.FilterPolicy` (mirror routes are Envoy
-//!             route policy only: the filter does not see them)
+//!        └──► policy::render(): the filter's `sluice.v1.FilterPolicy` (mirror routes and preview
+//!             hosts are Envoy route policy only: the filter does not see them)
 //! ```
 #![forbid(unsafe_code)]
 #![deny(warnings)]
@@ -19,11 +19,13 @@ mod error;
 pub mod mirror;
 mod overrides;
 pub mod policy;
+pub mod preview;
 pub mod validate;
 
 pub use error::{FieldPath, ModelError, Segment};
 pub use mirror::{MirrorRoute, RequestMatch};
 pub use overrides::Override;
+pub use preview::Preview;
 pub use sluice_proto::rules::SameSite;
 
 /// Canary weights are in basis points: 10_000 = 100 %.
@@ -54,6 +56,8 @@ pub struct RolloutState {
     /// Requests copied to the canary (Argo's `setMirrorRoute`), tried in order; see [`mirror`].
     pub mirror_routes: Vec<MirrorRoute>,
     pub stickiness: Stickiness,
+    /// Blue/green: hosts routed to one version outside the filter's decision; see [`preview`].
+    pub preview: Option<Preview>,
 }
 
 /// The ready endpoints of one pod-template hash.

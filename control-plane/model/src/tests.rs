@@ -50,6 +50,7 @@ fn demo() -> RolloutState {
             target: RouteTarget::Canary,
         }],
         mirror_routes: Vec::new(),
+        preview: None,
         stickiness: Stickiness::Cookie {
             name: "sluice".into(),
             max_age_seconds: 3600,
@@ -474,6 +475,7 @@ prop_compose! {
             canary_hash,
             header_routes,
             mirror_routes: Vec::new(),
+            preview: None,
             stickiness,
         }
     }
@@ -617,6 +619,22 @@ fn shared_rule_cases_hold_for_the_model() {
             r.hosts = vec![(*host).to_owned()]
         });
     }
+    for (host, ok) in cases::HOSTS {
+        // Blue/green preview hosts follow the same rule (the filter never sees them: Envoy's
+        // route domains do, from the same `route_domains`).
+        let ok = *ok && *host != "demo.local";
+        check(
+            &format!("preview host {host:?}"),
+            ok,
+            "preview.hosts[0]",
+            |r| {
+                r.preview = Some(Preview {
+                    hosts: vec![(*host).to_owned()],
+                    hash: "bbb222".into(),
+                })
+            },
+        );
+    }
     for (hash, ok) in cases::HASHES {
         check(&format!("hash {hash:?}"), *ok, "versions", |r| {
             let version = r.versions.remove("bbb222").unwrap();
@@ -673,4 +691,76 @@ fn shared_rule_cases_hold_for_the_model() {
             }
         });
     }
+}
+
+#[test]
+fn a_preview_routes_its_hosts_to_a_live_version_and_its_hosts_are_the_rollouts() {
+    let mut rollout = demo();
+    rollout.preview = Some(Preview {
+        hosts: vec!["preview.demo.local".into()],
+        hash: "bbb222".into(),
+    });
+    rollout.validate().unwrap();
+    let hosts: Vec<&String> = rollout.all_hosts().collect();
+    assert_eq!(
+        hosts,
+        ["demo.local", "demo.default.svc", "preview.demo.local"]
+    );
+
+    // A host of another rollout's preview is claimed twice.
+    let mut other = demo();
+    other.name = "default/other".into();
+    other.hosts = vec!["preview.demo.local".into()];
+    let state = state_of(vec![rollout.clone(), other]);
+    assert!(matches!(
+        state.validate(),
+        Err(ModelError::HostInTwoRollouts { host, .. }) if host == "preview.demo.local"
+    ));
+
+    for (edit, field, problem) in [
+        (
+            Box::new(|p: &mut Preview| p.hosts.clear()) as Box<dyn Fn(&mut Preview)>,
+            "preview.hosts",
+            "at least one host is required",
+        ),
+        (
+            Box::new(|p: &mut Preview| p.hosts.push("demo.default.svc".into())),
+            "preview.hosts[1]",
+            "also one of the rollout's active hosts",
+        ),
+        (
+            Box::new(|p: &mut Preview| p.hosts.push("preview.demo.local".into())),
+            "preview.hosts[1]",
+            "listed twice",
+        ),
+        (
+            Box::new(|p: &mut Preview| p.hash = "ccc333".into()),
+            "preview.hash",
+            "is not one of the versions",
+        ),
+    ] {
+        let mut bad = rollout.clone();
+        edit(bad.preview.as_mut().unwrap());
+        let Err(ModelError::InvalidField {
+            field: got,
+            problem: said,
+            ..
+        }) = bad.validate()
+        else {
+            panic!("{field}: accepted");
+        };
+        assert_eq!(got.to_string(), field);
+        assert!(said.contains(problem), "{said}");
+    }
+}
+
+#[test]
+fn the_filter_policy_leaves_the_preview_hosts_out() {
+    let mut rollout = demo();
+    rollout.preview = Some(Preview {
+        hosts: vec!["preview.demo.local".into()],
+        hash: "bbb222".into(),
+    });
+    let policy = policy::render(&state_of(vec![rollout]), "x-sluice-hash");
+    assert_eq!(policy.rollouts[0].hosts, ["demo.local", "demo.default.svc"]);
 }

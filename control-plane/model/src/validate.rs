@@ -30,7 +30,7 @@ impl TrafficState {
                 });
             }
             rollout.validate()?;
-            for host in &rollout.hosts {
+            for host in rollout.all_hosts() {
                 if let Some(first) = owner_of_host.insert(host, &rollout.name) {
                     return Err(ModelError::HostInTwoRollouts {
                         host: host.clone(),
@@ -123,6 +123,8 @@ impl RolloutState {
         }
 
         self.validate_mirror_routes()
+            .map_err(|(field, problem)| fail(field, problem))?;
+        self.validate_preview()
             .map_err(|(field, problem)| fail(field, problem))?;
 
         let stickiness = FieldPath::field("stickiness");

@@ -151,6 +151,11 @@ pub(crate) fn step(cx: &mut Cx, input: &Input<'_>) -> Outcome {
     if !promoted(cx, bg) {
         return outcome;
     }
+    // Hook for `prePromotionAnalysis` (parsed in `BlueGreenStrategy`, not run yet): the run
+    // would start here, against `input.new` with the preview ACKed, and promotion would wait for
+    // it as an analysis step waits (`crate::analysis::step`: Successful → go on, Failed → abort).
+    // `postPromotionAnalysis` would start after the switch below, and a failure would switch the
+    // active hosts back to `input.active` while it still has its pods (scaleDownDelaySeconds).
     // Promotion: the new version at full size first, then the switch.
     outcome.targets.insert(input.new.to_owned(), input.replicas);
     if new_available < input.replicas {

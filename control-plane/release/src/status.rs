@@ -140,11 +140,9 @@ pub(crate) fn finish(
         (PHASE_DEGRADED, Some(problem))
     } else if rollout.spec.paused {
         (PHASE_PAUSED, Some("manually paused".to_owned()))
-    } else if !status.pause_conditions.is_empty() {
-        (
-            PHASE_PAUSED,
-            Some(crate::conditions::CANARY_PAUSE_STEP.to_owned()),
-        )
+    } else if let Some(pause) = status.pause_conditions.first() {
+        // Argo's message is the pause's reason: CanaryPauseStep, BlueGreenPause, ...
+        (PHASE_PAUSED, Some(pause.reason.clone()))
     } else if waiting_on_pods {
         (
             PHASE_PROGRESSING,
@@ -173,10 +171,10 @@ pub(crate) fn finish(
     let now = cx.now;
     let conds = &mut status.conditions;
     if paused {
-        let reason = if rollout.spec.paused {
-            "RolloutPaused"
-        } else {
-            crate::conditions::CANARY_PAUSE_STEP
+        let reason = match status.pause_conditions.first() {
+            _ if rollout.spec.paused => "RolloutPaused",
+            Some(pause) => pause.reason.as_str(),
+            None => crate::conditions::CANARY_PAUSE_STEP,
         };
         conditions::set(
             conds,

@@ -122,6 +122,16 @@ fn without_auto_promotion_it_pauses_on_the_preview_until_promoted() {
     assert_eq!(sim.phase(), "Paused");
     assert!(sim.status().controller_pause);
     assert_eq!(sim.status().pause_conditions[0].reason, BLUE_GREEN_PAUSE);
+    // Argo's message and Paused condition name the pause: BlueGreenPause, not CanaryPauseStep.
+    assert_eq!(sim.status().message.as_deref(), Some(BLUE_GREEN_PAUSE));
+    let paused = sim
+        .status()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Paused")
+        .cloned()
+        .unwrap();
+    assert_eq!(paused.reason.as_deref(), Some(BLUE_GREEN_PAUSE));
     // Time alone does not promote.
     sim.advance(3600);
     sim.settle();

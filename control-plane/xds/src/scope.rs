@@ -120,7 +120,7 @@ impl Scope {
                 .name
                 .split_once('/')
                 .is_some_and(|(namespace, _)| self.namespaces.contains(namespace))
-            || rollout.hosts.iter().any(|host| self.hosts.contains(host))
+            || rollout.all_hosts().any(|host| self.hosts.contains(host))
     }
 
     /// The entries, in the form [`Scope::parse`] reads (namespaces as `namespace/*`).

@@ -8,6 +8,8 @@
 //!        ├─► RDS  "sluice_routes": virtual host "ns/app" { domains: host, "host:" }
 //!        │          routes: <routing header> == <hash> → "ns/app/<hash>"   (one per live version)
 //!        │                  fallback → weighted_clusters {stable: 10000−w, canary: w}
+//!        │        virtual host "ns/app/preview" { preview hosts } → "ns/app/<preview hash>"
+//!        │          (blue/green, see `preview`)
 //!        │        last virtual host "*" → 404 "no rollout for this host"
 //!        ├─► LDS  "sluice_http": HTTP connection manager, RDS "sluice_routes",
 //!        │          http_filters [ "sluice" (ECDS), router ]
@@ -29,6 +31,7 @@ mod consistency;
 mod envoy_check;
 mod mirror;
 mod native;
+mod preview;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -46,6 +49,7 @@ pub use native::{
     FILTER_METADATA_KEY, FilterBuild, NATIVE_MODULE_NAME, NativeSource, for_node,
     native_extension_config,
 };
+pub use preview::preview_name;
 
 /// Name of the one route configuration (RDS).
 pub const ROUTE_CONFIG_NAME: &str = "sluice_routes";

@@ -17,7 +17,10 @@ use std::{collections::BTreeSet, fmt};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use serde::Deserialize;
-use sluice_api::{ARGO_API_VERSION, ApiError, Rollout, RolloutStatus, SLUICE_API_VERSION};
+use sluice_api::{
+    ARGO_API_VERSION, ApiError, Rollout, RolloutStatus, SLUICE_API_VERSION,
+    bluegreen::BlueGreenStatus,
+};
 use sluice_model::Version;
 use sluice_release::{Observed, ObservedWorkload};
 
@@ -174,13 +177,19 @@ pub fn lint_text(
             hosts.push("lint.invalid".into());
         }
         let mut seen = BTreeSet::new();
-        for error in model_errors(&rollout, &hosts) {
+        for error in model_errors(&rollout, &hosts, &preview_hosts(&rollout)) {
             let f = api_finding(file, Some(document.number), error);
             if seen.insert((f.field.clone(), f.problem.clone())) {
                 findings.push(f);
             }
         }
         if sluice || options.as_sluice {
+            for (field, problem) in blue_green_unsupported(&document.value) {
+                findings.push(Finding {
+                    warning: true,
+                    ..finding(Some(name.clone()), Some(field), problem)
+                });
+            }
             engine_findings(&rollout, &name, deployments, |field, problem, warning| {
                 findings.push(Finding {
                     warning,
@@ -210,7 +219,7 @@ pub fn lint_text(
 
 /// The model's errors for the rollout as it would stand at each of its steps, and after the last,
 /// with a stable and a canary version (a file's own versions are checked by `load_state`).
-fn model_errors(rollout: &Rollout, hosts: &[String]) -> Vec<ApiError> {
+fn model_errors(rollout: &Rollout, hosts: &[String], preview_hosts: &[String]) -> Vec<ApiError> {
     let steps = rollout
         .spec
         .strategy
@@ -233,9 +242,21 @@ fn model_errors(rollout: &Rollout, hosts: &[String]) -> Vec<ApiError> {
             stable_rs: Some("stable".into()),
             current_pod_hash: Some("canary".into()),
             current_step_index: i32::try_from(index).ok(),
+            // Blue/green: with a preview, so its header route is checked too.
+            blue_green: rollout
+                .spec
+                .strategy
+                .blue_green
+                .as_ref()
+                .map(|_| BlueGreenStatus {
+                    active_selector: Some("stable".into()),
+                    preview_selector: Some("canary".into()),
+                }),
             ..RolloutStatus::default()
         });
-        if let Err(error) = sluice_api::derive_rollout(&at_step, &versions, hosts) {
+        if let Err(error) =
+            sluice_api::derive_rollout_with_preview(&at_step, &versions, hosts, preview_hosts)
+        {
             errors.push(error);
         }
     }
@@ -243,17 +264,93 @@ fn model_errors(rollout: &Rollout, hosts: &[String]) -> Vec<ApiError> {
 }
 
 /// The hosts the rollout's Services give it in Kubernetes (the Kubernetes index adds
-/// `name`, `name.ns` ... of its stable and canary Services; the names suffice here).
+/// `name`, `name.ns` ... of its stable and canary Services, or its blue/green active Service;
+/// the names suffice here).
 fn service_hosts(rollout: &Rollout) -> Vec<String> {
+    let active = rollout
+        .spec
+        .strategy
+        .blue_green
+        .as_ref()
+        .map(|bg| &bg.active_service);
     rollout
         .spec
         .strategy
         .canary
         .iter()
-        .flat_map(|c| [&c.stable_service, &c.canary_service])
+        .flat_map(|c| [c.stable_service.as_ref(), c.canary_service.as_ref()])
+        .chain([active])
         .flatten()
-        .filter(|s| !s.is_empty())
+        .filter(|s| is_service_name(s))
         .cloned()
+        .collect()
+}
+
+/// A name Kubernetes accepts for a Service (templates in the wild hold placeholders such as
+/// `ROLLOUT_NAME-active`, which no cluster would serve).
+fn is_service_name(name: &str) -> bool {
+    sluice_model::validate::is_valid_host(name)
+}
+
+/// The blue/green preview Service's name, as its host (see [`service_hosts`]).
+fn preview_hosts(rollout: &Rollout) -> Vec<String> {
+    rollout
+        .spec
+        .strategy
+        .blue_green
+        .as_ref()
+        .and_then(|bg| bg.preview_service.clone())
+        .filter(|s| is_service_name(s))
+        .into_iter()
+        .collect()
+}
+
+/// Argo's `blueGreen` fields Sluice's release engine does not run, and why it matters.
+pub const BLUE_GREEN_UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "prePromotionAnalysis",
+        "is not run: the rollout is promoted without it",
+    ),
+    (
+        "postPromotionAnalysis",
+        "is not run: a failing version is not switched back",
+    ),
+    (
+        "antiAffinity",
+        "is ignored: the versions' pods are scheduled without it",
+    ),
+    (
+        "activeMetadata",
+        "is ignored: Sluice routes by hash, not by labels on pods",
+    ),
+    (
+        "previewMetadata",
+        "is ignored: Sluice routes by hash, not by labels on pods",
+    ),
+    (
+        "maxUnavailable",
+        "is ignored: the new version is scaled up whole before the switch",
+    ),
+];
+
+/// Warnings for the `blueGreen` fields of a document that Sluice does not implement.
+fn blue_green_unsupported(document: &serde_yaml::Value) -> Vec<(String, String)> {
+    let Some(bg) = document
+        .get("spec")
+        .and_then(|s| s.get("strategy"))
+        .and_then(|s| s.get("blueGreen"))
+    else {
+        return Vec::new();
+    };
+    BLUE_GREEN_UNSUPPORTED
+        .iter()
+        .filter(|(field, _)| bg.get(*field).is_some())
+        .map(|(field, problem)| {
+            (
+                format!("spec.strategy.blueGreen.{field}"),
+                format!("{problem} (not implemented by Sluice)"),
+            )
+        })
         .collect()
 }
 

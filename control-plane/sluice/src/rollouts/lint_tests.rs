@@ -250,3 +250,90 @@ fn the_corpus_lints_with_every_error_naming_a_field() {
         }
     }
 }
+
+fn blue_green_rollout(fields: &str) -> String {
+    format!(
+        "{SLUICE_HEAD}metadata: {{name: bg, namespace: shop}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: bg}}}}
+  template:
+    metadata: {{labels: {{app: bg}}}}
+    spec: {{containers: [{{name: app, image: app:1}}]}}
+  strategy:
+    blueGreen:
+      activeService: bg-active
+      previewService: bg-preview
+{fields}"
+    )
+}
+
+#[test]
+fn a_blue_green_rollout_lints_clean_and_unimplemented_fields_are_warnings_naming_them() {
+    // The active Service gives it a host; the preview header rule and hosts are checked.
+    let clean = blue_green_rollout(
+        "      previewHosts: [preview.bg.example]
+      previewHeaderRoute:
+        match: [{headerName: x-preview, headerValue: {exact: \"1\"}}]
+",
+    );
+    assert_eq!(lint(&clean), vec![]);
+
+    let unsupported = blue_green_rollout(
+        "      prePromotionAnalysis: {templates: [{templateName: smoke}]}
+      postPromotionAnalysis: {templates: [{templateName: smoke}]}
+      antiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: {weight: 1}}
+      previewMetadata: {labels: {role: preview}}
+",
+    );
+    let findings = lint(&unsupported);
+    let fields: Vec<&str> = findings.iter().filter_map(|f| f.field.as_deref()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.strategy.blueGreen.prePromotionAnalysis",
+            "spec.strategy.blueGreen.postPromotionAnalysis",
+            "spec.strategy.blueGreen.antiAffinity",
+            "spec.strategy.blueGreen.previewMetadata",
+        ]
+    );
+    assert!(findings.iter().all(|f| f.warning), "{findings:#?}");
+    assert!(findings[0].problem.contains("not implemented by Sluice"));
+}
+
+#[test]
+fn blue_green_mistakes_are_errors_naming_the_field() {
+    for (fields, field) in [
+        (
+            "      previewHeaderRoute:\n        match: [{headerName: x-preview, headerValue: {regex: \"(\"}}]\n",
+            "spec.strategy.blueGreen.previewHeaderRoute.match[0].headerValue.regex",
+        ),
+        (
+            "      previewHosts: [bg-active]\n",
+            "spec.strategy.blueGreen.previewHosts[0]",
+        ),
+        (
+            "      previewHosts: [a.example, a.example]\n",
+            "spec.strategy.blueGreen.previewHosts[1]",
+        ),
+    ] {
+        let findings = lint(&blue_green_rollout(fields));
+        assert!(
+            findings
+                .iter()
+                .any(|f| !f.warning && f.field.as_deref() == Some(field)),
+            "{field}: {findings:#?}"
+        );
+    }
+    // The preview Service the active one.
+    let same =
+        blue_green_rollout("").replace("previewService: bg-preview", "previewService: bg-active");
+    assert!(
+        lint(&same)
+            .iter()
+            .any(|f| !f.warning
+                && f.field.as_deref() == Some("spec.strategy.blueGreen.previewService")),
+        "{:#?}",
+        lint(&same)
+    );
+}

@@ -53,6 +53,19 @@ pub fn render(info: &RolloutInfo) -> String {
                 field(&mut out, "  MaxWeight", max_weight(rollout));
             }
         }
+        None if rollout.spec.strategy.blue_green.is_some() => {
+            field(&mut out, "Strategy", "BlueGreen");
+            let bg = status.blue_green.clone().unwrap_or_default();
+            let active = bg.active_selector.unwrap_or_default();
+            field(&mut out, "  Active", &active);
+            let preview = bg.preview_selector.unwrap_or_default();
+            let same = if preview == active && !preview.is_empty() {
+                " (the active version)"
+            } else {
+                ""
+            };
+            field(&mut out, "  Preview", format!("{preview}{same}"));
+        }
         None => field(&mut out, "Strategy", "none (all traffic to stable)"),
     }
     if !steps.is_empty() {
@@ -183,6 +196,9 @@ fn data_plane(out: &mut String, rollout: &Rollout) {
     if let Some(canary) = &traffic.canary {
         let _ = write!(line, ", canary {canary} at {}%", traffic.canary_weight);
     }
+    if let Some(preview) = &traffic.preview {
+        let _ = write!(line, ", preview {preview}");
+    }
     if !traffic.header_routes.is_empty() {
         let _ = write!(line, ", {} header route(s)", traffic.header_routes.len());
     }
@@ -214,6 +230,18 @@ fn roles(rollout: &Rollout, version: &VersionInfo) -> Vec<&'static str> {
     let mut out = Vec::new();
     if stable {
         out.push("stable");
+    }
+    if rollout.spec.strategy.blue_green.is_some() {
+        // Argo's words: the active Service's version, and the preview's.
+        let bg = status.blue_green.unwrap_or_default();
+        let active = bg.active_selector.as_deref() == Some(version.hash.as_str());
+        if active {
+            out.push("active");
+        }
+        if !active && bg.preview_selector.as_deref() == Some(version.hash.as_str()) {
+            out.push("preview");
+        }
+        return out;
     }
     if !stable && status.current_pod_hash.as_deref() == Some(version.hash.as_str()) {
         out.push("canary");
@@ -372,6 +400,8 @@ pub fn list_table(rollouts: &[(String, Rollout)]) -> String {
             let steps = steps(rollout).len();
             let strategy = if rollout.spec.strategy.canary.is_some() {
                 "Canary"
+            } else if rollout.spec.strategy.blue_green.is_some() {
+                "BlueGreen"
             } else {
                 "-"
             };

@@ -320,3 +320,46 @@ fn the_standalone_view_shows_analysis_runs_with_their_last_values() {
     let got = render(&RolloutInfo::from_admin(&plain).expect("view"));
     assert!(!got.contains("AnalysisRuns:"), "\n{got}");
 }
+
+#[test]
+fn get_shows_blue_green_active_and_preview() {
+    let mut doc = rollout();
+    doc.spec.strategy = serde_json::from_value(json!({"blueGreen": {
+        "activeService": "demo-active", "previewService": "demo-preview",
+        "autoPromotionEnabled": false}}))
+    .expect("strategy");
+    let status = doc.status.as_mut().expect("status");
+    status.message = Some("BlueGreenPause".into());
+    status.current_step_index = None;
+    status.canary = None;
+    status.blue_green = Some(sluice_api::bluegreen::BlueGreenStatus {
+        active_selector: Some("aaa".into()),
+        preview_selector: Some("bbb".into()),
+    });
+    let dp = status.data_plane.as_mut().expect("data plane");
+    dp.traffic.canary = None;
+    dp.traffic.canary_weight = 0;
+    dp.traffic.preview = Some("bbb".into());
+    let info = RolloutInfo::from_kubernetes(
+        doc.clone(),
+        &[
+            replica_set("aaa", "1", "app:1", 2, 2),
+            replica_set("bbb", "2", "app:2", 2, 2),
+        ],
+        &[],
+    );
+    let got = render(&info);
+    for line in [
+        "Strategy:        BlueGreen\n  Active:        aaa\n  Preview:       bbb\n",
+        "Data plane:      generation 4: stable aaa, preview bbb\n",
+        "Images:          app:2 (preview)\n                 app:1 (stable, active)\n",
+        "demo-bbb  ReplicaSet  ✔ Healthy  preview  desired:2",
+        "demo-aaa  ReplicaSet  ✔ Healthy  stable  active  desired:2",
+    ] {
+        assert!(got.contains(line), "missing {line:?} in\n{got}");
+    }
+    assert!(!got.contains("canary"), "{got}");
+    assert!(!got.contains("  Step:"), "{got}");
+    let table = list_table(&[("sluice.dev".into(), doc)]);
+    assert!(table.contains("BlueGreen"), "{table}");
+}

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
-use sluice_api::{Rollout, RolloutStatus};
+use sluice_api::{Rollout, RolloutStatus, bluegreen::BlueGreenStatus};
 use sluice_release::{
     Action, DataPlane, Observed, ObservedVersion, ProxyAck, Reconciled, reconcile,
 };
@@ -316,6 +316,11 @@ pub fn traffic_status(doc: &Rollout, record: &RolloutRecord) -> RolloutStatus {
         ),
         current_step_index: engine.current_step_index,
         canary: engine.canary.clone(),
+        // Blue/green: the preview hosts route to the published preview.
+        blue_green: traffic.preview.as_ref().map(|preview| BlueGreenStatus {
+            active_selector: Some(traffic.stable.clone()),
+            preview_selector: Some(preview.clone()),
+        }),
         ..RolloutStatus::default()
     }
 }

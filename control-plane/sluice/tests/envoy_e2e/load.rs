@@ -23,15 +23,25 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug)]
 pub struct Client {
     addr: SocketAddr,
+    host: String,
     sender: Option<http1::SendRequest<Empty<Bytes>>>,
 }
 
 impl Client {
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, sender: None }
+        Self::with_host(addr, HOST)
     }
 
-    /// GET / with Host demo.local: (status, upstream that answered).
+    /// A client whose requests carry `Host: host`.
+    pub fn with_host(addr: SocketAddr, host: &str) -> Self {
+        Self {
+            addr,
+            host: host.to_owned(),
+            sender: None,
+        }
+    }
+
+    /// GET / with Host demo.local (or the client's host): (status, upstream that answered).
     pub async fn get(&mut self) -> anyhow::Result<(u16, Option<String>)> {
         let result = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange())
             .await
@@ -51,7 +61,7 @@ impl Client {
         }
         let sender = self.sender.as_mut().context("no connection")?;
         let request = hyper::Request::get("/")
-            .header("host", HOST)
+            .header("host", self.host.as_str())
             .body(Empty::new())
             .context("building the request")?;
         sender.ready().await.context("connection not ready")?;
@@ -120,12 +130,18 @@ pub struct Load {
 
 impl Load {
     pub fn start(addr: SocketAddr, clients: usize) -> Self {
+        Self::start_on_host(addr, clients, HOST)
+    }
+
+    /// [`Load::start`] with `Host: host`.
+    pub fn start_on_host(addr: SocketAddr, clients: usize, host: &str) -> Self {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let mut tasks = JoinSet::new();
         for _ in 0..clients {
             let tally = Arc::clone(&tally);
+            let host = host.to_owned();
             tasks.spawn(async move {
-                let mut client = Client::new(addr);
+                let mut client = Client::with_host(addr, &host);
                 loop {
                     let outcome = client.get().await;
                     let failed = outcome.is_err();

@@ -12,6 +12,8 @@
 //! `cargo test -p sluice --test envoy_e2e -- --test-threads 2`.
 
 mod analysis;
+
+mod bluegreen;
 mod changes;
 mod failures;
 mod harness;

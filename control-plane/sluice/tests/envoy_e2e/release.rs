@@ -49,7 +49,7 @@ spec:
 }
 
 /// The rollout as the engine sees it (GetRollout).
-async fn view(cp: &ControlPlane) -> anyhow::Result<Rollout> {
+pub async fn view(cp: &ControlPlane) -> anyhow::Result<Rollout> {
     let mut client = AdminClient::connect(format!("http://{}", cp.ports.admin)).await?;
     let view = client
         .get_rollout(authorized(RolloutRef {
@@ -61,7 +61,7 @@ async fn view(cp: &ControlPlane) -> anyhow::Result<Rollout> {
     Ok(serde_json::from_str(&view.rollout_json)?)
 }
 
-async fn command(cp: &ControlPlane, verb: Verb) -> anyhow::Result<()> {
+pub async fn command(cp: &ControlPlane, verb: Verb) -> anyhow::Result<()> {
     let mut client = AdminClient::connect(format!("http://{}", cp.ports.admin)).await?;
     client
         .command(authorized(CommandRequest {

@@ -135,7 +135,10 @@ pub(super) fn route_configuration(state: &TrafficState, routing_header: &str) ->
     let mut virtual_hosts: Vec<VirtualHost> = state
         .rollouts
         .values()
-        .map(|rollout| virtual_host(rollout, routing_header))
+        .flat_map(|rollout| {
+            std::iter::once(virtual_host(rollout, routing_header))
+                .chain(super::preview::virtual_host(rollout))
+        })
         .collect();
     virtual_hosts.push(VirtualHost {
         name: "no_rollout".into(),

@@ -209,8 +209,9 @@ fn envoy_accepts_the_translated_resources() {
         );
         return;
     };
+    // With a blue/green preview virtual host beside the active one.
     let snapshot = translate(
-        &demo(),
+        &super::preview::tests::demo_with_preview(),
         &TranslateOptions::new(WasmSource::Local {
             path: "/nonexistent/sluice.wasm".into(),
         }),

@@ -33,7 +33,7 @@ use sluice_proto::v1::FilterPolicy;
 use super::*;
 use crate::type_url;
 
-fn rollout(name: &str, host: &str, versions: &[(&str, &[&str])]) -> RolloutState {
+pub(super) fn rollout(name: &str, host: &str, versions: &[(&str, &[&str])]) -> RolloutState {
     RolloutState {
         name: name.into(),
         hosts: vec![host.into()],
@@ -52,6 +52,7 @@ fn rollout(name: &str, host: &str, versions: &[(&str, &[&str])]) -> RolloutState
         canary_weight_bp: 0,
         header_routes: Vec::new(),
         mirror_routes: Vec::new(),
+        preview: None,
         stickiness: Stickiness::None,
     }
 }
