@@ -139,6 +139,20 @@ pub struct Snapshot {
     /// The traffic state it was translated from, so a scoped node's share can be derived from it
     /// (`scope::NodeSnapshots`); `None` for snapshots built by hand.
     pub source: Option<Arc<sluice_model::TrafficState>>,
+    /// The routes as delta-xDS Envoys receive them (VHDS, see `translate::vhds`): `None` when
+    /// the snapshot has no alternative form (then delta clients get `resources` as they are).
+    pub delta_routes: Option<DeltaRoutes>,
+}
+
+/// The route types of a snapshot for delta-xDS Envoys: a route configuration without the
+/// rollouts' virtual hosts (it names VHDS instead), and the virtual hosts as resources of their
+/// own, so a weight change sends the one virtual host that changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeltaRoutes {
+    /// Replaces the snapshot's `RouteConfiguration` set.
+    pub routes: Resources,
+    /// The `VirtualHost` set (VHDS).
+    pub virtual_hosts: Resources,
 }
 
 impl Snapshot {
@@ -188,7 +202,26 @@ impl Snapshot {
                 *set = old.clone();
             }
         }
+        if let (Some(new), Some(old)) = (&mut self.delta_routes, &previous.delta_routes) {
+            share_if_equal(&mut new.routes, &old.routes);
+            share_if_equal(&mut new.virtual_hosts, &old.virtual_hosts);
+        }
         self
+    }
+
+    /// The snapshot a delta-xDS Envoy receives: the route types replaced by [`DeltaRoutes`] when
+    /// there are some. Costs O(types): every set is shared.
+    pub fn for_delta(&self) -> Snapshot {
+        let mut own = self.clone();
+        if let Some(delta) = own.delta_routes.take() {
+            own.resources
+                .insert(crate::type_url::ROUTE.to_owned(), delta.routes);
+            own.resources.insert(
+                crate::type_url::VIRTUAL_HOST.to_owned(),
+                delta.virtual_hosts,
+            );
+        }
+        own
     }
 
     /// The version of the whole snapshot.
@@ -199,6 +232,13 @@ impl Snapshot {
                 .flat_map(Resources::values)
                 .map(|r| (r.name.as_str(), r.version.as_str())),
         )
+    }
+}
+
+/// `set` becomes `old` (shared) when their contents are the same.
+fn share_if_equal(set: &mut Resources, old: &Resources) {
+    if !old.same(set) && old.version() == set.version() && old.len() == set.len() {
+        *set = old.clone();
     }
 }
 

@@ -178,7 +178,7 @@ impl PushSink for DeltaConnection {
         state.last_offer = Some((all.clone(), keep_removed));
         let changed: Vec<Arc<Resource>> = all
             .shared()
-            .filter(|r| state.subscription.contains(&r.name))
+            .filter(|r| state.subscription.contains_resource(type_url, &r.name))
             .filter(|r| state.held.get(&r.name) != Some(&r.version))
             .cloned()
             .collect();
@@ -189,7 +189,9 @@ impl PushSink for DeltaConnection {
             state
                 .held
                 .keys()
-                .filter(|name| !all.contains(name) || !state.subscription.contains(name))
+                .filter(|name| {
+                    !all.contains(name) || !state.subscription.contains_resource(type_url, name)
+                })
                 .cloned()
                 .collect()
         };
