@@ -173,9 +173,11 @@ impl Subscription {
     }
 }
 
-/// Types for which an empty first subscription means "everything" (legacy wildcard).
+/// Types for which an empty first subscription means "everything" (legacy wildcard). Envoy's
+/// VHDS subscription (Envoy 1.40, over delta ADS) opens with no names at all, and expects the
+/// virtual hosts of its route configuration.
 fn is_wildcard_type(type_url: &str) -> bool {
-    type_url == LISTENER || type_url == CLUSTER
+    type_url == LISTENER || type_url == CLUSTER || type_url == VIRTUAL_HOST
 }
 
 /// The served type URL matching a request's, or `None` for a type Sluice does not serve.

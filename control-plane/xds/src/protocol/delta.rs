@@ -81,6 +81,16 @@ impl DeltaConnection {
             return Vec::new();
         };
         let first = !self.types.contains_key(type_url);
+        if !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty()
+        {
+            debug!(
+                type_url,
+                subscribe = ?request.resource_names_subscribe,
+                unsubscribe = ?request.resource_names_unsubscribe,
+                "delta subscription change"
+            );
+        }
         let state = self.types.entry(type_url).or_default();
         state.last_offer = None;
 

@@ -81,9 +81,14 @@ fn summary(responses: &[DeltaResponse]) -> Vec<(&str, usize, usize)> {
         .collect()
 }
 
-/// Plays a delta Envoy's start-up (as Envoy 1.40 does: CDS, EDS, LDS, RDS, then VHDS with the
-/// route configuration's name, ECDS) and ACKs everything.
+/// Plays a delta Envoy's start-up (as Envoy 1.40 does: CDS, EDS, LDS, RDS, ECDS, then VHDS
+/// with no names) and ACKs everything.
 fn establish(snapshot: Arc<Snapshot>) -> DeltaConnection {
+    establish_with(snapshot, &[])
+}
+
+/// [`establish`], the VHDS subscription naming `vhds_names`.
+fn establish_with(snapshot: Arc<Snapshot>, vhds_names: &[&str]) -> DeltaConnection {
     let mut conn = DeltaConnection::new(snapshot.clone());
     let mut pending: Vec<DeltaResponse> = conn.on_delta_request(subscribe(CLUSTER, &[]));
     let set = snapshot.type_set(CLUSTER);
@@ -91,8 +96,8 @@ fn establish(snapshot: Arc<Snapshot>) -> DeltaConnection {
     pending.extend(conn.on_delta_request(subscribe(ENDPOINT, &clusters)));
     pending.extend(conn.on_delta_request(subscribe(LISTENER, &[])));
     pending.extend(conn.on_delta_request(subscribe(ROUTE, &[ROUTE_CONFIG_NAME])));
-    pending.extend(conn.on_delta_request(subscribe(VIRTUAL_HOST, &[ROUTE_CONFIG_NAME])));
     pending.extend(conn.on_delta_request(subscribe(EXTENSION_CONFIG, &["sluice"])));
+    pending.extend(conn.on_delta_request(subscribe(VIRTUAL_HOST, vhds_names)));
     while let Some(response) = pending.pop() {
         pending.extend(conn.on_delta_request(ack(&response)));
     }
@@ -182,6 +187,21 @@ fn a_weight_change_sends_one_virtual_host_at_any_number_of_rollouts() {
         conn.on_delta_request(ack(&responses[0]));
         assert!(conn.is_synced());
     }
+}
+
+#[test]
+fn a_subscription_to_the_route_configuration_name_gets_all_of_its_virtual_hosts() {
+    let snapshot = delta_snapshot(&state(3, 0, 1000));
+    let mut conn = establish_with(snapshot.clone(), &[ROUTE_CONFIG_NAME]);
+    let responses = conn.on_snapshot(delta_snapshot(&state(3, 2, 5000)));
+    assert_eq!(summary(&responses), [(VIRTUAL_HOST, 1, 0)]);
+    // A name in another namespace, or the namespace itself, is not a virtual host of it.
+    let mut other = establish_with(snapshot, &["other_routes"]);
+    assert!(
+        other
+            .on_snapshot(delta_snapshot(&state(3, 2, 5000)))
+            .is_empty()
+    );
 }
 
 #[test]
