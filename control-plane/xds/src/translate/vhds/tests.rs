@@ -242,3 +242,63 @@ fn a_new_rollout_gets_its_clusters_before_its_virtual_host() {
     );
     assert_eq!(routes[0].resources[0].name, virtual_host_name("ns2/app"));
 }
+
+/// The candidates' payload for one weight change, measured on the translation itself (printed
+/// with `--nocapture`; the README quotes them): the whole route configuration (SotW RDS, or
+/// delta RDS without VHDS), one virtual host (VHDS), one per-rollout route configuration plus
+/// its scope (SRDS), and the filter policy (ECDS, were the weights there).
+#[test]
+fn payload_of_one_weight_change_by_mechanism() {
+    use envoy_types::pb::envoy::config::route::v3::ScopedRouteConfiguration;
+    use envoy_types::pb::envoy::config::route::v3::scoped_route_configuration::{
+        Key, key::Fragment, key::fragment,
+    };
+    let mut previous_host = None;
+    for m in [100, 1_000, 5_000] {
+        let snapshot = translate(&state(m, 1, 2500), &options()).expect("valid");
+        let full = snapshot
+            .get(ROUTE, ROUTE_CONFIG_NAME)
+            .expect("routes")
+            .body
+            .value
+            .len();
+        let policy = snapshot
+            .get(EXTENSION_CONFIG, "sluice")
+            .expect("policy")
+            .body
+            .value
+            .len();
+        let delta = snapshot.for_delta();
+        let host = delta
+            .get(VIRTUAL_HOST, &virtual_host_name("ns1/app"))
+            .expect("host");
+        let decoded = VirtualHost::decode(host.body.value.as_slice()).expect("decodes");
+        let mut own = super::super::build::route_configuration_with(vec![decoded], "x-sluice-hash");
+        own.name = "ns1/app".into();
+        let scope = ScopedRouteConfiguration {
+            name: "ns1/app".into(),
+            route_configuration_name: own.name.clone(),
+            key: Some(Key {
+                fragments: vec![Fragment {
+                    r#type: Some(fragment::Type::StringKey("app1.local".into())),
+                }],
+            }),
+            ..Default::default()
+        };
+        let srds = own.encoded_len() + scope.encoded_len();
+        eprintln!(
+            "M = {m}: whole route configuration {full} B; one virtual host (VHDS) {} B; \
+             per-rollout route configuration + scope (SRDS) {srds} B; filter policy (ECDS) {policy} B",
+            host.body.value.len()
+        );
+        assert!(full > m * 200, "the whole configuration grows with M");
+        if let Some(previous) = previous_host {
+            assert_eq!(
+                host.body.value.len(),
+                previous,
+                "one virtual host is independent of M"
+            );
+        }
+        previous_host = Some(host.body.value.len());
+    }
+}
