@@ -302,3 +302,59 @@ fn payload_of_one_weight_change_by_mechanism() {
         previous_host = Some(host.body.value.len());
     }
 }
+
+/// Each snapshot shared with the one before, as the server does: sets carry their diff.
+fn shared_chain(states: &[TrafficState]) -> Vec<Arc<Snapshot>> {
+    let mut out: Vec<Arc<Snapshot>> = Vec::new();
+    let mut previous: Option<Snapshot> = None;
+    for state in states {
+        let mut snapshot = translate(state, &options()).expect("valid");
+        if let Some(previous) = &previous {
+            snapshot = snapshot.sharing_with(previous);
+        }
+        out.push(Arc::new(snapshot.for_delta()));
+        previous = Some(snapshot);
+    }
+    out
+}
+
+#[test]
+fn a_stream_in_step_gets_the_diff_and_one_out_of_step_the_same_by_comparison() {
+    let chain = shared_chain(&[
+        state(50, 1, 1000),
+        state(50, 1, 2000),
+        state(49, 1, 2000),
+        state(49, 3, 7000),
+    ]);
+    let hosts = chain[1].type_set(VIRTUAL_HOST);
+    let diff = hosts.diff().expect("sharing notes the diff");
+    assert_eq!(diff.base, chain[0].type_set(VIRTUAL_HOST).id());
+    assert_eq!(diff.changed.len(), 1);
+
+    // In step: every change is applied from the diff; versions as the full comparison gives.
+    let mut in_step = establish(chain[0].clone());
+    for snapshot in &chain[1..] {
+        let responses = in_step.on_snapshot(snapshot.clone());
+        let vhds: Vec<_> = responses.iter().filter(|r| r.type_url == VIRTUAL_HOST).collect();
+        assert_eq!(vhds.len(), 1);
+        assert_eq!(
+            vhds[0].system_version_info,
+            snapshot.type_version(VIRTUAL_HOST),
+            "the client holds exactly the set"
+        );
+        let mut pending = responses;
+        while let Some(response) = pending.pop() {
+            pending.extend(in_step.on_delta_request(ack(&response)));
+        }
+        assert!(in_step.is_synced());
+    }
+    // Out of step (it skipped a set): the full comparison sends the same.
+    let mut skipped = establish(chain[0].clone());
+    let responses = skipped.on_snapshot(chain[2].clone());
+    let vhds = responses.iter().find(|r| r.type_url == VIRTUAL_HOST).expect("vhds");
+    assert_eq!(
+        (vhds.resources.len(), vhds.removed_resources.clone()),
+        (1, vec![virtual_host_name("ns49/app")])
+    );
+    assert_eq!(vhds.system_version_info, chain[2].type_version(VIRTUAL_HOST));
+}
