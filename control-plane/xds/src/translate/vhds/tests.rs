@@ -335,7 +335,10 @@ fn a_stream_in_step_gets_the_diff_and_one_out_of_step_the_same_by_comparison() {
     let mut in_step = establish(chain[0].clone());
     for snapshot in &chain[1..] {
         let responses = in_step.on_snapshot(snapshot.clone());
-        let vhds: Vec<_> = responses.iter().filter(|r| r.type_url == VIRTUAL_HOST).collect();
+        let vhds: Vec<_> = responses
+            .iter()
+            .filter(|r| r.type_url == VIRTUAL_HOST)
+            .collect();
         assert_eq!(vhds.len(), 1);
         assert_eq!(
             vhds[0].system_version_info,
@@ -351,10 +354,16 @@ fn a_stream_in_step_gets_the_diff_and_one_out_of_step_the_same_by_comparison() {
     // Out of step (it skipped a set): the full comparison sends the same.
     let mut skipped = establish(chain[0].clone());
     let responses = skipped.on_snapshot(chain[2].clone());
-    let vhds = responses.iter().find(|r| r.type_url == VIRTUAL_HOST).expect("vhds");
+    let vhds = responses
+        .iter()
+        .find(|r| r.type_url == VIRTUAL_HOST)
+        .expect("vhds");
     assert_eq!(
         (vhds.resources.len(), vhds.removed_resources.clone()),
         (1, vec![virtual_host_name("ns49/app")])
     );
-    assert_eq!(vhds.system_version_info, chain[2].type_version(VIRTUAL_HOST));
+    assert_eq!(
+        vhds.system_version_info,
+        chain[2].type_version(VIRTUAL_HOST)
+    );
 }
