@@ -20,6 +20,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier, http_filter,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::protobuf as prost_types_any;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 use prost::{Message, Name};
@@ -29,9 +30,21 @@ pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.Cluster
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 pub const EXTENSION_CONFIG: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+/// VHDS: delta clients only (see [`crate::delta_client`]).
+pub const VIRTUAL_HOST: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 
-/// Every type a client subscribes to; a type's index here is its bit in a [`TypeSet`].
-pub const TYPES: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION_CONFIG];
+/// Every type a client subscribes to; a type's index here is its bit in a [`TypeSet`]. A
+/// state-of-the-world client uses all but the last.
+pub const TYPES: [&str; 6] = [
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    EXTENSION_CONFIG,
+    VIRTUAL_HOST,
+];
+/// The types of a state-of-the-world client.
+const SOTW_TYPES: usize = 5;
 
 /// A set of types, bit `i` standing for `TYPES[i]`.
 pub type TypeSet = u8;
@@ -79,11 +92,11 @@ impl std::error::Error for ProtocolError {}
 
 /// What the client did with one response.
 #[derive(Debug, PartialEq)]
-pub struct Reaction {
+pub struct Reaction<R = DiscoveryRequest> {
     /// Index in [`TYPES`] of the response's type.
     pub type_index: usize,
     /// The ACK or NACK, then any subscription changes it caused, in sending order.
-    pub requests: Vec<DiscoveryRequest>,
+    pub requests: Vec<R>,
     /// The response was accepted and its version differs from the one held before.
     pub changed: bool,
     /// Why the response was NACKed, if it was.
@@ -105,7 +118,7 @@ struct Subscription {
 pub struct AdsClient {
     node: Node,
     node_sent: bool,
-    subscriptions: [Option<Subscription>; TYPES.len()],
+    subscriptions: [Option<Subscription>; SOTW_TYPES],
 }
 
 impl AdsClient {
@@ -143,6 +156,11 @@ impl AdsClient {
         client
     }
 
+    /// The node this client announces.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
     /// The first requests of the stream: CDS and LDS, wildcard.
     pub fn start(&mut self) -> Vec<DiscoveryRequest> {
         [CLUSTER, LISTENER]
@@ -161,14 +179,14 @@ impl AdsClient {
     /// The accepted version of a type, if any.
     #[cfg(test)]
     pub fn version(&self, type_url: &str) -> Option<&str> {
-        let sub = self.subscriptions[type_index(type_url)?].as_ref()?;
+        let sub = self.subscriptions.get(type_index(type_url)?)?.as_ref()?;
         (!sub.version.is_empty()).then_some(sub.version.as_str())
     }
 
     /// Handles one response: returns the ACK or NACK and any new subscriptions.
     pub fn on_response(&mut self, response: DiscoveryResponse) -> Result<Reaction, ProtocolError> {
         let index = type_index(&response.type_url)
-            .filter(|&i| self.subscriptions[i].is_some())
+            .filter(|&i| self.subscriptions.get(i).is_some_and(Option::is_some))
             .ok_or_else(|| ProtocolError::UnexpectedType(response.type_url.clone()))?;
         let type_url = TYPES[index];
         let dependents = dependent_names(type_url, &response);
@@ -214,7 +232,7 @@ impl AdsClient {
         type_url: &'static str,
         names: Vec<String>,
     ) -> Option<DiscoveryRequest> {
-        let index = type_index(type_url)?;
+        let index = type_index(type_url).filter(|&i| i < SOTW_TYPES)?;
         let current = self.subscriptions[index].as_ref();
         if current.is_some_and(|s| s.names == names) {
             return None;
@@ -257,9 +275,25 @@ fn request(
     }
 }
 
+/// The subscriptions a response of `type_url` with these resources implies: see
+/// [`dependent_names`].
+pub(crate) fn dependents_of(
+    type_url: &str,
+    resources: Vec<prost_types_any::Any>,
+) -> Result<Vec<(&'static str, Vec<String>)>, String> {
+    dependent_names(
+        type_url,
+        &DiscoveryResponse {
+            type_url: type_url.to_owned(),
+            resources,
+            ..Default::default()
+        },
+    )
+}
+
 /// The subscriptions a response implies (CDS → EDS names, LDS → RDS and ECDS names), each as a
 /// sorted name list; an error when a resource does not decode as the response's type.
-fn dependent_names(
+pub(crate) fn dependent_names(
     type_url: &str,
     response: &DiscoveryResponse,
 ) -> Result<Vec<(&'static str, Vec<String>)>, String> {

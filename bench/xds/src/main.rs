@@ -17,9 +17,10 @@
 //!
 //! The table goes to stdout and the JSON to `target/bench/xds.json`.
 //!
-//! Environment: `BENCH_SHAPES`, configurations `NxM` (unscoped) or `NxM/S` (scoped), default
-//! `100x100,100x5000,1000x100/20,1000x5000/20,1000x1000,10000x2000/20` (the goal shapes and the
-//! two sizes of M for bytes per change),
+//! Environment: `BENCH_SHAPES`, configurations `NxM` (unscoped) or `NxM/S` (scoped), with a `d`
+//! suffix for delta ADS clients (routes over VHDS), default
+//! `100x100d,100x5000d,100x100,100x5000,1000x1000d,1000x1000,10000x2000/20` (the goal shapes,
+//! and the two sizes of M for bytes per change over delta and state of the world),
 //! `BENCH_CHANGES` (default 20), `BENCH_BUDGET_SECONDS` (default 120: a configuration whose
 //! changes take longer stops after at least 3), `BENCH_SLUICE_BIN` (default `target/release/sluice`; build it
 //! with `cargo build --release -p sluice`), `BENCH_OUT` (default `target/bench/xds.json`).
@@ -28,6 +29,7 @@
 
 mod client;
 mod control_plane;
+mod delta_client;
 mod procfs;
 mod report;
 mod rollouts;
@@ -90,11 +92,12 @@ async fn bench() -> anyhow::Result<()> {
     check_open_files(shapes.iter().map(|s| s.0).max().unwrap_or(0))?;
 
     let mut rows = Vec::new();
-    for &(n, m, scope) in &shapes {
+    for &(n, m, scope, delta) in &shapes {
         let config = RunConfig {
             clients: n,
             rollouts: m,
             scope,
+            delta,
             changes,
             budget,
             binary: binary.clone(),
@@ -103,7 +106,7 @@ async fn bench() -> anyhow::Result<()> {
             sync_timeout: Duration::from_secs(300),
             change_timeout: Duration::from_secs(60),
         };
-        info!(clients = n, rollouts = m, ?scope, changes, "running");
+        info!(clients = n, rollouts = m, ?scope, delta, changes, "running");
         let result = run::run(&config).await.map_err(|e| format!("{e:#}"));
         match &result {
             Ok(o) => info!(
@@ -120,6 +123,7 @@ async fn bench() -> anyhow::Result<()> {
             clients: n,
             rollouts: m,
             scope,
+            delta,
             result,
         });
     }
@@ -146,14 +150,20 @@ fn repo_root() -> PathBuf {
 
 /// The default configurations: the goal shapes, and M = 100 and 5,000 for bytes per
 /// change.
-const DEFAULT_SHAPES: &str = "100x100,100x5000,1000x100/20,1000x5000/20,1000x1000,10000x2000/20";
+const DEFAULT_SHAPES: &str =
+    "100x100d,100x5000d,100x100,100x5000,1000x1000d,1000x1000,10000x2000/20";
 
-/// `NxM` or `NxM/S`, comma-separated: (clients, rollouts, rollouts per scope).
-fn parse_shapes(value: &str) -> anyhow::Result<Vec<(usize, usize, Option<usize>)>> {
+/// `NxM` or `NxM/S`, each with an optional `d` suffix (delta ADS clients), comma-separated:
+/// (clients, rollouts, rollouts per scope, delta).
+fn parse_shapes(value: &str) -> anyhow::Result<Vec<(usize, usize, Option<usize>, bool)>> {
     value
         .split(',')
         .map(|part| {
             let part = part.trim().replace('_', "");
+            let (part, delta) = match part.strip_suffix('d') {
+                Some(rest) => (rest.to_owned(), true),
+                None => (part, false),
+            };
             let (size, scope) = match part.split_once('/') {
                 Some((size, scope)) => (size, Some(scope)),
                 None => (part.as_str(), None),
@@ -174,7 +184,7 @@ fn parse_shapes(value: &str) -> anyhow::Result<Vec<(usize, usize, Option<usize>)
             {
                 bail!("{part:?}: the scope {s} must divide M = {m}");
             }
-            Ok((n, m, scope))
+            Ok((n, m, scope, delta))
         })
         .collect()
 }
@@ -247,10 +257,23 @@ mod tests {
     fn shapes_are_sizes_with_an_optional_scope() {
         assert_eq!(
             parse_shapes("10x100, 10_000x2_000/20").unwrap(),
-            vec![(10, 100, None), (10_000, 2_000, Some(20))]
+            vec![(10, 100, None, false), (10_000, 2_000, Some(20), false)]
         );
-        assert_eq!(parse_shapes(DEFAULT_SHAPES).unwrap().len(), 6);
-        for bad in ["10", "0x5", "10x100/0", "10x100/30", "axb", ""] {
+        assert_eq!(
+            parse_shapes("1000x1000d,10x100/20d").unwrap(),
+            vec![(1_000, 1_000, None, true), (10, 100, Some(20), true)]
+        );
+        assert_eq!(parse_shapes(DEFAULT_SHAPES).unwrap().len(), 7);
+        for bad in [
+            "10",
+            "0x5",
+            "10x100/0",
+            "10x100/30",
+            "axb",
+            "",
+            "d",
+            "10x100dd",
+        ] {
             assert!(parse_shapes(bad).is_err(), "{bad}");
         }
     }

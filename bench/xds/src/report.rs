@@ -14,6 +14,8 @@ pub struct Goal {
     pub clients: usize,
     pub rollouts: usize,
     pub scope: Option<usize>,
+    /// Delta ADS clients.
+    pub delta: bool,
     pub p99: Duration,
     pub rss_bytes: u64,
 }
@@ -23,6 +25,7 @@ pub const GOALS: [Goal; 2] = [
         clients: 1_000,
         rollouts: 1_000,
         scope: None,
+        delta: true,
         p99: Duration::from_millis(100),
         rss_bytes: 256 * MIB,
     },
@@ -30,6 +33,7 @@ pub const GOALS: [Goal; 2] = [
         clients: 10_000,
         rollouts: 2_000,
         scope: Some(20),
+        delta: false,
         p99: Duration::from_millis(50),
         rss_bytes: 512 * MIB,
     },
@@ -43,6 +47,7 @@ pub struct Row {
     pub clients: usize,
     pub rollouts: usize,
     pub scope: Option<usize>,
+    pub delta: bool,
     pub result: Result<Outcome, String>,
 }
 
@@ -54,10 +59,11 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
 
-fn shape(clients: usize, rollouts: usize, scope: Option<usize>) -> String {
+fn shape(clients: usize, rollouts: usize, scope: Option<usize>, delta: bool) -> String {
+    let ads = if delta { " delta" } else { " sotw" };
     match scope {
-        Some(s) => format!("{clients} x {rollouts} / {s}"),
-        None => format!("{clients} x {rollouts}"),
+        Some(s) => format!("{clients} x {rollouts} / {s}{ads}"),
+        None => format!("{clients} x {rollouts}{ads}"),
     }
 }
 
@@ -66,7 +72,10 @@ impl Goal {
     pub fn met(&self, rows: &[Row]) -> Option<bool> {
         rows.iter()
             .find(|r| {
-                r.clients == self.clients && r.rollouts == self.rollouts && r.scope == self.scope
+                r.clients == self.clients
+                    && r.rollouts == self.rollouts
+                    && r.scope == self.scope
+                    && r.delta == self.delta
             })
             .and_then(|r| r.result.as_ref().ok())
             .map(|o| o.p99 <= self.p99 && o.rss_bytes <= self.rss_bytes && o.unaffected_bytes == 0)
@@ -80,7 +89,7 @@ impl Goal {
         };
         format!(
             "goal at {}: p99 <= {} ms and RSS <= {} MiB{scoped}",
-            shape(self.clients, self.rollouts, self.scope),
+            shape(self.clients, self.rollouts, self.scope, self.delta),
             self.p99.as_millis(),
             self.rss_bytes / MIB
         )
@@ -98,8 +107,8 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>16} {:>7} {:>8} {:>8} {:>8} {:>8} {:>12} {:>10} {:>9} {:>8} {:>7}",
-        "N x M / scope",
+        "{:>22} {:>7} {:>8} {:>8} {:>8} {:>8} {:>12} {:>10} {:>9} {:>8} {:>7}",
+        "N x M / scope ADS",
         "changes",
         "p50 ms",
         "p99 ms",
@@ -116,8 +125,8 @@ pub fn table(rows: &[Row]) -> String {
             Ok(o) => {
                 let _ = writeln!(
                     out,
-                    "{:>16} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>12} {:>10} {:>9} {:>8.4} {:>7.1}",
-                    shape(o.clients, o.rollouts, o.scope),
+                    "{:>22} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>12} {:>10} {:>9} {:>8.4} {:>7.1}",
+                    shape(o.clients, o.rollouts, o.scope, o.delta),
                     o.changes,
                     ms(o.p50),
                     ms(o.p99),
@@ -133,8 +142,8 @@ pub fn table(rows: &[Row]) -> String {
             Err(e) => {
                 let _ = writeln!(
                     out,
-                    "{:>16}  FAILED: {e}",
-                    shape(row.clients, row.rollouts, row.scope)
+                    "{:>22}  FAILED: {e}",
+                    shape(row.clients, row.rollouts, row.scope, row.delta)
                 );
             }
         }
@@ -157,6 +166,7 @@ pub fn json(rows: &[Row], cpus: usize) -> Value {
                 "clients": o.clients,
                 "rollouts": o.rollouts,
                 "scoped": o.scope,
+                "delta": o.delta,
                 "changes": o.changes,
                 "p50_ms": ms(o.p50),
                 "p99_ms": ms(o.p99),
@@ -177,6 +187,7 @@ pub fn json(rows: &[Row], cpus: usize) -> Value {
                 "clients": row.clients,
                 "rollouts": row.rollouts,
                 "scoped": row.scope,
+                "delta": row.delta,
                 "error": e,
             }),
         })
@@ -188,6 +199,7 @@ pub fn json(rows: &[Row], cpus: usize) -> Value {
                 "clients": g.clients,
                 "rollouts": g.rollouts,
                 "scoped": g.scope,
+                "delta": g.delta,
                 "p99_ms": ms(g.p99),
                 "rss_mib": mib(g.rss_bytes),
                 "met": g.met(rows),
@@ -214,6 +226,7 @@ mod tests {
             clients,
             rollouts,
             scope: None,
+            delta: false,
             affected: clients,
             bytes_per_change: 1_000 * clients as u64,
             unaffected_bytes: 0,
@@ -236,6 +249,7 @@ mod tests {
             clients,
             rollouts,
             scope: result.as_ref().ok().and_then(|o| o.scope),
+            delta: result.as_ref().is_ok_and(|o| o.delta),
             result,
         }
     }
@@ -243,13 +257,19 @@ mod tests {
     #[test]
     fn goal_is_judged_on_the_goal_configuration_only() {
         let goal = &GOALS[0];
-        let small = row(10, 10, Ok(outcome(10, 10, 500, 900)));
+        let delta = |mut o: Outcome| {
+            o.delta = true;
+            o
+        };
+        let small = row(10, 10, Ok(delta(outcome(10, 10, 500, 900))));
         assert_eq!(goal.met(&[small]), None);
-        let good = row(1_000, 1_000, Ok(outcome(1_000, 1_000, 100, 256)));
+        let good = row(1_000, 1_000, Ok(delta(outcome(1_000, 1_000, 100, 256))));
         assert_eq!(goal.met(&[good]), Some(true));
-        let slow = row(1_000, 1_000, Ok(outcome(1_000, 1_000, 101, 10)));
+        let sotw = row(1_000, 1_000, Ok(outcome(1_000, 1_000, 100, 256)));
+        assert_eq!(goal.met(&[sotw]), None, "the goal is for delta clients");
+        let slow = row(1_000, 1_000, Ok(delta(outcome(1_000, 1_000, 101, 10))));
         assert_eq!(goal.met(&[slow]), Some(false));
-        let fat = row(1_000, 1_000, Ok(outcome(1_000, 1_000, 5, 257)));
+        let fat = row(1_000, 1_000, Ok(delta(outcome(1_000, 1_000, 5, 257))));
         assert_eq!(goal.met(&[fat]), Some(false));
         let failed = row(1_000, 1_000, Err("boom".into()));
         assert_eq!(goal.met(&[failed]), None);

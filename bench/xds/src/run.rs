@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use crate::{
     client::{AdsClient, TYPES, TypeSet, type_names},
     control_plane::{ControlPlane, Launch},
+    delta_client::DeltaAdsClient,
     procfs, rollouts,
     tracker::{Epoch, percentile},
 };
@@ -47,6 +48,8 @@ pub struct RunConfig {
     pub rollouts: usize,
     /// Rollouts per client scope (node metadata `sluice.scope`); `None`: unscoped clients.
     pub scope: Option<usize>,
+    /// Delta ADS clients (routes over VHDS) instead of state-of-the-world ones.
+    pub delta: bool,
     /// Changes to measure, unless `budget` runs out first (then at least [`MIN_CHANGES`]).
     pub changes: usize,
     /// Time for the measured changes, so the largest configurations finish in minutes.
@@ -63,6 +66,7 @@ pub struct Outcome {
     pub clients: usize,
     pub rollouts: usize,
     pub scope: Option<usize>,
+    pub delta: bool,
     /// Clients a change concerns (all when unscoped).
     pub affected: usize,
     /// Mean bytes (encoded responses) all clients received per measured change.
@@ -169,7 +173,13 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
         let scope = config
             .scope
             .and_then(|per_scope| rollouts::scope_of(client, config.rollouts, per_scope));
-        tasks.spawn(client_task(client, channel, events_tx.clone(), scope));
+        tasks.spawn(client_task(
+            client,
+            channel,
+            events_tx.clone(),
+            scope,
+            config.delta,
+        ));
     }
     drop(events_tx);
     let affected: Vec<bool> = (0..n)
@@ -268,6 +278,7 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
         clients: n,
         rollouts: config.rollouts,
         scope: config.scope,
+        delta: config.delta,
         affected: affected.iter().filter(|a| **a).count(),
         bytes_per_change: bytes / measured.max(1) as u64,
         unaffected_bytes,
@@ -402,8 +413,14 @@ async fn client_task(
     channel: Channel,
     events: mpsc::UnboundedSender<Event>,
     scope: Option<Vec<String>>,
+    delta: bool,
 ) {
-    if let Err(e) = client_stream(client, channel, &events, scope).await {
+    let ended = if delta {
+        delta_client_stream(client, channel, &events, scope).await
+    } else {
+        client_stream(client, channel, &events, scope).await
+    };
+    if let Err(e) = ended {
         let _ = events.send(Event::Failed {
             client,
             error: format!("{e:#}"),
@@ -474,6 +491,70 @@ async fn client_stream(
         }
     }
     bail!("the control plane closed the ADS stream")
+}
+
+/// [`client_stream`] over delta ADS.
+async fn delta_client_stream(
+    client: usize,
+    channel: Channel,
+    events: &mpsc::UnboundedSender<Event>,
+    scope: Option<Vec<String>>,
+) -> anyhow::Result<()> {
+    let id = format!("bench-{client}");
+    let like = match &scope {
+        Some(scope) => AdsClient::scoped(&id, "bench", scope),
+        None => AdsClient::new(&id, "bench"),
+    };
+    let mut state = DeltaAdsClient::new(&like);
+    let (requests, outgoing) = mpsc::unbounded_channel();
+    for request in state.start() {
+        requests.send(request)?;
+    }
+    let mut ads = AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let mut responses = ads
+        .delta_aggregated_resources(UnboundedReceiverStream::new(outgoing))
+        .await
+        .context("opening the delta ADS stream")?
+        .into_inner();
+    let mut synced = false;
+    while let Some(response) = responses
+        .message()
+        .await
+        .context("reading the delta ADS stream")?
+    {
+        let at = Instant::now();
+        if synced {
+            events.send(Event::Bytes {
+                client,
+                bytes: prost::Message::encoded_len(&response) as u64,
+            })?;
+        }
+        let reaction = state.on_response(response)?;
+        for request in reaction.requests {
+            requests.send(request)?;
+        }
+        if let Some(message) = reaction.nack {
+            events.send(Event::Nacked {
+                client,
+                type_url: TYPES[reaction.type_index].to_owned(),
+                message,
+            })?;
+        }
+        if reaction.changed && synced {
+            events.send(Event::Changed {
+                client,
+                type_index: reaction.type_index,
+                at,
+            })?;
+        }
+        if !synced && state.is_synced() {
+            synced = true;
+            events.send(Event::Synced)?;
+        }
+    }
+    bail!("the control plane closed the delta ADS stream")
 }
 
 #[cfg(test)]

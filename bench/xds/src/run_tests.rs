@@ -132,7 +132,7 @@ async fn connect_clients(server: &Server, n: usize) -> (Coordinator, JoinSet<()>
     let mut tasks = JoinSet::new();
     for client in 0..n {
         let channel = server.endpoint.connect().await.unwrap();
-        tasks.spawn(client_task(client, channel, events_tx.clone(), None));
+        tasks.spawn(client_task(client, channel, events_tx.clone(), None, false));
     }
     let mut coordinator = Coordinator::new(n, events_rx);
     coordinator

@@ -92,6 +92,12 @@ impl Ledger {
                 generations,
             );
         }
+        // Delta Envoys hold the routes as a route configuration without the rollouts' virtual
+        // hosts plus the virtual hosts (VHDS): both carry these generations too.
+        let delta = snapshot.for_delta();
+        for type_url in [type_url::ROUTE, type_url::VIRTUAL_HOST] {
+            self.record_version(scope, type_url, &delta.type_version(type_url), generations);
+        }
     }
 
     /// [`Ledger::record`] for one type's version. The scope's rollouts become those of
@@ -186,7 +192,9 @@ impl Ledger {
         let mut acked: Option<i64> = None;
         let mut complete = true;
         let mut nacked = None;
-        for type_url in GATED_TYPES {
+        // A delta Envoy's weights are in its virtual hosts (VHDS).
+        let vhds = proxy.delta.then_some(type_url::VIRTUAL_HOST);
+        for type_url in GATED_TYPES.into_iter().chain(vhds) {
             let status = proxy.types.iter().find(|t| t.type_url == type_url);
             let generation = status
                 .filter(|t| !t.acked_version.is_empty())

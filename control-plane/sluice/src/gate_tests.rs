@@ -423,3 +423,72 @@ fn generations_apart_from_the_snapshot_count_only_where_it_serves_them() {
     // Still reported (the leader must count this proxy), as not acknowledged.
     assert_eq!(acked(&report["web/front"]), [("everything", None)]);
 }
+
+/// A delta proxy holds the routes as VHDS virtual hosts: its generation is read from the
+/// delta form's versions, and it has none until it ACKed the virtual hosts.
+#[test]
+fn a_delta_proxy_is_read_from_its_virtual_hosts() {
+    use sluice_model::{RolloutState, Stickiness, TrafficState, Version};
+    use sluice_xds::translate::{TranslateOptions, WasmSource, translate};
+    let options = TranslateOptions::new(WasmSource::Local {
+        path: "/f.wasm".into(),
+    });
+    let at = |weight_bp| {
+        let rollout = RolloutState {
+            name: "default/demo".into(),
+            hosts: vec!["demo.local".into()],
+            versions: [("s", 8001), ("c", 8002)]
+                .into_iter()
+                .map(|(hash, port)| {
+                    let endpoints = vec![([127, 0, 0, 1], port).into()];
+                    (hash.to_owned(), Version { endpoints })
+                })
+                .collect(),
+            stable_hash: "s".into(),
+            canary_hash: Some("c".into()),
+            canary_weight_bp: weight_bp,
+            header_routes: Vec::new(),
+            mirror_routes: Vec::new(),
+            stickiness: Stickiness::None,
+        };
+        let state = TrafficState {
+            rollouts: [(rollout.name.clone(), rollout)].into(),
+        };
+        translate(&state, &options).expect("valid")
+    };
+    let (one, two) = (at(1000), at(5000));
+    let mut ledger = Ledger::default();
+    ledger.record(None, &one, &generations(&[("default/demo", 1)]));
+    ledger.record(None, &two, &generations(&[("default/demo", 2)]));
+    let delta_proxy = |snapshot: &Snapshot, with_hosts: bool| {
+        let delta = snapshot.for_delta();
+        let types = GATED_TYPES
+            .into_iter()
+            .chain(with_hosts.then_some(type_url::VIRTUAL_HOST))
+            .map(|t| {
+                let version = delta.type_version(t);
+                TypeStatus {
+                    type_url: t.into(),
+                    sent_version: version.clone(),
+                    acked_version: version,
+                    last_nack: String::new(),
+                    last_nack_version: String::new(),
+                    nacks: 0,
+                }
+            })
+            .collect();
+        ProxyStatus {
+            node_id: "delta".into(),
+            node_cluster: String::new(),
+            peer: String::new(),
+            delta: true,
+            connected_at: SystemTime::UNIX_EPOCH,
+            types,
+        }
+    };
+    let read = |proxy| ledger.proxies("default/demo", &[proxy])[0].acked_generation;
+    assert_eq!(read(delta_proxy(&two, true)), Some(2));
+    assert_eq!(read(delta_proxy(&one, true)), Some(1));
+    assert_eq!(read(delta_proxy(&two, false)), None, "no virtual hosts yet");
+}
+

@@ -31,6 +31,8 @@ struct Inner {
     connected_proxies: Gauge,
     pushes: Family<TypeLabel, Counter>,
     nacks: Family<TypeLabel, Counter>,
+    sent_bytes: Family<TypeLabel, Counter>,
+    sent_resources: Family<TypeLabel, Counter>,
     push_latency: Histogram,
     rollouts: Gauge,
     snapshots: Counter,
@@ -46,6 +48,8 @@ impl Metrics {
         let connected_proxies = Gauge::default();
         let pushes = Family::<TypeLabel, Counter>::default();
         let nacks = Family::<TypeLabel, Counter>::default();
+        let sent_bytes = Family::<TypeLabel, Counter>::default();
+        let sent_resources = Family::<TypeLabel, Counter>::default();
         // 1 ms .. ~16 s: a push is normally a few ms; seconds mean a stuck proxy.
         let push_latency = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
@@ -83,6 +87,16 @@ impl Metrics {
             nacks.clone(),
         );
         registry.register(
+            "xds_sent_bytes",
+            "Encoded size of the xDS responses sent, by resource type",
+            sent_bytes.clone(),
+        );
+        registry.register(
+            "xds_sent_resources",
+            "Resources in the xDS responses sent, by resource type",
+            sent_resources.clone(),
+        );
+        registry.register(
             "xds_push_ack_latency_seconds",
             "Time from a new snapshot reaching a connection to that Envoy's ACK of it",
             push_latency.clone(),
@@ -109,6 +123,8 @@ impl Metrics {
                 connected_proxies,
                 pushes,
                 nacks,
+                sent_bytes,
+                sent_resources,
                 push_latency,
                 rollouts,
                 snapshots,
@@ -179,6 +195,20 @@ impl sluice_xds::registry::Callbacks for Metrics {
                 type_url: type_url.to_string(),
             })
             .inc();
+    }
+
+    fn on_sent(&self, type_url: &str, bytes: usize, resources: usize) {
+        let label = TypeLabel {
+            type_url: type_url.to_string(),
+        };
+        self.inner
+            .sent_bytes
+            .get_or_create(&label)
+            .inc_by(bytes as u64);
+        self.inner
+            .sent_resources
+            .get_or_create(&label)
+            .inc_by(resources as u64);
     }
 
     fn on_ack_latency(&self, latency: std::time::Duration) {

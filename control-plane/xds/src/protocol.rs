@@ -41,7 +41,9 @@ mod wire;
 use std::collections::BTreeSet;
 
 use crate::snapshot::{Resources, Snapshot};
-use crate::type_url::{CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, PUSH_ORDER, ROUTE};
+use crate::type_url::{
+    CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, PUSH_ORDER, ROUTE, VIRTUAL_HOST,
+};
 
 pub use delta::DeltaConnection;
 pub use sotw::Connection;
@@ -98,6 +100,17 @@ impl Default for Names {
 impl Subscription {
     pub fn contains(&self, name: &str) -> bool {
         self.wildcard || self.names(name)
+    }
+
+    /// [`Subscription::contains`] for a resource of `type_url`: a virtual host (VHDS) is also
+    /// subscribed through its namespace, the part of its name before the last `/` (Envoy
+    /// subscribes to a route configuration's name and expects all of its virtual hosts).
+    pub fn contains_resource(&self, type_url: &str, name: &str) -> bool {
+        self.contains(name)
+            || (type_url == VIRTUAL_HOST
+                && name
+                    .rsplit_once('/')
+                    .is_some_and(|(namespace, _)| self.names(namespace)))
     }
 
     /// `name` is subscribed explicitly.
@@ -160,9 +173,11 @@ impl Subscription {
     }
 }
 
-/// Types for which an empty first subscription means "everything" (legacy wildcard).
+/// Types for which an empty first subscription means "everything" (legacy wildcard). Envoy's
+/// VHDS subscription (Envoy 1.40, over delta ADS) opens with no names at all, and expects the
+/// virtual hosts of its route configuration.
 fn is_wildcard_type(type_url: &str) -> bool {
-    type_url == LISTENER || type_url == CLUSTER
+    type_url == LISTENER || type_url == CLUSTER || type_url == VIRTUAL_HOST
 }
 
 /// The served type URL matching a request's, or `None` for a type Sluice does not serve.
@@ -199,7 +214,7 @@ trait PushSink {
 /// outstanding.
 fn plan(sink: &mut impl PushSink, target: &Snapshot) -> bool {
     const WARM: [&str; 2] = [CLUSTER, ENDPOINT];
-    const ROUTES: [&str; 3] = ROUTE_TYPES;
+    const ROUTES: [&str; 4] = ROUTE_TYPES;
 
     for type_url in WARM {
         sink.offer(type_url, target, true);
@@ -247,7 +262,7 @@ fn missing_endpoint_subscriptions<'a>(
 }
 
 /// Route types (phase 2), for [`missing_endpoint_subscriptions`].
-const ROUTE_TYPES: [&str; 3] = [LISTENER, ROUTE, EXTENSION_CONFIG];
+const ROUTE_TYPES: [&str; 4] = [LISTENER, ROUTE, VIRTUAL_HOST, EXTENSION_CONFIG];
 
 #[cfg(test)]
 mod tests {

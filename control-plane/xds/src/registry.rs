@@ -62,6 +62,10 @@ pub struct Counters {
     pub acks: u64,
     pub nacks: u64,
     pub unknown_types: u64,
+    /// Encoded size of the responses sent (gRPC framing excluded).
+    pub bytes_sent: u64,
+    /// Resources in the responses sent.
+    pub resources_sent: u64,
 }
 
 /// Hooks for metrics. They run while the registry's lock is held, so keep them short (increment
@@ -69,6 +73,8 @@ pub struct Counters {
 pub trait Callbacks: Send + Sync {
     fn on_push(&self, _type_url: &str) {}
     fn on_nack(&self, _type_url: &str, _error_detail: &str) {}
+    /// A response of `bytes` (encoded) carrying `resources` resources was sent.
+    fn on_sent(&self, _type_url: &str, _bytes: usize, _resources: usize) {}
     /// Time from a snapshot reaching a connection to the answer of its last response.
     fn on_ack_latency(&self, _latency: Duration) {}
     /// A stream's task panicked (the stream is closed; the client reconnects).
@@ -180,6 +186,16 @@ impl Registry {
     }
 
     /// Applies one protocol event of connection `id`.
+    /// Counts a response sent: its encoded size and how many resources it carried.
+    pub fn record_sent(&self, type_url: &str, bytes: usize, resources: usize) {
+        // Counters only: no status change to announce to the registry's watchers.
+        let mut inner = self.lock();
+        let counters = &mut inner.counters;
+        counters.bytes_sent = counters.bytes_sent.saturating_add(bytes as u64);
+        counters.resources_sent = counters.resources_sent.saturating_add(resources as u64);
+        self.callbacks.on_sent(type_url, bytes, resources);
+    }
+
     pub fn record(&self, id: ConnectionId, event: &Event) {
         self.update(|inner| match event {
             Event::Sent {
@@ -367,7 +383,9 @@ mod tests {
                 pushes: 2,
                 acks: 1,
                 nacks: 1,
-                unknown_types: 0
+                unknown_types: 0,
+                bytes_sent: 0,
+                resources_sent: 0,
             }
         );
     }

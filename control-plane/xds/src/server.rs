@@ -180,6 +180,8 @@ trait Protocol: Send + 'static {
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
     fn take_events(&mut self) -> Vec<Event>;
     fn is_synced(&self) -> bool;
+    /// A response's type URL and resource count (for the byte counters).
+    fn describe(response: &Self::Response) -> (&str, usize);
 }
 
 impl Protocol for Connection {
@@ -204,6 +206,9 @@ impl Protocol for Connection {
     fn is_synced(&self) -> bool {
         Connection::is_synced(self)
     }
+    fn describe(response: &SotwResponse) -> (&str, usize) {
+        (&response.type_url, response.resources.len())
+    }
 }
 
 impl Protocol for DeltaConnection {
@@ -227,6 +232,9 @@ impl Protocol for DeltaConnection {
     }
     fn is_synced(&self) -> bool {
         DeltaConnection::is_synced(self)
+    }
+    fn describe(response: &DeltaResponse) -> (&str, usize) {
+        (&response.type_url, response.resources.len())
     }
 }
 
@@ -290,7 +298,9 @@ async fn run_stream<P: Protocol>(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .share(published);
-        Arc::new((server.node_specialise)(&node, &shared))
+        let own = (server.node_specialise)(&node, &shared);
+        // Delta Envoys take the routes one virtual host at a time (VHDS).
+        Arc::new(if P::DELTA { own.for_delta() } else { own })
     };
     let current = snapshots.borrow_and_update().clone();
     let mut connection = P::start(current.as_ref().map(specialise));
@@ -328,6 +338,10 @@ async fn run_stream<P: Protocol>(
             registered.registry.record(registered.id, &event);
         }
         for response in responses {
+            let (type_url, resources) = P::describe(&response);
+            registered
+                .registry
+                .record_sent(type_url, response.encoded_len(), resources);
             if tx.send(Ok(response)).await.is_err() {
                 return; // the client went away
             }

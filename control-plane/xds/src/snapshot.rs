@@ -6,6 +6,7 @@
 //! version is computed once per distinct set and cached with it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use prost_types::Any;
@@ -35,19 +36,52 @@ impl Resource {
 #[derive(Clone, Debug, Default)]
 pub struct Resources(Arc<TypeSet>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TypeSet {
     by_name: BTreeMap<String, Arc<Resource>>,
     /// [`Resources::version`], computed on first use.
     version: OnceLock<String>,
+    /// Unique per distinct set (a modified set gets a new one): what a [`Diff`] refers to.
+    id: u64,
+    /// How this set differs from the set it replaced, when [`Snapshot::sharing_with`] knew it.
+    diff: OnceLock<Diff>,
+}
+
+/// What changed from one set (`base`, by id) to another: a delta stream whose client holds
+/// exactly `base` applies this in O(changes) instead of comparing all M resources.
+#[derive(Debug)]
+pub struct Diff {
+    pub base: u64,
+    /// Added or changed resources, in name order.
+    pub changed: Vec<Arc<Resource>>,
+    /// Names no longer present, in order.
+    pub removed: Vec<String>,
+}
+
+static NEXT_SET_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_set_id() -> u64 {
+    NEXT_SET_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Default for TypeSet {
+    fn default() -> Self {
+        TypeSet {
+            by_name: BTreeMap::new(),
+            version: OnceLock::new(),
+            id: next_set_id(),
+            diff: OnceLock::new(),
+        }
+    }
 }
 
 impl Clone for TypeSet {
     fn clone(&self) -> Self {
-        // Only cloned to be modified (`Arc::make_mut`): the cached version would be stale.
+        // Only cloned to be modified (`Arc::make_mut`): the cached version and diff would be
+        // stale, and it is another set.
         TypeSet {
             by_name: self.by_name.clone(),
-            version: OnceLock::new(),
+            ..TypeSet::default()
         }
     }
 }
@@ -62,7 +96,7 @@ impl FromIterator<Arc<Resource>> for Resources {
     fn from_iter<I: IntoIterator<Item = Arc<Resource>>>(iter: I) -> Self {
         Resources(Arc::new(TypeSet {
             by_name: iter.into_iter().map(|r| (r.name.clone(), r)).collect(),
-            version: OnceLock::new(),
+            ..TypeSet::default()
         }))
     }
 }
@@ -124,10 +158,45 @@ impl Resources {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// Identifies this very set (see [`Diff`]).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// How this set differs from the set it replaced, if known.
+    pub fn diff(&self) -> Option<&Diff> {
+        self.0.diff.get()
+    }
+
+    /// Records how this set differs from `base` (once: the first predecessor it is shared with
+    /// wins; streams that hold another one take the full comparison). O(|base| + |self|).
+    fn note_diff_from(&self, base: &Resources) {
+        if self.0.diff.get().is_some() || self.same(base) {
+            return;
+        }
+        let changed = self
+            .shared()
+            .filter(|r| base.get(&r.name).is_none_or(|old| old.version != r.version))
+            .cloned()
+            .collect();
+        let removed = base
+            .names()
+            .filter(|name| !self.contains(name))
+            .map(str::to_owned)
+            .collect();
+        let _ = self.0.diff.set(Diff {
+            base: base.id(),
+            changed,
+            removed,
+        });
+    }
+
     fn make_mut(&mut self) -> &mut BTreeMap<String, Arc<Resource>> {
         let set = Arc::make_mut(&mut self.0);
         // Unique now (or just copied); the set is about to change.
         set.version = OnceLock::new();
+        set.diff = OnceLock::new();
+        set.id = next_set_id();
         &mut set.by_name
     }
 }
@@ -139,6 +208,20 @@ pub struct Snapshot {
     /// The traffic state it was translated from, so a scoped node's share can be derived from it
     /// (`scope::NodeSnapshots`); `None` for snapshots built by hand.
     pub source: Option<Arc<sluice_model::TrafficState>>,
+    /// The routes as delta-xDS Envoys receive them (VHDS, see `translate::vhds`): `None` when
+    /// the snapshot has no alternative form (then delta clients get `resources` as they are).
+    pub delta_routes: Option<DeltaRoutes>,
+}
+
+/// The route types of a snapshot for delta-xDS Envoys: a route configuration without the
+/// rollouts' virtual hosts (it names VHDS instead), and the virtual hosts as resources of their
+/// own, so a weight change sends the one virtual host that changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeltaRoutes {
+    /// Replaces the snapshot's `RouteConfiguration` set.
+    pub routes: Resources,
+    /// The `VirtualHost` set (VHDS).
+    pub virtual_hosts: Resources,
 }
 
 impl Snapshot {
@@ -186,9 +269,30 @@ impl Snapshot {
                 && old.len() == set.len()
             {
                 *set = old.clone();
+            } else if let Some(old) = previous.resources.get(type_url) {
+                set.note_diff_from(old);
             }
         }
+        if let (Some(new), Some(old)) = (&mut self.delta_routes, &previous.delta_routes) {
+            share_if_equal(&mut new.routes, &old.routes);
+            share_if_equal(&mut new.virtual_hosts, &old.virtual_hosts);
+        }
         self
+    }
+
+    /// The snapshot a delta-xDS Envoy receives: the route types replaced by [`DeltaRoutes`] when
+    /// there are some. Costs O(types): every set is shared.
+    pub fn for_delta(&self) -> Snapshot {
+        let mut own = self.clone();
+        if let Some(delta) = own.delta_routes.take() {
+            own.resources
+                .insert(crate::type_url::ROUTE.to_owned(), delta.routes);
+            own.resources.insert(
+                crate::type_url::VIRTUAL_HOST.to_owned(),
+                delta.virtual_hosts,
+            );
+        }
+        own
     }
 
     /// The version of the whole snapshot.
@@ -199,6 +303,15 @@ impl Snapshot {
                 .flat_map(Resources::values)
                 .map(|r| (r.name.as_str(), r.version.as_str())),
         )
+    }
+}
+
+/// `set` becomes `old` (shared) when their contents are the same.
+fn share_if_equal(set: &mut Resources, old: &Resources) {
+    if !old.same(set) && old.version() == set.version() && old.len() == set.len() {
+        *set = old.clone();
+    } else {
+        set.note_diff_from(old);
     }
 }
 

@@ -13,6 +13,7 @@
 //!        │        last virtual host "*" → 404 "no rollout for this host"
 //!        ├─► LDS  "sluice_http": HTTP connection manager, RDS "sluice_routes",
 //!        │          http_filters [ "sluice" (ECDS), router ]
+//!        │        (delta-xDS Envoys: the same virtual hosts one resource each, VHDS: [`vhds`])
 //!        └─► ECDS "sluice": the Wasm filter, its plugin configuration = the rendered
 //!                   `sluice.v1.FilterPolicy` as binary protobuf in a BytesValue
 //! ```
@@ -36,6 +37,7 @@ mod preview;
 mod proptests;
 #[cfg(test)]
 mod tests;
+pub mod vhds;
 
 use std::net::SocketAddr;
 
@@ -172,6 +174,7 @@ pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Sna
         FILTER_CONFIG_NAME,
         build::filter_config(&policy, &options.wasm),
     ));
+    snapshot.delta_routes = Some(vhds::delta_routes(state, &options.routing_header));
     snapshot.source = Some(std::sync::Arc::new(state.clone()));
     Ok(snapshot)
 }

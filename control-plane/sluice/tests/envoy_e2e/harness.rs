@@ -27,6 +27,8 @@ pub const THIRD: &str = "8e1a3c5d7f";
 pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 /// Weights live in the routes: a weight change is an RDS change only.
 pub const RDS_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Delta Envoys get each rollout's routes as a virtual host of its own (VHDS).
+pub const VHDS_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.VirtualHost";
 /// Generous bound for anything to become ready on a loaded 2-core machine.
 pub const READY: Duration = Duration::from_secs(60);
 /// Keep-alive connections per load run.
@@ -101,7 +103,8 @@ impl ControlPlane {
             "--envoy-listener".into(),
             format!("127.0.0.1:{}", free_port()?),
             "--log".into(),
-            "info".into(),
+            // E2E_SLUICE_LOG=debug to see the control plane's side of a failing test.
+            std::env::var("E2E_SLUICE_LOG").unwrap_or_else(|_| "info".into()),
             "--admin-token-file".into(),
             token_file.display().to_string(),
         ];
@@ -306,6 +309,12 @@ pub fn acked(proxy: &ProxyStatus, type_url: &str) -> String {
         .find(|t| t.type_url == type_url)
         .map(|t| t.acked_version.clone())
         .unwrap_or_default()
+}
+
+/// The ACKed versions of the types that carry the weights: the route configuration, and for a
+/// delta Envoy the virtual hosts (VHDS) too.
+pub fn routes_acked(proxy: &ProxyStatus) -> String {
+    format!("{}|{}", acked(proxy, RDS_TYPE), acked(proxy, VHDS_TYPE))
 }
 
 /// Every type's ACKed version.

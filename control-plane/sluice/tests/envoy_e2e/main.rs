@@ -24,6 +24,7 @@ mod native;
 mod release;
 mod scope;
 mod split;
+mod vhds;
 mod xds_tls;
 
 #[path = "../pki/mod.rs"]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sluice_e2e::{Req, Upstream};
 
-use crate::harness::{ControlPlane, HOST, Proxy, ProxyOptions, RDS_TYPE, Rollout, acked};
+use crate::harness::{ControlPlane, HOST, Proxy, ProxyOptions, Rollout, routes_acked};
 
 const OTHER_HOST: &str = "other.local";
 
@@ -79,11 +79,11 @@ async fn scope_scenario(delta: bool) -> anyhow::Result<()> {
     assert_eq!(response.status, 200);
 
     // The other rollout's weight moves: the gateway gets new routes, the sidecar nothing.
-    let sidecar_routes = acked(&sidecar_synced, RDS_TYPE);
-    let gateway_routes = acked(&gateway_synced, RDS_TYPE);
+    let sidecar_routes = routes_acked(&sidecar_synced);
+    let gateway_routes = routes_acked(&gateway_synced);
     cp.write_file(&file(10, 60))?;
     let gateway_now = cp
-        .wait_synced(&gateway_id, |p| acked(p, RDS_TYPE) != gateway_routes)
+        .wait_synced(&gateway_id, |p| routes_acked(p) != gateway_routes)
         .await?;
     // Give a (wrong) push to the sidecar time to arrive before looking.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -96,10 +96,10 @@ async fn scope_scenario(delta: bool) -> anyhow::Result<()> {
     // The demo rollout's weight moves: both get it.
     cp.write_file(&file(50, 60))?;
     cp.wait_synced(&gateway_id, |p| {
-        acked(p, RDS_TYPE) != acked(&gateway_now, RDS_TYPE)
+        routes_acked(p) != routes_acked(&gateway_now)
     })
     .await?;
-    cp.wait_synced(&sidecar_id, |p| acked(p, RDS_TYPE) != sidecar_routes)
+    cp.wait_synced(&sidecar_id, |p| routes_acked(p) != sidecar_routes)
         .await?;
     Ok(())
 }

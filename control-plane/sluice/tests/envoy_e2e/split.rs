@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use sluice_e2e::{Req, Upstream, check_binomial};
 
 use crate::harness::{
-    CANARY, ControlPlane, HOST, Proxy, ProxyOptions, RDS_TYPE, Rollout, STABLE, acked, by_upstream,
+    CANARY, ControlPlane, HOST, Proxy, ProxyOptions, Rollout, STABLE, by_upstream, routes_acked,
 };
 
 /// Requests per weight check.
@@ -52,10 +52,9 @@ async fn split_scenario(delta: bool) -> anyhow::Result<()> {
     check_split(&proxy, 0.10).await?;
     let sticky_at_10 = check_sticky(&proxy, 0.10).await?;
 
-    let before = acked(&synced, RDS_TYPE);
+    let before = routes_acked(&synced);
     cp.write_file(&rollout.clone().weight(50).yaml())?;
-    cp.wait_synced(node, |p| acked(p, RDS_TYPE) != before)
-        .await?;
+    cp.wait_synced(node, |p| routes_acked(p) != before).await?;
     check_split(&proxy, 0.50).await?;
     let sticky_at_50 = check_sticky(&proxy, 0.50).await?;
     // Raising the weight only moves keys onto the canary, never off it.

@@ -31,6 +31,9 @@ struct TypeState {
     last_offer: Option<(Resources, bool)>,
     /// Content version of `held` after the last response (what the registry shows).
     sent_version: Option<String>,
+    /// `held` is exactly the snapshot set with this id (wildcard subscription, nothing kept
+    /// back): the next set's [`crate::snapshot::Diff`] from it is all there is to send.
+    in_sync_with: Option<u64>,
     acked_version: Option<String>,
 }
 
@@ -81,6 +84,16 @@ impl DeltaConnection {
             return Vec::new();
         };
         let first = !self.types.contains_key(type_url);
+        if !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty()
+        {
+            debug!(
+                type_url,
+                subscribe = ?request.resource_names_subscribe,
+                unsubscribe = ?request.resource_names_unsubscribe,
+                "delta subscription change"
+            );
+        }
         let state = self.types.entry(type_url).or_default();
         state.last_offer = None;
 
@@ -113,6 +126,12 @@ impl DeltaConnection {
             }
         }
 
+        if first
+            || !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty()
+        {
+            state.in_sync_with = None;
+        }
         for name in request.resource_names_subscribe {
             if name == "*" {
                 state.subscription.wildcard = true;
@@ -176,9 +195,35 @@ impl PushSink for DeltaConnection {
             return;
         }
         state.last_offer = Some((all.clone(), keep_removed));
+        // The client holds exactly the set this one replaced: send the difference, O(changes).
+        let diff = all.diff().filter(|d| {
+            !keep_removed && state.subscription.wildcard && state.in_sync_with == Some(d.base)
+        });
+        if let Some(diff) = diff {
+            state.in_sync_with = Some(all.id());
+            if diff.changed.is_empty() && diff.removed.is_empty() && state.responded {
+                return;
+            }
+            for resource in &diff.changed {
+                state
+                    .held
+                    .insert(resource.name.clone(), resource.version.clone());
+            }
+            for name in &diff.removed {
+                state.held.remove(name);
+            }
+            let version = all.version().to_owned();
+            self.respond(
+                type_url,
+                diff.changed.clone(),
+                diff.removed.clone(),
+                version,
+            );
+            return;
+        }
         let changed: Vec<Arc<Resource>> = all
             .shared()
-            .filter(|r| state.subscription.contains(&r.name))
+            .filter(|r| state.subscription.contains_resource(type_url, &r.name))
             .filter(|r| state.held.get(&r.name) != Some(&r.version))
             .cloned()
             .collect();
@@ -189,7 +234,9 @@ impl PushSink for DeltaConnection {
             state
                 .held
                 .keys()
-                .filter(|name| !all.contains(name) || !state.subscription.contains(name))
+                .filter(|name| {
+                    !all.contains(name) || !state.subscription.contains_resource(type_url, name)
+                })
                 .cloned()
                 .collect()
         };
@@ -204,7 +251,45 @@ impl PushSink for DeltaConnection {
         for name in &removed {
             state.held.remove(name);
         }
+        // Wildcard and nothing kept back: the client now holds exactly `all`.
+        state.in_sync_with = (!keep_removed && state.subscription.wildcard).then(|| all.id());
         let version = set_version(state.held.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        self.respond(type_url, changed, removed, version);
+    }
+
+    fn outstanding(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|t| t.outstanding)
+    }
+
+    fn awaiting_endpoint_subscription(&self, target: &Snapshot) -> bool {
+        let Some(cds) = self.types.get(CLUSTER) else {
+            return false;
+        };
+        let eds = self.types.get(ENDPOINT);
+        if cds.acked_version != cds.sent_version {
+            return false; // NACKed: the client may not hold the clusters at all
+        }
+        missing_endpoint_subscriptions(
+            cds.held.keys().map(String::as_str),
+            eds.map(|eds| &eds.subscription),
+            ROUTE_TYPES.iter().any(|t| self.types.contains_key(t)),
+            target,
+        )
+    }
+}
+
+impl DeltaConnection {
+    /// Queues one response of `type_url` and marks it outstanding.
+    fn respond(
+        &mut self,
+        type_url: &'static str,
+        changed: Vec<Arc<Resource>>,
+        removed: Vec<String>,
+        version: String,
+    ) {
+        let Some(state) = self.types.get_mut(type_url) else {
+            return;
+        };
         let nonce = self.nonces.next();
         debug!(
             type_url,
@@ -230,25 +315,5 @@ impl PushSink for DeltaConnection {
         state.sent_version = Some(version);
         state.nonce = Some(nonce);
         state.outstanding = true;
-    }
-
-    fn outstanding(&self, type_url: &str) -> bool {
-        self.types.get(type_url).is_some_and(|t| t.outstanding)
-    }
-
-    fn awaiting_endpoint_subscription(&self, target: &Snapshot) -> bool {
-        let Some(cds) = self.types.get(CLUSTER) else {
-            return false;
-        };
-        let eds = self.types.get(ENDPOINT);
-        if cds.acked_version != cds.sent_version {
-            return false; // NACKed: the client may not hold the clusters at all
-        }
-        missing_endpoint_subscriptions(
-            cds.held.keys().map(String::as_str),
-            eds.map(|eds| &eds.subscription),
-            ROUTE_TYPES.iter().any(|t| self.types.contains_key(t)),
-            target,
-        )
     }
 }

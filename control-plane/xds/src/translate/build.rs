@@ -132,7 +132,7 @@ pub(super) fn load_assignment(name: &str, version: &Version) -> prost_types::Any
 }
 
 pub(super) fn route_configuration(state: &TrafficState, routing_header: &str) -> prost_types::Any {
-    let mut virtual_hosts: Vec<VirtualHost> = state
+    let virtual_hosts = state
         .rollouts
         .values()
         .flat_map(|rollout| {
@@ -140,6 +140,14 @@ pub(super) fn route_configuration(state: &TrafficState, routing_header: &str) ->
                 .chain(super::preview::virtual_host(rollout))
         })
         .collect();
+    to_any(&route_configuration_with(virtual_hosts, routing_header))
+}
+
+/// The route configuration with the rollouts' `virtual_hosts`, then the catch-all one.
+pub(super) fn route_configuration_with(
+    mut virtual_hosts: Vec<VirtualHost>,
+    routing_header: &str,
+) -> RouteConfiguration {
     virtual_hosts.push(VirtualHost {
         name: "no_rollout".into(),
         domains: vec!["*".into()],
@@ -158,17 +166,17 @@ pub(super) fn route_configuration(state: &TrafficState, routing_header: &str) ->
         }],
         ..Default::default()
     });
-    to_any(&RouteConfiguration {
+    RouteConfiguration {
         name: ROUTE_CONFIG_NAME.into(),
         virtual_hosts,
         // Applied by the router after the route is chosen: routing still sees the header, the
         // upstream does not.
         request_headers_to_remove: vec![routing_header.to_owned(), BUCKET_HEADER.to_owned()],
         ..Default::default()
-    })
+    }
 }
 
-fn virtual_host(rollout: &RolloutState, routing_header: &str) -> VirtualHost {
+pub(super) fn virtual_host(rollout: &RolloutState, routing_header: &str) -> VirtualHost {
     // The listener strips trailing dots and numeric ports (see `listener`), so a host and the host
     // with an empty port are all a rollout's domains: the filter's host rule, stated once.
     let domains = rollout

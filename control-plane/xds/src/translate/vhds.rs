@@ -1,0 +1,56 @@
+//! The routes for delta-xDS Envoys: one resource per rollout (VHDS), so a weight change sends
+//! what changed.
+//!
+//! ```text
+//!  RDS  "sluice_routes" { virtual_hosts: ["*" → 404], vhds: ADS }   unchanged by weight changes
+//!  VHDS "sluice_routes/ns%2Fapp"  VirtualHost of rollout "ns/app"   one per rollout
+//! ```
+//!
+//! Envoy subscribes to VHDS with the route configuration's name and namespace matching: every
+//! virtual host named `<route configuration>/<anything without '/'>` is pushed to it without
+//! being asked for by name (no on-demand filter needed). The resource name is also the virtual
+//! host's `name` (Envoy keys the virtual hosts it holds, and removals, by it). VHDS needs delta
+//! xDS; state-of-the-world Envoys keep the whole route configuration. Why VHDS rather than scoped
+//! routes or a weights resource: README "Control plane at scale".
+
+use envoy_types::pb::envoy::config::route::v3::Vhds;
+use sluice_model::TrafficState;
+
+use super::ROUTE_CONFIG_NAME;
+use super::build::{ads, route_configuration_with, to_any, virtual_host};
+use crate::snapshot::{DeltaRoutes, Resource};
+
+/// The VHDS resource (and virtual host) name of a rollout: `sluice_routes/<rollout>`, with `%`
+/// and `/` percent-encoded (Envoy matches the namespace up to the last `/`).
+pub fn virtual_host_name(rollout: &str) -> String {
+    let escaped = rollout.replace('%', "%25").replace('/', "%2F");
+    format!("{ROUTE_CONFIG_NAME}/{escaped}")
+}
+
+/// The route configuration naming VHDS, and each rollout's virtual host.
+pub(super) fn delta_routes(state: &TrafficState, routing_header: &str) -> DeltaRoutes {
+    let mut routes = route_configuration_with(Vec::new(), routing_header);
+    routes.vhds = Some(Vhds {
+        config_source: Some(ads()),
+    });
+    let virtual_hosts = state
+        .rollouts
+        .values()
+        .map(|rollout| {
+            let mut host = virtual_host(rollout, routing_header);
+            host.name = virtual_host_name(&rollout.name);
+            std::sync::Arc::new(Resource::new(&host.name, to_any(&host)))
+        })
+        .collect();
+    DeltaRoutes {
+        routes: std::iter::once(std::sync::Arc::new(Resource::new(
+            ROUTE_CONFIG_NAME,
+            to_any(&routes),
+        )))
+        .collect(),
+        virtual_hosts,
+    }
+}
+
+#[cfg(test)]
+mod tests;
