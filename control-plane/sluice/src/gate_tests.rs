@@ -216,6 +216,7 @@ fn rollout(name: &str, host: &str, weight: u32) -> sluice_model::RolloutState {
         header_routes: Vec::new(),
         mirror_routes: Vec::new(),
         stickiness: sluice_model::Stickiness::None,
+        preview: None,
     }
 }
 
@@ -450,6 +451,7 @@ fn a_delta_proxy_is_read_from_its_virtual_hosts() {
             header_routes: Vec::new(),
             mirror_routes: Vec::new(),
             stickiness: Stickiness::None,
+            preview: None,
         };
         let state = TrafficState {
             rollouts: [(rollout.name.clone(), rollout)].into(),
@@ -483,6 +485,7 @@ fn a_delta_proxy_is_read_from_its_virtual_hosts() {
             peer: String::new(),
             delta: true,
             connected_at: SystemTime::UNIX_EPOCH,
+            scope: None,
             types,
         }
     };
@@ -491,4 +494,3 @@ fn a_delta_proxy_is_read_from_its_virtual_hosts() {
     assert_eq!(read(delta_proxy(&one, true)), Some(1));
     assert_eq!(read(delta_proxy(&two, false)), None, "no virtual hosts yet");
 }
-

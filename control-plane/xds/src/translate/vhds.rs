@@ -36,11 +36,18 @@ pub(super) fn delta_routes(state: &TrafficState, routing_header: &str) -> DeltaR
     let virtual_hosts = state
         .rollouts
         .values()
-        .map(|rollout| {
+        .flat_map(|rollout| {
             let mut host = virtual_host(rollout, routing_header);
             host.name = virtual_host_name(&rollout.name);
-            std::sync::Arc::new(Resource::new(&host.name, to_any(&host)))
+            // A blue/green preview is a virtual host of its own (`<rollout>/preview`: two
+            // slashes, so no rollout's name).
+            let preview = super::preview::virtual_host(rollout).map(|mut preview| {
+                preview.name = virtual_host_name(&format!("{}/preview", rollout.name));
+                preview
+            });
+            std::iter::once(host).chain(preview)
         })
+        .map(|host| std::sync::Arc::new(Resource::new(&host.name, to_any(&host))))
         .collect();
     DeltaRoutes {
         routes: std::iter::once(std::sync::Arc::new(Resource::new(

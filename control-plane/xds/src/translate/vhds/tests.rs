@@ -33,6 +33,7 @@ fn rollout(i: usize, weight_bp: u32) -> RolloutState {
         header_routes: Vec::new(),
         mirror_routes: Vec::new(),
         stickiness: Stickiness::None,
+        preview: None,
     }
 }
 
@@ -365,5 +366,54 @@ fn a_stream_in_step_gets_the_diff_and_one_out_of_step_the_same_by_comparison() {
     assert_eq!(
         vhds.system_version_info,
         chain[2].type_version(VIRTUAL_HOST)
+    );
+}
+
+/// A blue/green preview reaches delta Envoys too: its virtual host is a VHDS resource of its own,
+/// the same routes as in the SotW form.
+#[test]
+fn a_preview_is_a_virtual_host_of_its_own() {
+    let mut state = state(2, 0, 0);
+    let with_preview = state.rollouts.get_mut("ns1/app").expect("rollout");
+    with_preview.canary_hash = None;
+    with_preview.canary_weight_bp = 0;
+    with_preview.preview = Some(sluice_model::Preview {
+        hosts: vec!["preview.app1.local".into()],
+        hash: "c".into(),
+    });
+    let snapshot = translate(&state, &options()).expect("valid");
+    let delta = snapshot.for_delta();
+    let hosts = delta.type_set(VIRTUAL_HOST);
+    let names: Vec<&str> = hosts.values().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            virtual_host_name("ns0/app"),
+            virtual_host_name("ns1/app"),
+            virtual_host_name("ns1/app/preview"),
+        ]
+    );
+    let full = RouteConfiguration::decode(
+        snapshot
+            .get(ROUTE, ROUTE_CONFIG_NAME)
+            .expect("routes")
+            .body
+            .value
+            .as_slice(),
+    )
+    .expect("decodes");
+    let inline = full
+        .virtual_hosts
+        .iter()
+        .find(|v| v.domains.iter().any(|d| d == "preview.app1.local"))
+        .expect("the SotW form has the preview");
+    let resource = hosts.values().nth(2).expect("preview");
+    let host = VirtualHost::decode(resource.body.value.as_slice()).expect("decodes");
+    assert_eq!(
+        VirtualHost {
+            name: inline.name.clone(),
+            ..host
+        },
+        *inline
     );
 }
