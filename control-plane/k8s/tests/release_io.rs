@@ -543,3 +543,69 @@ async fn a_failed_analysis_run_aborts_the_rollout_to_stable() {
     assert_eq!(server.list(ANALYSIS_RUNS, Some("prod")).len(), 1, "one run");
     source.stop().await;
 }
+
+/// A control plane restarted while a run measures resumes that run from its object (its spec and
+/// kept measurements): no second run, no measurement lost or repeated, and the rollout goes on.
+#[tokio::test]
+async fn a_restarted_control_plane_resumes_a_running_analysis_run() {
+    let upstream = sluice_e2e::upstream::Upstream::start(r#"{"ok": 1}"#)
+        .await
+        .expect("upstream");
+    let server = ApiServer::start().await.expect("api server");
+    let _kubelet = Kubelet::start(&server);
+    server.create("services", demo_service()).expect("service");
+    let mut template = ok_template(&format!("http://{}/", upstream.addr()));
+    template["spec"]["metrics"][0]["interval"] = json!("1s");
+    template["spec"]["metrics"][0]["count"] = json!(3);
+    server
+        .create("analysistemplates", template)
+        .expect("template");
+    let steps = json!([{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "ok"}]}}]);
+    server
+        .create("rollouts", demo_rollout(steps))
+        .expect("rollout");
+    let mut source = start_source(&server);
+    source
+        .until("v1 stable", |s| s.rollouts.contains_key("prod/demo"))
+        .await;
+    server
+        .merge_patch(
+            &rollout_key(),
+            &json!({"spec": {"template": {"spec": {"containers": container("demo:v2")}}}}),
+            false,
+        )
+        .expect("set image");
+    let state = source
+        .until("v2 at 50 %", |s| {
+            weight(s).is_some_and(|(_, _, w)| w == 5000)
+        })
+        .await;
+    let v2 = state.rollouts["prod/demo"]
+        .canary_hash
+        .clone()
+        .expect("canary");
+    let run_key = Key::new(ANALYSIS_RUNS, "prod", &format!("demo-{v2}-1"));
+    until_object(&server, &run_key, "the first measurement", |r| {
+        r["status"]["metricResults"][0]["count"] == 1
+    })
+    .await;
+    source.stop().await;
+    let kept = server.get(&run_key).expect("run");
+    assert_eq!(kept["status"]["phase"], "Running", "{:#}", kept["status"]);
+
+    let mut source = start_source(&server);
+    let run = until_object(&server, &run_key, "the run Successful", |r| {
+        r["status"]["phase"] == "Successful"
+    })
+    .await;
+    let metric = &run["status"]["metricResults"][0];
+    assert_eq!(metric["count"], 3, "{metric:#}");
+    assert_eq!(metric["measurements"].as_array().map(Vec::len), Some(3));
+    assert_eq!(server.list(ANALYSIS_RUNS, Some("prod")).len(), 1, "one run");
+    source
+        .until("v2 stable", |s| {
+            weight(s).is_some_and(|(stable, canary, _)| stable == v2 && canary.is_none())
+        })
+        .await;
+    source.stop().await;
+}
