@@ -46,7 +46,13 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 type Body = BoxBody<Bytes, Infallible>;
 
 /// Collections whose `status` is a subresource.
-const STATUS_SUBRESOURCE: &[&str] = &["rollouts", "replicasets", "deployments", "pods"];
+const STATUS_SUBRESOURCE: &[&str] = &[
+    "rollouts",
+    "replicasets",
+    "deployments",
+    "pods",
+    "analysisruns",
+];
 
 /// Where an object lives: `group/version/resource` (group empty for the core API), namespace, name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -373,6 +379,7 @@ fn kind_of(resource: &str) -> String {
         "endpointslices" => "EndpointSlice",
         "analysisruns" => "AnalysisRun",
         "analysistemplates" => "AnalysisTemplate",
+        "clusteranalysistemplates" => "ClusterAnalysisTemplate",
         other => other.trim_end_matches('s'),
     }
     .to_owned()

@@ -19,6 +19,7 @@
 //!   `isInf`, `isNil`, `default`.
 //! - [`plan`] and [`machine`]: defaults, validation and the state machine, no I/O.
 //! - [`provider`]: the HTTP edge.
+//! - [`rollout`]: a rollout's run (its args and hashes), shared by the drivers.
 //! - [`runner`]: one task per run, measuring on the machine's timers, cancellable.
 #![forbid(unsafe_code)]
 #![deny(warnings)]
@@ -32,6 +33,7 @@ pub mod plan;
 #[cfg(feature = "providers")]
 pub mod provider;
 pub mod resource;
+pub mod rollout;
 #[cfg(feature = "providers")]
 pub mod runner;
 
@@ -44,3 +46,4 @@ pub use resource::{
     AnalysisPhase, AnalysisRun, AnalysisRunStatus, AnalysisTemplate, AnalysisTemplateSpec,
     ClusterAnalysisTemplate, Measurement, MetricResult,
 };
+pub use rollout::{plan_for_rollout, plan_from_spec, rollout_arguments, run_spec};

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ack_report;
+pub mod analysis_runs;
 mod error;
 pub mod fence;
 pub mod index;

@@ -1,5 +1,6 @@
 //! The leader's writes: Rollout status patches, Events, and the release engine's actions
-//! (create / scale / annotate / delete ReplicaSets, scale a `workloadRef` Deployment). Every write
+//! (create / scale / annotate / delete ReplicaSets, scale a `workloadRef` Deployment, start and
+//! terminate AnalysisRuns: [`crate::analysis_runs`]). Every write
 //! checks, right before it is sent, that this replica still holds the Lease.
 
 use k8s_openapi::api::{
@@ -15,7 +16,11 @@ use sluice_api::{Rollout, RolloutStatus};
 use sluice_release::Action;
 use tokio::sync::watch;
 
-use crate::{K8sError, objects::RolloutRef};
+use crate::{
+    K8sError,
+    analysis_runs::{AnalysisRuns, StartRun},
+    objects::RolloutRef,
+};
 
 /// Merge-patches a Rollout's status, if (checked right before the write) this replica leads.
 /// Fields the new status drops are sent as `null` so the merge removes them. `resource_version`
@@ -106,6 +111,7 @@ pub async fn execute(
     object: &RolloutRef,
     rollout: &Rollout,
     actions: Vec<Action>,
+    runs: &mut AnalysisRuns,
 ) -> Executed {
     let mut done = Executed::default();
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &object.namespace);
@@ -206,31 +212,31 @@ pub async fn execute(
                     weight = traffic.canary_weight, "traffic published");
                 Ok(())
             }
-            // Not run by this driver yet: say so on the rollout; the step holds until promoted.
             Action::StartAnalysisRun {
-                name, background, ..
+                name,
+                canary_hash,
+                stable_hash,
+                step_index,
+                background,
+                templates,
+                args,
             } => {
-                let message = if background {
-                    format!(
-                        "background AnalysisRun {name:?} is not run by the Kubernetes driver yet: the steps go on without it"
-                    )
-                } else {
-                    format!(
-                        "AnalysisRun {name:?} is not run by the Kubernetes driver yet: the step waits for `sluice rollouts promote`"
-                    )
+                let start = StartRun {
+                    name: &name,
+                    canary_hash: &canary_hash,
+                    stable_hash: &stable_hash,
+                    step_index,
+                    background,
+                    templates: &templates,
+                    args: &args,
                 };
-                publish_event(
-                    recorder,
-                    object,
-                    rollout,
-                    true,
-                    "AnalysisNotRun".into(),
-                    &message,
-                )
-                .await
+                runs.start(client, is_leader, rollout, start).await
             }
-            // No run is started by this driver yet, so none is left to stop.
-            Action::TerminateAnalysisRun { .. } => Ok(()),
+            Action::TerminateAnalysisRun { name } => {
+                runs.terminate(client, is_leader, &object.namespace, &name)
+                    .await;
+                Ok(())
+            }
             Action::Event {
                 warning,
                 reason,

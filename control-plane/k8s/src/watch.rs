@@ -28,6 +28,7 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
+use sluice_analysis::{AnalysisRun, runner::RunUpdate};
 use sluice_api::{ArgoRollout, Rollout};
 use sluice_model::TrafficState;
 use sluice_release::DataPlane;
@@ -36,6 +37,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     K8sError,
     ack_report::{self, AckReport, Published, Reports},
+    analysis_runs::{self, AnalysisRuns},
     fence::Fence,
     index::{Index, SourceError},
     lease::{self, LeaseConfig},
@@ -129,6 +131,7 @@ enum Change {
     Service(Option<String>, Update<Service>),
     ReplicaSet(Option<String>, Update<ReplicaSet>),
     Deployment(Option<String>, Update<Deployment>),
+    AnalysisRun(Option<String>, Update<AnalysisRun>),
     AckReport(Update<Lease>),
     Failed(String, watcher::Error),
 }
@@ -185,7 +188,9 @@ pub async fn run(
     let mut announced_sync = false;
     let synced_tx = tx.clone();
     let mut changes = select_all(streams);
+    let (run_updates, mut run_updates_rx) = mpsc::unbounded_channel::<RunUpdate>();
     let mut driver = Driver::new(client, config.clone(), leader_rx.clone(), tx, errors);
+    driver.analysis = AnalysisRuns::new(run_updates);
     let mut tick = tokio::time::interval(config.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -223,6 +228,16 @@ pub async fn run(
                 driver.reconcile_all().await;
             }
             _ = tick.tick() => driver.reconcile_legacy().await,
+            // An AnalysisRun's new status: written to its object, then the engine looks again.
+            Some(update) = run_updates_rx.recv() => {
+                let mut changed = driver.run_update(update).await;
+                while let Ok(update) = run_updates_rx.try_recv() {
+                    changed |= driver.run_update(update).await;
+                }
+                if changed {
+                    driver.reconcile_engine().await;
+                }
+            }
             // This replica's proxies acknowledged something: the engine looks again, once per
             // burst.
             () = acks_changed(&mut local_acks) => {
@@ -234,7 +249,10 @@ pub async fn run(
                 driver.reconcile_all().await;
             }
             Ok(()) = leader_rx.changed() => {
-                if *leader_rx.borrow_and_update() {
+                if !*leader_rx.borrow_and_update() {
+                    // The next leader resumes the runs.
+                    driver.analysis.stop_all();
+                } else {
                     // A new leader reports what is wrong again.
                     driver.evented.clear();
                     driver.publish().await;
@@ -362,6 +380,15 @@ fn streams(client: &Client, config: &Config) -> Vec<ChangeStream> {
                 "Deployments".into(),
                 move |u| Change::Deployment(s.clone(), u),
             ));
+            // The engine's AnalysisRuns: a new leader finds (and resumes) the runs it did not start.
+            let runs: Api<AnalysisRun> = scoped_api(client, &scope);
+            let s = scope.clone();
+            out.push(watch_updates(
+                runs,
+                watcher::Config::default().labels(analysis_runs::ROLLOUT_LABEL),
+                "AnalysisRuns".into(),
+                move |u| Change::AnalysisRun(s.clone(), u),
+            ));
         }
     }
     out
@@ -385,6 +412,7 @@ fn note_listed(change: &Change, listed: &mut std::collections::BTreeSet<String>)
         Change::Service(ns, Update::Reset(_)) => format!("service/{ns:?}"),
         Change::ReplicaSet(ns, Update::Reset(_)) => format!("replicaset/{ns:?}"),
         Change::Deployment(ns, Update::Reset(_)) => format!("deployment/{ns:?}"),
+        Change::AnalysisRun(ns, Update::Reset(_)) => format!("analysisrun/{ns:?}"),
         Change::AckReport(Update::Reset(_)) => "ackreport".to_owned(),
         _ => return,
     };
@@ -455,6 +483,8 @@ struct Driver {
     /// Drops the watch's Rollout / ReplicaSet events that precede this replica's own writes.
     rollout_fence: Fence<RolloutRef>,
     replica_set_fence: Fence<(String, String)>,
+    /// The engine's AnalysisRuns (runner tasks on the leader).
+    analysis: AnalysisRuns,
 }
 
 impl Driver {
@@ -485,6 +515,8 @@ impl Driver {
             synced: false,
             rollout_fence: Fence::default(),
             replica_set_fence: Fence::default(),
+            // Replaced by `run`, which keeps the receiving end.
+            analysis: AnalysisRuns::new(mpsc::unbounded_channel().0),
         }
     }
 
@@ -547,6 +579,11 @@ impl Driver {
                 Update::Apply(d) => self.workloads.apply_deployment(*d),
                 Update::Delete(d) => self.workloads.delete_deployment(&d),
                 Update::Reset(all) => self.workloads.reset_deployments(scope.as_deref(), all),
+            },
+            Change::AnalysisRun(scope, update) => match update {
+                Update::Apply(run) => self.analysis.apply(*run),
+                Update::Delete(run) => self.analysis.delete(&run),
+                Update::Reset(all) => self.analysis.reset(scope.as_deref(), all),
             },
             Change::AckReport(update) => match update {
                 Update::Apply(lease) => self.reports.apply(&lease),
@@ -691,6 +728,10 @@ impl Driver {
         if !self.leads() {
             return;
         }
+        // A new leader (or a restarted one) measures the runs nothing measures.
+        self.analysis
+            .resume_all(&self.client, &self.is_leader)
+            .await;
         let rollouts: Vec<(RolloutRef, Rollout)> = self
             .index
             .rollouts_of(RolloutApi::Sluice)
@@ -702,6 +743,7 @@ impl Driver {
             let data_plane = self.data_plane(&object, &rollout);
             let mut observed = self.workloads.observed(&rollout, data_plane);
             observed.pods = self.index.restart_pods(&rollout);
+            observed.analysis_runs = self.analysis.observed(&object.namespace, &object.name);
             let out = sluice_release::reconcile(&rollout, &observed, Timestamp::now());
             if let Some(after) = out.requeue_after {
                 let at = tokio::time::Instant::now() + after;
@@ -714,6 +756,7 @@ impl Driver {
                 &object,
                 &rollout,
                 out.actions,
+                &mut self.analysis,
             )
             .await;
             for rs in done.replica_sets {
@@ -769,6 +812,13 @@ impl Driver {
         if wrote {
             self.publish().await;
         }
+    }
+
+    /// Records a runner's update and writes it to its AnalysisRun; true when it changed.
+    async fn run_update(&mut self, update: RunUpdate) -> bool {
+        self.analysis
+            .update(&self.client, &self.is_leader, update)
+            .await
     }
 
     /// Leader only: runs the older step engine on every sluice.dev Rollout whose versions are

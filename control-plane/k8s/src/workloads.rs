@@ -160,7 +160,7 @@ impl Workloads {
             versions,
             data_plane,
             workload,
-            // AnalysisRuns are not run by this driver yet (StartAnalysisRun becomes an Event).
+            // The AnalysisRuns are the driver's (`crate::analysis_runs`).
             analysis_runs: Vec::new(),
             // Pods are the index's (the caller's).
             pods: Vec::new(),

@@ -416,3 +416,196 @@ async fn a_restart_recreates_every_pod_without_a_new_version_and_is_recorded() {
     );
     source.stop().await;
 }
+
+const ANALYSIS_RUNS: &str = "sluice.dev/v1alpha1/analysisruns";
+
+/// An AnalysisTemplate `ok` whose one metric asks `url` (the `web` provider) and succeeds when
+/// the answer's `ok` is 1.
+fn ok_template(url: &str) -> Value {
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "ok", "namespace": "prod"},
+        "spec": {"metrics": [{
+            "name": "ok", "successCondition": "result == 1",
+            "provider": {"web": {"url": url, "jsonPath": "{$.ok}"}}
+        }]}
+    })
+}
+
+/// Releases v2 through `setWeight: 50` then an analysis step on `ok`, with the web provider
+/// answering `answer`; returns the run's object once complete, the server, the source and v1's
+/// and v2's hashes.
+async fn release_with_analysis(
+    answer: &str,
+) -> (ApiServer, Kubelet, Source, Value, String, String) {
+    let upstream = sluice_e2e::upstream::Upstream::start(answer)
+        .await
+        .expect("upstream");
+    let server = ApiServer::start().await.expect("api server");
+    let kubelet = Kubelet::start(&server);
+    server.create("services", demo_service()).expect("service");
+    server
+        .create(
+            "analysistemplates",
+            ok_template(&format!("http://{}/", upstream.addr())),
+        )
+        .expect("template");
+    let steps = json!([{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "ok"}]}},
+                       {"setWeight": 80}]);
+    server
+        .create("rollouts", demo_rollout(steps))
+        .expect("rollout");
+    let mut source = start_source(&server);
+    let state = source
+        .until("v1 stable", |s| s.rollouts.contains_key("prod/demo"))
+        .await;
+    let v1 = state.rollouts["prod/demo"].stable_hash.clone();
+    server
+        .merge_patch(
+            &rollout_key(),
+            &json!({"spec": {"template": {"spec": {"containers": container("demo:v2")}}}}),
+            false,
+        )
+        .expect("set image");
+    let state = source
+        .until("v2 at 50 %", |s| {
+            weight(s).is_some_and(|(_, canary, w)| canary.is_some() && w == 5000)
+        })
+        .await;
+    let v2 = state.rollouts["prod/demo"]
+        .canary_hash
+        .clone()
+        .expect("canary");
+    let run_key = Key::new(ANALYSIS_RUNS, "prod", &format!("demo-{v2}-1"));
+    let run = until_object(&server, &run_key, "the AnalysisRun complete", |r| {
+        matches!(
+            r["status"]["phase"].as_str(),
+            Some("Successful" | "Failed" | "Error" | "Inconclusive")
+        )
+    })
+    .await;
+    assert!(upstream.requests() >= 1, "the web provider was asked");
+    drop(upstream);
+    (server, kubelet, source, run, v1, v2)
+}
+
+fn assert_owned_and_labelled(run: &Value, v2: &str) {
+    assert_eq!(run["metadata"]["ownerReferences"][0]["kind"], "Rollout");
+    assert_eq!(run["metadata"]["ownerReferences"][0]["name"], "demo");
+    assert_eq!(run["metadata"]["labels"]["sluice.dev/rollout"], "demo");
+    assert_eq!(run["metadata"]["labels"]["rollouts-pod-template-hash"], v2);
+}
+
+#[tokio::test]
+async fn a_successful_analysis_run_is_written_to_its_object_and_the_rollout_goes_on() {
+    let (server, _kubelet, mut source, run, _v1, v2) = release_with_analysis(r#"{"ok": 1}"#).await;
+    assert_eq!(run["status"]["phase"], "Successful", "{:#}", run["status"]);
+    assert_owned_and_labelled(&run, &v2);
+    let metric = &run["status"]["metricResults"][0];
+    assert_eq!(metric["name"], "ok");
+    assert_eq!(metric["phase"], "Successful");
+    assert_eq!(metric["measurements"][0]["value"], "1", "{metric:#}");
+    assert_eq!(metric["measurements"][0]["phase"], "Successful");
+    // The step after the analysis, then promotion.
+    source
+        .until("v2 stable", |s| {
+            weight(s).is_some_and(|(stable, canary, _)| stable == v2 && canary.is_none())
+        })
+        .await;
+    until_object(&server, &rollout_key(), "v2 Healthy", |r| {
+        r["status"]["phase"] == "Healthy" && r["status"]["stableRS"] == v2.as_str()
+    })
+    .await;
+    assert_eq!(server.list(ANALYSIS_RUNS, Some("prod")).len(), 1, "one run");
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_analysis_run_aborts_the_rollout_to_stable() {
+    let (server, _kubelet, mut source, run, v1, v2) = release_with_analysis(r#"{"ok": 0}"#).await;
+    assert_eq!(run["status"]["phase"], "Failed", "{:#}", run["status"]);
+    assert_owned_and_labelled(&run, &v2);
+    assert_eq!(
+        run["status"]["metricResults"][0]["measurements"][0]["value"],
+        "0"
+    );
+    source
+        .until("all traffic to v1", |s| {
+            weight(s).is_some_and(|(stable, _, w)| stable == v1 && w == 0)
+        })
+        .await;
+    let rollout = until_object(&server, &rollout_key(), "Degraded", |r| {
+        r["status"]["phase"] == "Degraded"
+    })
+    .await;
+    let message = rollout["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("demo-{v2}-1")), "{message}");
+    assert_eq!(server.list(ANALYSIS_RUNS, Some("prod")).len(), 1, "one run");
+    source.stop().await;
+}
+
+/// A control plane restarted while a run measures resumes that run from its object (its spec and
+/// kept measurements): no second run, no measurement lost or repeated, and the rollout goes on.
+#[tokio::test]
+async fn a_restarted_control_plane_resumes_a_running_analysis_run() {
+    let upstream = sluice_e2e::upstream::Upstream::start(r#"{"ok": 1}"#)
+        .await
+        .expect("upstream");
+    let server = ApiServer::start().await.expect("api server");
+    let _kubelet = Kubelet::start(&server);
+    server.create("services", demo_service()).expect("service");
+    let mut template = ok_template(&format!("http://{}/", upstream.addr()));
+    template["spec"]["metrics"][0]["interval"] = json!("1s");
+    template["spec"]["metrics"][0]["count"] = json!(3);
+    server
+        .create("analysistemplates", template)
+        .expect("template");
+    let steps = json!([{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "ok"}]}}]);
+    server
+        .create("rollouts", demo_rollout(steps))
+        .expect("rollout");
+    let mut source = start_source(&server);
+    source
+        .until("v1 stable", |s| s.rollouts.contains_key("prod/demo"))
+        .await;
+    server
+        .merge_patch(
+            &rollout_key(),
+            &json!({"spec": {"template": {"spec": {"containers": container("demo:v2")}}}}),
+            false,
+        )
+        .expect("set image");
+    let state = source
+        .until("v2 at 50 %", |s| {
+            weight(s).is_some_and(|(_, _, w)| w == 5000)
+        })
+        .await;
+    let v2 = state.rollouts["prod/demo"]
+        .canary_hash
+        .clone()
+        .expect("canary");
+    let run_key = Key::new(ANALYSIS_RUNS, "prod", &format!("demo-{v2}-1"));
+    until_object(&server, &run_key, "the first measurement", |r| {
+        r["status"]["metricResults"][0]["count"] == 1
+    })
+    .await;
+    source.stop().await;
+    let kept = server.get(&run_key).expect("run");
+    assert_eq!(kept["status"]["phase"], "Running", "{:#}", kept["status"]);
+
+    let mut source = start_source(&server);
+    let run = until_object(&server, &run_key, "the run Successful", |r| {
+        r["status"]["phase"] == "Successful"
+    })
+    .await;
+    let metric = &run["status"]["metricResults"][0];
+    assert_eq!(metric["count"], 3, "{metric:#}");
+    assert_eq!(metric["measurements"].as_array().map(Vec::len), Some(3));
+    assert_eq!(server.list(ANALYSIS_RUNS, Some("prod")).len(), 1, "one run");
+    source
+        .until("v2 stable", |s| {
+            weight(s).is_some_and(|(stable, canary, _)| stable == v2 && canary.is_none())
+        })
+        .await;
+    source.stop().await;
+}

@@ -12,9 +12,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use sluice_analysis::{
-    AnalysisDocument, AnalysisError, AnalysisPhase, AnalysisTemplateSpec, PodHashes, RunPlan,
-    plan_run,
-    resource::Argument,
+    AnalysisDocument, AnalysisError, AnalysisPhase, AnalysisTemplateSpec, RunPlan,
+    plan_for_rollout,
     runner::{HttpClient, RunHandle, RunUpdate, spawn},
 };
 use tokio::sync::mpsc;
@@ -145,28 +144,7 @@ pub fn plan(
             name: reference.template_name.clone(),
         })?);
     }
-    let args = arguments(&run.args)?;
-    let hashes = PodHashes {
-        stable: Some(run.stable_hash.clone()),
-        latest: Some(run.canary_hash.clone()),
-    };
-    plan_run(&specs, &args, &hashes)
-}
-
-/// The rollout's `analysis.args` as the analysis crate's arguments (the same schema).
-pub fn arguments(
-    args: &[sluice_api::resource::AnalysisRunArgument],
-) -> Result<Vec<Argument>, AnalysisError> {
-    args.iter()
-        .map(|arg| {
-            serde_json::to_value(arg)
-                .and_then(serde_json::from_value::<Argument>)
-                .map_err(|e| AnalysisError::Argument {
-                    arg: arg.name.clone(),
-                    message: e.to_string(),
-                })
-        })
-        .collect()
+    plan_for_rollout(&specs, &run.args, &run.stable_hash, &run.canary_hash)
 }
 
 #[cfg(test)]
