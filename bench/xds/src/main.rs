@@ -153,9 +153,11 @@ fn repo_root() -> PathBuf {
 const DEFAULT_SHAPES: &str =
     "100x100d,100x5000d,100x100,100x5000,1000x1000d,1000x1000,10000x2000/20";
 
-/// `NxM` or `NxM/S`, each with an optional `d` suffix (delta ADS clients), comma-separated:
-/// (clients, rollouts, rollouts per scope, delta).
-fn parse_shapes(value: &str) -> anyhow::Result<Vec<(usize, usize, Option<usize>, bool)>> {
+/// One configuration: (clients, rollouts, rollouts per scope, delta ADS clients).
+type Shape = (usize, usize, Option<usize>, bool);
+
+/// `NxM` or `NxM/S`, each with an optional `d` suffix (delta ADS clients), comma-separated.
+fn parse_shapes(value: &str) -> anyhow::Result<Vec<Shape>> {
     value
         .split(',')
         .map(|part| {

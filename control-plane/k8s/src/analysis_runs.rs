@@ -412,18 +412,9 @@ fn failed(old: &AnalysisRunStatus, error: &AnalysisError) -> AnalysisRunStatus {
     }
 }
 
-/// `{"status": new}` with `null` for every field `old` has and `new` does not (a merge patch
-/// removes them).
+/// `{"status": <merge patch from old to new>}`: a field `new` drops, at any depth, is `null`.
 pub fn status_patch(old: &AnalysisRunStatus, new: &AnalysisRunStatus) -> serde_json::Value {
-    let mut status = serde_json::to_value(new).unwrap_or_default();
-    if let (Ok(serde_json::Value::Object(old)), serde_json::Value::Object(fields)) =
-        (serde_json::to_value(old), &mut status)
-    {
-        for key in old.keys() {
-            fields.entry(key.clone()).or_insert(serde_json::Value::Null);
-        }
-    }
-    serde_json::json!({ "status": status })
+    crate::merge_patch::status_patch(old, new)
 }
 
 /// (namespace, name), rollout, canary hash and step of one of Sluice's AnalysisRuns (`None`: not

@@ -28,6 +28,7 @@ pub mod fence;
 pub mod index;
 pub mod lease;
 pub mod manifests;
+pub mod merge_patch;
 pub mod objects;
 pub mod parse;
 pub mod reconcile;

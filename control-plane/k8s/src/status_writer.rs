@@ -57,25 +57,22 @@ pub async fn write_status(
     }
 }
 
-/// `{"metadata": {"resourceVersion"}, "status": new}` with `null` for every field `old` has and
-/// `new` does not; without a resourceVersion, no precondition.
+/// `{"metadata": {"resourceVersion"}, "status": <merge patch from old to new>}` (a field `new`
+/// drops, at any depth, is `null`: [`crate::merge_patch`]); without a resourceVersion, no
+/// precondition.
 pub fn status_patch(
     resource_version: Option<&str>,
     old: &RolloutStatus,
     new: &RolloutStatus,
 ) -> serde_json::Value {
-    let mut status = serde_json::to_value(new).unwrap_or_default();
-    if let (Ok(serde_json::Value::Object(old)), serde_json::Value::Object(fields)) =
-        (serde_json::to_value(old), &mut status)
-    {
-        for key in old.keys() {
-            fields.entry(key.clone()).or_insert(serde_json::Value::Null);
-        }
+    let mut patch = crate::merge_patch::status_patch(old, new);
+    if let (Some(rv), serde_json::Value::Object(fields)) = (resource_version, &mut patch) {
+        fields.insert(
+            "metadata".into(),
+            serde_json::json!({"resourceVersion": rv}),
+        );
     }
-    match resource_version {
-        Some(rv) => serde_json::json!({ "metadata": {"resourceVersion": rv}, "status": status }),
-        None => serde_json::json!({ "status": status }),
-    }
+    patch
 }
 
 /// A write refused because the object changed since it was read (409 Conflict).

