@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use sluice_model::{RouteTarget, Stickiness};
+use sluice_model::Stickiness;
 
 use super::*;
 
@@ -38,16 +38,24 @@ fn the_example_file_loads() {
     let state = load_state(&text, path).expect("the example is valid");
     let demo = &state.rollouts["default/demo"];
     assert_eq!(demo.hosts, ["demo.local"]);
+    // Run by the release engine (spec.version, no status): until it starts, all on that version.
     assert_eq!(demo.stable_hash, "5d9f7c6b48");
-    assert_eq!(demo.canary_hash.as_deref(), Some("7c8d9f5b6a"));
-    assert_eq!(demo.canary_weight_bp, 5000);
-    assert_eq!(demo.header_routes.len(), 1);
-    assert_eq!(demo.header_routes[0].name, "testers");
-    assert_eq!(demo.header_routes[0].target, RouteTarget::Canary);
+    assert_eq!(demo.canary_hash, None);
+    assert_eq!(demo.canary_weight_bp, 0);
     assert_eq!(demo.stickiness, Stickiness::Header("x-user-id".into()));
     let stable: SocketAddr = "127.0.0.1:8001".parse().expect("addr");
     assert_eq!(demo.versions["5d9f7c6b48"].endpoints[0], stable);
     assert_eq!(demo.versions.len(), 2);
+    // The README's release step: the other key of staticEndpoints.
+    let released = text.replace("version: 5d9f7c6b48", "version: 7c8d9f5b6a");
+    assert_ne!(released, text);
+    load_state(&released, path).expect("releasing v2 is a valid file");
+    // The README's warning: a status beside spec.version is refused, naming the field.
+    let with_status = format!("{text}status: {{stableRS: 5d9f7c6b48}}\n");
+    let error = load_state(&with_status, path)
+        .expect_err("a status beside spec.version")
+        .to_string();
+    assert!(error.contains("status"), "{error}");
 }
 
 #[test]

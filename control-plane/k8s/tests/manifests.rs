@@ -225,7 +225,17 @@ fn the_control_plane_role_grants_only_what_is_used() {
             "sluice.dev/rollouts: get,list,watch",
         ]
     );
-    // What the admin API's SubjectAccessReviews ask for: `list` (status) and `update` (changes).
+    // What `sluice rollouts` reads and patches (kube.rs), and what the admin API's
+    // SubjectAccessReviews ask for: `list` (status) and `update` (standalone commands).
     operator.sort();
-    assert_eq!(operator, ["sluice.dev/rollouts: get,list,update"]);
+    assert_eq!(
+        operator,
+        [
+            "/pods: list,watch",
+            "apps/replicasets: list,watch",
+            "argoproj.io/rollouts: get,list,watch",
+            "sluice.dev/rollouts/status: patch",
+            "sluice.dev/rollouts: get,list,patch,update,watch",
+        ]
+    );
 }

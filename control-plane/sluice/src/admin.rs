@@ -42,7 +42,17 @@ impl AdminService {
         self.auth.check(request, Access::Write { rollout }).await
     }
 
+    /// An in-memory override (`set-weight`, `promote`, `abort`). Standalone only: in Kubernetes
+    /// mode it would live in the memory of the one replica that took it, invisible to the others
+    /// and lost on restart; there the Rollout object is the one place commands go.
     async fn apply(&self, rollout: &str, over: Override) -> Result<RolloutStatus, Status> {
+        if self.app.standalone.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "rollout {rollout:?}: this control plane runs in Kubernetes mode, where commands \
+                 go through the Rollout so that every replica converges from it: use `sluice \
+                 rollouts promote|abort` (or edit the Rollout)"
+            )));
+        }
         let status = {
             let mut store = self.app.store.lock().await;
             store.apply_override(rollout, over).map_err(|e| match e {
