@@ -374,8 +374,27 @@ fn namespace_of(doc: &Rollout) -> &str {
     doc.metadata.namespace.as_deref().unwrap_or("default")
 }
 
+/// A Service name Kubernetes accepts (an RFC 1035 label): another names no Service and gives no
+/// host (a template placeholder such as `ROLLOUT_NAME-active`).
+fn is_service_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
 /// The stable, then the canary Service's name; blue/green: the active Service's.
 fn service_names(doc: &Rollout) -> Vec<&str> {
+    let mut names = service_names_as_written(doc);
+    names.retain(|n| is_service_name(n));
+    names
+}
+
+fn service_names_as_written(doc: &Rollout) -> Vec<&str> {
     if let Some(bg) = &doc.spec.strategy.blue_green
         && !bg.active_service.is_empty()
     {
@@ -403,7 +422,7 @@ fn preview_service(doc: &Rollout) -> Option<&str> {
         .blue_green
         .as_ref()
         .and_then(|bg| bg.preview_service.as_deref())
-        .filter(|svc| !svc.is_empty())
+        .filter(|svc| is_service_name(svc))
 }
 
 fn selector(doc: &Rollout, name: &str) -> Result<Selector, ApiError> {
