@@ -294,6 +294,12 @@ fn cluster_route(
             // The release engine's watches (this rollout has no template: none of its own).
             ("GET", "/apis/apps/v1/replicasets") => Some(list("ReplicaSetList", "apps/v1", vec![])),
             ("GET", "/apis/apps/v1/deployments") => Some(list("DeploymentList", "apps/v1", vec![])),
+            ("GET", "/apis/sluice.dev/v1alpha1/analysisruns") => {
+                Some(list("AnalysisRunList", "sluice.dev/v1alpha1", vec![]))
+            }
+            ("GET", "/apis/coordination.k8s.io/v1/namespaces/sluice-system/leases") => {
+                Some(list("LeaseList", "coordination.k8s.io/v1", vec![]))
+            }
             ("PATCH", STATUS) => {
                 // A merge patch of the status.
                 let status = rollout.get("status").cloned().unwrap_or(json!({}));
@@ -788,6 +794,12 @@ async fn the_release_engine_writes_nothing_before_a_late_replica_sets_list() {
                 Some(list("ReplicaSetList", "apps/v1", vec![replica_set.clone()]))
             }
             ("GET", "/apis/apps/v1/deployments") => Some(list("DeploymentList", "apps/v1", vec![])),
+            ("GET", "/apis/sluice.dev/v1alpha1/analysisruns") => {
+                Some(list("AnalysisRunList", "sluice.dev/v1alpha1", vec![]))
+            }
+            ("GET", "/apis/coordination.k8s.io/v1/namespaces/sluice-system/leases") => {
+                Some(list("LeaseList", "coordination.k8s.io/v1", vec![]))
+            }
             ("PATCH", STATUS) => {
                 let mut updated = rollout.clone();
                 updated["status"] = seen.body["status"].clone();
