@@ -248,6 +248,7 @@ pub(crate) fn derive(
         canary_weight_bp: weight.bp,
         header_routes,
         mirror_routes: mirrors.into_iter().map(|(_, route)| route).collect(),
+        additional_weights: Vec::new(),
         stickiness,
         preview: blue_green.preview,
     };

@@ -55,9 +55,24 @@ pub struct RolloutState {
     pub header_routes: Vec<HeaderRoute>,
     /// Requests copied to the canary (Argo's `setMirrorRoute`), tried in order; see [`mirror`].
     pub mirror_routes: Vec<MirrorRoute>,
+    /// Versions other than stable and canary with a share of live traffic (Argo's experiment
+    /// templates with a `weight`, `status.canary.weights.additional`), in order. Stable gets
+    /// `FULL_WEIGHT_BP - canary_weight_bp - Σ weight_bp`.
+    pub additional_weights: Vec<WeightDestination>,
     pub stickiness: Stickiness,
     /// Blue/green: hosts routed to one version outside the filter's decision; see [`preview`].
     pub preview: Option<Preview>,
+}
+
+/// A share of live traffic sent to one more version (Argo's `WeightDestination`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightDestination {
+    /// Who asked for it, e.g. the experiment template's name (`baseline`).
+    pub name: String,
+    /// A live version's pod-template hash.
+    pub pod_template_hash: String,
+    /// Share in basis points.
+    pub weight_bp: u32,
 }
 
 /// The ready endpoints of one pod-template hash.

@@ -50,6 +50,7 @@ fn demo() -> RolloutState {
             target: RouteTarget::Canary,
         }],
         mirror_routes: Vec::new(),
+        additional_weights: Vec::new(),
         preview: None,
         stickiness: Stickiness::Cookie {
             name: "sluice".into(),
@@ -475,6 +476,7 @@ prop_compose! {
             canary_hash,
             header_routes,
             mirror_routes: Vec::new(),
+            additional_weights: Vec::new(),
             preview: None,
             stickiness,
         }

@@ -215,6 +215,7 @@ fn rollout(name: &str, host: &str, weight: u32) -> sluice_model::RolloutState {
         canary_weight_bp: weight,
         header_routes: Vec::new(),
         mirror_routes: Vec::new(),
+        additional_weights: Vec::new(),
         stickiness: sluice_model::Stickiness::None,
         preview: None,
     }
@@ -450,6 +451,7 @@ fn a_delta_proxy_is_read_from_its_virtual_hosts() {
             canary_weight_bp: weight_bp,
             header_routes: Vec::new(),
             mirror_routes: Vec::new(),
+            additional_weights: Vec::new(),
             stickiness: Stickiness::None,
             preview: None,
         };

@@ -137,6 +137,7 @@ mod tests {
             canary_weight_bp: weight,
             header_routes: vec![],
             mirror_routes: Vec::new(),
+            additional_weights: Vec::new(),
             preview: None,
             stickiness: Stickiness::None,
         }

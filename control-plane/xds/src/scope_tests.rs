@@ -31,6 +31,7 @@ fn rollout(name: &str, host: &str, weight: u32) -> RolloutState {
         canary_weight_bp: weight,
         header_routes: Vec::new(),
         mirror_routes: Vec::new(),
+        additional_weights: Vec::new(),
         preview: None,
         stickiness: Stickiness::None,
     }

@@ -50,6 +50,7 @@ fn arb_state() -> impl Strategy<Value = TrafficState> {
                         canary_hash,
                         header_routes: Vec::new(),
                         mirror_routes: Vec::new(),
+                        additional_weights: Vec::new(),
                         preview: None,
                         stickiness: Stickiness::None,
                     }

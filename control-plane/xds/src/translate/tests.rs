@@ -52,6 +52,7 @@ pub(super) fn rollout(name: &str, host: &str, versions: &[(&str, &[&str])]) -> R
         canary_weight_bp: 0,
         header_routes: Vec::new(),
         mirror_routes: Vec::new(),
+        additional_weights: Vec::new(),
         preview: None,
         stickiness: Stickiness::None,
     }

@@ -32,6 +32,7 @@ fn rollout(i: usize, weight_bp: u32) -> RolloutState {
         canary_weight_bp: weight_bp,
         header_routes: Vec::new(),
         mirror_routes: Vec::new(),
+        additional_weights: Vec::new(),
         stickiness: Stickiness::None,
         preview: None,
     }
