@@ -157,6 +157,10 @@ pub struct PublishedTraffic {
     /// Percent of requests to the canary, 0 to 100; the rest goes to stable.
     #[serde(default)]
     pub canary_weight: i32,
+    /// Further versions with a share of the requests, in the units of `canary_weight`
+    /// (experiment templates with a `weight`); stable gets what canary and these leave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional: Vec<crate::resource::WeightDestination>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub header_routes: Vec<SetHeaderRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

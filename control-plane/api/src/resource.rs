@@ -377,6 +377,9 @@ pub struct TrafficWeights {
     /// Argo always writes it (`maxTrafficWeight` − canary); a hand-written status may omit it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable: Option<WeightDestination>,
+    /// Argo: further versions with a share (experiment templates with a `weight`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional: Vec<WeightDestination>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

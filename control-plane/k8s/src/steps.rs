@@ -233,6 +233,7 @@ fn weights(stable: &str, canary: &str, canary_weight: i32, stable_weight: i32) -
                 service_name: None,
                 weight: stable_weight,
             }),
+            additional: Vec::new(),
         }),
     }
 }

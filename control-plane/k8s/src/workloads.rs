@@ -63,6 +63,7 @@ pub fn published_view(doc: &Rollout) -> Cow<'_, Rollout> {
                 service_name: None,
                 weight: 100i32.saturating_sub(traffic.canary_weight),
             }),
+            additional: Vec::new(),
         }),
     });
     Cow::Owned(view)

@@ -91,6 +91,7 @@ pub(crate) fn traffic(
         stable: stable.to_owned(),
         canary: Some(canary.to_owned()),
         canary_weight: weight,
+        additional: Vec::new(),
         header_routes: if routed {
             at.header_routes.clone()
         } else {

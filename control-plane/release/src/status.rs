@@ -267,6 +267,7 @@ pub(crate) fn finish(
                 service_name: None,
                 weight: 100 - traffic.canary_weight,
             }),
+            additional: Vec::new(),
         }),
     });
 }
