@@ -394,7 +394,7 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
 
 /// One `sluice serve --kubernetes` replica with leader election in the `demo` namespace.
 struct Replica {
-    _process: Guard,
+    process: Guard,
     xds: u16,
     log: std::path::PathBuf,
 }
@@ -428,7 +428,7 @@ impl Replica {
             .spawn()
             .context("starting sluice serve")?;
         Ok(Replica {
-            _process: Guard(process),
+            process: Guard(process),
             xds,
             log: log_path,
         })
@@ -436,6 +436,10 @@ impl Replica {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.0.id()
     }
 }
 
@@ -619,5 +623,13 @@ async fn the_leader_waits_for_an_envoy_connected_to_another_replica() -> anyhow:
         failures.len(),
         failures.first()
     );
+
+    // A replica that stops on purpose takes its data-plane report with it.
+    signal(follower.pid(), "-TERM")?;
+    until("sluice-b's report deleted", &server, |s| {
+        lease(s, "sluice-acks-sluice-b").is_none()
+    })
+    .await
+    .with_context(|| follower.log())?;
     Ok(())
 }

@@ -5,9 +5,10 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
-    Client,
+    Api, Client,
     runtime::events::{Event as K8sEvent, EventType, Recorder, Reporter},
 };
 use sluice_analysis::runner::RunUpdate;
@@ -21,7 +22,7 @@ use super::{
     streams::{Change, Update},
 };
 use crate::{
-    ack_report::{Published, Reports},
+    ack_report::{self, Published, Reports},
     analysis_runs::AnalysisRuns,
     fence::Fence,
     index::{Index, SourceError},
@@ -289,6 +290,22 @@ impl Driver {
     pub(super) async fn reconcile_all(&mut self) {
         self.reconcile_engine().await;
         self.reconcile_legacy().await;
+        self.delete_abandoned_reports().await;
+    }
+
+    /// Leader only: deletes the data-plane reports of replicas long gone (their watch event then
+    /// drops them from `reports`).
+    async fn delete_abandoned_reports(&mut self) {
+        let Some(lease) = &self.config.lease else {
+            return;
+        };
+        if !self.synced || !*self.is_leader.borrow() {
+            return;
+        }
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &lease.namespace);
+        for gone in self.reports.abandoned(&lease.identity, Timestamp::now()) {
+            ack_report::delete_report(&api, &gone.name, gone.resource_version).await;
+        }
     }
 
     fn leads(&self) -> bool {
