@@ -226,7 +226,7 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
                 .context("starting sluice serve")?,
         ))
     };
-    let mut control_plane = start_control_plane()?;
+    let mut first_control_plane = start_control_plane()?;
     let sluice_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     // v1: created by Sluice from the template, stable.
@@ -312,12 +312,12 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     // lists everything, keeps the step (it writes nothing), and the Envoy, which kept its
     // configuration meanwhile, reconnects and still splits 50/50.
     let before = status(&server);
-    control_plane
+    first_control_plane
         .0
         .kill()
         .context("killing the control plane")?;
-    let _ = control_plane.0.wait();
-    control_plane = start_control_plane()?;
+    let _ = first_control_plane.0.wait();
+    let _restarted_control_plane = start_control_plane()?;
     let deadline = Instant::now() + TIMEOUT;
     while !http_ready(http).await {
         anyhow::ensure!(

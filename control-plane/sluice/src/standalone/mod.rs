@@ -185,17 +185,25 @@ async fn pass(
         };
         let acks = engine.gate.proxies(&name, &proxies);
         let record = engine.state.rollouts.entry(name.clone()).or_default();
-        if let Some(after) = run::run(&name, doc, record, &acks, now) {
-            requeue = Some(requeue.map_or(after, |r| r.min(after)));
-        }
-        generations.insert(
-            name,
+        let generation = |record: &state::RolloutRecord| {
             record
                 .status
                 .as_ref()
                 .and_then(|s| s.data_plane.as_ref())
-                .map_or(0, |d| d.generation),
-        );
+                .map_or(0, |d| d.generation)
+        };
+        let before = generation(record);
+        if let Some(after) = run::run(&name, doc, record, &acks, now) {
+            requeue = Some(requeue.map_or(after, |r| r.min(after)));
+        }
+        let published = generation(record);
+        if published != before {
+            // The gate learns the new generation only once this pass's snapshot is published
+            // (below). Look again right after: with no proxy connected nothing else would wake
+            // the engine (no ACK comes), and the step would wait for ever.
+            requeue = Some(Duration::ZERO);
+        }
+        generations.insert(name, published);
         doc.status = Some(run::traffic_status(doc, record));
     }
     // Rollouts that left the file leave the state file too.
