@@ -350,6 +350,27 @@ impl AnalysisRuns {
         }
     }
 
+    /// `DeleteAnalysisRun` (a retry superseded it): deleted from the API server and forgotten, so
+    /// the retried step starts a new run of the same name.
+    pub async fn remove(
+        &mut self,
+        client: &Client,
+        is_leader: &watch::Receiver<bool>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), kube::Error> {
+        if !*is_leader.borrow() {
+            return Ok(());
+        }
+        self.runs.remove(&(namespace.to_owned(), name.to_owned()));
+        let api: Api<AnalysisRun> = Api::namespaced(client.clone(), namespace);
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// A runner's update: recorded and written to the object's status. True when it changed.
     pub async fn update(
         &mut self,

@@ -234,6 +234,10 @@ pub async fn execute(
                     .await;
                 Ok(())
             }
+            Action::DeleteAnalysisRun { name } => {
+                runs.remove(client, is_leader, &object.namespace, &name)
+                    .await
+            }
             Action::Event {
                 warning,
                 reason,

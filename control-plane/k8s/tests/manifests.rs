@@ -218,7 +218,7 @@ fn the_control_plane_role_grants_only_what_is_used() {
             "coordination.k8s.io/leases: create,delete,get,list,update,watch",
             "events.k8s.io/events: create,patch",
             "sluice.dev/analysisruns/status: patch",
-            "sluice.dev/analysisruns: create,get,list,watch",
+            "sluice.dev/analysisruns: create,delete,get,list,watch",
             "sluice.dev/analysistemplates: get",
             "sluice.dev/clusteranalysistemplates: get",
             "sluice.dev/rollouts/finalizers: update",

@@ -63,6 +63,10 @@ pub enum Action {
     /// replaced by a newer version, or its step is behind. The run ends with the measurements
     /// taken so far.
     TerminateAnalysisRun { name: String },
+    /// Delete a completed AnalysisRun that a `retry` superseded (Failed, Error or
+    /// Inconclusive): the retried steps measure again under the same name. The standalone
+    /// driver drops its record.
+    DeleteAnalysisRun { name: String },
     /// Record a Kubernetes Event on the rollout (or a log line in standalone mode).
     Event {
         warning: bool,

@@ -161,6 +161,8 @@ fn run(
             hash.clone()
         }
     };
+    let retried = retry(cx, observed, &hash, &stable);
+    let observed = retried.as_ref().unwrap_or(observed);
     let new_template = cx.status.current_pod_hash.as_deref() != Some(&hash);
     if new_template {
         new_version(cx, plan, &hash, &stable, &versions, max_revision);
@@ -542,4 +544,38 @@ fn restart_order<'a>(
 
 pub(crate) fn index_i32(index: usize) -> i32 {
     i32::try_from(index).unwrap_or(i32::MAX)
+}
+
+/// A `retry` (Argo: `status.abort` cleared by the user while the canary is aborted, `abortedAt`
+/// still set): the canary starts again at step 0 and its runs that ended Failed, Error or
+/// Inconclusive are not the answer any more — they are deleted
+/// ([`Action::DeleteAnalysisRun`]) and left out of this pass, so each analysis measures again.
+/// Returns the observed runs without them, `None` when this pass is no retry.
+fn retry(cx: &mut Cx, observed: &Observed, hash: &str, stable: &str) -> Option<Observed> {
+    if hash == stable || cx.status.abort || cx.status.aborted_at.is_none() {
+        return None;
+    }
+    cx.status.aborted_at = None;
+    let superseded = |run: &crate::ObservedAnalysisRun| {
+        run.canary_hash == hash
+            && matches!(
+                run.status.phase,
+                sluice_analysis::AnalysisPhase::Failed
+                    | sluice_analysis::AnalysisPhase::Error
+                    | sluice_analysis::AnalysisPhase::Inconclusive
+            )
+    };
+    for run in observed.analysis_runs.iter().filter(|r| superseded(r)) {
+        cx.actions.push(Action::DeleteAnalysisRun {
+            name: run.name.clone(),
+        });
+    }
+    cx.event(
+        false,
+        "RolloutRetried",
+        "Rollout retried: the canary starts again at step 0".into(),
+    );
+    let mut observed = observed.clone();
+    observed.analysis_runs.retain(|r| !superseded(r));
+    Some(observed)
 }

@@ -279,3 +279,39 @@ fn a_starting_step_past_the_steps_is_invalid() {
     let message = sim.status().message.clone().unwrap_or_default();
     assert!(message.contains("startingStep"), "{message}");
 }
+
+/// Argo's retry measures again: the run that failed is not the answer any more. Before, the
+/// retried canary found the same Failed run at its analysis step and aborted again at once.
+#[test]
+fn retry_after_a_failed_run_measures_again() {
+    let (mut sim, stable) = canary_at_analysis();
+    let canary = sim.current();
+    let run = format!("demo-{canary}-1");
+    finish(&mut sim, AnalysisPhase::Failed, "failed", &["[0.5]"]);
+    sim.settle();
+    assert!(sim.status().abort);
+    assert_eq!(sim.traffic().stable, stable);
+
+    sim.retry();
+    sim.settle();
+    assert!(!sim.status().abort, "{:?}", sim.status());
+    assert!(
+        sim.actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteAnalysisRun { name } if *name == run)),
+        "{:?}",
+        sim.actions
+    );
+    assert!(sim.events().iter().any(|e| e.contains("RolloutRetried")));
+    // The steps again: 20 %, and the analysis step started anew and waiting.
+    assert_eq!((sim.step(), sim.traffic().canary_weight), (1, 20));
+    assert_eq!(sim.analysis_runs.len(), 1, "{:?}", sim.analysis_runs);
+    assert_eq!(sim.analysis_runs[0].name, run);
+    assert!(
+        !sim.analysis_runs[0].status.phase.completed(),
+        "measuring again"
+    );
+    finish(&mut sim, AnalysisPhase::Successful, "", &["[0.99]"]);
+    sim.settle();
+    assert_eq!(sim.stable(), canary, "measured good this time: promoted");
+}

@@ -186,6 +186,7 @@ impl Sim {
                     run.status.message = "Run Terminated".into();
                 }
             }
+            Action::DeleteAnalysisRun { name } => self.analysis_runs.retain(|r| r.name != *name),
             Action::Event { .. } => {}
         }
     }

@@ -249,6 +249,11 @@ fn apply(name: &str, record: &mut RolloutRecord, out: &Reconciled, now: Timestam
                     r.terminate = true;
                 }
             }
+            Action::DeleteAnalysisRun { name: run } => {
+                let before = record.analysis_runs.len();
+                record.analysis_runs.retain(|r| r.name != *run);
+                changed |= record.analysis_runs.len() != before;
+            }
             // Standalone rollouts have no workloadRef (the engine rejects one beside spec.version).
             Action::ScaleDeployment { .. } => {}
             Action::Event {
