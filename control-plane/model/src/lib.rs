@@ -130,3 +130,5 @@ pub enum Stickiness {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod additional_tests;
