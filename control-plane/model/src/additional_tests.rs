@@ -73,7 +73,10 @@ fn an_additional_hash_must_be_a_live_version() {
     r.additional_weights[0].pod_template_hash = "zzz".into();
     let (field, problem) = error_of(&r);
     assert_eq!(field, "additionalWeights[0].podTemplateHash");
-    assert!(problem.contains("\"zzz\" is not one of the versions"), "{problem}");
+    assert!(
+        problem.contains("\"zzz\" is not one of the versions"),
+        "{problem}"
+    );
 }
 
 #[test]
