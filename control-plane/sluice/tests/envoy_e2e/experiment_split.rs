@@ -155,3 +155,74 @@ async fn sticky(proxy: &Proxy) -> anyhow::Result<BTreeMap<String, String>> {
     }
     Ok(version_of)
 }
+
+/// Filter-only mode (a hand-written static Envoy config, the policy in JSON): the filter itself
+/// splits among the three versions (`additionalWeights`, the core's `version_of_bucket`), on
+/// both builds. The config's fallback route sends everything to stable, so every request on the
+/// canary or the baseline was the filter's decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_alone_splits_80_10_10_on_both_builds_and_keys_stay() -> anyhow::Result<()> {
+    use sluice_e2e::demo::{self, PINNED, Upstreams};
+    use sluice_e2e::{Envoy, FilterModule, FilterSetup, config::LISTENER, send_all};
+
+    let upstreams = Upstreams::start().await?;
+    let policy = |canary_bp: u32| {
+        demo::policy(
+            canary_bp,
+            serde_json::json!({
+                "additionalWeights": [{"name": "baseline", "hash": PINNED, "weightBp": 1000}],
+                "stickiness": {"header": "x-user-id"},
+            }),
+        )
+    };
+    let modules = [
+        FilterModule::Wasm(sluice_e2e::filter_wasm()?),
+        FilterModule::Native(sluice_e2e::filter_native()?),
+    ];
+    for module in modules {
+        let build = match &module {
+            FilterModule::Wasm(_) => "wasm",
+            FilterModule::Native(_) => "native",
+        };
+        let mut keys_at = Vec::new();
+        for (canary_bp, shares) in [(1000u32, [0.8, 0.1, 0.1]), (3000, [0.6, 0.3, 0.1])] {
+            let mut config = upstreams.rollout_config(Some(&policy(canary_bp)), [100, 0, 0], 0)?;
+            config.filter = Some(FilterSetup {
+                module: module.clone(),
+                policy_json: policy(canary_bp).to_string(),
+            });
+            let mut envoy = Envoy::start(&config.render()).await?;
+            let addr = envoy.listener_addr(LISTENER).await?;
+            let responses = send_all(addr, vec![Req::get(HOST); REQUESTS], 4).await?;
+            envoy.ensure_running()?;
+            let counts = by_upstream(&responses)?;
+            eprintln!("filter-only {build} at {canary_bp} bp: {counts:?}");
+            for (version, p) in [demo::STABLE, demo::CANARY, PINNED].into_iter().zip(shares) {
+                check_binomial(
+                    &format!("filter-only {build} at {canary_bp} bp: share of {version}"),
+                    counts.get(version).copied().unwrap_or(0),
+                    REQUESTS as u64,
+                    p,
+                )?;
+            }
+            let keyed: Vec<Req> = (0..USERS)
+                .map(|i| Req::get(HOST).header("x-user-id", &format!("user-{i}")))
+                .collect();
+            let responses = send_all(addr, keyed, 4).await?;
+            by_upstream(&responses)?;
+            let versions: Vec<String> = responses
+                .iter()
+                .map(|r| r.upstream().unwrap_or_default().to_string())
+                .collect();
+            keys_at.push(versions);
+        }
+        for (user, (at_10, at_30)) in keys_at[0].iter().zip(&keys_at[1]).enumerate() {
+            if at_10 == demo::CANARY || at_10 == PINNED {
+                assert_eq!(at_30, at_10, "{build}: user-{user} left {at_10}");
+            } else {
+                assert_ne!(at_30, PINNED, "{build}: user-{user} moved to the baseline");
+            }
+        }
+    }
+    Ok(())
+}
