@@ -147,3 +147,69 @@ fn a_policy_without_additional_weights_keeps_schema_0() {
     assert_eq!(policy.schema_version, 0);
     assert!(policy.rollouts[0].additional_weights.is_empty());
 }
+
+#[test]
+fn version_weights_give_each_additional_version_its_share() {
+    let mut r = experiment();
+    add(&mut r, "ddd", 500);
+    let weights = r.version_weights_bp();
+    assert_eq!(
+        weights,
+        BTreeMap::from([
+            ("aaa".to_owned(), 7500),
+            ("bbb".to_owned(), 1000),
+            ("ccc".to_owned(), 1000),
+            ("ddd".to_owned(), 500),
+        ])
+    );
+}
+
+#[test]
+fn overrides_respect_and_end_the_additional_weights() {
+    let mut r = experiment();
+    let err = r
+        .apply_override(Override::SetWeight(9001))
+        .expect_err("9001 + 1000 is above 100 %");
+    assert!(err.to_string().contains("additional"), "{err}");
+    assert_eq!(r, experiment(), "a refused override changes nothing");
+    r.apply_override(Override::SetWeight(9000)).unwrap();
+    r.validate().unwrap();
+
+    let mut aborted = experiment();
+    aborted.apply_override(Override::Abort).unwrap();
+    assert!(aborted.additional_weights.is_empty());
+    assert_eq!(aborted.version_weights_bp()["aaa"], FULL_WEIGHT_BP);
+
+    let mut promoted = experiment();
+    promoted.apply_override(Override::Promote).unwrap();
+    promoted.validate().unwrap();
+    assert!(promoted.additional_weights.is_empty());
+    assert_eq!(promoted.version_weights_bp()["bbb"], FULL_WEIGHT_BP);
+}
+
+proptest::proptest! {
+    /// With additional weights, every override that is accepted leaves a valid rollout whose
+    /// weights sum to 100 %.
+    #[test]
+    fn overrides_keep_an_experiment_valid(
+        canary in 0u32..=5000, baseline in 0u32..=5000, bp in 0u32..=10_010, op in 0u8..3,
+    ) {
+        let mut r = experiment();
+        r.canary_weight_bp = canary;
+        r.additional_weights[0].weight_bp = baseline;
+        proptest::prop_assert_eq!(r.version_weights_bp().values().sum::<u32>(), FULL_WEIGHT_BP);
+        let op = match op {
+            0 => Override::SetWeight(bp),
+            1 => Override::Promote,
+            _ => Override::Abort,
+        };
+        let before = r.clone();
+        match r.apply_override(op) {
+            Ok(()) => {
+                proptest::prop_assert_eq!(r.validate(), Ok(()));
+                proptest::prop_assert_eq!(r.version_weights_bp().values().sum::<u32>(), FULL_WEIGHT_BP);
+            }
+            Err(_) => proptest::prop_assert_eq!(r, before),
+        }
+    }
+}
