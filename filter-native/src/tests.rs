@@ -316,3 +316,35 @@ fn native_reads_headers_by_the_shared_rules() {
     assert_eq!(header(&host.request, "x-sluice-bucket"), [want.as_bytes()]);
     envoy_dynamic_module_on_http_filter_config_destroy(config);
 }
+
+/// A/B/n through the native hooks: the whole share on an additional version routes and counts
+/// every request there (the core's `version_of_bucket`, as the Wasm build applies it).
+#[test]
+fn an_additional_version_is_routed_and_counted_in_its_own_slot() {
+    reset();
+    let config = configure(
+        r#"{"rollouts": [{"name": "default/demo", "hosts": ["demo.local"],
+            "versions": ["s1", "c1", "b1"], "stableHash": "s1", "canaryHash": "c1",
+            "additionalWeights": [{"name": "baseline", "hash": "b1", "weightBp": 10000}]}]}"#,
+    );
+    assert!(!config.is_null());
+    let names = with_host(|host| host.counter_names.clone());
+    let b1 = names
+        .iter()
+        .position(|n| n.ends_with("version.b1.reason.weight"))
+        .expect("a counter for b1");
+    for _ in 0..3 {
+        with_host(|host| {
+            host.request = vec![(":authority".into(), b"demo.local".to_vec())];
+        });
+        let filter = envoy_dynamic_module_on_http_filter_new(config, envoy_ptr());
+        envoy_dynamic_module_on_http_filter_request_headers(envoy_ptr(), filter, true);
+        envoy_dynamic_module_on_http_filter_destroy(filter);
+        let written = with_host(|host| header(&host.request, "x-sluice-hash").concat());
+        assert_eq!(written, b"b1");
+    }
+    let counters = with_host(|host| host.counters.clone());
+    assert_eq!(counters[b1], 3);
+    assert_eq!(counters.iter().sum::<u64>(), 3);
+    envoy_dynamic_module_on_http_filter_config_destroy(config);
+}

@@ -1,9 +1,11 @@
 //! The per-request decision: which version of a rollout gets this request, and why.
 //!
 //! Order: header routes (first matching route wins, its matches AND-ed) → stickiness (a key from a
-//! header or cookie hashed into a bucket in `[0, 10000)`; canary iff bucket < weight) → a random
-//! draw (canary iff `rng.u32(0..10000)` < weight). Headers are read through [`RequestView`] only
-//! when a step needs them, so the glue makes a host call only when a header is actually tested.
+//! header or cookie hashed into a bucket in `[0, 10000)`) → a random draw (a bucket
+//! `rng.u32(0..10000)`). A bucket picks the version by [`version_of_bucket`]: canary iff bucket <
+//! canary weight; the additional versions (A/B/n) at the top of the range; stable in between.
+//! Headers are read through [`RequestView`] only when a step needs them, so the glue makes a host
+//! call only when a header is actually tested.
 //!
 //! A header sent several times is tested as one value, its values joined with `,` in the order
 //! received — what Envoy's route `HeaderMatcher` does (`HeaderUtility::getAllOfHeaderAsString`),
@@ -192,23 +194,72 @@ pub fn decide(rollout: &Rollout, request: &dyn RequestView, rng: &mut fastrand::
             set_cookie: None,
         },
         Draw::Sticky { bucket, set_cookie } => Decision {
-            version: pick(rollout, bucket < rollout.weight_bp),
+            version: version_of_bucket(rollout, bucket),
             reason: Reason::Sticky,
             set_cookie,
         },
         Draw::Random => {
-            let canary = match rollout.weight_bp {
-                0 => false,
-                MAX_WEIGHT_BP.. => true,
-                w => rollout.canary.is_some() && rng.u32(0..MAX_WEIGHT_BP) < w,
+            // No draw when nothing but stable, or nothing but the canary, has a share: the same
+            // shortcut as before additional versions existed (a policy without them decides,
+            // and consumes the generator, exactly as it did).
+            let version = if rollout.weight_bp >= MAX_WEIGHT_BP {
+                pick(rollout, true)
+            } else if rollout.weight_bp == 0 && rollout.additional.iter().all(|a| a.weight_bp == 0)
+            {
+                rollout.stable
+            } else {
+                version_of_bucket(rollout, rng.u32(0..MAX_WEIGHT_BP))
             };
             Decision {
-                version: pick(rollout, canary),
+                version,
                 reason: Reason::Weight,
                 set_cookie: None,
             }
         }
     }
+}
+
+/// The version a bucket in `[0, 10000)` gets (index in the rollout's `versions`). With canary
+/// weight `c` and additional weights `a₁ … aₙ` (sum `A`, `c + A <= 10000`):
+///
+/// ```text
+///  0          c                     10000 − A      +a₁      +a₂  …   10000
+///  |  canary  |        stable        |  additional₁ | additional₂ | … |
+/// ```
+///
+/// The rule, and why: the canary's range starts at 0 and the additional ranges end at 10000, so
+/// - as the canary weight grows, a bucket in the canary stays in the canary (its range only
+///   widens), whatever the additional weights are: stickiness is monotonic for the canary;
+/// - an additional version never holds a bucket below `c`: it takes no key from the canary's
+///   range, and while only the canary weight changes, every additional range stays where it is.
+///
+/// Envoy's `weighted_clusters` with `header_name` lists clusters canary, stable, additional₁ …
+/// and picks the first whose cumulative range holds the bucket: the same rule, which is why the
+/// control plane can put the weights in the routes (`FilterPolicy.bucket_header`).
+/// A bucket `>= 10000` (never produced) is treated as 9999.
+pub fn version_of_bucket(rollout: &Rollout, bucket: u32) -> usize {
+    let bucket = bucket.min(MAX_WEIGHT_BP - 1);
+    if bucket < rollout.weight_bp {
+        return pick(rollout, true);
+    }
+    // Validated policies sum to at most 10000; saturating keeps any other input panic-free.
+    let total: u32 = rollout
+        .additional
+        .iter()
+        .fold(0u32, |sum, a| sum.saturating_add(a.weight_bp));
+    let mut start = MAX_WEIGHT_BP.saturating_sub(total);
+    if bucket < start {
+        return rollout.stable;
+    }
+    for additional in &rollout.additional {
+        let end = start.saturating_add(additional.weight_bp);
+        if bucket < end {
+            return additional.version;
+        }
+        start = end;
+    }
+    // Only reached when the ranges do not cover [0, 10000), which validation rules out.
+    rollout.stable
 }
 
 fn sticky(key: &[u8], set_cookie: Option<String>) -> Draw {

@@ -66,10 +66,24 @@ pub struct Rollout {
     pub canary: Option<usize>,
     /// Canary share in basis points, `0..=10000`.
     pub weight_bp: u32,
+    /// Further versions with a share (A/B/n), in policy order; see
+    /// [`crate::decision::version_of_bucket`] for the buckets each gets.
+    pub additional: Vec<Additional>,
     /// Header routes in policy order; the first match wins.
     pub header_routes: Vec<HeaderRoute>,
     /// How clients are kept on one version, if at all.
     pub stickiness: Option<Sticky>,
+}
+
+/// One more version with a share of the weighted traffic (`RolloutPolicy.additional_weights`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Additional {
+    /// Who asked for it (an experiment template's name), for logs.
+    pub name: String,
+    /// Index of its hash in the rollout's `versions`.
+    pub version: usize,
+    /// Its share in basis points; canary and all additional shares sum to at most 10000.
+    pub weight_bp: u32,
 }
 
 /// A header route: all `matches` must hold; the request then goes to `versions[target]`.
@@ -142,6 +156,8 @@ impl CompiledPolicy {
 
     /// Validates and compiles a decoded policy.
     pub fn compile(policy: pb::FilterPolicy) -> Result<Self, PolicyError> {
+        rules::check_schema_version(policy.schema_version)
+            .map_err(|v| violated("policy", "schemaVersion", v))?;
         let routing_header = if policy.routing_header.is_empty() {
             sluice_proto::DEFAULT_ROUTING_HEADER.to_owned()
         } else {
@@ -298,6 +314,37 @@ fn compile_rollout(
         .and_then(|()| rules::check_weight_has_canary(rollout.canary_weight_bp, canary.is_some()))
         .map_err(|v| violated(&object, "canaryWeightBp", v))?;
 
+    let mut additional = Vec::with_capacity(rollout.additional_weights.len());
+    let mut total = rollout.canary_weight_bp;
+    for (i, weighted) in rollout.additional_weights.iter().enumerate() {
+        let field = format!("additionalWeights[{i}]");
+        let hash_field = format!("{field}.hash");
+        let version = lookup(&hash_field, &weighted.hash)?;
+        rules::check_additional_differs(
+            &weighted.hash,
+            &rollout.stable_hash,
+            Some(rollout.canary_hash.as_str()).filter(|c| !c.is_empty()),
+        )
+        .map_err(|v| violated(&object, &hash_field, v))?;
+        if let Some(first) = additional
+            .iter()
+            .position(|a: &Additional| a.version == version)
+        {
+            return Err(invalid(
+                &object,
+                hash_field,
+                format!("{:?} is also additionalWeights[{first}]", weighted.hash),
+            ));
+        }
+        total = rules::add_weight(total, weighted.weight_bp)
+            .map_err(|v| violated(&object, format!("{field}.weightBp"), v))?;
+        additional.push(Additional {
+            name: weighted.name.clone(),
+            version,
+            weight_bp: weighted.weight_bp,
+        });
+    }
+
     let mut header_routes = Vec::with_capacity(rollout.header_routes.len());
     let mut route_names: HashMap<&str, usize> = HashMap::new();
     for (r, route) in rollout.header_routes.iter().enumerate() {
@@ -399,6 +446,7 @@ fn compile_rollout(
         stable,
         canary,
         weight_bp: rollout.canary_weight_bp,
+        additional,
         header_routes,
         stickiness,
     })

@@ -82,6 +82,7 @@ fn protobuf_policy_compiles() {
     let policy = pb::FilterPolicy {
         routing_header: "x-version".into(),
         bucket_header: String::new(),
+        schema_version: 0,
         rollouts: vec![pb::RolloutPolicy {
             name: "prod/api".into(),
             hosts: vec!["api.local".into()],
@@ -93,6 +94,7 @@ fn protobuf_policy_compiles() {
             stickiness: Some(pb::Stickiness {
                 key: Some(pb::stickiness::Key::Header("x-user".into())),
             }),
+            additional_weights: vec![],
         }],
     };
     let p = CompiledPolicy::from_bytes(&policy.encode_to_vec()).expect("valid protobuf");

@@ -19,7 +19,9 @@
 //!   [`crate::mirror`]); none once every step is done (Argo removes them at promotion) or when
 //!   aborted;
 //! - stickiness from `spec.strategy.canary.stickiness`, hosts from `spec.hosts` plus the caller's;
-//! - blue/green: the preview hosts and the preview header route (see [`crate::bluegreen`]).
+//! - blue/green: the preview hosts and the preview header route (see [`crate::bluegreen`]);
+//! - additional weighted versions (A/B/n) = `status.canary.weights.additional` (see
+//!   [`additional`]).
 
 use std::collections::BTreeMap;
 
@@ -206,6 +208,9 @@ pub(crate) fn derive(
         }
     }
 
+    let additional = additional::additional_weights(status, versions, source, scale)
+        .map_err(|(field, problem)| invalid(&field, problem))?;
+
     let stickiness = match strategy.and_then(|s| s.stickiness.as_ref()) {
         None => Stickiness::None,
         Some(spec) => stickiness(spec).map_err(|p| invalid(STICKINESS, p))?,
@@ -248,7 +253,7 @@ pub(crate) fn derive(
         canary_weight_bp: weight.bp,
         header_routes,
         mirror_routes: mirrors.into_iter().map(|(_, route)| route).collect(),
-        additional_weights: Vec::new(),
+        additional_weights: additional.weights,
         stickiness,
         preview: blue_green.preview,
     };
@@ -259,6 +264,7 @@ pub(crate) fn derive(
         route_fields,
         mirror_steps,
         preview_spec_hosts: blue_green.spec_hosts,
+        additional_fields: additional.fields,
     };
     state.validate().map_err(|error| match error {
         ModelError::InvalidField { field, problem, .. } => invalid(&paths.map(&field), problem),
@@ -450,6 +456,8 @@ struct PathMap {
     mirror_steps: Vec<usize>,
     /// How many preview hosts are `spec.strategy.blueGreen.previewHosts` (the rest: the caller's).
     preview_spec_hosts: usize,
+    /// The document field of each additional weight (`status.canary.weights.additional[j]`).
+    additional_fields: Vec<String>,
 }
 
 impl PathMap {
@@ -497,6 +505,11 @@ impl PathMap {
             [Field("mirrorRoutes"), Index(i), rest @ ..] if *i < self.mirror_steps.len() => {
                 mirror::map_path(&step_field(self.mirror_steps[*i], "setMirrorRoute"), rest)
             }
+            [Field("additionalWeights"), Index(i), rest @ ..]
+                if *i < self.additional_fields.len() =>
+            {
+                additional::map_path(&self.additional_fields[*i], rest)
+            }
             [Field("stickiness"), Field("header")] => format!("{STICKINESS}.header"),
             [Field("stickiness"), Field("cookie"), Field(field)] => {
                 format!("{STICKINESS}.cookie.{field}")
@@ -506,6 +519,13 @@ impl PathMap {
     }
 }
 
+#[path = "derive_additional.rs"]
+mod additional;
+
 #[cfg(test)]
 #[path = "derive_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "derive_additional_tests.rs"]
+mod additional_tests;

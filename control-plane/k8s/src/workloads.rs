@@ -61,9 +61,15 @@ pub fn published_view(doc: &Rollout) -> Cow<'_, Rollout> {
             stable: Some(WeightDestination {
                 pod_template_hash: Some(traffic.stable.clone()),
                 service_name: None,
-                weight: 100i32.saturating_sub(traffic.canary_weight),
+                weight: 100i32.saturating_sub(traffic.canary_weight).saturating_sub(
+                    traffic
+                        .additional
+                        .iter()
+                        .fold(0i32, |sum, a| sum.saturating_add(a.weight)),
+                ),
             }),
-            additional: Vec::new(),
+            // Experiments: the versions beside stable and canary with a share, as published.
+            additional: traffic.additional.clone(),
         }),
     });
     Cow::Owned(view)
@@ -222,6 +228,27 @@ mod tests {
         assert_eq!(status.current_pod_hash.as_deref(), Some("bbb"));
         let weights = status.canary.as_ref().and_then(|c| c.weights.as_ref());
         assert_eq!(weights.map(|w| w.canary.weight), Some(50));
+
+        // Experiments: the published additional versions are served with their weights.
+        let doc = rollout(
+            "{stableRS: aaa, currentPodHash: bbb, currentStepIndex: 1, \
+              dataPlane: {generation: 5, traffic: {stable: aaa, canary: bbb, canaryWeight: 10, \
+              additional: [{podTemplateHash: ccc, serviceName: baseline, weight: 10}]}}}",
+        );
+        let view = published_view(&doc);
+        let weights = view
+            .status
+            .as_ref()
+            .and_then(|s| s.canary.as_ref())
+            .and_then(|c| c.weights.as_ref())
+            .expect("weights");
+        assert_eq!(weights.additional.len(), 1);
+        assert_eq!(
+            weights.additional[0].pod_template_hash.as_deref(),
+            Some("ccc")
+        );
+        assert_eq!(weights.additional[0].weight, 10);
+        assert_eq!(weights.stable.as_ref().map(|s| s.weight), Some(80));
 
         // No published traffic (legacy step engine, Argo): unchanged.
         let doc = rollout("{stableRS: aaa, currentPodHash: bbb, currentStepIndex: 1}");

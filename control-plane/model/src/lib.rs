@@ -129,4 +129,6 @@ pub enum Stickiness {
 }
 
 #[cfg(test)]
+mod additional_tests;
+#[cfg(test)]
 mod tests;

@@ -26,22 +26,32 @@ impl Override {
 }
 
 impl RolloutState {
-    /// The share of each version, in basis points: the canary gets its weight, stable the rest,
-    /// every other live version 0. The values always sum to [`FULL_WEIGHT_BP`] for a valid state.
+    /// The share of each version, in basis points: the canary gets its weight, each additional
+    /// version (A/B/n) its own, stable the rest, every other live version 0. The values always
+    /// sum to [`FULL_WEIGHT_BP`] for a valid state.
     pub fn version_weights_bp(&self) -> BTreeMap<String, u32> {
-        let canary_bp = self.canary_weight_bp.min(FULL_WEIGHT_BP);
         let mut weights: BTreeMap<String, u32> =
             self.versions.keys().map(|hash| (hash.clone(), 0)).collect();
-        match &self.canary_hash {
-            Some(canary) => {
-                weights.insert(canary.clone(), canary_bp);
-                weights.insert(self.stable_hash.clone(), FULL_WEIGHT_BP - canary_bp);
-            }
-            None => {
-                weights.insert(self.stable_hash.clone(), FULL_WEIGHT_BP);
-            }
+        let mut left = FULL_WEIGHT_BP;
+        if let Some(canary) = &self.canary_hash {
+            let canary_bp = self.canary_weight_bp.min(left);
+            weights.insert(canary.clone(), canary_bp);
+            left -= canary_bp;
         }
+        for additional in &self.additional_weights {
+            let share = additional.weight_bp.min(left);
+            weights.insert(additional.pod_template_hash.clone(), share);
+            left -= share;
+        }
+        weights.insert(self.stable_hash.clone(), left);
         weights
+    }
+
+    /// The sum of the additional versions' weights (saturating: a valid state is <= 10000).
+    fn additional_bp(&self) -> u32 {
+        self.additional_weights
+            .iter()
+            .fold(0u32, |sum, a| sum.saturating_add(a.weight_bp))
     }
 
     /// Applies an operator's override. Errors (and leaves the rollout unchanged) when it means
@@ -63,15 +73,24 @@ impl RolloutState {
             Override::SetWeight(bp) if bp > FULL_WEIGHT_BP => {
                 return Err(refuse("the weight is above 10000 bp (100 %)"));
             }
+            Override::SetWeight(bp) if bp.saturating_add(self.additional_bp()) > FULL_WEIGHT_BP => {
+                return Err(refuse(
+                    "with the additional versions' weights it is above 10000 bp (100 %)",
+                ));
+            }
             Override::SetWeight(bp) => self.canary_weight_bp = bp,
+            // Both end an experiment's share, as Argo's full promotion and abort end its
+            // experiments: everything goes to the (new) stable.
             Override::Promote => {
                 self.stable_hash = canary;
                 self.canary_hash = None;
                 self.canary_weight_bp = 0;
+                self.additional_weights.clear();
                 self.drop_canary_routes();
             }
             Override::Abort => {
                 self.canary_weight_bp = 0;
+                self.additional_weights.clear();
                 self.drop_canary_routes();
             }
         }

@@ -12,11 +12,20 @@ use crate::{
 /// versioning does not see spurious changes. Render only validated states: this function does not
 /// check anything.
 pub fn render(state: &TrafficState, routing_header: &str) -> pb::FilterPolicy {
+    let rollouts: Vec<pb::RolloutPolicy> = state.rollouts.values().map(render_rollout).collect();
     pb::FilterPolicy {
         routing_header: routing_header.to_owned(),
         bucket_header: String::new(),
-        rollouts: state.rollouts.values().map(render_rollout).collect(),
+        schema_version: schema_version(&rollouts),
+        rollouts,
     }
+}
+
+/// The lowest schema that holds `rollouts` (`sluice_proto::rules::schema_for`): a policy without
+/// additional weights keeps the schema (and the bytes) it had before they existed. Call it again
+/// after editing a rendered policy's rollouts.
+pub fn schema_version(rollouts: &[pb::RolloutPolicy]) -> u32 {
+    sluice_proto::rules::schema_for(rollouts.iter().any(|r| !r.additional_weights.is_empty()))
 }
 
 fn render_rollout(rollout: &RolloutState) -> pb::RolloutPolicy {
@@ -29,6 +38,15 @@ fn render_rollout(rollout: &RolloutState) -> pb::RolloutPolicy {
         canary_weight_bp: rollout.canary_weight_bp,
         header_routes: rollout.header_routes.iter().map(render_route).collect(),
         stickiness: render_stickiness(&rollout.stickiness),
+        additional_weights: rollout
+            .additional_weights
+            .iter()
+            .map(|a| pb::WeightedVersion {
+                name: a.name.clone(),
+                hash: a.pod_template_hash.clone(),
+                weight_bp: a.weight_bp,
+            })
+            .collect(),
     }
 }
 

@@ -334,6 +334,7 @@ fn render_maps_every_field() {
     let expected = pb::FilterPolicy {
         routing_header: "x-sluice-hash".into(),
         bucket_header: String::new(),
+        schema_version: 0,
         rollouts: vec![pb::RolloutPolicy {
             name: "default/demo".into(),
             hosts: vec!["demo.local".into(), "demo.default.svc".into()],
@@ -363,6 +364,7 @@ fn render_maps_every_field() {
                     same_site: "Lax".into(),
                 })),
             }),
+            additional_weights: vec![],
         }],
     };
     assert_eq!(policy, expected);

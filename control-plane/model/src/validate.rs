@@ -107,6 +107,8 @@ impl RolloutState {
                 rules::check_weight_has_canary(self.canary_weight_bp, self.canary_hash.is_some())
             })
             .map_err(violated(FieldPath::field("canaryWeightBp")))?;
+        self.validate_additional_weights()
+            .map_err(|(field, problem)| fail(field, problem))?;
 
         let mut route_names = BTreeSet::new();
         for (i, route) in self.header_routes.iter().enumerate() {
@@ -144,6 +146,32 @@ impl RolloutState {
                 rules::check_cookie_secure(name, *secure, *same_site)
                     .map_err(violated(cookie.then("secure")))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Each additional version is a live hash other than stable, canary and the others before it;
+    /// canary and additional weights together are at most 100 %.
+    fn validate_additional_weights(&self) -> Result<(), (FieldPath, String)> {
+        let mut total = self.canary_weight_bp;
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, additional) in self.additional_weights.iter().enumerate() {
+            let path = FieldPath::field("additionalWeights").at(i);
+            let hash_field = path.then("podTemplateHash");
+            let hash = additional.pod_template_hash.as_str();
+            if !self.versions.contains_key(hash) {
+                return Err((hash_field, not_a_version(hash, &self.versions)));
+            }
+            rules::check_additional_differs(hash, &self.stable_hash, self.canary_hash.as_deref())
+                .map_err(|v| (hash_field.clone(), v.0))?;
+            if let Some(first) = seen.insert(hash, i) {
+                return Err((
+                    hash_field,
+                    format!("{hash:?} is also additionalWeights[{first}]"),
+                ));
+            }
+            total = rules::add_weight(total, additional.weight_bp)
+                .map_err(|v| (path.then("weightBp"), v.0))?;
         }
         Ok(())
     }

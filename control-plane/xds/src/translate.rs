@@ -26,6 +26,8 @@
 //! configuration (`request_headers_to_remove` is applied by the router after the route is chosen,
 //! so it does not affect routing).
 
+#[cfg(test)]
+mod additional_tests;
 mod build;
 mod consistency;
 #[cfg(test)]
@@ -169,7 +171,10 @@ pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Sna
     policy.bucket_header = BUCKET_HEADER.to_owned();
     for rollout in &mut policy.rollouts {
         rollout.canary_weight_bp = 0;
+        // The route applies the additional versions' weights too (canary, stable, additional…).
+        rollout.additional_weights.clear();
     }
+    policy.schema_version = sluice_model::policy::schema_version(&policy.rollouts);
     snapshot.insert(Resource::new(
         FILTER_CONFIG_NAME,
         build::filter_config(&policy, &options.wasm),

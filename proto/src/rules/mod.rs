@@ -290,6 +290,57 @@ pub fn check_weight_bp(weight_bp: u32) -> Result<(), Violation> {
     Ok(())
 }
 
+/// The newest policy schema this code implements (`FilterPolicy.schema_version`): 2 adds
+/// `RolloutPolicy.additional_weights`.
+pub const POLICY_SCHEMA: u32 = 2;
+
+/// The schema a policy with (or without) additional weights needs: the lowest that holds it, so
+/// a policy without them stays what it was before schema 2.
+pub fn schema_for(has_additional_weights: bool) -> u32 {
+    if has_additional_weights { 2 } else { 0 }
+}
+
+/// A policy's `schema_version` must be one this code implements.
+pub fn check_schema_version(version: u32) -> Result<(), Violation> {
+    if version > POLICY_SCHEMA {
+        return violation(format!(
+            "{version} is newer than this filter's schema {POLICY_SCHEMA}; upgrade the filter"
+        ));
+    }
+    Ok(())
+}
+
+/// An additional weighted version (A/B/n) must differ from stable and from the canary: those have
+/// their own shares.
+pub fn check_additional_differs(
+    hash: &str,
+    stable: &str,
+    canary: Option<&str>,
+) -> Result<(), Violation> {
+    if hash == stable {
+        return violation(format!(
+            "{hash:?} is the stable hash; stable gets what the others leave"
+        ));
+    }
+    if canary == Some(hash) {
+        return violation(format!(
+            "{hash:?} is the canary hash; the canary has its own weight"
+        ));
+    }
+    Ok(())
+}
+
+/// Adds one share to the running total of canary and additional weights: the sum may not pass
+/// 10000 (100 %). Checked, so no input can overflow it.
+pub fn add_weight(total_bp: u32, weight_bp: u32) -> Result<u32, Violation> {
+    match total_bp.checked_add(weight_bp) {
+        Some(sum) if sum <= MAX_WEIGHT_BP => Ok(sum),
+        _ => Err(Violation(format!(
+            "{weight_bp} brings canary and additional weights to more than {MAX_WEIGHT_BP} (100 %)"
+        ))),
+    }
+}
+
 /// RFC 9110 `tchar`: the bytes of a header name or a cookie name.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)

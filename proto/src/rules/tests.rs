@@ -142,3 +142,23 @@ fn the_bucket_header_is_a_lower_case_token_other_than_the_routing_header() {
         );
     }
 }
+
+#[test]
+fn additional_weights_differ_from_stable_and_canary_and_sum_to_at_most_100_percent() {
+    assert!(check_additional_differs("ccc", "aaa", Some("bbb")).is_ok());
+    assert!(check_additional_differs("aaa", "aaa", Some("bbb")).is_err());
+    assert!(check_additional_differs("bbb", "aaa", Some("bbb")).is_err());
+    assert!(check_additional_differs("bbb", "aaa", None).is_ok());
+    assert_eq!(add_weight(9000, 1000), Ok(10_000));
+    assert!(add_weight(9000, 1001).is_err());
+    assert!(add_weight(1, u32::MAX).is_err());
+}
+
+#[test]
+fn schema_versions_up_to_this_codes_are_accepted() {
+    assert!(check_schema_version(0).is_ok());
+    assert!(check_schema_version(POLICY_SCHEMA).is_ok());
+    assert!(check_schema_version(POLICY_SCHEMA + 1).is_err());
+    assert_eq!(schema_for(false), 0);
+    assert_eq!(schema_for(true), 2);
+}

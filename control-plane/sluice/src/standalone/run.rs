@@ -320,7 +320,7 @@ pub fn traffic_status(doc: &Rollout, record: &RolloutRecord) -> RolloutStatus {
                 .unwrap_or_else(|| traffic.stable.clone()),
         ),
         current_step_index: engine.current_step_index,
-        canary: engine.canary.clone(),
+        canary: with_published_additional(engine.canary.clone(), traffic),
         // Blue/green: the preview hosts route to the published preview.
         blue_green: traffic.preview.as_ref().map(|preview| BlueGreenStatus {
             active_selector: Some(traffic.stable.clone()),
@@ -328,6 +328,30 @@ pub fn traffic_status(doc: &Rollout, record: &RolloutRecord) -> RolloutStatus {
         }),
         ..RolloutStatus::default()
     }
+}
+
+/// Experiments: the versions beside stable and canary are served with the weights the engine
+/// published (`dataPlane.traffic.additional`), which derivation reads from
+/// `status.canary.weights.additional`.
+fn with_published_additional(
+    canary: Option<sluice_api::resource::CanaryStatus>,
+    traffic: &sluice_api::resource::PublishedTraffic,
+) -> Option<sluice_api::resource::CanaryStatus> {
+    use sluice_api::resource::{TrafficWeights, WeightDestination};
+    if traffic.additional.is_empty() {
+        return canary;
+    }
+    let mut canary = canary.unwrap_or_default();
+    let weights = canary.weights.get_or_insert_with(|| TrafficWeights {
+        canary: WeightDestination {
+            pod_template_hash: traffic.canary.clone(),
+            service_name: None,
+            weight: traffic.canary_weight,
+        },
+        ..TrafficWeights::default()
+    });
+    weights.additional = traffic.additional.clone();
+    Some(canary)
 }
 
 #[cfg(test)]

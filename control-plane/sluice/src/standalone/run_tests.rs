@@ -193,3 +193,25 @@ fn pause_holds_until_promote() {
         Some("v2")
     );
 }
+
+#[test]
+fn published_additional_weights_reach_the_derived_status() {
+    use sluice_api::resource::{PublishedTraffic, WeightDestination};
+    let traffic = PublishedTraffic {
+        stable: "aaa".into(),
+        canary: Some("bbb".into()),
+        canary_weight: 10,
+        additional: vec![WeightDestination {
+            pod_template_hash: Some("ccc".into()),
+            service_name: Some("baseline".into()),
+            weight: 10,
+        }],
+        ..PublishedTraffic::default()
+    };
+    let canary = super::with_published_additional(None, &traffic).expect("weights");
+    let weights = canary.weights.expect("weights");
+    assert_eq!(weights.canary.weight, 10);
+    assert_eq!(weights.additional, traffic.additional);
+    let none = PublishedTraffic::default();
+    assert_eq!(super::with_published_additional(None, &none), None);
+}

@@ -15,6 +15,7 @@ mod analysis;
 
 mod bluegreen;
 mod changes;
+mod experiment_split;
 mod failures;
 mod harness;
 mod hosts;

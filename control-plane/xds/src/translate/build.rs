@@ -236,29 +236,50 @@ pub(super) fn virtual_host(rollout: &RolloutState, routing_header: &str) -> Virt
     }
 }
 
-/// The weighted split: the canary gets w, stable 10000 − w, picked by the filter's bucket header
-/// (see [`BUCKET_HEADER`]), or at random when the filter is absent or failed open. Envoy wants a positive total and no zero-weight entries are useful, so a split with
-/// one side at zero is a plain cluster route.
+/// The weighted split: the canary gets w, the additional versions (A/B/n) their weights a₁ …,
+/// stable 10000 − w − Σa, picked by the filter's bucket header (see [`BUCKET_HEADER`]), or at
+/// random when the filter is absent or failed open. Envoy picks the cluster whose cumulative range
+/// holds (bucket mod 10000), so the order canary, stable, additional₁ … gives the canary [0, w)
+/// and the additional versions the top of the range: the filter's own rule
+/// (`sluice_filter::decision::version_of_bucket`). Envoy wants a positive total, and a zero-weight
+/// entry has an empty range, so zero weights are left out and a split with one entry left is a
+/// plain cluster route.
 fn fallback(rollout: &RolloutState) -> route_action::ClusterSpecifier {
-    let stable = cluster_name(rollout, &rollout.stable_hash);
     let canary = rollout
         .canary_hash
         .as_deref()
         .filter(|canary| *canary != rollout.stable_hash);
-    let weight = rollout.canary_weight_bp.min(FULL_WEIGHT_BP);
-    match canary {
-        None => route_action::ClusterSpecifier::Cluster(stable),
-        Some(_) if weight == 0 => route_action::ClusterSpecifier::Cluster(stable),
-        Some(canary) if weight == FULL_WEIGHT_BP => {
-            route_action::ClusterSpecifier::Cluster(cluster_name(rollout, canary))
-        }
-        // Envoy picks the cluster whose cumulative range holds (bucket mod 10000): canary first,
-        // so the canary gets buckets [0, w), as the filter's own weighting does.
-        Some(canary) => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: vec![
-                cluster_weight(cluster_name(rollout, canary), weight),
-                cluster_weight(stable, FULL_WEIGHT_BP - weight),
-            ],
+    let weight = if canary.is_some() {
+        rollout.canary_weight_bp.min(FULL_WEIGHT_BP)
+    } else {
+        0
+    };
+    // Validated states sum to at most 10000; the saturation only keeps this total.
+    let mut left = FULL_WEIGHT_BP - weight;
+    let mut additional = Vec::with_capacity(rollout.additional_weights.len());
+    for a in &rollout.additional_weights {
+        let share = a.weight_bp.min(left);
+        left -= share;
+        additional.push(cluster_weight(
+            cluster_name(rollout, &a.pod_template_hash),
+            share,
+        ));
+    }
+    let mut clusters = Vec::with_capacity(2 + additional.len());
+    if let Some(canary) = canary {
+        clusters.push(cluster_weight(cluster_name(rollout, canary), weight));
+    }
+    clusters.push(cluster_weight(
+        cluster_name(rollout, &rollout.stable_hash),
+        left,
+    ));
+    clusters.extend(additional);
+    clusters.retain(|c| c.weight.is_some_and(|w| w.value > 0));
+    match clusters.len() {
+        0 => route_action::ClusterSpecifier::Cluster(cluster_name(rollout, &rollout.stable_hash)),
+        1 => route_action::ClusterSpecifier::Cluster(clusters.remove(0).name),
+        _ => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters,
             random_value_specifier: Some(weighted_cluster::RandomValueSpecifier::HeaderName(
                 BUCKET_HEADER.to_owned(),
             )),

@@ -16,45 +16,61 @@ fn arb_state() -> impl Strategy<Value = TrafficState> {
         prop::option::of(any::<prop::sample::Index>()),
         0u32..=10_000,
         1usize..3,
+        prop::collection::vec(0u32..=6_000, 0..3),
     );
     prop::collection::vec(rollout, 0..4).prop_map(|rollouts| {
         let mut port = 20_000u16;
-        let rollouts =
-            rollouts
-                .into_iter()
-                .enumerate()
-                .map(|(i, (sizes, stable, canary, weight, hosts))| {
-                    let hashes: Vec<String> = sizes.keys().cloned().collect();
-                    let versions = sizes
-                        .into_iter()
-                        .map(|(hash, n)| {
-                            let endpoints = (0..n)
-                                .map(|_| {
-                                    port += 1;
-                                    std::net::SocketAddr::from(([127, 0, 0, 1], port))
-                                })
-                                .collect();
-                            (hash, Version { endpoints })
-                        })
-                        .collect();
-                    let stable_hash = stable.get(&hashes).clone();
-                    let canary_hash = canary
-                        .map(|c| c.get(&hashes).clone())
-                        .filter(|c| *c != stable_hash);
-                    RolloutState {
-                        name: format!("ns/r{i}"),
-                        hosts: (0..hosts).map(|h| format!("h{h}.r{i}.test")).collect(),
-                        versions,
-                        stable_hash,
-                        canary_weight_bp: if canary_hash.is_some() { weight } else { 0 },
-                        canary_hash,
-                        header_routes: Vec::new(),
-                        mirror_routes: Vec::new(),
-                        additional_weights: Vec::new(),
-                        preview: None,
-                        stickiness: Stickiness::None,
-                    }
-                });
+        let rollouts = rollouts.into_iter().enumerate().map(
+            |(i, (sizes, stable, canary, weight, hosts, extra))| {
+                let hashes: Vec<String> = sizes.keys().cloned().collect();
+                let versions = sizes
+                    .into_iter()
+                    .map(|(hash, n)| {
+                        let endpoints = (0..n)
+                            .map(|_| {
+                                port += 1;
+                                std::net::SocketAddr::from(([127, 0, 0, 1], port))
+                            })
+                            .collect();
+                        (hash, Version { endpoints })
+                    })
+                    .collect();
+                let stable_hash = stable.get(&hashes).clone();
+                let canary_hash = canary
+                    .map(|c| c.get(&hashes).clone())
+                    .filter(|c| *c != stable_hash);
+                let canary_weight_bp = if canary_hash.is_some() { weight } else { 0 };
+                // A/B/n: the other live versions, with what the canary leaves.
+                let mut left = 10_000 - canary_weight_bp;
+                let additional_weights = hashes
+                    .iter()
+                    .filter(|h| **h != stable_hash && Some(*h) != canary_hash.as_ref())
+                    .zip(extra)
+                    .map(|(hash, w)| {
+                        let weight_bp = w.min(left);
+                        left -= weight_bp;
+                        sluice_model::WeightDestination {
+                            name: format!("t-{hash}"),
+                            pod_template_hash: hash.clone(),
+                            weight_bp,
+                        }
+                    })
+                    .collect();
+                RolloutState {
+                    name: format!("ns/r{i}"),
+                    hosts: (0..hosts).map(|h| format!("h{h}.r{i}.test")).collect(),
+                    versions,
+                    stable_hash,
+                    canary_weight_bp,
+                    canary_hash,
+                    header_routes: Vec::new(),
+                    mirror_routes: Vec::new(),
+                    additional_weights,
+                    preview: None,
+                    stickiness: Stickiness::None,
+                }
+            },
+        );
         state(rollouts)
     })
 }

@@ -109,7 +109,7 @@ fn versions_by_name(snapshot: &Snapshot, type_url: &str) -> BTreeMap<String, Str
         .collect()
 }
 
-fn virtual_host<'a>(routes: &'a RouteConfiguration, name: &str) -> &'a VirtualHost {
+pub(super) fn virtual_host<'a>(routes: &'a RouteConfiguration, name: &str) -> &'a VirtualHost {
     routes
         .virtual_hosts
         .iter()
@@ -117,7 +117,7 @@ fn virtual_host<'a>(routes: &'a RouteConfiguration, name: &str) -> &'a VirtualHo
         .expect("virtual host")
 }
 
-fn fallback_of(snapshot: &Snapshot, rollout: &str) -> route_action::ClusterSpecifier {
+pub(super) fn fallback_of(snapshot: &Snapshot, rollout: &str) -> route_action::ClusterSpecifier {
     let routes: RouteConfiguration = decoded(snapshot, type_url::ROUTE, ROUTE_CONFIG_NAME);
     let last = virtual_host(&routes, rollout)
         .routes
