@@ -251,6 +251,7 @@ fn model_errors(rollout: &Rollout, hosts: &[String], preview_hosts: &[String]) -
                 .map(|_| BlueGreenStatus {
                     active_selector: Some("stable".into()),
                     preview_selector: Some("canary".into()),
+                    ..BlueGreenStatus::default()
                 }),
             ..RolloutStatus::default()
         });

@@ -335,6 +335,7 @@ fn get_shows_blue_green_active_and_preview() {
     status.blue_green = Some(sluice_api::bluegreen::BlueGreenStatus {
         active_selector: Some("aaa".into()),
         preview_selector: Some("bbb".into()),
+        ..Default::default()
     });
     let dp = status.data_plane.as_mut().expect("data plane");
     dp.traffic.canary = None;
