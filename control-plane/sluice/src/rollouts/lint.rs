@@ -309,14 +309,6 @@ fn preview_hosts(rollout: &Rollout) -> Vec<String> {
 /// Argo's `blueGreen` fields Sluice's release engine does not run, and why it matters.
 pub const BLUE_GREEN_UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "prePromotionAnalysis",
-        "is not run: the rollout is promoted without it",
-    ),
-    (
-        "postPromotionAnalysis",
-        "is not run: a failing version is not switched back",
-    ),
-    (
         "antiAffinity",
         "is ignored: the versions' pods are scheduled without it",
     ),
