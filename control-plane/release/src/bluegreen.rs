@@ -99,7 +99,9 @@ pub(crate) fn check(spec: &BlueGreenStrategy) -> Result<BlueGreen, Invalid> {
     };
     let seconds = non_negative("autoPromotionSeconds", spec.auto_promotion_seconds)?.unwrap_or(0);
     let analysis = |name: &str, analysis: &Option<AnalysisRef>| match analysis {
-        Some(a) => crate::spec::check_templates(&format!("{FIELD}.{name}"), a).map(|()| Some(a.clone())),
+        Some(a) => {
+            crate::spec::check_templates(&format!("{FIELD}.{name}"), a).map(|()| Some(a.clone()))
+        }
         None => Ok(None),
     };
     Ok(BlueGreen {

@@ -161,7 +161,9 @@ pub(crate) fn gate(
             cx.event(
                 true,
                 "RolloutAborted",
-                format!("Rollout aborted: Blue/green {phase} analysis phase error/failed: {reason}"),
+                format!(
+                    "Rollout aborted: Blue/green {phase} analysis phase error/failed: {reason}"
+                ),
             );
             cx.requeue(Duration::ZERO);
             Gate::Hold

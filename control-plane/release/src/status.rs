@@ -386,5 +386,8 @@ fn progress_deadline(
 
 /// The version the active hosts route to, as published.
 fn data_plane_active(status: &sluice_api::RolloutStatus) -> Option<&str> {
-    status.data_plane.as_ref().map(|d| d.traffic.stable.as_str())
+    status
+        .data_plane
+        .as_ref()
+        .map(|d| d.traffic.stable.as_str())
 }

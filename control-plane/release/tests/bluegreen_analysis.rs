@@ -197,7 +197,10 @@ fn a_failed_pre_promotion_run_aborts_and_nothing_is_switched() {
     assert_eq!(sim.stable(), old);
     assert_eq!(sim.traffic().stable, old);
     assert_eq!(sim.traffic().preview, None);
-    assert!(!ever_active(&sim, &new), "the active hosts never left {old}");
+    assert!(
+        !ever_active(&sim, &new),
+        "the active hosts never left {old}"
+    );
     let message = sim.status().message.clone().unwrap();
     assert!(
         message.starts_with("RolloutAborted") && message.contains(&run),
@@ -214,7 +217,11 @@ fn a_failed_pre_promotion_run_aborts_and_nothing_is_switched() {
     assert_eq!(sim.version(&old).desired, 2);
     sim.advance(11);
     sim.settle();
-    assert_eq!(sim.version(&new).desired, 0, "after abortScaleDownDelaySeconds");
+    assert_eq!(
+        sim.version(&new).desired,
+        0,
+        "after abortScaleDownDelaySeconds"
+    );
 }
 
 #[test]
@@ -272,7 +279,7 @@ fn the_post_promotion_run_starts_once_every_proxy_acked_the_switch() {
 
 #[test]
 fn a_failed_post_promotion_run_switches_back_in_one_push_and_the_old_version_was_never_scaled_down()
- {
+{
     let (mut sim, old, new) = released(&format!("scaleDownDelaySeconds: 5, {POST}"));
     let run = format!("demo-{new}-post");
     assert_eq!(started(&sim), vec![run.clone()]);
