@@ -207,10 +207,12 @@ pub(crate) fn abort_reason(observed: &Observed, rollout: &str, canary: &str) -> 
     observed
         .analysis_runs
         .iter()
-        .filter(|r| r.canary_hash == canary && r.name.starts_with(&prefix))
-        .filter(|r| matches!(r.status.phase, AnalysisPhase::Failed | AnalysisPhase::Error))
         // The newest: after a retry an earlier attempt's failure is not the reason.
-        .next_back()
+        .rfind(|r| {
+            r.canary_hash == canary
+                && r.name.starts_with(&prefix)
+                && matches!(r.status.phase, AnalysisPhase::Failed | AnalysisPhase::Error)
+        })
         .map(reason)
 }
 

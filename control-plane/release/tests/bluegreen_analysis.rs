@@ -434,3 +434,28 @@ fn a_retry_after_a_post_promotion_failure_runs_both_again() {
     assert_eq!(sim.stable(), new);
     assert_eq!(sim.phase(), "Healthy");
 }
+
+#[test]
+fn the_abort_message_names_the_newest_failed_attempt() {
+    let (mut sim, old, new) = released(PRE);
+    finish(
+        &mut sim,
+        &format!("demo-{new}-pre"),
+        AnalysisPhase::Failed,
+        "[0.5]",
+    );
+    sim.settle();
+    sim.retry();
+    sim.settle();
+    let again = format!("demo-{new}-pre.2");
+    finish(&mut sim, &again, AnalysisPhase::Error, "[0.4]");
+    sim.settle();
+    assert!(sim.status().abort);
+    assert_eq!(sim.traffic().stable, old);
+    let message = sim.status().message.clone().unwrap();
+    assert!(
+        message.contains(&format!("AnalysisRun {again} Error")),
+        "{message}"
+    );
+    assert_eq!(run_status(&sim, false).unwrap().name, again);
+}
