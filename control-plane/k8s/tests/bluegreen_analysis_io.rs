@@ -215,7 +215,11 @@ async fn a_failed_post_promotion_run_switches_the_active_hosts_back() {
     let run = r.completed_run(&name).await;
     assert_eq!(run["status"]["phase"], "Failed", "{:#}", run["status"]);
     assert_eq!(run["metadata"]["ownerReferences"][0]["name"], "demo");
-    assert_eq!(run["metadata"]["labels"]["rollouts-pod-template-hash"], r.v2);
+    assert_eq!(
+        run["metadata"]["labels"]["rollouts-pod-template-hash"],
+        r.v2
+    );
+    assert_eq!(run["metadata"]["labels"]["rollout-type"], "PostPromotion");
     let v1 = r.v1.clone();
     r.active_is(&v1).await;
     let rollout = until_object(&r.server, &rollout_key(), "aborted, back on v1", |o| {
@@ -232,7 +236,10 @@ async fn a_failed_post_promotion_run_switches_the_active_hosts_back() {
         "{status:#}"
     );
     assert!(
-        status["message"].as_str().unwrap_or_default().contains(&name),
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&name),
         "{status:#}"
     );
     // The previous version kept its replicas throughout.
@@ -251,6 +258,7 @@ async fn a_successful_pre_promotion_run_promotes() {
     let name = format!("demo-{}-pre", r.v2);
     let run = r.completed_run(&name).await;
     assert_eq!(run["status"]["phase"], "Successful", "{:#}", run["status"]);
+    assert_eq!(run["metadata"]["labels"]["rollout-type"], "PrePromotion");
     let v2 = r.v2.clone();
     r.active_is(&v2).await;
     let rollout = until_object(&r.server, &rollout_key(), "v2 Healthy", |o| {

@@ -45,8 +45,8 @@ impl Promotion {
         }
     }
 
-    /// Argo's `rollout-type` of the run.
-    fn label(self) -> &'static str {
+    /// Argo's `rollout-type` label of the run.
+    pub fn label(self) -> &'static str {
         match self {
             Promotion::Pre => "PrePromotion",
             Promotion::Post => "PostPromotion",
@@ -64,6 +64,13 @@ impl Promotion {
 /// The first run of `which` for version `hash`: `<rollout>-<hash>-pre` or `-post`.
 pub fn promotion_run_name(rollout: &str, hash: &str, which: Promotion) -> String {
     format!("{rollout}-{hash}-{}", which.infix())
+}
+
+/// Which promotion run `name` (any attempt) is, for version `hash` of `rollout`.
+pub fn promotion_of(name: &str, rollout: &str, hash: &str) -> Option<Promotion> {
+    [Promotion::Pre, Promotion::Post]
+        .into_iter()
+        .find(|which| is_run_of(name, rollout, hash, *which))
 }
 
 /// Whether `name` is a run (any attempt) of `which` for `hash`.
@@ -241,5 +248,10 @@ mod tests {
         ] {
             assert_eq!(is_run_of(name, "demo", "abc", Promotion::Pre), is, "{name}");
         }
+        assert_eq!(
+            promotion_of("demo-abc-post.3", "demo", "abc"),
+            Some(Promotion::Post)
+        );
+        assert_eq!(promotion_of("demo-abc-1", "demo", "abc"), None);
     }
 }
