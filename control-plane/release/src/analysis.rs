@@ -7,6 +7,9 @@
 //! Background analysis (`strategy.canary.analysis`) runs beside the steps from `startingStep`
 //! until the canary is promoted; Failed or Error aborts at once, Inconclusive pauses.
 //!
+//! Blue/green's `prePromotionAnalysis` and `postPromotionAnalysis` wait on their runs the same
+//! way (`wait_on`; [`crate::bluegreen_analysis`] names them and decides when they run).
+//!
 //! A run the rollout no longer waits on (promoted, aborted, a newer version, its step passed) that
 //! is still running is stopped: [`Action::TerminateAnalysisRun`].
 
