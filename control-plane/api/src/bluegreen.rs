@@ -56,7 +56,7 @@ pub struct BlueGreenStrategy {
     /// Argo: the analysis run against the preview (published and ACKed by every proxy) before
     /// the switch. Promotion, automatic or not, waits for it to be Successful (the
     /// `BlueGreenPause` comes after it); Failed or Error aborts (the active version keeps all
-    /// traffic); Inconclusive pauses until `promote`.
+    /// traffic); Inconclusive pauses, and `promote` measures again (a new run, as Argo does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_promotion_analysis: Option<AnalysisRef>,
     /// Argo: the analysis run after the switch (ACKed by every proxy). The new version becomes

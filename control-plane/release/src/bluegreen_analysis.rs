@@ -8,7 +8,8 @@
 //!  switch ACKed ─► post run <rollout>-<hash>-post ─ Successful ─► stableRS = new; the previous
 //!                     │                                          version's scale-down delay starts
 //!                     └ Failed | Error: abort: the active hosts back to the previous version
-//!  Inconclusive (either): paused (InconclusiveAnalysisRun) until promote
+//!  Inconclusive (either): paused (InconclusiveAnalysisRun); promote measures again (Argo: a
+//!     new run, `<name>.2`, ...)
 //!  retry (abort cleared): the runs the rollout had waited on start again as `<name>.2`, `.3` ...
 //! ```
 //!
@@ -24,9 +25,12 @@ use sluice_api::{
     resource::AnalysisRef,
 };
 
+use sluice_analysis::AnalysisPhase;
+
 use crate::{
-    Observed,
+    INCONCLUSIVE_ANALYSIS_RUN, Observed,
     analysis::{RunRequest, StepAnalysis, wait_on},
+    conditions::pause_started,
     engine::Cx,
 };
 
@@ -140,7 +144,26 @@ pub(crate) fn gate(
     run: &Run<'_>,
     wanted: &mut Vec<String>,
 ) -> Gate {
-    let name = current(cx, run.rollout, run.new, run.which);
+    let mut name = current(cx, run.rollout, run.new, run.which);
+    let inconclusive = observed
+        .analysis_runs
+        .iter()
+        .any(|r| r.name == name && r.status.phase == AnalysisPhase::Inconclusive);
+    if inconclusive
+        && cx.status.controller_pause
+        && pause_started(&cx.status.pause_conditions, INCONCLUSIVE_ANALYSIS_RUN).is_none()
+    {
+        // Promoted past an inconclusive run: Argo measures again (a new run), so the promote
+        // is not mistaken for one of the BlueGreenPause that may follow.
+        name = next_attempt(&name, &promotion_run_name(run.rollout, run.new, run.which));
+        cx.status.controller_pause = false;
+        if let Some(slot) = cx.status.blue_green.as_mut().map(|bg| run.which.slot(bg)) {
+            *slot = Some(RolloutAnalysisRunStatus {
+                name: name.clone(),
+                ..RolloutAnalysisRunStatus::default()
+            });
+        }
+    }
     wanted.push(name.clone());
     let outcome = wait_on(
         cx,

@@ -360,6 +360,40 @@ fn an_inconclusive_post_promotion_run_pauses_until_promoted() {
     );
     assert_eq!(sim.stable(), old);
     assert_eq!(sim.version(&old).desired, 2);
+    // Promoted past it, Argo measures again: a new run, which decides.
+    sim.promote();
+    sim.settle();
+    let again = format!("demo-{new}-post.2");
+    assert_eq!(started(&sim).last(), Some(&again));
+    assert_eq!(sim.stable(), old);
+    finish(&mut sim, &again, AnalysisPhase::Successful, "[1]");
+    sim.settle();
+    assert_eq!(sim.stable(), new);
+}
+
+#[test]
+fn promoting_past_an_inconclusive_pre_promotion_run_reaches_the_blue_green_pause() {
+    let (mut sim, old, new) = released(&format!("autoPromotionEnabled: false, {PRE}"));
+    finish(
+        &mut sim,
+        &format!("demo-{new}-pre"),
+        AnalysisPhase::Inconclusive,
+        "[0.9]",
+    );
+    sim.settle();
+    assert_eq!(
+        sim.status().pause_conditions[0].reason,
+        INCONCLUSIVE_ANALYSIS_RUN
+    );
+    sim.promote();
+    sim.settle();
+    let again = format!("demo-{new}-pre.2");
+    assert_eq!(started(&sim).last(), Some(&again));
+    finish(&mut sim, &again, AnalysisPhase::Successful, "[1]");
+    sim.settle();
+    assert_eq!(sim.status().pause_conditions[0].reason, BLUE_GREEN_PAUSE);
+    assert_eq!(sim.stable(), old);
+    // One promote of the BlueGreenPause promotes (the inconclusive run is not asked again).
     sim.promote();
     sim.settle();
     assert_eq!(sim.stable(), new);
