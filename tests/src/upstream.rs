@@ -57,6 +57,20 @@ impl Upstream {
     /// As [`Self::start`], but every `fail_every`-th request (counting from the first) is
     /// answered 500: 5 gives a 20 % error rate, as a bad release. 0 never fails.
     pub async fn start_failing(name: &str, fail_every: u64) -> anyhow::Result<Self> {
+        Self::start_with(name, fail_every, std::time::Duration::ZERO).await
+    }
+
+    /// As [`Self::start`], but every answer (still 200) takes `delay`: a slow release that
+    /// fails a latency objective without failing a request.
+    pub async fn start_slow(name: &str, delay: std::time::Duration) -> anyhow::Result<Self> {
+        Self::start_with(name, 0, delay).await
+    }
+
+    async fn start_with(
+        name: &str,
+        fail_every: u64,
+        delay: std::time::Duration,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .with_context(|| format!("upstream {name}: binding 127.0.0.1:0"))?;
@@ -71,6 +85,7 @@ impl Upstream {
             header_name,
             Arc::clone(&requests),
             fail_every,
+            delay,
             Arc::clone(&seen),
         ));
         Ok(Self {
@@ -117,6 +132,7 @@ async fn serve(
     name: HeaderValue,
     requests: Arc<AtomicU64>,
     fail_every: u64,
+    delay: std::time::Duration,
     seen_log: Arc<Mutex<Vec<Seen>>>,
 ) {
     let mut connections = JoinSet::new();
@@ -159,7 +175,12 @@ async fn serve(
                 if fail_every > 0 && nth.is_multiple_of(fail_every) {
                     *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
                 }
-                async move { Ok::<_, Infallible>(response) }
+                async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             if let Err(error) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

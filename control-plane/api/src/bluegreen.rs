@@ -53,14 +53,15 @@ pub struct BlueGreenStrategy {
     /// Seconds between an abort and the new version's scale-down; 0 keeps it. Default 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_scale_down_delay_seconds: Option<i32>,
-    /// Argo: the analysis run against the preview before the switch. Parsed (so the CRD keeps
-    /// it) but not run yet: the engine promotes without it and `sluice rollouts lint` warns. The
-    /// engine's hook is `sluice_release`'s blue/green step, between the preview's ACK and the
-    /// promotion.
+    /// Argo: the analysis run against the preview (published and ACKed by every proxy) before
+    /// the switch. Promotion, automatic or not, waits for it to be Successful (the
+    /// `BlueGreenPause` comes after it); Failed or Error aborts (the active version keeps all
+    /// traffic); Inconclusive pauses, and `promote` measures again (a new run, as Argo does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_promotion_analysis: Option<AnalysisRef>,
-    /// Argo: the analysis run after the switch (a failure switches back to the previous version,
-    /// still scaled up during `scaleDownDelaySeconds`). Parsed, not run yet, as above.
+    /// Argo: the analysis run after the switch (ACKed by every proxy). The new version becomes
+    /// `stableRS` only when it is Successful; until then the previous version stays scaled up,
+    /// and Failed or Error aborts: the active hosts switch back to it in one push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_promotion_analysis: Option<AnalysisRef>,
     /// Sluice: hosts that route to the preview, besides those of `previewService` (standalone
@@ -173,6 +174,27 @@ pub struct BlueGreenStatus {
     /// The hash the preview service (and hosts) route to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_selector: Option<String>,
+    /// The current `prePromotionAnalysis` run of the new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis_run_status: Option<RolloutAnalysisRunStatus>,
+    /// The current `postPromotionAnalysis` run of the new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis_run_status: Option<RolloutAnalysisRunStatus>,
+}
+
+/// Argo's `RolloutAnalysisRunStatus`: a run the rollout waits on, as the rollout's status shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutAnalysisRunStatus {
+    /// The AnalysisRun's name.
+    #[serde(default)]
+    pub name: String,
+    /// Its phase (`Pending`, `Running`, `Successful`, `Failed`, `Error`, `Inconclusive`; empty
+    /// before the run has one).
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 #[cfg(test)]

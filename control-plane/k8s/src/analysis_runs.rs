@@ -45,8 +45,17 @@ use crate::objects::POD_TEMPLATE_HASH_LABEL;
 pub const ROLLOUT_LABEL: &str = "sluice.dev/rollout";
 /// The step that started the run (a background run: its `startingStep`).
 pub const STEP_INDEX_LABEL: &str = "sluice.dev/step-index";
-/// Argo's `rollout-type` label: `Step` or `Background`.
+/// Argo's `rollout-type` label: `Step`, `Background`, `PrePromotion` or `PostPromotion`.
 pub const ROLLOUT_TYPE_LABEL: &str = "rollout-type";
+
+/// The run's `rollout-type`: a blue/green promotion run is named for its kind.
+fn rollout_type(start: &StartRun<'_>, rollout: &str) -> &'static str {
+    if start.background {
+        return "Background";
+    }
+    sluice_release::bluegreen_analysis::promotion_of(start.name, rollout, start.canary_hash)
+        .map_or("Step", |p| p.label())
+}
 
 /// What `StartAnalysisRun` asks for.
 #[derive(Clone, Debug)]
@@ -257,12 +266,7 @@ impl AnalysisRuns {
                     (STEP_INDEX_LABEL.to_owned(), start.step_index.to_string()),
                     (
                         ROLLOUT_TYPE_LABEL.to_owned(),
-                        if start.background {
-                            "Background"
-                        } else {
-                            "Step"
-                        }
-                        .to_owned(),
+                        rollout_type(&start, &rollout_name).to_owned(),
                     ),
                 ])),
                 owner_references: rollout.metadata.uid.clone().map(|uid| {

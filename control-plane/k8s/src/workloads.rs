@@ -50,6 +50,7 @@ pub fn published_view(doc: &Rollout) -> Cow<'_, Rollout> {
     status.blue_green = Some(sluice_api::bluegreen::BlueGreenStatus {
         active_selector: Some(traffic.stable.clone()),
         preview_selector: Some(traffic.preview.clone().unwrap_or(traffic.stable.clone())),
+        ..Default::default()
     });
     status.canary = Some(CanaryStatus {
         weights: Some(TrafficWeights {

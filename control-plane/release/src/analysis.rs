@@ -7,6 +7,9 @@
 //! Background analysis (`strategy.canary.analysis`) runs beside the steps from `startingStep`
 //! until the canary is promoted; Failed or Error aborts at once, Inconclusive pauses.
 //!
+//! Blue/green's `prePromotionAnalysis` and `postPromotionAnalysis` wait on their runs the same
+//! way (`wait_on`; [`crate::bluegreen_analysis`] names them and decides when they run).
+//!
 //! A run the rollout no longer waits on (promoted, aborted, a newer version, its step passed) that
 //! is still running is stopped: [`Action::TerminateAnalysisRun`].
 
@@ -75,26 +78,57 @@ pub(crate) fn step(
         RunKind::Step(index) => (run_name(rollout, canary, index), index, false),
         RunKind::Background(start) => (background_run_name(rollout, canary), start, true),
     };
+    let what = if background { "Background" } else { "Step" };
+    wait_on(
+        cx,
+        observed,
+        &RunRequest {
+            name: &name,
+            what,
+            stable,
+            canary,
+            step_index: index,
+            background,
+            analysis,
+        },
+    )
+}
+
+/// A run the rollout waits on (a step's, the background one, a blue/green promotion's).
+pub(crate) struct RunRequest<'a> {
+    pub name: &'a str,
+    /// For the event: `Step`, `Background`, `PrePromotion`, `PostPromotion`.
+    pub what: &'a str,
+    pub stable: &'a str,
+    pub canary: &'a str,
+    pub step_index: usize,
+    pub background: bool,
+    pub analysis: &'a AnalysisRef,
+}
+
+/// The run: started when missing, and its outcome (Argo's: Successful → done, Failed or Error →
+/// abort, Inconclusive → paused until promoted).
+pub(crate) fn wait_on(cx: &mut Cx, observed: &Observed, request: &RunRequest<'_>) -> StepAnalysis {
+    let name = request.name;
     let Some(run) = observed.analysis_runs.iter().find(|r| r.name == name) else {
         if !cx
             .actions
             .iter()
-            .any(|a| matches!(a, Action::StartAnalysisRun { name: n, .. } if *n == name))
+            .any(|a| matches!(a, Action::StartAnalysisRun { name: n, .. } if n == name))
         {
             cx.actions.push(Action::StartAnalysisRun {
-                name: name.clone(),
-                canary_hash: canary.to_owned(),
-                stable_hash: stable.to_owned(),
-                step_index: index,
-                background,
-                templates: analysis.templates.clone(),
-                args: analysis.args.clone(),
+                name: name.to_owned(),
+                canary_hash: request.canary.to_owned(),
+                stable_hash: request.stable.to_owned(),
+                step_index: request.step_index,
+                background: request.background,
+                templates: request.analysis.templates.clone(),
+                args: request.analysis.args.clone(),
             });
-            let what = if background { "Background" } else { "Step" };
             cx.event(
                 false,
                 "AnalysisRunRunning",
-                format!("{what} analysis run {name} started"),
+                format!("{} analysis run {name} started", request.what),
             );
         }
         return StepAnalysis::Wait;
@@ -169,14 +203,19 @@ pub fn reason(run: &ObservedAnalysisRun) -> String {
     text
 }
 
-/// The reason of the failed run that aborted this canary, for the rollout's message.
+/// The reason of the failed run that aborted this canary (the last one observed), for the
+/// rollout's message.
 pub(crate) fn abort_reason(observed: &Observed, rollout: &str, canary: &str) -> Option<String> {
     let prefix = format!("{rollout}-{canary}-");
     observed
         .analysis_runs
         .iter()
-        .filter(|r| r.canary_hash == canary && r.name.starts_with(&prefix))
-        .find(|r| matches!(r.status.phase, AnalysisPhase::Failed | AnalysisPhase::Error))
+        // The newest: after a retry an earlier attempt's failure is not the reason.
+        .rfind(|r| {
+            r.canary_hash == canary
+                && r.name.starts_with(&prefix)
+                && matches!(r.status.phase, AnalysisPhase::Failed | AnalysisPhase::Error)
+        })
         .map(reason)
 }
 

@@ -28,6 +28,8 @@ fn fields_are_read_and_checked_naming_the_field() {
             auto_promotion: Duration::from_secs(20),
             preview_replicas: Some(1),
             revision_limit: Some(2),
+            pre_promotion: None,
+            post_promotion: None,
         }
     );
     for (yaml, field) in [
@@ -44,6 +46,14 @@ fn fields_are_read_and_checked_naming_the_field() {
         (
             "{activeService: a, scaleDownDelayRevisionLimit: -2}",
             "scaleDownDelayRevisionLimit",
+        ),
+        (
+            "{activeService: a, prePromotionAnalysis: {templates: []}}",
+            "prePromotionAnalysis.templates",
+        ),
+        (
+            "{activeService: a, postPromotionAnalysis: {templates: [{templateName: ''}]}}",
+            "postPromotionAnalysis.templates",
         ),
     ] {
         assert_eq!(
@@ -65,9 +75,27 @@ fn status_selectors_follow_the_published_traffic() {
         BlueGreenStatus {
             active_selector: Some("aaa".into()),
             preview_selector: Some("aaa".into()),
+            ..BlueGreenStatus::default()
         }
     );
     traffic.preview = Some("bbb".into());
     assert_eq!(status(&traffic).preview_selector.as_deref(), Some("bbb"));
     assert!(traffic.routes_to("bbb") && traffic.routes_to("aaa"));
+}
+
+#[test]
+fn promotion_analyses_are_read() {
+    let bg = check(&spec(
+        "{activeService: a, prePromotionAnalysis: {templates: [{templateName: smoke}]}, \
+          postPromotionAnalysis: {templates: [{templateName: rate}], \
+          args: [{name: v, valueFrom: {podTemplateHashValue: Latest}}]}}",
+    ))
+    .unwrap();
+    assert_eq!(
+        bg.pre_promotion.unwrap().templates[0].template_name,
+        "smoke"
+    );
+    let post = bg.post_promotion.unwrap();
+    assert_eq!(post.templates[0].template_name, "rate");
+    assert_eq!(post.args[0].name, "v");
 }

@@ -214,16 +214,19 @@ fn run(
                 cx,
                 &bluegreen::Input {
                     bg: &plan.blue_green.clone().unwrap_or_default(),
+                    name: &plan.name,
                     replicas: plan.replicas,
                     active: &stable,
                     new: &new,
                     available: &available,
                     paused: rollout.spec.paused,
                     traffic_done: &traffic_done,
+                    observed,
                 },
             );
             (stable, desired_traffic, targets, waiting_on_pods) =
                 (out.active, out.traffic, out.targets, out.waiting_on_pods);
+            wanted_runs = out.wanted_runs;
         }
         Some(canary) => {
             let index = if cx.status.promote_full {
@@ -353,7 +356,13 @@ fn run(
     crate::analysis::terminate_unwanted(cx, observed, &wanted_runs);
     if let Some(bg) = &plan.blue_green {
         bluegreen::revision_limit(bg, &versions, &mut targets);
-        cx.status.blue_green = Some(bluegreen::status(&desired_traffic));
+        cx.status.blue_green = Some(bluegreen::full_status(
+            &desired_traffic,
+            cx.status.blue_green.as_ref(),
+            observed,
+            &plan.name,
+            &hash,
+        ));
     }
     let data_plane = publish(cx, published, desired_traffic, observed);
     let ack = observed.data_plane.summary(data_plane.generation);

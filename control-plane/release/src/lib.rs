@@ -32,7 +32,8 @@
 //! NACK, or a proxy that has not ACKed within [`DataPlane::ack_deadline`], makes the rollout
 //! Degraded naming the node.
 //!
-//! Blue/green (`spec.strategy.blueGreen`): `bluegreen` (preview, pause, promotion, the switch).
+//! Blue/green (`spec.strategy.blueGreen`): `bluegreen` (preview, pause, promotion, the switch),
+//! [`bluegreen_analysis`] (`prePromotionAnalysis`, `postPromotionAnalysis`).
 //!
 //! Modules: [`spec`] (checks and defaults), [`hash`], `canary` (the steps), `versions`
 //! (ReplicaSets), `status` (conditions, phase), [`observed`], [`action`].
@@ -40,6 +41,7 @@
 pub mod action;
 pub mod analysis;
 mod bluegreen;
+pub mod bluegreen_analysis;
 mod canary;
 mod conditions;
 mod engine;

@@ -391,7 +391,7 @@ fn workload<'a>(
 }
 
 /// An analysis reference names at least one template, each by name.
-fn check_templates(
+pub(crate) fn check_templates(
     field: &str,
     analysis: &sluice_api::resource::AnalysisRef,
 ) -> Result<(), Invalid> {

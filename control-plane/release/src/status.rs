@@ -158,10 +158,15 @@ pub(crate) fn finish(
             )),
         )
     } else if current != stable {
-        (
-            PHASE_PROGRESSING,
-            Some("waiting for all steps to complete".to_owned()),
-        )
+        // Argo's messages (rolloututil.go): blue/green waits for the switch, then for the
+        // post-promotion analysis; a canary for its steps.
+        let active = data_plane_active(status);
+        let waiting = match &plan.blue_green {
+            Some(_) if active != Some(current) => "active service cutover pending",
+            Some(_) => "waiting for analysis to complete",
+            None => "waiting for all steps to complete",
+        };
+        (PHASE_PROGRESSING, Some(waiting.to_owned()))
     } else {
         (PHASE_HEALTHY, None)
     };
@@ -377,4 +382,12 @@ fn progress_deadline(
         cx.requeue(std::time::Duration::ZERO);
     }
     true
+}
+
+/// The version the active hosts route to, as published.
+fn data_plane_active(status: &sluice_api::RolloutStatus) -> Option<&str> {
+    status
+        .data_plane
+        .as_ref()
+        .map(|d| d.traffic.stable.as_str())
 }

@@ -251,6 +251,7 @@ fn model_errors(rollout: &Rollout, hosts: &[String], preview_hosts: &[String]) -
                 .map(|_| BlueGreenStatus {
                     active_selector: Some("stable".into()),
                     preview_selector: Some("canary".into()),
+                    ..BlueGreenStatus::default()
                 }),
             ..RolloutStatus::default()
         });
@@ -307,14 +308,6 @@ fn preview_hosts(rollout: &Rollout) -> Vec<String> {
 
 /// Argo's `blueGreen` fields Sluice's release engine does not run, and why it matters.
 pub const BLUE_GREEN_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "prePromotionAnalysis",
-        "is not run: the rollout is promoted without it",
-    ),
-    (
-        "postPromotionAnalysis",
-        "is not run: a failing version is not switched back",
-    ),
     (
         "antiAffinity",
         "is ignored: the versions' pods are scheduled without it",

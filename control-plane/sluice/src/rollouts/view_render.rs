@@ -65,6 +65,24 @@ pub fn render(info: &RolloutInfo) -> String {
                 ""
             };
             field(&mut out, "  Preview", format!("{preview}{same}"));
+            // Argo's status.blueGreen.{pre,post}PromotionAnalysisRunStatus.
+            for (label, run) in [
+                ("  PrePromotion", &bg.pre_promotion_analysis_run_status),
+                ("  PostPromotion", &bg.post_promotion_analysis_run_status),
+            ] {
+                if let Some(run) = run {
+                    let phase = if run.status.is_empty() {
+                        "Pending"
+                    } else {
+                        run.status.as_str()
+                    };
+                    field(
+                        &mut out,
+                        label,
+                        format!("{}  {} {phase}", run.name, icon(phase)),
+                    );
+                }
+            }
         }
         None => field(&mut out, "Strategy", "none (all traffic to stable)"),
     }

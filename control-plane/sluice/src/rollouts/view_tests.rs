@@ -335,6 +335,7 @@ fn get_shows_blue_green_active_and_preview() {
     status.blue_green = Some(sluice_api::bluegreen::BlueGreenStatus {
         active_selector: Some("aaa".into()),
         preview_selector: Some("bbb".into()),
+        ..Default::default()
     });
     let dp = status.data_plane.as_mut().expect("data plane");
     dp.traffic.canary = None;
@@ -360,6 +361,32 @@ fn get_shows_blue_green_active_and_preview() {
     }
     assert!(!got.contains("canary"), "{got}");
     assert!(!got.contains("  Step:"), "{got}");
+    assert!(!got.contains("Promotion:"), "no runs, no lines: {got}");
+    // The promotion analyses' runs, as status.blueGreen names them.
+    let mut with_runs = info.clone();
+    let bg = with_runs
+        .rollout
+        .status
+        .as_mut()
+        .and_then(|s| s.blue_green.as_mut())
+        .expect("blueGreen status");
+    bg.pre_promotion_analysis_run_status = Some(sluice_api::bluegreen::RolloutAnalysisRunStatus {
+        name: "demo-bbb-pre".into(),
+        status: "Successful".into(),
+        message: String::new(),
+    });
+    bg.post_promotion_analysis_run_status = Some(sluice_api::bluegreen::RolloutAnalysisRunStatus {
+        name: "demo-bbb-post".into(),
+        status: "Running".into(),
+        message: String::new(),
+    });
+    let got = render(&with_runs);
+    for line in [
+        "  Preview:       bbb\n  PrePromotion:  demo-bbb-pre  ✔ Successful\n",
+        "  PostPromotion: demo-bbb-post  ✔ Running\n",
+    ] {
+        assert!(got.contains(line), "missing {line:?} in\n{got}");
+    }
     let table = list_table(&[("sluice.dev".into(), doc)]);
     assert!(table.contains("BlueGreen"), "{table}");
 }

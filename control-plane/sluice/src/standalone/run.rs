@@ -325,6 +325,7 @@ pub fn traffic_status(doc: &Rollout, record: &RolloutRecord) -> RolloutStatus {
         blue_green: traffic.preview.as_ref().map(|preview| BlueGreenStatus {
             active_selector: Some(traffic.stable.clone()),
             preview_selector: Some(preview.clone()),
+            ..BlueGreenStatus::default()
         }),
         ..RolloutStatus::default()
     }

@@ -14,6 +14,7 @@
 mod analysis;
 
 mod bluegreen;
+mod bluegreen_analysis;
 mod changes;
 mod experiment_split;
 mod failures;
