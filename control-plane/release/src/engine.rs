@@ -161,7 +161,12 @@ fn run(
             hash.clone()
         }
     };
-    let retried = retry(cx, observed, &hash, &stable);
+    // Blue/green promotion runs retry as their next attempt (bluegreen_analysis.rs).
+    let retried = plan
+        .blue_green
+        .is_none()
+        .then(|| retry(cx, observed, &hash, &stable))
+        .flatten();
     let observed = retried.as_ref().unwrap_or(observed);
     let new_template = cx.status.current_pod_hash.as_deref() != Some(&hash);
     if new_template {
@@ -555,8 +560,8 @@ pub(crate) fn index_i32(index: usize) -> i32 {
     i32::try_from(index).unwrap_or(i32::MAX)
 }
 
-/// A `retry` (Argo: `status.abort` cleared by the user while the canary is aborted, `abortedAt`
-/// still set): the canary starts again at step 0 and its runs that ended Failed, Error or
+/// A canary's `retry` (Argo: `status.abort` cleared by the user while the canary is aborted,
+/// `abortedAt` still set): the canary starts again at step 0 and its runs that ended Failed, Error or
 /// Inconclusive are not the answer any more — they are deleted
 /// ([`Action::DeleteAnalysisRun`]) and left out of this pass, so each analysis measures again.
 /// Returns the observed runs without them, `None` when this pass is no retry.
