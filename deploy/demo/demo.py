@@ -1,22 +1,32 @@
 #!/usr/bin/env python3
-"""`make demo`: a live canary through a real Envoy, driven by the Sluice control plane.
+"""`make demo`: metrics decide a release, live, through a real Envoy and a real Prometheus.
 
 Starts, all on 127.0.0.1 with free ports:
-  - two demo backends (the "stable" and "canary" versions of a service),
-  - `sluice serve` in standalone mode, reading a rollouts file,
-  - a real Envoy bootstrapped by `sluice bootstrap` (it knows only the control plane's address),
+  - three demo backends: v1 (stable), v2 (good) and v3 (faulty: it answers 500 to one request in
+    five),
+  - `sluice serve` in standalone mode, reading a rollouts file that holds the Rollout and an
+    AnalysisTemplate (the success rate of one version's own Envoy cluster, from Prometheus),
+  - a real Envoy bootstrapped by `sluice bootstrap` (its per-version cluster stats carry the
+    `sluice_rollout` / `sluice_version` tags),
+  - a real Prometheus (the Debian package, a generated config) scraping Envoy every second,
   - a load generator that shows, every second, which version answered.
-Then it releases the canary the way a user does: it changes `spec.version` in the rollouts file.
-Sluice's release engine takes the steps itself (setWeight 10, a timed pause, setWeight 50, a timed
-pause, setWeight 75, then `pause: {}`), each pushed to Envoy and ACKed before the next; the demo
-then runs `sluice rollouts promote` and `sluice rollouts status` until the release is Healthy.
-It exits non-zero if any request failed. Ctrl-C stops everything it started.
+Then it releases the way a user does, by changing `spec.version` in the rollouts file; Sluice's
+release engine takes the steps (setWeight 20, an analysis step, setWeight 60, a timed pause):
+  1. v2 (good): its analysis measures a 100 % success rate three times -> the release goes on and
+     v2 is promoted, with no human;
+  2. v3 (faulty): its analysis measures ~80 % -> Failed -> the engine aborts the release on its
+     own: all traffic back to v2 in one push, phase Degraded, the message naming the metric.
+`sluice rollouts get` then shows the AnalysisRuns and their measurements. The demo exits non-zero
+if a request failed other than the faulty backend's own 500s, or if a release did not end as told.
+Ctrl-C stops everything it started.
 
-Environment: DEMO_STEP_SECONDS (default 4), DEMO_ONCE=1 to exit after the last step.
+Environment: DEMO_STEP_SECONDS (default 4), DEMO_ONCE=1 to exit at the end even on a terminal
+(it always does when its output is not a terminal), DEMO_KEEP=1 to keep the work directory.
 """
 
 import http.client
 import http.server
+import json
 import os
 import secrets
 import shutil
@@ -34,8 +44,12 @@ SLUICE = os.path.join(ROOT, "target", "debug", "sluice")
 WASM = os.environ.get("SLUICE_WASM") or os.path.join(
     ROOT, "target", "wasm32-wasip1", "release", "sluice_filter.wasm")
 STEP_SECONDS = float(os.environ.get("DEMO_STEP_SECONDS", "4"))
-STABLE, CANARY = "6d4f8b7c9", "7c9b2d5f6"
-STEPS = [10, 50, 75]  # setWeight steps, in percent; a timed pause after each but the last
+# The versions' pod-template hashes, and the names their backends answer with.
+VERSIONS = {"v1": "6d4f8b7c9", "v2": "7c9b2d5f6", "v3": "8e3a1f4b2"}
+FAULTY = "v3"
+FAIL_EVERY = 5  # the faulty backend answers 500 to every fifth request
+# A release waits at most this long for its analysis and steps (a loaded machine).
+RELEASE_TIMEOUT = 90
 
 
 def envoy_binary():
@@ -45,13 +59,25 @@ def envoy_binary():
     return os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy")
 
 
+def prometheus_binary():
+    found = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus")
+    if not found:
+        sys.exit("demo: no prometheus binary: run `make setup` (apt-get install prometheus) "
+                 "or set PROMETHEUS_BIN")
+    return found
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_backend(name, port):
+def start_backend(name, port, fail_every=0):
+    """An HTTP server answering its name; with `fail_every`, every n-th request gets a 500."""
+    served = [0]
+    lock = threading.Lock()
+
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and
@@ -59,8 +85,11 @@ def start_backend(name, port):
         disable_nagle_algorithm = True
 
         def do_GET(self):
-            body = name.encode()
-            self.send_response(200)
+            with lock:
+                served[0] += 1
+                fail = fail_every and served[0] % fail_every == 0
+            body = (f"{name}: injected fault" if fail else name).encode()
+            self.send_response(500 if fail else 200)
             self.send_header("x-upstream", name)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -79,15 +108,37 @@ def start_backend(name, port):
     return server
 
 
-def rollouts_file(stable_port, canary_port, version):
-    steps = []
-    for i, w in enumerate(STEPS):
-        steps.append(f"        - setWeight: {w}")
-        if i < len(STEPS) - 1:
-            steps.append(f"        - pause: {{duration: {int(STEP_SECONDS)}s}}")
-        else:
-            steps.append("        - pause: {}            # held until `sluice rollouts promote`")
+def rollouts_file(ports, version):
+    """The AnalysisTemplate and the Rollout, releasing `version` (v1: the first, stable at once)."""
+    step = int(STEP_SECONDS)
+    # The query reads Envoy's own per-version cluster stats: no application metrics needed.
+    selector = ('sluice_namespace="default",sluice_rollout="demo",'
+                'sluice_version="{{args.version}}"')
+    endpoints = "\n".join(f'    "{h}": ["127.0.0.1:{ports[v]}"]' for v, h in VERSIONS.items())
     return f"""# Written by deploy/demo/demo.py; see deploy/standalone/README.md for the format.
+apiVersion: sluice.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: success-rate}}
+spec:
+  args:
+  - name: version                 # the canary's hash, from the Rollout (valueFrom below)
+  - name: prometheus
+    value: "http://127.0.0.1:{ports['prometheus']}"
+  metrics:
+  - name: success-rate
+    initialDelay: 4s              # let Prometheus scrape the canary's first requests
+    interval: 2s
+    count: 3                      # three good measurements pass the analysis
+    failureLimit: 0               # the first bad one fails it
+    successCondition: result[0] >= 0.95
+    provider:
+      prometheus:
+        address: "{{{{args.prometheus}}}}"
+        query: |
+          sum(rate(envoy_cluster_upstream_rq_xx{{{selector},envoy_response_code_class!="5"}}[10s]))
+          /
+          sum(rate(envoy_cluster_upstream_rq_xx{{{selector}}}[10s]))
+---
 apiVersion: sluice.dev/v1alpha1
 kind: Rollout
 metadata:
@@ -96,15 +147,36 @@ metadata:
 spec:
   hosts: [demo.local]
   # The version to release: Sluice's release engine takes the steps when it changes.
-  version: "{version}"
+  version: "{VERSIONS[version]}"
   strategy:
     canary:
       scaleDownDelaySeconds: 0
+      abortScaleDownDelaySeconds: 0  # Argo's 0: an aborted canary stays up, for inspection
       steps:
-{chr(10).join(steps)}
+      - setWeight: 20
+      - analysis:                 # blocks the steps: Successful -> next step, Failed -> abort
+          templates: [{{templateName: success-rate}}]
+          args:
+          - name: version
+            valueFrom: {{podTemplateHashValue: Latest}}
+      - setWeight: 60
+      - pause: {{duration: {step}s}}
   staticEndpoints:
-    {STABLE}: ["127.0.0.1:{stable_port}"]
-    {CANARY}: ["127.0.0.1:{canary_port}"]
+{endpoints}
+"""
+
+
+def prometheus_config(envoy_admin_port):
+    return f"""# Written by deploy/demo/demo.py: scrape the demo's Envoy every second.
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: envoy
+    metrics_path: /stats/prometheus
+    static_configs:
+      - targets: ['127.0.0.1:{envoy_admin_port}']
 """
 
 
@@ -123,15 +195,20 @@ def write_atomically(path, text):
 
 
 class Load:
-    """A few keep-alive clients; counts which version answered in the current window."""
+    """A few keep-alive clients; counts which version answered in the current window.
+
+    A failure is a connection error or a non-200 answer, except the faulty backend's own 500s
+    (counted apart: those are the fault the analysis must catch, not Sluice's)."""
 
     def __init__(self, port, threads=4):
         self.port = port
         self.lock = threading.Lock()
         self.counts = {}
+        self.faults = 0
         self.errors = 0
-        self.total_errors = 0
         self.total = 0
+        self.total_faults = 0
+        self.total_errors = 0
         self.stop = threading.Event()
         for _ in range(threads):
             threading.Thread(target=self.run, daemon=True).start()
@@ -149,7 +226,11 @@ class Load:
                 with self.lock:
                     self.counts[who] = self.counts.get(who, 0) + 1
                     self.total += 1
-                    if resp.status != 200:
+                    if resp.status == 500 and who == FAULTY:
+                        self.faults += 1
+                        self.total_faults += 1
+                    elif resp.status != 200:
+                        self.errors += 1
                         self.total_errors += 1
             except (OSError, http.client.HTTPException):
                 with self.lock:
@@ -160,29 +241,67 @@ class Load:
 
     def take(self):
         with self.lock:
-            counts, errors = self.counts, self.errors
-            self.counts, self.errors = {}, 0
-        return counts, errors
+            window = (self.counts, self.faults, self.errors)
+            self.counts, self.faults, self.errors = {}, 0, 0
+        return window
 
 
-def bar(share, width=40):
+def bar(share, width=12):
     n = round(share * width)
     return "█" * n + "·" * (width - n)
 
 
-def show(load, label, seconds):
+def record_of(state_path):
+    """default/demo's record in the engine's state file ({} before the first write)."""
+    try:
+        with open(state_path) as f:
+            return json.load(f)["rollouts"]["default/demo"] or {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def describe(record):
+    """One short line: phase, step, and the newest analysis run's measurements."""
+    status = record.get("status") or {}
+    phase = status.get("phase", "?")
+    if status.get("abort"):
+        phase += " (aborted)"
+    step = status.get("currentStepIndex")
+    line = f"{phase:<18} step {step if step is not None else '-'}"
+    # The runs of the version being released (the state file keeps earlier releases' runs too).
+    runs = [r for r in record.get("analysisRuns") or []
+            if r.get("canaryHash") == status.get("currentPodHash")]
+    if runs:
+        run = runs[-1].get("status") or {}
+        results = run.get("metricResults") or []
+        values = [m.get("value") or m.get("phase", "?")
+                  for r in results for m in (r.get("measurements") or [])][-3:]
+        line += (f"  analysis {run.get('phase', 'Pending')}: "
+                 f"{' '.join(values) or '(first measurement after initialDelay)'}")
+    return line
+
+
+def show(load, label, seconds, state_path=None, until=None):
+    """Prints one line a second (the share of each version, req/s, faults, failures) for
+    `seconds`, or until `until(status)` is true; returns the last status."""
     end = time.time() + seconds
+    status = {}
     while time.time() < end:
         time.sleep(1)
-        counts, errors = load.take()
+        counts, faults, errors = load.take()
+        record = record_of(state_path) if state_path else {}
+        status = record.get("status") or {}
         total = sum(counts.values())
-        if total == 0:
-            print(f"{label:<22} (no responses yet; errors {errors})", flush=True)
-            continue
-        stable = counts.get("stable", 0) / total
-        canary = counts.get("canary", 0) / total
-        print(f"{label:<22} stable {bar(stable, 20)} {stable:6.1%}   canary {bar(canary, 20)} "
-              f"{canary:6.1%}   {total:5d} req/s  errors {errors}", flush=True)
+        shares = "  ".join(f"{v} {bar(counts.get(v, 0) / total if total else 0)} "
+                           f"{(counts.get(v, 0) / total if total else 0):4.0%}" for v in VERSIONS)
+        where = f"  {describe(record)}" if state_path else ""
+        print(f"{label:<15} {shares}  {total:4d} req/s  500s from {FAULTY} {faults:3d}  "
+              f"failed {errors}{where}", flush=True)
+        if until and until(status):
+            return status
+    if until:
+        raise RuntimeError(f"{label}: not done in {seconds:.0f}s (status: {json.dumps(status)})")
+    return status
 
 
 def wait_http(url, timeout=30):
@@ -198,10 +317,18 @@ def wait_http(url, timeout=30):
     raise RuntimeError(f"{url} did not become ready in {timeout}s")
 
 
+def release(rollouts, ports, version, load, state_path, until):
+    print(f"\nReleasing {version} ({VERSIONS[version]}): spec.version changes in {rollouts}",
+          flush=True)
+    write_atomically(rollouts, rollouts_file(ports, version))
+    return show(load, f"releasing {version}", RELEASE_TIMEOUT, state_path, until)
+
+
 def main():
     for path, what in ((SLUICE, "run `cargo build -p sluice`"), (WASM, "run `make wasm`")):
         if not os.path.exists(path):
             sys.exit(f"demo: {path} is missing: {what}")
+    prometheus = prometheus_binary()
     # Ctrl-C and SIGTERM both stop the demo and everything it started (also when started from a
     # shell that made it ignore SIGINT, as background jobs do).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -209,14 +336,30 @@ def main():
     work = tempfile.mkdtemp(prefix="sluice-demo-")
     procs = []
     backends = []
+    ok = False
     try:
-        ports = {k: free_port() for k in
-                 ("stable", "canary", "xds", "admin", "http", "listener", "envoy_admin")}
-        backends = [start_backend("stable", ports["stable"]),
-                    start_backend("canary", ports["canary"])]
+        ports = {k: free_port() for k in (*VERSIONS, "xds", "admin", "http", "listener",
+                                          "envoy_admin", "prometheus")}
+        backends = [start_backend(v, ports[v], FAIL_EVERY if v == FAULTY else 0)
+                    for v in VERSIONS]
+
+        # Prometheus first: it scrapes Envoy's admin port (known already) once Envoy is up.
+        prom_dir = os.path.join(work, "prometheus")
+        os.mkdir(prom_dir)
+        prom_config = os.path.join(prom_dir, "prometheus.yml")
+        with open(prom_config, "w") as f:
+            f.write(prometheus_config(ports["envoy_admin"]))
+        procs.append(subprocess.Popen(
+            [prometheus, f"--config.file={prom_config}",
+             f"--storage.tsdb.path={os.path.join(prom_dir, 'data')}",
+             f"--web.listen-address=127.0.0.1:{ports['prometheus']}", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(prom_dir, "log"), "w")))
+
         rollouts = os.path.join(work, "rollouts.yaml")
+        state_path = rollouts + ".state.json"
         # Before the release: the first version is stable at once (no steps).
-        write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], STABLE))
+        write_atomically(rollouts, rollouts_file(ports, "v1"))
 
         log = open(os.path.join(work, "sluice.log"), "w")
         admin = f"http://127.0.0.1:{ports['admin']}"
@@ -246,38 +389,62 @@ def main():
             [envoy_binary(), "-c", config, "--concurrency", "2", "--use-dynamic-base-id",
              "--log-level", "warn"], stdout=envoy_log, stderr=subprocess.STDOUT))
         wait_http(f"http://127.0.0.1:{ports['envoy_admin']}/ready")
+        wait_http(f"http://127.0.0.1:{ports['prometheus']}/-/ready", timeout=60)
 
         print(f"Sluice demo  (logs and files in {work})")
         print(f"  control plane  xDS 127.0.0.1:{ports['xds']}  admin {admin}  "
               f"metrics http://127.0.0.1:{ports['http']}/metrics")
         print(f"  Envoy          http://127.0.0.1:{ports['listener']}  (Host: demo.local)  "
               f"admin http://127.0.0.1:{ports['envoy_admin']}")
-        print(f"  try:           curl -H 'host: demo.local' -H 'x-canary: 1' ... ; "
-              f"{SLUICE} status --admin {admin} --token-file {token}\n")
+        print(f"  Prometheus     http://127.0.0.1:{ports['prometheus']}  (scrapes Envoy's "
+              f"/stats/prometheus every second)")
+        print(f"  try:           {SLUICE} rollouts --admin {admin} --token-file {token} "
+              f"get demo --watch\n")
+        print("The release: setWeight 20 -> analysis (success rate of the canary's own Envoy "
+              "cluster >= 95 %,\n  measured 3 times, 2 s apart) -> setWeight 60 -> pause -> "
+              "promoted.  A failed measurement aborts.\n", flush=True)
 
         load = Load(ports["listener"])
         show(load, "v1 stable", STEP_SECONDS)
-        print(f"\nReleasing {CANARY}: spec.version changes in {rollouts}", flush=True)
-        write_atomically(rollouts, rollouts_file(ports["stable"], ports["canary"], CANARY))
-        # The engine takes the steps: 10 %, timed pause, 50 %, timed pause, 75 %, pause {}.
-        show(load, "release in progress", STEP_SECONDS * len(STEPS) + 2)
-        sluice_rollouts("get", "demo", admin=admin, token=token)
-        sluice_rollouts("promote", "demo", admin=admin, token=token)
-        sluice_rollouts("status", "demo", "--timeout", "60s", admin=admin, token=token)
-        show(load, "promoted (v2 stable)", STEP_SECONDS)
+
+        # 1. A good version: its analysis passes and the engine promotes it, no human involved.
+        status = release(rollouts, ports, "v2", load, state_path,
+                         lambda s: s.get("stableRS") == VERSIONS["v2"]
+                         and s.get("phase") == "Healthy" or bool(s.get("abort")))
+        if status.get("abort") or status.get("stableRS") != VERSIONS["v2"]:
+            raise SystemExit(f"demo: v2 was not promoted: {status.get('message')}")
+        print("\nv2 passed its analysis (3 measurements of 100 %) and was promoted; "
+              "no human involved.", flush=True)
+
+        # 2. A faulty version: its analysis fails and the engine aborts the release on its own.
+        status = release(rollouts, ports, "v3", load, state_path,
+                         lambda s: bool(s.get("abort"))
+                         and ((s.get("dataPlane") or {}).get("traffic") or {})
+                         .get("canaryWeight", 0) == 0
+                         or s.get("stableRS") == VERSIONS["v3"])
+        if not status.get("abort"):
+            raise SystemExit("demo: v3 was promoted although it fails one request in five")
+        print(f"\nv3 failed its analysis; the engine aborted the release: "
+              f"{status.get('message')}", flush=True)
+        show(load, "after abort", STEP_SECONDS)
         print()
         sluice_rollouts("get", "demo", admin=admin, token=token)
         with load.lock:
-            total, failed = load.total, load.total_errors
-        print(f"\n{total} requests, {failed} failed", flush=True)
+            total, faults, failed = load.total, load.total_faults, load.total_errors
+        print(f"\n{total} requests: {faults} answered 500 by the faulty {FAULTY} backend while it "
+              f"had 20 % of the traffic, {failed} failed otherwise", flush=True)
         if failed:
             raise SystemExit(f"demo: {failed} requests failed")
-        if os.environ.get("DEMO_ONCE") != "1":
+        print("All traffic is on v2 again (phase Degraded: v3 was aborted). To try v3 again: "
+              "`sluice rollouts retry demo`; to accept v2: set spec.version back to it.")
+        ok = True
+        if sys.stdout.isatty() and os.environ.get("DEMO_ONCE") != "1":
             print("\nStill serving; Ctrl-C stops everything.")
-            show(load, "promoted", 10**9)
+            show(load, "after abort", 10**9)
         load.stop.set()
     except KeyboardInterrupt:
         print("\nstopping")
+        ok = True
     finally:
         # A second Ctrl-C must not cut the clean-up short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -291,8 +458,10 @@ def main():
                 p.kill()
         for b in backends:
             b.shutdown()
-        if os.environ.get("DEMO_KEEP") != "1":
+        if os.environ.get("DEMO_KEEP") != "1" and ok:
             shutil.rmtree(work, ignore_errors=True)
+        elif not ok:
+            print(f"demo: logs kept in {work}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,13 @@
 //! - one resourceVersion counter; every write bumps it and is logged, and `?watch=true` streams the
 //!   log from the given `resourceVersion` (newline-delimited `{"type", "object"}`), then follows;
 //!   `labelSelector` (`k`, `!k`, `k=v`, `k!=v`, comma-AND-ed) filters lists and watches;
+//! - cluster-scoped resources (`clusteranalysistemplates`, `namespaces`, ...) live without a
+//!   namespace, at paths without one;
 //! - create (POST, 409 `AlreadyExists`), get, list, replace (PUT, 409 `Conflict` on a stale
 //!   `metadata.resourceVersion`), patch, delete (cascading to objects whose ownerReferences name
 //!   the deleted uid, as the garbage collector would);
 //! - the pods' `eviction` subresource (POST): deletes the pod, as no PodDisruptionBudget refuses;
+//! - injected faults for tests: status patches refused with 500 (`Store::fail_status_patches`);
 //! - `metadata.uid`, `creationTimestamp`, `generation` (bumped when anything but metadata/status
 //!   changes); the `status` subresource for rollouts, replicasets, deployments and pods: writes to
 //!   the object keep its status, writes to `/status` change only the status.
@@ -53,6 +56,19 @@ const STATUS_SUBRESOURCE: &[&str] = &[
     "pods",
     "analysisruns",
 ];
+
+/// Cluster-scoped collections (their objects have no namespace; their paths none either).
+const CLUSTER_SCOPED: &[&str] = &[
+    "clusteranalysistemplates",
+    "namespaces",
+    "nodes",
+    "customresourcedefinitions",
+];
+
+/// Whether `resource` (the last part of a collection) is cluster-scoped.
+pub fn cluster_scoped(resource: &str) -> bool {
+    CLUSTER_SCOPED.contains(&resource)
+}
 
 /// Where an object lives: `group/version/resource` (group empty for the core API), namespace, name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,6 +128,9 @@ pub struct Store {
     uid: u64,
     objects: BTreeMap<Key, Value>,
     log: Vec<Logged>,
+    /// Injected faults: status patches of a collection whose body contains a text, refused with
+    /// 500 so many more times ([`Store::fail_status_patches`]).
+    failing: Vec<(String, String, u32)>,
 }
 
 impl Store {
@@ -162,6 +181,8 @@ impl Store {
         meta.insert("name".into(), json!(key.name));
         if !key.namespace.is_empty() {
             meta.insert("namespace".into(), json!(key.namespace));
+        } else {
+            meta.remove("namespace");
         }
         meta.insert("uid".into(), json!(format!("uid-{}", self.uid)));
         meta.insert("resourceVersion".into(), json!(self.rv.to_string()));
@@ -257,6 +278,18 @@ impl Store {
         Ok(new)
     }
 
+    /// A fault for tests: the next `times` status patches to `collection` whose body contains
+    /// `needle` fail with 500 InternalError (a write lost on the way), changing nothing.
+    pub fn fail_status_patches(&mut self, collection: &str, needle: &str, times: u32) {
+        self.failing
+            .push((collection.to_owned(), needle.to_owned(), times));
+    }
+
+    /// How many injected faults have not fired yet.
+    pub fn pending_faults(&self) -> u32 {
+        self.failing.iter().map(|f| f.2).sum()
+    }
+
     /// Applies a patch of `content_type` to the object at `key` (or its status).
     pub fn patch(
         &mut self,
@@ -265,6 +298,19 @@ impl Store {
         body: &[u8],
         status_only: bool,
     ) -> Result<Value, ApiError> {
+        if status_only {
+            let text = String::from_utf8_lossy(body);
+            if let Some(fault) = self.failing.iter_mut().find(|(collection, needle, times)| {
+                *times > 0 && *collection == key.collection && text.contains(needle.as_str())
+            }) {
+                fault.2 -= 1;
+                return Err(ApiError::new(
+                    500,
+                    "InternalError",
+                    format!("injected fault: status patch of {:?} lost", key.name),
+                ));
+            }
+        }
         let bad = |e: String| ApiError::new(400, "BadRequest", e);
         let apply = content_type.starts_with("application/apply-patch");
         let patch: Value = if apply {
@@ -669,7 +715,8 @@ impl ApiServer {
     }
 }
 
-/// The key of `object` in `resource` (`apiVersion` gives group/version).
+/// The key of `object` in `resource` (`apiVersion` gives group/version; a namespaced object
+/// without a namespace is in `default`, a cluster-scoped one in none).
 pub fn key_of(resource: &str, object: &Value) -> Key {
     let api_version = object
         .get("apiVersion")
@@ -683,6 +730,9 @@ pub fn key_of(resource: &str, object: &Value) -> Key {
     Key::new(
         &collection,
         match str_at("/metadata/namespace") {
+            // A cluster-scoped object has no namespace (a given one is ignored, as the real
+            // server does).
+            _ if cluster_scoped(resource) => "",
             "" => "default",
             ns => ns,
         },

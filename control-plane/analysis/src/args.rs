@@ -19,7 +19,8 @@ pub struct PodHashes {
 
 /// The template's arguments with the caller's (`steps[].analysis.args`) laid over them, each
 /// resolved to a value. An argument left without a value is an error naming it, as Argo's
-/// `args.<name> was not resolved`; so is `secretKeyRef` / `fieldRef`, which Sluice does not read.
+/// `args.<name> was not resolved`; so is `secretKeyRef`, which Sluice does not read, and a
+/// `fieldRef` not resolved from the rollout before ([`crate::resolve_field_refs`]).
 pub fn merge_args(
     template_args: &[Argument],
     incoming: &[Argument],
@@ -66,7 +67,11 @@ fn resolve_value(arg: &Argument, hashes: &PodHashes) -> Result<String, AnalysisE
             return Err(err("valueFrom.secretKeyRef is not supported by Sluice yet"));
         }
         if from.field_ref.is_some() {
-            return Err(err("valueFrom.fieldRef is not supported by Sluice yet"));
+            // A rollout's fieldRef is resolved before planning (`resolve_field_refs`); one left
+            // here came from a template, which has no rollout to read.
+            return Err(err(
+                "valueFrom.fieldRef reads the Rollout: give it in the rollout's analysis args",
+            ));
         }
     }
     arg.value.clone().ok_or_else(|| err("was not resolved"))

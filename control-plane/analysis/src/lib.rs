@@ -14,7 +14,7 @@
 //! ```
 //!
 //! - [`resource`]: the resources; `argoproj.io` documents load as they are ([`parse_analysis_documents`]).
-//! - [`args`]: `{{args.x}}`, `valueFrom.podTemplateHashValue`.
+//! - [`args`]: `{{args.x}}`, `valueFrom.podTemplateHashValue`; [`field_path`]: `valueFrom.fieldRef`.
 //! - [`condition`]: the expr language (`expr-lang`) plus Argo's `asInt`, `asFloat`, `isNaN`,
 //!   `isInf`, `isNil`, `default`.
 //! - [`plan`] and [`machine`]: defaults, validation and the state machine, no I/O.
@@ -28,6 +28,7 @@ pub mod args;
 pub mod condition;
 mod documents;
 mod error;
+pub mod field_path;
 pub mod machine;
 pub mod plan;
 #[cfg(feature = "providers")]
@@ -46,4 +47,6 @@ pub use resource::{
     AnalysisPhase, AnalysisRun, AnalysisRunStatus, AnalysisTemplate, AnalysisTemplateSpec,
     ClusterAnalysisTemplate, Measurement, MetricResult,
 };
-pub use rollout::{plan_for_rollout, plan_from_spec, rollout_arguments, run_spec};
+pub use rollout::{
+    plan_for_rollout, plan_from_spec, resolve_field_refs, rollout_arguments, run_spec,
+};

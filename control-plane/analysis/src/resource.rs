@@ -211,7 +211,8 @@ pub struct Argument {
 }
 
 /// Where an argument's value comes from. `podTemplateHashValue` is Argo's rollout-side source
-/// (`Stable` or `Latest`); `secretKeyRef` and `fieldRef` parse but are not resolved by Sluice yet.
+/// (`Stable` or `Latest`); `fieldRef` (a path into the Rollout) is read when the run starts;
+/// `secretKeyRef` parses but is not resolved by Sluice yet.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArgumentValueFrom {

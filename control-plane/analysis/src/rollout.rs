@@ -27,6 +27,43 @@ pub fn rollout_arguments(
         .collect()
 }
 
+/// The rollout's `analysis.args` with each `valueFrom.fieldRef` read from the Rollout (its
+/// metadata, spec and status; [`crate::field_path`]) and given as a plain value, as Argo does when
+/// it creates the run. A path that does not resolve is an error naming the argument.
+pub fn resolve_field_refs(
+    args: &[sluice_api::resource::AnalysisRunArgument],
+    rollout: &sluice_api::Rollout,
+) -> Result<Vec<sluice_api::resource::AnalysisRunArgument>, AnalysisError> {
+    let mut object = None;
+    args.iter()
+        .map(|arg| {
+            let Some(field_ref) = arg.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) else {
+                return Ok(arg.clone());
+            };
+            let error = |message: String| AnalysisError::Argument {
+                arg: arg.name.clone(),
+                message: format!(
+                    "valueFrom.fieldRef.fieldPath {:?}: {message}",
+                    field_ref.field_path
+                ),
+            };
+            if object.is_none() {
+                object = Some(serde_json::to_value(rollout).map_err(|e| error(e.to_string()))?);
+            }
+            let value = crate::field_path::field_path_value(
+                object.as_ref().unwrap_or(&serde_json::Value::Null),
+                &field_ref.field_path,
+            )
+            .map_err(error)?;
+            Ok(sluice_api::resource::AnalysisRunArgument {
+                name: arg.name.clone(),
+                value: Some(value),
+                value_from: None,
+            })
+        })
+        .collect()
+}
+
 /// Plans a rollout's run: its templates (already looked up), its `analysis.args`, the stable
 /// and canary (`Latest`) pod-template hashes.
 pub fn plan_for_rollout(
@@ -152,6 +189,78 @@ spec:
             again.metrics.iter().map(|m| m.dry_run).collect::<Vec<_>>(),
             [false, true],
             "the dryRun rule is kept"
+        );
+    }
+
+    fn field_ref(name: &str, path: &str) -> AnalysisRunArgument {
+        serde_json::from_value(serde_json::json!(
+            {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+        ))
+        .expect("an argument")
+    }
+
+    fn web_rollout() -> sluice_api::Rollout {
+        serde_yaml::from_str(
+            r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: web, namespace: shop, labels: {app: web-app}}
+spec:
+  template:
+    metadata: {labels: {x: from-template}}
+    spec: {containers: [{name: web, image: "web:2"}]}
+"#,
+        )
+        .expect("a rollout")
+    }
+
+    #[test]
+    fn field_refs_are_read_from_the_rollout_and_reach_the_query() {
+        let spec = template();
+        let rollout = web_rollout();
+        let args = resolve_field_refs(
+            &[
+                field_ref("version", "metadata.labels['app']"),
+                latest("other"),
+            ],
+            &rollout,
+        )
+        .expect("resolves");
+        assert_eq!(args[0].value.as_deref(), Some("web-app"));
+        assert!(args[0].value_from.is_none());
+        assert_eq!(
+            args[1],
+            latest("other"),
+            "other arguments are left as they are"
+        );
+        let plan = plan_for_rollout(&[&spec], &args, "v1", "v2").expect("plans");
+        let query = &plan.metrics[0]
+            .spec
+            .provider
+            .prometheus
+            .as_ref()
+            .expect("prometheus")
+            .query;
+        assert_eq!(query, "rate(x{v=\"web-app\"}[1m])");
+        let args = resolve_field_refs(
+            &[field_ref("version", "spec.template.metadata.labels.x")],
+            &rollout,
+        )
+        .expect("resolves");
+        assert_eq!(args[0].value.as_deref(), Some("from-template"));
+    }
+
+    #[test]
+    fn a_field_ref_that_does_not_resolve_names_the_argument_and_the_path() {
+        let error = resolve_field_refs(
+            &[field_ref("version", "spec.template.metadata.labels.nope")],
+            &web_rollout(),
+        )
+        .expect_err("no such label")
+        .to_string();
+        assert!(
+            error.contains("args.version") && error.contains("spec.template.metadata.labels.nope"),
+            "{error}"
         );
     }
 

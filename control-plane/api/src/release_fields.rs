@@ -89,7 +89,7 @@ pub struct ArgumentValueFrom {
     /// `Stable` or `Latest`: the pod-template hash of that version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template_hash_value: Option<String>,
-    /// Argo's `fieldRef` (a path into the Rollout); parsed, not resolved by Sluice yet.
+    /// Argo's `fieldRef` (a path into the Rollout), read when the run starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_ref: Option<FieldRef>,
 }

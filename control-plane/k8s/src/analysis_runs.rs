@@ -30,7 +30,7 @@ use kube::{
 };
 use sluice_analysis::{
     AnalysisError, AnalysisPhase, AnalysisRun, AnalysisRunStatus, AnalysisTemplateSpec,
-    plan_for_rollout, plan_from_spec,
+    plan_for_rollout, plan_from_spec, resolve_field_refs,
     resource::AnalysisRunSpec,
     run_spec,
     runner::{HttpClient, RunHandle, RunUpdate, spawn},
@@ -76,6 +76,9 @@ struct Run {
     step_index: usize,
     spec: AnalysisRunSpec,
     status: AnalysisRunStatus,
+    /// The status the object has as far as this replica knows (watched or written): a write
+    /// that failed leaves it behind `status`, and is retried ([`AnalysisRuns::resume_all`]).
+    written: AnalysisRunStatus,
     /// This replica measures it.
     handle: Option<RunHandle>,
 }
@@ -127,8 +130,9 @@ impl AnalysisRuns {
         match self.runs.get_mut(&key) {
             Some(run) => {
                 if run.handle.is_none() && !run.status.phase.completed() {
-                    run.status = status;
+                    run.status = status.clone();
                 }
+                run.written = status;
             }
             None => {
                 self.runs.insert(
@@ -138,6 +142,7 @@ impl AnalysisRuns {
                         canary_hash,
                         step_index,
                         spec: object.spec,
+                        written: status.clone(),
                         status,
                         handle: None,
                     },
@@ -174,8 +179,22 @@ impl AnalysisRuns {
         }
     }
 
-    /// Leader: resumes every run that is not complete and that no runner measures.
+    /// Leader: resumes every run that is not complete and that no runner measures, and writes
+    /// again the statuses of its own runs whose last write failed (a lost final status would
+    /// leave the object Running, and a later leader would measure it again).
     pub async fn resume_all(&mut self, client: &Client, is_leader: &watch::Receiver<bool>) {
+        let unwritten: Vec<(String, String)> = self
+            .runs
+            .iter()
+            // Its own: measured here, or ended here (a run that could not be planned).
+            .filter(|(_, r)| {
+                (r.handle.is_some() || r.status.phase.completed()) && r.written != r.status
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in unwritten {
+            self.write_status(client, is_leader, &key).await;
+        }
         let keys: Vec<(String, String)> = self
             .runs
             .iter()
@@ -244,7 +263,10 @@ impl AnalysisRuns {
         let planned = match templates(client, &namespace, start.templates).await? {
             Ok(specs) => {
                 let refs: Vec<&AnalysisTemplateSpec> = specs.iter().collect();
-                plan_for_rollout(&refs, start.args, start.stable_hash, start.canary_hash)
+                resolve_field_refs(start.args, rollout)
+                    .and_then(|args| {
+                        plan_for_rollout(&refs, &args, start.stable_hash, start.canary_hash)
+                    })
                     .map(|plan| (run_spec(&refs, &plan), plan))
             }
             Err(error) => Err(error),
@@ -307,6 +329,7 @@ impl AnalysisRuns {
                 step_index: start.step_index,
                 spec: object.spec,
                 status: AnalysisRunStatus::default(),
+                written: object.status.unwrap_or_default(),
                 handle: None,
             },
         );
@@ -409,19 +432,36 @@ impl AnalysisRuns {
         if run.status == status {
             return false;
         }
-        let body = status_patch(&run.status, &status);
         run.status = status;
-        if !*is_leader.borrow() {
-            return true;
+        self.write_status(client, is_leader, key).await;
+        true
+    }
+
+    /// Merge-patches a run's status to `/status` from what the object has (leader only). A
+    /// failed write is retried by the next [`AnalysisRuns::resume_all`].
+    async fn write_status(
+        &mut self,
+        client: &Client,
+        is_leader: &watch::Receiver<bool>,
+        key: &(String, String),
+    ) {
+        let Some(run) = self.runs.get_mut(key) else {
+            return;
+        };
+        if !*is_leader.borrow() || run.written == run.status {
+            return;
         }
+        let body = status_patch(&run.written, &run.status);
         let api: Api<AnalysisRun> = Api::namespaced(client.clone(), &key.0);
-        if let Err(error) = api
+        match api
             .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&body))
             .await
         {
-            tracing::warn!(namespace = %key.0, run = %key.1, %error, "writing an AnalysisRun's status");
+            Ok(_) => run.written = run.status.clone(),
+            Err(error) => {
+                tracing::warn!(namespace = %key.0, run = %key.1, %error, "writing an AnalysisRun's status (retried on the next pass)");
+            }
         }
-        true
     }
 }
 

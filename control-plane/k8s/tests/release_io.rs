@@ -438,19 +438,37 @@ fn ok_template(url: &str) -> Value {
 async fn release_with_analysis(
     answer: &str,
 ) -> (ApiServer, Kubelet, Source, Value, String, String) {
+    release_with_template(
+        answer,
+        |_| {},
+        |url| {
+            (
+                "analysistemplates",
+                ok_template(url),
+                json!({"templateName": "ok"}),
+            )
+        },
+    )
+    .await
+}
+
+/// [`release_with_analysis`] with the template `template(url)` gives (its resource, the object,
+/// the step's reference to it), after `prepare` ran on the fresh server.
+async fn release_with_template(
+    answer: &str,
+    prepare: impl FnOnce(&ApiServer),
+    template: impl FnOnce(&str) -> (&'static str, Value, Value),
+) -> (ApiServer, Kubelet, Source, Value, String, String) {
     let upstream = sluice_e2e::upstream::Upstream::start(answer)
         .await
         .expect("upstream");
     let server = ApiServer::start().await.expect("api server");
+    prepare(&server);
     let kubelet = Kubelet::start(&server);
     server.create("services", demo_service()).expect("service");
-    server
-        .create(
-            "analysistemplates",
-            ok_template(&format!("http://{}/", upstream.addr())),
-        )
-        .expect("template");
-    let steps = json!([{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "ok"}]}},
+    let (resource, object, reference) = template(&format!("http://{}/", upstream.addr()));
+    server.create(resource, object).expect("template");
+    let steps = json!([{"setWeight": 50}, {"analysis": {"templates": [reference]}},
                        {"setWeight": 80}]);
     server
         .create("rollouts", demo_rollout(steps))
@@ -607,5 +625,96 @@ async fn a_restarted_control_plane_resumes_a_running_analysis_run() {
             weight(s).is_some_and(|(stable, canary, _)| stable == v2 && canary.is_none())
         })
         .await;
+    source.stop().await;
+}
+
+/// A step naming a `ClusterAnalysisTemplate` (`clusterScope: true`) reads the cluster-scoped
+/// template (no namespaced one of that name exists) and runs it.
+#[tokio::test]
+async fn a_step_naming_a_cluster_analysis_template_runs_it() {
+    let (server, _kubelet, source, run, _v1, v2) = release_with_template(
+        r#"{"ok": 1}"#,
+        |_| {},
+        |url| {
+            let mut template = ok_template(url);
+            template["kind"] = json!("ClusterAnalysisTemplate");
+            template["metadata"] = json!({"name": "ok"});
+            (
+                "clusteranalysistemplates",
+                template,
+                json!({"templateName": "ok", "clusterScope": true}),
+            )
+        },
+    )
+    .await;
+    assert!(
+        server
+            .list("sluice.dev/v1alpha1/analysistemplates", None)
+            .is_empty(),
+        "only the cluster-scoped template exists"
+    );
+    assert_eq!(run["status"]["phase"], "Successful", "{:#}", run["status"]);
+    assert_owned_and_labelled(&run, &v2);
+    source.stop().await;
+}
+
+/// Argo Rollouts' own `argoproj.io/v1alpha1` AnalysisTemplate, as users have it, runs.
+#[tokio::test]
+async fn an_argoproj_analysis_template_runs() {
+    let (server, _kubelet, source, run, _v1, v2) = release_with_template(
+        r#"{"ok": 1}"#,
+        |_| {},
+        |url| {
+            let mut template = ok_template(url);
+            template["apiVersion"] = json!("argoproj.io/v1alpha1");
+            ("analysistemplates", template, json!({"templateName": "ok"}))
+        },
+    )
+    .await;
+    assert!(
+        server
+            .list("sluice.dev/v1alpha1/analysistemplates", None)
+            .is_empty(),
+        "only the argoproj.io template exists"
+    );
+    assert_eq!(run["status"]["phase"], "Successful", "{:#}", run["status"]);
+    assert_eq!(
+        run["status"]["metricResults"][0]["measurements"][0]["value"],
+        "1"
+    );
+    assert_owned_and_labelled(&run, &v2);
+    source.stop().await;
+}
+
+/// The run's final status write is lost (the API server answers 500): the leader writes it
+/// again, so the object ends Successful rather than Running for good.
+#[tokio::test]
+async fn a_lost_final_analysis_run_status_write_is_retried() {
+    let (server, _kubelet, source, run, _v1, _v2) = release_with_template(
+        r#"{"ok": 1}"#,
+        |server| {
+            server.shared().write(|s| {
+                s.fail_status_patches(ANALYSIS_RUNS, r#""phase":"Successful""#, 1);
+            });
+        },
+        |url| {
+            (
+                "analysistemplates",
+                ok_template(url),
+                json!({"templateName": "ok"}),
+            )
+        },
+    )
+    .await;
+    assert_eq!(run["status"]["phase"], "Successful", "{:#}", run["status"]);
+    assert_eq!(
+        run["status"]["metricResults"][0]["measurements"][0]["value"],
+        "1"
+    );
+    assert_eq!(
+        server.shared().store().pending_faults(),
+        0,
+        "the final write was refused once"
+    );
     source.stop().await;
 }

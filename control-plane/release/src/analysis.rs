@@ -76,7 +76,11 @@ pub(crate) fn step(
 ) -> StepAnalysis {
     let (name, index, background) = match kind {
         RunKind::Step(index) => (run_name(rollout, canary, index), index, false),
-        RunKind::Background(start) => (background_run_name(rollout, canary), start, true),
+        RunKind::Background(start) => (
+            current_background_run(cx, observed, rollout, canary),
+            start,
+            true,
+        ),
     };
     let what = if background { "Background" } else { "Step" };
     wait_on(
@@ -142,7 +146,8 @@ pub(crate) fn wait_on(cx: &mut Cx, observed: &Observed, request: &RunRequest<'_>
             if pause_started(&status.pause_conditions, INCONCLUSIVE_ANALYSIS_RUN).is_some() {
                 return StepAnalysis::Paused;
             }
-            if status.controller_pause {
+            // (A background run promoted past was replaced: `replace_resumed_background`.)
+            if status.controller_pause && !request.background {
                 // The pause condition was removed by a user (promote): go on.
                 status.controller_pause = false;
                 return StepAnalysis::Done;
@@ -160,6 +165,89 @@ pub(crate) fn wait_on(cx: &mut Cx, observed: &Observed, request: &RunRequest<'_>
             StepAnalysis::Paused
         }
     }
+}
+
+/// The current background run of a canary: the newest of `<rollout>-<hash>-background`,
+/// `…-background-2`, … observed or being started (each promote past an inconclusive one starts
+/// the next).
+pub(crate) fn current_background_run(
+    cx: &Cx,
+    observed: &Observed,
+    rollout: &str,
+    canary: &str,
+) -> String {
+    let base = background_run_name(rollout, canary);
+    let generation = |name: &str| -> Option<u32> {
+        let rest = name.strip_prefix(&base)?;
+        if rest.is_empty() {
+            return Some(1);
+        }
+        rest.strip_prefix('-')?.parse().ok()
+    };
+    let pending = cx.actions.iter().filter_map(|a| match a {
+        Action::StartAnalysisRun { name, .. } => Some(name.as_str()),
+        _ => None,
+    });
+    let newest = observed
+        .analysis_runs
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(pending)
+        .filter_map(generation)
+        .max()
+        .unwrap_or(1);
+    if newest <= 1 {
+        base
+    } else {
+        format!("{base}-{newest}")
+    }
+}
+
+/// Argo (`needsNewAnalysisRun`): a user who promotes past an inconclusive background run (the
+/// controller's pause conditions removed while `controllerPause` is still set) resumes the
+/// steps, and the run is replaced by a new one rather than read again as a new pause. Called
+/// before the steps consume the promote.
+pub(crate) fn replace_resumed_background(
+    cx: &mut Cx,
+    observed: &Observed,
+    rollout: &str,
+    (stable, canary): (&str, &str),
+    start: usize,
+    analysis: &AnalysisRef,
+) {
+    if !cx.status.controller_pause || !cx.status.pause_conditions.is_empty() {
+        return;
+    }
+    let current = current_background_run(cx, observed, rollout, canary);
+    let Some(run) = observed.analysis_runs.iter().find(|r| r.name == current) else {
+        return;
+    };
+    if run.status.phase != AnalysisPhase::Inconclusive {
+        return;
+    }
+    let generation = current
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<u32>().ok())
+        .unwrap_or(1);
+    let name = format!(
+        "{}-{}",
+        background_run_name(rollout, canary),
+        generation.saturating_add(1)
+    );
+    cx.actions.push(Action::StartAnalysisRun {
+        name: name.clone(),
+        canary_hash: canary.to_owned(),
+        stable_hash: stable.to_owned(),
+        step_index: start,
+        background: true,
+        templates: analysis.templates.clone(),
+        args: analysis.args.clone(),
+    });
+    cx.event(
+        false,
+        "AnalysisRunRunning",
+        format!("Background analysis run {name} started: promoted past the inconclusive {current}"),
+    );
 }
 
 /// Why a run ended as it did: its message and each failing metric's last values.

@@ -248,6 +248,19 @@ fn run(
                     crate::INCONCLUSIVE_ANALYSIS_RUN,
                 )
                 .is_some();
+            if let Some((background, start)) = &plan.background
+                && !cx.status.abort
+                && index >= *start
+            {
+                crate::analysis::replace_resumed_background(
+                    cx,
+                    observed,
+                    &plan.name,
+                    (&stable, &canary),
+                    *start,
+                    background,
+                );
+            }
             let canary_available = available(&canary);
             let ready = |at: &canary::AtStep, done: bool| {
                 canary_available >= canary::canary_replicas(plan, at, done)
@@ -288,7 +301,9 @@ fn run(
                 && !cx.status.abort
                 && progress.index >= *start
             {
-                wanted_runs.push(crate::analysis::background_run_name(&plan.name, &canary));
+                wanted_runs.push(crate::analysis::current_background_run(
+                    cx, observed, &plan.name, &canary,
+                ));
                 canary::analysis_done(
                     cx,
                     plan,
@@ -297,6 +312,11 @@ fn run(
                     crate::analysis::RunKind::Background(*start),
                     background,
                 );
+            }
+            // Argo: `controllerPause` is set only while a controller pause condition is; a
+            // promote not consumed by a pause step this pass must not skip a later one.
+            if cx.status.pause_conditions.is_empty() {
+                cx.status.controller_pause = false;
             }
             cx.status.current_step_index = Some(index_i32(progress.index));
             if progress.promote {

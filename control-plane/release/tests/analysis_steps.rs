@@ -315,3 +315,101 @@ fn retry_after_a_failed_run_measures_again() {
     sim.settle();
     assert_eq!(sim.stable(), canary, "measured good this time: promoted");
 }
+
+/// Argo: promote resumes past an inconclusive background run, which is replaced by a new run
+/// (not re-read as a new pause); the steps go on, and a later pause step still holds.
+#[test]
+fn promoting_past_an_inconclusive_background_run_resumes_with_a_new_run() {
+    let mut sim = with_background(
+        "[{setWeight: 20}, {setWeight: 40}, {pause: {duration: 60s}}, {setWeight: 60}, {pause: {}}]",
+        0,
+    );
+    sim.set_image("app:2");
+    sim.settle();
+    let canary = sim.current();
+    let first = format!("demo-{canary}-background");
+    assert_eq!(started(&sim), vec![first.clone()]);
+    assert_eq!(sim.step(), 2, "at the timed pause");
+    finish(&mut sim, AnalysisPhase::Inconclusive, "", &["[0.9]"]);
+    sim.settle();
+    assert_eq!(sim.phase(), "Paused");
+    assert!(
+        sim.status()
+            .pause_conditions
+            .iter()
+            .any(|p| p.reason == INCONCLUSIVE_ANALYSIS_RUN)
+    );
+    sim.promote();
+    sim.settle();
+    sim.advance(1);
+    sim.settle();
+    let second = format!("demo-{canary}-background-2");
+    assert_eq!(
+        started(&sim),
+        vec![first.clone(), second.clone()],
+        "a new background run"
+    );
+    assert!(
+        !sim.status()
+            .pause_conditions
+            .iter()
+            .any(|p| p.reason == INCONCLUSIVE_ANALYSIS_RUN),
+        "not paused again for the run promoted past: {:?}",
+        sim.status().pause_conditions
+    );
+    // The promote ended the timed pause too; the steps go on to the indefinite pause, which
+    // holds (the promote is not read twice).
+    assert_eq!(sim.step(), 4);
+    assert_eq!(sim.phase(), "Paused");
+    sim.advance(600);
+    sim.settle();
+    assert_eq!(sim.step(), 4, "pause {{}} holds until promoted");
+    assert!(terminated(&sim).is_empty(), "the new run is wanted");
+    // The new run is what counts now: when it fails, the rollout aborts.
+    finish(&mut sim, AnalysisPhase::Failed, "failed", &["[0.5]"]);
+    sim.settle();
+    assert!(sim.status().abort);
+}
+
+/// The promote past an inconclusive background run is spent in its pass: when no pause step
+/// takes it (here the steps wait on a step's run), a later `pause: {}` still holds.
+#[test]
+fn a_promote_past_an_inconclusive_background_run_does_not_skip_a_later_pause() {
+    let mut sim = with_background(
+        "[{setWeight: 20}, {analysis: {templates: [{templateName: step-check}]}}, {pause: {}}]",
+        0,
+    );
+    sim.set_image("app:2");
+    sim.settle();
+    let canary = sim.current();
+    assert_eq!(sim.step(), 1, "waiting on the step's run");
+    let background = sim
+        .analysis_runs
+        .iter()
+        .position(|r| r.name == format!("demo-{canary}-background"))
+        .expect("the background run");
+    let run = sim.analysis_runs.remove(background);
+    sim.analysis_runs.push(run);
+    finish(&mut sim, AnalysisPhase::Inconclusive, "", &["[0.9]"]);
+    sim.settle();
+    assert_eq!(sim.phase(), "Paused");
+    sim.promote();
+    sim.settle();
+    // A later pass (the driver reconciles again after the status write) reads the run anew.
+    sim.advance(1);
+    sim.settle();
+    assert_eq!(sim.step(), 1, "still waiting on the step's run");
+    assert_ne!(sim.phase(), "Paused");
+    let step_run = sim
+        .analysis_runs
+        .iter()
+        .position(|r| r.name == format!("demo-{canary}-1"))
+        .expect("the step's run");
+    let run = sim.analysis_runs.remove(step_run);
+    sim.analysis_runs.push(run);
+    finish(&mut sim, AnalysisPhase::Successful, "", &["[1]"]);
+    sim.settle();
+    assert_eq!(sim.step(), 2, "at pause {{}}");
+    assert_eq!(sim.phase(), "Paused", "the pause holds");
+    assert_ne!(sim.stable(), canary);
+}

@@ -154,7 +154,7 @@ pub fn run(
             &observed(doc, record, proxies.to_vec()),
             now,
         );
-        let again = apply(name, record, &out, now);
+        let again = apply(name, &engine_rollout(doc, record), record, &out, now);
         requeue = out.requeue_after;
         if !again {
             break;
@@ -164,7 +164,13 @@ pub fn run(
 }
 
 /// Applies one pass's status and actions; true when another pass is due at once.
-fn apply(name: &str, record: &mut RolloutRecord, out: &Reconciled, now: Timestamp) -> bool {
+fn apply(
+    name: &str,
+    rollout: &Rollout,
+    record: &mut RolloutRecord,
+    out: &Reconciled,
+    now: Timestamp,
+) -> bool {
     record.status = Some(out.status.clone());
     let mut changed = false;
     for action in &out.actions {
@@ -229,6 +235,19 @@ fn apply(name: &str, record: &mut RolloutRecord, out: &Reconciled, now: Timestam
                 args,
             } => {
                 if !record.analysis_runs.iter().any(|r| r.name == *run) {
+                    // `valueFrom.fieldRef` is read from the Rollout now, as Argo does when it
+                    // creates the run; a path that does not resolve ends the run as Error.
+                    let mut status = sluice_analysis::AnalysisRunStatus::default();
+                    let args = sluice_analysis::resolve_field_refs(args, rollout).unwrap_or_else(
+                        |error| {
+                            let at = Time(now);
+                            status.phase = sluice_analysis::AnalysisPhase::Error;
+                            status.message = error.to_string();
+                            status.started_at = Some(at.clone());
+                            status.completed_at = Some(at);
+                            args.clone()
+                        },
+                    );
                     record.analysis_runs.push(AnalysisRunRecord {
                         name: run.clone(),
                         canary_hash: canary_hash.clone(),
@@ -236,9 +255,9 @@ fn apply(name: &str, record: &mut RolloutRecord, out: &Reconciled, now: Timestam
                         step_index: *step_index,
                         background: *background,
                         templates: templates.clone(),
-                        args: args.clone(),
+                        args,
                         terminate: false,
-                        status: sluice_analysis::AnalysisRunStatus::default(),
+                        status,
                     });
                     forget_old_runs(&mut record.analysis_runs);
                     changed = true;

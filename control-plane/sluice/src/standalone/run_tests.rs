@@ -215,3 +215,60 @@ fn published_additional_weights_reach_the_derived_status() {
     let none = PublishedTraffic::default();
     assert_eq!(super::with_published_additional(None, &none), None);
 }
+
+fn with_field_ref_analysis(version: &str, field_path: &str) -> Rollout {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "demo", "labels": {"app": "shop"}},
+        "spec": {
+            "version": version, "hosts": ["demo.local"],
+            "staticEndpoints": {"v1": ["127.0.0.1:8001"], "v2": ["127.0.0.1:8002"]},
+            "strategy": {"canary": {"steps": [
+                {"setWeight": 10},
+                {"analysis": {"templates": [{"templateName": "success-rate"}], "args": [
+                    {"name": "app", "valueFrom": {"fieldRef": {"fieldPath": field_path}}},
+                    {"name": "version", "valueFrom": {"podTemplateHashValue": "Latest"}}
+                ]}}
+            ]}}
+        }
+    }))
+    .expect("rollout")
+}
+
+#[test]
+fn a_field_ref_argument_is_read_from_the_rollout_when_the_run_starts() {
+    let mut record = RolloutRecord::default();
+    let path = "metadata.labels['app']";
+    settle(&with_field_ref_analysis("v1", path), &mut record, t(0));
+    settle(&with_field_ref_analysis("v2", path), &mut record, t(1));
+    let run = record.analysis_runs.first().expect("a run");
+    assert_eq!(run.args[0].name, "app");
+    assert_eq!(run.args[0].value.as_deref(), Some("shop"), "{run:?}");
+    assert!(run.args[0].value_from.is_none());
+    assert!(
+        run.args[1].value_from.is_some(),
+        "podTemplateHashValue is left to the plan"
+    );
+    assert!(!run.status.phase.completed(), "{run:?}");
+}
+
+#[test]
+fn a_field_ref_that_does_not_resolve_ends_the_run_as_error_naming_the_argument() {
+    let mut record = RolloutRecord::default();
+    let path = "spec.nothing";
+    settle(&with_field_ref_analysis("v1", path), &mut record, t(0));
+    settle(&with_field_ref_analysis("v2", path), &mut record, t(1));
+    let run = record.analysis_runs.first().expect("a run");
+    assert_eq!(
+        run.status.phase,
+        sluice_analysis::AnalysisPhase::Error,
+        "{run:?}"
+    );
+    assert!(
+        run.status.message.contains("args.app") && run.status.message.contains("spec.nothing"),
+        "{}",
+        run.status.message
+    );
+    let status = record.status.as_ref().expect("status");
+    assert!(status.abort, "the engine aborts on the Error: {status:?}");
+}
