@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::release_fields::{
     AnalysisRef, AnalysisRunArgument, AnalysisTemplateRef, ArgumentValueFrom, DataPlaneStatus,
-    ExperimentStep, PauseCondition, PublishedTraffic, RollbackWindowSpec, SetCanaryScale,
-    WorkloadRef,
+    PauseCondition, PublishedTraffic, RollbackWindowSpec, SetCanaryScale, WorkloadRef,
 };
+pub use crate::experiment::{ExperimentStep, RolloutExperimentStatus};
 use crate::{
     ApiError,
     duration::{argo_duration_int_seconds, argo_duration_string_seconds},
@@ -189,7 +189,7 @@ pub struct CanaryStep {
     /// Argo: an analysis step: the steps wait for its AnalysisRun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisRef>,
-    /// Argo: an experiment step (not run yet).
+    /// Argo: an experiment step (see [`crate::experiment`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<ExperimentStep>,
 }
@@ -359,6 +359,9 @@ pub struct RolloutStatus {
     /// Argo: the hashes the blue/green services select.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<crate::bluegreen::BlueGreenStatus>,
+    /// Sluice: the experiment of the current step (Argo keeps it in an Experiment object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<RolloutExperimentStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -368,6 +371,9 @@ pub struct CanaryStatus {
     /// for the canary they name (`canary.podTemplateHash`, when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<TrafficWeights>,
+    /// Argo: the name of the experiment the current step runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_experiment: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

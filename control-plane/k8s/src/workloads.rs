@@ -61,10 +61,18 @@ pub fn published_view(doc: &Rollout) -> Cow<'_, Rollout> {
             stable: Some(WeightDestination {
                 pod_template_hash: Some(traffic.stable.clone()),
                 service_name: None,
-                weight: 100i32.saturating_sub(traffic.canary_weight),
+                // Stable gets what the canary and an experiment's templates leave.
+                weight: traffic
+                    .additional
+                    .iter()
+                    .fold(100i32.saturating_sub(traffic.canary_weight), |left, w| {
+                        left.saturating_sub(w.weight)
+                    })
+                    .max(0),
             }),
-            additional: Vec::new(),
+            additional: traffic.additional.clone(),
         }),
+        current_experiment: None,
     });
     Cow::Owned(view)
 }
