@@ -692,6 +692,8 @@ fn inconclusive(cx: &mut Cx, name: &str, message: &str) -> bool {
         start_time: Time(cx.now),
     });
     status.controller_pause = true;
+    // Again at once: the templates' weights go while it waits.
+    cx.requeue(Duration::ZERO);
     cx.event(
         true,
         INCONCLUSIVE_EXPERIMENT,
