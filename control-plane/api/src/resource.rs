@@ -20,11 +20,11 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::experiment::{ExperimentStep, RolloutExperimentStatus};
 pub use crate::release_fields::{
     AnalysisRef, AnalysisRunArgument, AnalysisTemplateRef, ArgumentValueFrom, DataPlaneStatus,
     PauseCondition, PublishedTraffic, RollbackWindowSpec, SetCanaryScale, WorkloadRef,
 };
-pub use crate::experiment::{ExperimentStep, RolloutExperimentStatus};
 use crate::{
     ApiError,
     duration::{argo_duration_int_seconds, argo_duration_string_seconds},

@@ -10,9 +10,9 @@ use sluice_api::{
 
 use crate::{
     Action, Observed, bluegreen,
-    experiment,
     canary::{self, at_step},
     conditions::{self, INVALID_SPEC, PHASE_DEGRADED},
+    experiment,
     hash::pod_template_hash,
     observed::ObservedVersion,
     restart,

@@ -178,7 +178,10 @@ pub(crate) fn check(
                         ),
                     ));
                 }
-                if templates.iter().any(|o| o.version.as_deref() == Some(version)) {
+                if templates
+                    .iter()
+                    .any(|o| o.version.as_deref() == Some(version))
+                {
                     return Err(invalid(
                         format!("{at}.version"),
                         format!("{version:?} runs two templates"),
@@ -356,13 +359,17 @@ pub(crate) fn resolve(
                 .ok_or_else(|| {
                     invalid(
                         format!("{field}.templates[{i}].specRef"),
-                        format!("the stable ReplicaSet ({stable}) and its pod template are not observed"),
+                        format!(
+                            "the stable ReplicaSet ({stable}) and its pod template are not observed"
+                        ),
                     )
                 })?,
         };
         let mut selector = t.selector.clone().unwrap_or_else(|| plan.selector.clone());
         if !t.metadata.labels.is_empty() || !t.metadata.annotations.is_empty() {
-            let meta = pod_template.metadata.get_or_insert_with(ObjectMeta::default);
+            let meta = pod_template
+                .metadata
+                .get_or_insert_with(ObjectMeta::default);
             let labels = meta.labels.get_or_insert_with(BTreeMap::new);
             let selector_labels = selector.match_labels.get_or_insert_with(BTreeMap::new);
             for (k, v) in &t.metadata.labels {
@@ -378,7 +385,9 @@ pub(crate) fn resolve(
             Some(version) if version == stable || version == canary => {
                 return Err(invalid(
                     format!("{field}.templates[{i}].version"),
-                    format!("{version:?} is the stable or the canary version: a template runs a version of its own"),
+                    format!(
+                        "{version:?} is the stable or the canary version: a template runs a version of its own"
+                    ),
                 ));
             }
             Some(version) => version.clone(),
@@ -403,9 +412,7 @@ pub(crate) fn resolve(
                         map.insert("salt".into(), json!(salt));
                     }
                     let hash = value_hash(&value);
-                    if hash != stable
-                        && hash != canary
-                        && !templates.iter().any(|r| r.hash == hash)
+                    if hash != stable && hash != canary && !templates.iter().any(|r| r.hash == hash)
                     {
                         break hash;
                     }
@@ -429,18 +436,16 @@ pub(crate) fn resolve(
     })
 }
 
-fn observed_of<'a>(
-    r: &Resolved,
-    versions: &[&'a ObservedVersion],
-) -> Option<&'a ObservedVersion> {
+fn observed_of<'a>(r: &Resolved, versions: &[&'a ObservedVersion]) -> Option<&'a ObservedVersion> {
     versions.iter().copied().find(|v| v.name == r.rs_name)
 }
 
 /// Every template has all its replicas available.
 fn all_available(current: &Current, versions: &[&ObservedVersion]) -> bool {
-    current.templates.iter().all(|r| {
-        observed_of(r, versions).is_some_and(|v| v.available >= r.template.replicas)
-    })
+    current
+        .templates
+        .iter()
+        .all(|r| observed_of(r, versions).is_some_and(|v| v.available >= r.template.replicas))
 }
 
 /// Whether the experiment is still running (its ReplicaSets wanted) by its last status.

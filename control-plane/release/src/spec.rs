@@ -445,7 +445,9 @@ fn parse_step(
         experiment: step
             .experiment
             .as_ref()
-            .map(|e| crate::experiment::check(&format!("{field}.experiment"), e, named, static_keys))
+            .map(|e| {
+                crate::experiment::check(&format!("{field}.experiment"), e, named, static_keys)
+            })
             .transpose()?,
         ..Step::default()
     };

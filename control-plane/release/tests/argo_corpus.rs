@@ -194,5 +194,8 @@ fn every_corpus_rollout_with_a_template_releases_or_is_rejected_naming_the_field
     // Argo's experiment examples and e2e manifests (baseline vs canary, preview, weighted
     // templates with analyses) all run.
     eprintln!("{experiments} with experiment steps released");
-    assert!(experiments >= 10, "only {experiments} experiment rollouts released");
+    assert!(
+        experiments >= 10,
+        "only {experiments} experiment rollouts released"
+    );
 }

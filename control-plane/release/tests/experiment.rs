@@ -46,7 +46,10 @@ fn template_hash(sim: &Sim, template: &str) -> String {
         .clone()
 }
 
-fn started(sim: &Sim) -> Vec<(String, Vec<(String, Option<String>)>)> {
+/// (run name, its arguments as (name, value)).
+type Started = Vec<(String, Vec<(String, Option<String>)>)>;
+
+fn started(sim: &Sim) -> Started {
     sim.actions
         .iter()
         .filter_map(|a| match a {
@@ -87,7 +90,10 @@ fn templates_run_as_versions_of_their_own_and_get_their_share_with_the_hashes_re
     let name = format!("demo-{canary}-1");
     let exp = experiment_versions(&sim);
     assert_eq!(exp.len(), 2, "{exp:?}");
-    let (baseline, canary_t) = (template_hash(&sim, "baseline"), template_hash(&sim, "canary"));
+    let (baseline, canary_t) = (
+        template_hash(&sim, "baseline"),
+        template_hash(&sim, "canary"),
+    );
     // Distinct versions, even the one from the canary's own template.
     for h in [&baseline, &canary_t] {
         assert!(*h != stable && *h != canary, "{h}");
@@ -103,13 +109,21 @@ fn templates_run_as_versions_of_their_own_and_get_their_share_with_the_hashes_re
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::CreateReplicaSet(rs) if rs.metadata.name.as_deref() == Some(&names[0]) => {
+            Action::CreateReplicaSet(rs) if rs.metadata.name.as_deref() == Some(names[0]) => {
                 Some(rs.clone())
             }
             _ => None,
         })
         .collect();
-    let image = created[0].spec.template.as_ref().unwrap().spec.as_ref().unwrap().containers[0]
+    let image = created[0]
+        .spec
+        .template
+        .as_ref()
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
         .image
         .clone();
     assert_eq!(image.as_deref(), Some("app:1"));
@@ -127,7 +141,11 @@ fn templates_run_as_versions_of_their_own_and_get_their_share_with_the_hashes_re
     let weights = sim.status().canary.clone().unwrap();
     assert_eq!(weights.current_experiment.as_deref(), Some(name.as_str()));
     let weights = weights.weights.unwrap();
-    assert_eq!(weights.stable.unwrap().weight, 60, "stable gets what is left");
+    assert_eq!(
+        weights.stable.unwrap().weight,
+        60,
+        "stable gets what is left"
+    );
     assert_eq!(weights.additional, traffic.additional);
     let status = sim.status().experiment.clone().unwrap();
     assert_eq!(status.phase, "Running");
@@ -152,9 +170,17 @@ fn a_required_analysis_success_ends_the_experiment_and_its_replica_sets_go_after
     let mut sim = at_experiment(BASELINE_VS_CANARY);
     let name = format!("demo-{}-1", sim.current());
     sim.auto_ack = false;
-    set_run(&mut sim, &format!("{name}-compare"), AnalysisPhase::Successful);
+    set_run(
+        &mut sim,
+        &format!("{name}-compare"),
+        AnalysisPhase::Successful,
+    );
     sim.settle();
-    assert_eq!(sim.step(), 2, "the next step (setWeight 60 waits for its ACK)");
+    assert_eq!(
+        sim.step(),
+        2,
+        "the next step (setWeight 60 waits for its ACK)"
+    );
     assert_eq!(
         sim.status().experiment.as_ref().unwrap().phase,
         "Successful"
@@ -169,7 +195,10 @@ fn a_required_analysis_success_ends_the_experiment_and_its_replica_sets_go_after
     sim.ack_all();
     sim.auto_ack = true;
     sim.settle();
-    assert!(experiment_versions(&sim).is_empty(), "scaled to 0, then deleted");
+    assert!(
+        experiment_versions(&sim).is_empty(),
+        "scaled to 0, then deleted"
+    );
     assert_eq!(sim.deleted.len(), 2, "{:?}", sim.deleted);
     assert_eq!((sim.step(), sim.traffic().canary_weight), (3, 60));
 }
@@ -211,7 +240,10 @@ fn weights_wait_for_available_pods_and_the_duration_for_the_ack() {
     sim.settle();
     assert_eq!(sim.traffic().additional.len(), 2);
     let status = sim.status().experiment.clone().unwrap();
-    assert_eq!((status.phase.as_str(), status.available_at), ("Pending", None));
+    assert_eq!(
+        (status.phase.as_str(), status.available_at),
+        ("Pending", None)
+    );
     assert!(started(&sim).is_empty());
     sim.ack_all();
     sim.settle();
@@ -236,7 +268,11 @@ fn a_duration_alone_decides_and_is_waited_for() {
     assert_eq!(sim.step(), 1);
     sim.advance(1);
     sim.settle();
-    assert_eq!(sim.stable(), sim.current(), "the last steps taken: promoted");
+    assert_eq!(
+        sim.stable(),
+        sim.current(),
+        "the last steps taken: promoted"
+    );
     assert!(experiment_versions(&sim).is_empty());
 }
 
@@ -292,7 +328,11 @@ fn a_failed_analysis_aborts_in_one_push_and_the_templates_go_after_the_ack() {
     assert_eq!(pushed.len(), 1, "one push: {pushed:?}");
     let traffic = &pushed[0].1;
     assert_eq!(
-        (traffic.stable.as_str(), traffic.canary_weight, traffic.additional.len()),
+        (
+            traffic.stable.as_str(),
+            traffic.canary_weight,
+            traffic.additional.len()
+        ),
         (stable.as_str(), 0, 0)
     );
     assert_eq!(sim.status().experiment.as_ref().unwrap().phase, "Failed");
@@ -319,14 +359,21 @@ fn an_error_aborts_too() {
 fn an_inconclusive_analysis_pauses_until_promoted() {
     let mut sim = at_experiment(BASELINE_VS_CANARY);
     let name = format!("demo-{}-1", sim.current());
-    set_run(&mut sim, &format!("{name}-compare"), AnalysisPhase::Inconclusive);
+    set_run(
+        &mut sim,
+        &format!("{name}-compare"),
+        AnalysisPhase::Inconclusive,
+    );
     sim.settle();
     assert_eq!(sim.phase(), "Paused");
     assert_eq!(
         sim.status().pause_conditions[0].reason,
         INCONCLUSIVE_EXPERIMENT
     );
-    assert!(sim.traffic().additional.is_empty(), "no share while it waits");
+    assert!(
+        sim.traffic().additional.is_empty(),
+        "no share while it waits"
+    );
     sim.promote();
     sim.settle();
     assert_eq!(sim.step(), 3, "setWeight 60 taken, at the pause");
@@ -378,7 +425,11 @@ fn an_endless_experiment_runs_until_promote_skips_the_step() {
     assert_eq!(exp.len(), 1);
     sim.skip_step();
     sim.settle();
-    assert_eq!(sim.stable(), sim.current(), "setWeight 50 taken, then promoted");
+    assert_eq!(
+        sim.stable(),
+        sim.current(),
+        "setWeight 50 taken, then promoted"
+    );
     assert!(experiment_versions(&sim).is_empty());
 }
 
@@ -392,14 +443,26 @@ fn template_metadata_and_selector_reach_the_replica_set() {
         .actions
         .iter()
         .find_map(|a| match a {
-            Action::CreateReplicaSet(rs) if rs.metadata.name.as_deref().unwrap().ends_with("-canary-preview") => Some(rs.clone()),
+            Action::CreateReplicaSet(rs)
+                if rs
+                    .metadata
+                    .name
+                    .as_deref()
+                    .unwrap()
+                    .ends_with("-canary-preview") =>
+            {
+                Some(rs.clone())
+            }
             _ => None,
         })
         .unwrap();
     let template = rs.spec.template.unwrap().metadata.unwrap();
     assert_eq!(template.labels.as_ref().unwrap()["app"], "preview");
     assert_eq!(template.annotations.as_ref().unwrap()["note"], "x");
-    assert_eq!(rs.spec.selector.match_labels.as_ref().unwrap()["app"], "preview");
+    assert_eq!(
+        rs.spec.selector.match_labels.as_ref().unwrap()["app"],
+        "preview"
+    );
 }
 
 #[test]

@@ -246,7 +246,9 @@ fn the_corpus_lints_with_every_error_naming_a_field() {
             // now: the issue 9 driver; experiment steps: issue 10).
             assert!(
                 !errors.iter().any(|f| {
-                    f.field.as_deref().is_some_and(|p| p.contains(".experiment"))
+                    f.field
+                        .as_deref()
+                        .is_some_and(|p| p.contains(".experiment"))
                 }),
                 "{errors:#?}"
             );

@@ -224,7 +224,11 @@ fn an_experiment_runs_its_templates_on_their_static_versions() {
     let v2 = experiment_doc("v2", experiment);
     let requeue = settle(&v2, &mut record, t(1));
     assert_eq!(step(&record), Some(1));
-    assert_eq!(requeue, Some(Duration::from_secs(60)), "the duration is a timer");
+    assert_eq!(
+        requeue,
+        Some(Duration::from_secs(60)),
+        "the duration is a timer"
+    );
     let running: Vec<(&str, &str, Option<&str>)> = record
         .versions
         .iter()
@@ -248,8 +252,14 @@ fn an_experiment_runs_its_templates_on_their_static_versions() {
         .iter()
         .map(|w| (w.pod_template_hash.as_deref(), w.weight))
         .collect();
-    assert_eq!(shares, vec![(Some("v1-baseline"), 10), (Some("v2-canary"), 10)]);
-    assert_eq!((weights.canary.weight, weights.stable.unwrap().weight), (20, 60));
+    assert_eq!(
+        shares,
+        vec![(Some("v1-baseline"), 10), (Some("v2-canary"), 10)]
+    );
+    assert_eq!(
+        (weights.canary.weight, weights.stable.unwrap().weight),
+        (20, 60)
+    );
 
     // The state file keeps which versions run the experiment.
     let mut file = StateFile {
@@ -262,7 +272,10 @@ fn an_experiment_runs_its_templates_on_their_static_versions() {
 
     settle(&v2, &mut record, t(61));
     assert_eq!(step(&record), Some(3), "setWeight 50, at the pause");
-    assert!(record.versions.iter().all(|v| v.experiment.is_none()), "removed");
+    assert!(
+        record.versions.iter().all(|v| v.experiment.is_none()),
+        "removed"
+    );
     assert_eq!(weight(&record), (Some("v2".into()), 50));
 }
 
@@ -276,7 +289,11 @@ fn promote_moves_past_an_endless_experiment() {
     let v2 = experiment_doc("v2", experiment);
     settle(&v2, &mut record, t(1));
     settle(&v2, &mut record, t(86_400));
-    assert_eq!(step(&record), Some(1), "no duration, no analysis: it runs on");
+    assert_eq!(
+        step(&record),
+        Some(1),
+        "no duration, no analysis: it runs on"
+    );
     apply_command(&mut record, Command::Promote { full: false }, t(86_401));
     settle(&v2, &mut record, t(86_401));
     assert_eq!(step(&record), Some(3));
@@ -298,5 +315,8 @@ fn a_template_without_its_own_static_version_is_rejected_naming_the_field() {
     let missing = serde_json::json!({"templates": [{"name": "baseline", "specRef": "stable"}]});
     settle(&experiment_doc("v1", missing), &mut record, t(1));
     let message = record.status.as_ref().unwrap().message.clone().unwrap();
-    assert!(message.contains("templates[0].version: is required"), "{message}");
+    assert!(
+        message.contains("templates[0].version: is required"),
+        "{message}"
+    );
 }
