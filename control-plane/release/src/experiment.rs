@@ -496,8 +496,9 @@ pub(crate) fn step(
     (stable, canary): (&str, &str),
     weights_acked: bool,
 ) -> bool {
+    // A completed experiment whose step is reached again (a retry after an abort) runs anew.
     let mut status = match cx.status.experiment.take() {
-        Some(s) if s.name == current.name => s,
+        Some(s) if s.name == current.name && running_phase(&s.phase) => s,
         _ => {
             cx.event(
                 false,
@@ -544,10 +545,6 @@ fn step_status(
             available_replicas: observed_of(r, versions).map_or(0, |v| v.available),
         })
         .collect();
-    if !running_phase(&status.phase) {
-        // Completed before (an abort or a promote acts on it elsewhere).
-        return status.phase == "Successful";
-    }
     let available_at = match &status.available_at {
         Some(t) => t.0,
         None if all_available(current, versions) && weights_acked => {

@@ -401,6 +401,25 @@ fn abort_during_the_step_ends_the_experiment() {
 }
 
 #[test]
+fn retry_after_an_abort_runs_the_experiment_again() {
+    let mut sim = at_experiment(BASELINE_VS_CANARY);
+    let run = format!("demo-{}-1-compare", sim.current());
+    sim.abort();
+    sim.settle();
+    assert!(experiment_versions(&sim).is_empty());
+    // The driver forgets the terminated run on retry (as the standalone driver does).
+    sim.analysis_runs.retain(|r| r.name != run);
+    sim.retry();
+    sim.settle();
+    assert_eq!(sim.step(), 1);
+    let status = sim.status().experiment.clone().unwrap();
+    assert_eq!(status.phase, "Running", "{status:?}");
+    assert_eq!(experiment_versions(&sim).len(), 2);
+    assert_eq!(sim.traffic().additional.len(), 2);
+    assert_eq!(started(&sim).len(), 2, "the analysis started again");
+}
+
+#[test]
 fn promote_full_during_the_step_ends_the_experiment_and_promotes() {
     let mut sim = at_experiment(BASELINE_VS_CANARY);
     sim.promote_full();
