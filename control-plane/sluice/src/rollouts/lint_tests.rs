@@ -345,3 +345,30 @@ fn blue_green_mistakes_are_errors_naming_the_field() {
         lint(&same)
     );
 }
+
+#[test]
+fn a_standalone_rollout_with_spec_version_gets_the_engine_checks() {
+    // Before, the engine's checks skipped every staticEndpoints rollout: an experiment template
+    // naming a version the file does not have passed lint and failed only when run.
+    let text = |version: &str| {
+        format!(
+            "{SLUICE_HEAD}metadata: {{name: demo}}
+spec:
+  version: v2
+  hosts: [demo.local]
+  staticEndpoints: {{v1: ['127.0.0.1:8001'], v2: ['127.0.0.1:8002'], v2-canary: ['127.0.0.1:8004']}}
+  strategy:
+    canary:
+      steps:
+      - experiment: {{duration: 1m, templates: [{{name: canary, specRef: canary, version: {version}}}]}}
+"
+        )
+    };
+    assert_eq!(lint(&text("v2-canary")), vec![]);
+    let findings = lint(&text("v3"));
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(
+        findings[0].field.as_deref(),
+        Some("spec.strategy.canary.steps[0].experiment.templates[0].version")
+    );
+}
