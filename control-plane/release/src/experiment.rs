@@ -25,289 +25,33 @@ use k8s_openapi::{
 use serde_json::json;
 use sluice_analysis::AnalysisPhase;
 use sluice_api::{
-    Rollout,
     experiment::{
-        ExperimentAnalysis, ExperimentAnalysisRunStatus, ExperimentStep, ExperimentTemplateStatus,
-        PodTemplateMetadata, RolloutExperimentStatus,
+        ExperimentAnalysis, ExperimentAnalysisRunStatus, ExperimentTemplateStatus,
+        RolloutExperimentStatus,
     },
     resource::{AnalysisRunArgument, AnalysisTemplateRef, PauseCondition, WeightDestination},
 };
 
 use crate::{
     Action, Observed,
-    action::{EXPERIMENT_ANNOTATION, EXPERIMENT_TEMPLATE_ANNOTATION, replica_set},
     conditions::pause_started,
     engine::Cx,
     hash::value_hash,
     observed::ObservedVersion,
-    spec::{Invalid, Plan, Step},
+    spec::{Invalid, Plan},
     time::{after, until},
 };
 
 /// Argo's pause reason for an inconclusive experiment.
 pub const INCONCLUSIVE_EXPERIMENT: &str = "InconclusiveExperiment";
 
-/// A checked experiment step.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Experiment {
-    pub templates: Vec<Template>,
-    pub duration: Option<Duration>,
-    pub analyses: Vec<ExperimentAnalysis>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Template {
-    pub name: String,
-    pub spec_ref: SpecRef,
-    pub replicas: i32,
-    pub weight: Option<i32>,
-    pub metadata: PodTemplateMetadata,
-    pub selector: Option<LabelSelector>,
-    /// Standalone: the key of `spec.staticEndpoints` that runs it.
-    pub version: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SpecRef {
-    Stable,
-    Canary,
-}
-
-fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Invalid {
-    Invalid {
-        field: field.into(),
-        problem: problem.into(),
-    }
-}
-
-/// A DNS-1123 label (the template's name ends the ReplicaSet's and its pods' names).
-fn dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-/// Checks an experiment step (`field` is the step's `experiment`). `named`: the rollout names its
-/// versions (`spec.version`, standalone), whose keys are `static_endpoints`.
-pub(crate) fn check(
-    field: &str,
-    step: &ExperimentStep,
-    named: Option<&str>,
-    static_endpoints: &[&str],
-) -> Result<Experiment, Invalid> {
-    if step.templates.is_empty() {
-        return Err(invalid(
-            format!("{field}.templates"),
-            "is empty: an experiment runs at least one template",
-        ));
-    }
-    let mut templates: Vec<Template> = Vec::new();
-    for (i, t) in step.templates.iter().enumerate() {
-        let at = format!("{field}.templates[{i}]");
-        if !dns_label(&t.name) {
-            return Err(invalid(
-                format!("{at}.name"),
-                format!(
-                    "{:?} is not a DNS label (lower-case letters, digits, '-'; at most 63)",
-                    t.name
-                ),
-            ));
-        }
-        if templates.iter().any(|o| o.name == t.name) {
-            return Err(invalid(
-                format!("{at}.name"),
-                format!("{:?} names two templates", t.name),
-            ));
-        }
-        let spec_ref = match t.spec_ref.as_str() {
-            "stable" => SpecRef::Stable,
-            "canary" => SpecRef::Canary,
-            other => {
-                return Err(invalid(
-                    format!("{at}.specRef"),
-                    format!("{other:?} is not stable or canary"),
-                ));
-            }
-        };
-        let replicas = t.replicas.unwrap_or(1);
-        if replicas < 0 {
-            return Err(invalid(
-                format!("{at}.replicas"),
-                format!("{replicas} is negative"),
-            ));
-        }
-        if let Some(weight) = t.weight {
-            if !(0..=100).contains(&weight) {
-                return Err(invalid(
-                    format!("{at}.weight"),
-                    format!("{weight} is not between 0 and 100"),
-                ));
-            }
-            if weight > 0 && replicas == 0 {
-                return Err(invalid(
-                    format!("{at}.weight"),
-                    "a template with a weight needs replicas (traffic never goes to a version \
-                     without pods)",
-                ));
-            }
-        }
-        match (named, t.version.as_deref()) {
-            (Some(_), None) => {
-                return Err(invalid(
-                    format!("{at}.version"),
-                    "is required with spec.version: the key of spec.staticEndpoints that runs \
-                     this template",
-                ));
-            }
-            (Some(own), Some(version)) => {
-                if !static_endpoints.contains(&version) {
-                    return Err(invalid(
-                        format!("{at}.version"),
-                        format!("{version:?} is not a key of spec.staticEndpoints"),
-                    ));
-                }
-                if version == own {
-                    return Err(invalid(
-                        format!("{at}.version"),
-                        format!(
-                            "{version:?} is spec.version: a template runs a version of its own"
-                        ),
-                    ));
-                }
-                if templates
-                    .iter()
-                    .any(|o| o.version.as_deref() == Some(version))
-                {
-                    return Err(invalid(
-                        format!("{at}.version"),
-                        format!("{version:?} runs two templates"),
-                    ));
-                }
-            }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    format!("{at}.version"),
-                    "is for standalone rollouts (spec.version); a template's pods come from \
-                     its specRef here",
-                ));
-            }
-            (None, None) => {}
-        }
-        templates.push(Template {
-            name: t.name.clone(),
-            spec_ref,
-            replicas,
-            weight: t.weight,
-            metadata: t.metadata.clone().unwrap_or_default(),
-            selector: t.selector.clone(),
-            version: t.version.clone(),
-        });
-    }
-    let duration = match step.duration.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(Duration::from_secs(u64::from(
-            sluice_api::duration::argo_duration_string_seconds(text)
-                .map_err(|problem| invalid(format!("{field}.duration"), problem))?,
-        ))),
-    };
-    let mut names: Vec<&str> = Vec::new();
-    for (i, a) in step.analyses.iter().enumerate() {
-        let at = format!("{field}.analyses[{i}]");
-        if !dns_label(&a.name) {
-            return Err(invalid(
-                format!("{at}.name"),
-                format!("{:?} is not a DNS label", a.name),
-            ));
-        }
-        if names.contains(&a.name.as_str()) {
-            return Err(invalid(
-                format!("{at}.name"),
-                format!("{:?} names two analyses", a.name),
-            ));
-        }
-        names.push(&a.name);
-        if a.template_name.is_empty() {
-            return Err(invalid(format!("{at}.templateName"), "is required"));
-        }
-        for (j, arg) in a.args.iter().enumerate() {
-            if let Some(value) = &arg.value {
-                let known = |tag: &str| known_tag(tag, &templates, duration.is_some());
-                tags(value)
-                    .and_then(|found| match found.iter().find(|t| !known(t)) {
-                        Some(tag) => Err(format!(
-                            "{{{{{tag}}}}} is none of templates.<name>.podTemplateHash, \
-                             templates.<name>.replicaset.name, experiment.availableAt, \
-                             experiment.finishedAt (with a duration) of this experiment"
-                        )),
-                        None => Ok(()),
-                    })
-                    .map_err(|problem| invalid(format!("{at}.args[{j}].value"), problem))?;
-            }
-        }
-    }
-    Ok(Experiment {
-        templates,
-        duration,
-        analyses: step.analyses.clone(),
-    })
-}
-
-/// The `{{tag}}`s of an argument value (trimmed, as Argo's template engine reads them).
-fn tags(value: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut rest = value;
-    while let Some(start) = rest.find("{{") {
-        let after_open = &rest[start + 2..];
-        let end = after_open
-            .find("}}")
-            .ok_or_else(|| format!("{value:?} opens {{{{ without closing it"))?;
-        out.push(after_open[..end].trim().to_owned());
-        rest = &after_open[end + 2..];
-    }
-    Ok(out)
-}
-
-fn known_tag(tag: &str, templates: &[Template], has_duration: bool) -> bool {
-    if tag == "experiment.availableAt" || (tag == "experiment.finishedAt" && has_duration) {
-        return true;
-    }
-    let Some(rest) = tag.strip_prefix("templates.") else {
-        return false;
-    };
-    templates.iter().any(|t| {
-        rest.strip_prefix(t.name.as_str())
-            .is_some_and(|field| field == ".podTemplateHash" || field == ".replicaset.name")
-    })
-}
-
-/// Argo: the canary's weight at an experiment step plus its templates' weights is at most 100
-/// (stable gets what they leave).
-pub(crate) fn check_weights(steps: &[Step]) -> Result<(), Invalid> {
-    for (i, step) in steps.iter().enumerate() {
-        let Some(experiment) = &step.experiment else {
-            continue;
-        };
-        let canary = crate::canary::at_step(steps, i).weight;
-        let total = experiment
-            .templates
-            .iter()
-            .fold(canary, |sum, t| sum.saturating_add(t.weight.unwrap_or(0)));
-        if total > 100 {
-            return Err(invalid(
-                format!("spec.strategy.canary.steps[{i}].experiment.templates"),
-                format!(
-                    "the canary's weight {canary} and the templates' weights add up to {total}, \
-                     above 100"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
+#[path = "experiment_checks.rs"]
+mod checks;
+use checks::invalid;
+pub(crate) use checks::{Experiment, SpecRef, Template, check, check_weights};
+#[path = "experiment_scale.rs"]
+mod replicas;
+pub(crate) use replicas::scale;
 
 /// The experiment of a canary's step: `<rollout>-<canary hash>-<step>`, as Argo names it (without
 /// the revision: the hash names the version).
@@ -792,120 +536,6 @@ fn substitute(value: &str, resolve: &dyn Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// The experiment's ReplicaSets: those of the running experiment created and scaled to their
-/// templates' replicas; every other experiment ReplicaSet of the rollout scaled to 0 once no
-/// acknowledged traffic reaches it, then deleted once its pods are gone. Marks an experiment
-/// left before it completed (abort, promote) as terminated.
-pub(crate) fn scale(
-    cx: &mut Cx,
-    rollout: &Rollout,
-    running: Option<&Current>,
-    versions: &[&ObservedVersion],
-    traffic: &sluice_api::resource::PublishedTraffic,
-    acked: bool,
-) {
-    if let Some(status) = cx.status.experiment.as_mut()
-        && running.is_none_or(|c| c.name != status.name)
-        && matches!(status.phase.as_str(), "" | "Pending" | "Running")
-    {
-        status.phase = "Successful".into();
-        status.message = Some(if cx.status.abort {
-            "terminated: the rollout was aborted".into()
-        } else {
-            "terminated: the rollout left the experiment's step".into()
-        });
-        let name = status.name.clone();
-        cx.event(
-            false,
-            "ExperimentTerminated",
-            format!("Experiment {name} terminated"),
-        );
-    }
-    if let Some(current) = running {
-        for r in &current.templates {
-            match observed_of(r, versions) {
-                None => {
-                    let mut rs = replica_set(
-                        rollout,
-                        &r.pod_template,
-                        &r.selector,
-                        &r.hash,
-                        0,
-                        r.template.replicas,
-                    );
-                    rs.metadata.name = Some(r.rs_name.clone());
-                    rs.metadata.annotations = Some(BTreeMap::from([
-                        (EXPERIMENT_ANNOTATION.to_owned(), current.name.clone()),
-                        (
-                            EXPERIMENT_TEMPLATE_ANNOTATION.to_owned(),
-                            r.template.name.clone(),
-                        ),
-                    ]));
-                    cx.actions.push(Action::CreateReplicaSet(Box::new(rs)));
-                    cx.event(
-                        false,
-                        "NewReplicaSetCreated",
-                        format!(
-                            "Created ReplicaSet {} for template {} of experiment {} with {} replicas",
-                            r.rs_name, r.template.name, current.name, r.template.replicas
-                        ),
-                    );
-                }
-                Some(v) if v.desired != r.template.replicas => {
-                    scale_to(cx, v, r.template.replicas);
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    let routed = |hash: &str| {
-        !acked
-            || traffic
-                .additional
-                .iter()
-                .any(|w| w.pod_template_hash.as_deref() == Some(hash) && w.weight > 0)
-    };
-    for v in versions {
-        if running.is_some_and(|c| c.templates.iter().any(|r| r.rs_name == v.name)) {
-            continue;
-        }
-        if routed(&v.hash) {
-            continue;
-        }
-        if v.desired > 0 {
-            scale_to(cx, v, 0);
-        } else if v.available == 0 && v.ready == 0 {
-            cx.actions.push(Action::DeleteReplicaSet {
-                name: v.name.clone(),
-            });
-            cx.event(
-                false,
-                "DeletedReplicaSet",
-                format!(
-                    "Deleted ReplicaSet {} of experiment {}",
-                    v.name,
-                    v.experiment.as_deref().unwrap_or("")
-                ),
-            );
-        }
-    }
-}
-
-fn scale_to(cx: &mut Cx, v: &ObservedVersion, replicas: i32) {
-    cx.actions.push(Action::ScaleReplicaSet {
-        name: v.name.clone(),
-        replicas,
-    });
-    cx.event(
-        false,
-        "ScalingReplicaSet",
-        format!(
-            "Scaled ReplicaSet {} from {} to {replicas}",
-            v.name, v.desired
-        ),
-    );
-}
-
 /// Whether the running experiment waits for pods.
 pub(crate) fn waiting_on_pods(current: &Current, versions: &[&ObservedVersion]) -> bool {
     !all_available(current, versions)
@@ -931,22 +561,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_and_substitution() {
-        assert_eq!(
-            tags("a {{ templates.baseline.podTemplateHash }} b {{x}}").unwrap_or_default(),
-            vec!["templates.baseline.podTemplateHash", "x"]
-        );
-        assert!(tags("{{open").is_err());
+    fn substitution_replaces_the_known_tags() {
         let resolve = |t: &str| (t == "a").then(|| "1".to_owned());
         assert_eq!(substitute("x{{a}}y{{ a }}{{b}}z", &resolve), "x1y1{{b}}z");
-    }
-
-    #[test]
-    fn dns_labels() {
-        assert!(dns_label("baseline"));
-        assert!(dns_label("canary-2"));
-        assert!(!dns_label("Canary"));
-        assert!(!dns_label("-a"));
-        assert!(!dns_label(""));
     }
 }
