@@ -48,6 +48,9 @@ pub const ARGO_API_VERSION: &str = "argoproj.io/v1alpha1";
     status = "RolloutStatus",
     shortname = "sro",
     derive = "PartialEq",
+    // The scale subresource (as Argo's Rollout CRD): an HPA or `kubectl scale` drives
+    // spec.replicas; the status gives the replicas and the pods' selector.
+    scale = r#"{"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"}"#,
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Step",
@@ -569,6 +572,18 @@ mod tests {
                 .as_ref()
                 .and_then(|s| s.status.as_ref())
                 .is_some()
+        );
+        // The scale subresource an HPA drives (issue 8), with Argo's paths.
+        let scale = version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.scale.as_ref())
+            .expect("a scale subresource");
+        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+        assert_eq!(scale.status_replicas_path, ".status.replicas");
+        assert_eq!(
+            scale.label_selector_path.as_deref(),
+            Some(".status.selector")
         );
     }
 

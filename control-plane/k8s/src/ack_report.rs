@@ -29,7 +29,10 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::MicroTime,
     jiff::{SignedDuration, Timestamp},
 };
-use kube::{Api, api::PostParams};
+use kube::{
+    Api,
+    api::{DeleteParams, PostParams, Preconditions},
+};
 use serde::{Deserialize, Serialize};
 use sluice_model::TrafficState;
 use sluice_release::ProxyAck;
@@ -41,6 +44,10 @@ use crate::K8sError;
 pub const REPORT_LABEL: &str = "sluice.dev/ack-report";
 /// Annotation holding the report (JSON [`AckReport`]).
 pub const REPORT_ANNOTATION: &str = "sluice.dev/acks";
+/// A report expired for this many lease durations belongs to a replica that is gone (scaled
+/// down, rescheduled under a new name): the leader deletes it, as Kubernetes' own garbage
+/// collector deletes expired apiserver-identity Leases.
+pub const ABANDONED_AFTER_DURATIONS: i32 = 10;
 /// A NACK's error detail is cut to this many characters in a report.
 const NACK_DETAIL_CHARS: usize = 256;
 
@@ -164,7 +171,18 @@ struct Received {
     identity: String,
     /// When it stops counting.
     expires: Timestamp,
+    /// When its replica counts as gone and the Lease may be deleted.
+    abandoned: Timestamp,
+    resource_version: Option<String>,
     report: AckReport,
+}
+
+/// A report Lease to delete: its name and the resourceVersion it was read at (the delete's
+/// precondition, so a replica that came back and renewed it keeps it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Abandoned {
+    pub name: String,
+    pub resource_version: Option<String>,
 }
 
 impl Reports {
@@ -211,6 +229,19 @@ impl Reports {
             .min()
     }
 
+    /// The reports of other replicas expired for [`ABANDONED_AFTER_DURATIONS`] lease durations
+    /// at `now`: their replicas are gone, the leader deletes them.
+    pub fn abandoned(&self, own: &str, now: Timestamp) -> Vec<Abandoned> {
+        self.by_name
+            .iter()
+            .filter(|(_, r)| r.identity != own && r.abandoned <= now)
+            .map(|(name, r)| Abandoned {
+                name: name.clone(),
+                resource_version: r.resource_version.clone(),
+            })
+            .collect()
+    }
+
     fn live<'a>(&'a self, own: &'a str, now: Timestamp) -> impl Iterator<Item = &'a Received> {
         self.by_name
             .values()
@@ -229,9 +260,15 @@ fn received(lease: &Lease) -> Result<Received, String> {
     let seconds = spec
         .lease_duration_seconds
         .ok_or("spec.leaseDurationSeconds: missing")?;
-    let expires = renewed
-        .checked_add(SignedDuration::from_secs(i64::from(seconds.max(0))))
-        .map_err(|e| format!("spec.renewTime + leaseDurationSeconds: {e}"))?;
+    let after = |durations: i64| {
+        renewed
+            .checked_add(SignedDuration::from_secs(
+                i64::from(seconds.max(0)) * durations,
+            ))
+            .map_err(|e| format!("spec.renewTime + leaseDurationSeconds: {e}"))
+    };
+    let expires = after(1)?;
+    let abandoned = after(i64::from(ABANDONED_AFTER_DURATIONS))?;
     let text = lease
         .metadata
         .annotations
@@ -243,6 +280,8 @@ fn received(lease: &Lease) -> Result<Received, String> {
     Ok(Received {
         identity,
         expires,
+        abandoned,
+        resource_version: lease.metadata.resource_version.clone(),
         report,
     })
 }
@@ -265,7 +304,14 @@ pub async fn write_reports(
             Err(error) => tracing::warn!(%error, "writing this replica's data-plane report"),
         }
         tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => {
+                // A replica that stops on purpose takes its report with it; one that dies leaves
+                // it to expire (and to the leader's clean-up, [`Reports::abandoned`]).
+                if let Some(lease) = current {
+                    delete_report(&api, &report_name(&config.identity), lease.metadata.resource_version).await;
+                }
+                return;
+            }
             () = tokio::time::sleep(config.renew_every()) => {}
             changed = reports.changed() => {
                 if changed.is_err() {
@@ -275,6 +321,21 @@ pub async fn write_reports(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Deletes a report Lease if it is still at `resource_version` (best effort: logged).
+pub async fn delete_report(api: &Api<Lease>, name: &str, resource_version: Option<String>) {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version,
+            uid: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => tracing::info!(lease = %name, "data-plane report deleted"),
+        Err(error) => tracing::debug!(lease = %name, %error, "deleting a data-plane report"),
     }
 }
 

@@ -154,3 +154,27 @@ fn a_nack_travels_with_its_detail_cut() {
         Some((2, 256))
     );
 }
+
+#[test]
+fn a_report_long_expired_is_abandoned_and_kept_at_its_resource_version() {
+    let mut reports = Reports::default();
+    for (identity, renewed) in [("a", 0), ("b", 0), ("c", 100)] {
+        let mut lease =
+            report_lease(&config(identity), &report(&[]), None, at(renewed)).expect("encodes");
+        lease.metadata.resource_version = Some(format!("rv-{identity}"));
+        reports.apply(&lease);
+    }
+    // Durations are 15 s (see `config`): b expired at 15 s and is abandoned at 150 s; "a" is
+    // this replica and is never collected by itself.
+    assert!(reports.abandoned("a", at(149)).is_empty());
+    assert_eq!(
+        reports.abandoned("a", at(150)),
+        [Abandoned {
+            name: report_name("b"),
+            resource_version: Some("rv-b".into()),
+        }]
+    );
+    // c, renewed at 100 s, is not abandoned before 250 s.
+    assert_eq!(reports.abandoned("a", at(249)).len(), 1);
+    assert_eq!(reports.abandoned("a", at(250)).len(), 2);
+}

@@ -2,10 +2,10 @@
 //! engine's driver and status writes for Sluice's own Rollouts; leader election.
 //!
 //! ```text
-//!  API server ──watch──► watch.rs (I/O: kube watchers; parse.rs reads Rollouts)
+//!  API server ──watch──► watch/streams.rs (I/O: kube watchers; parse.rs reads Rollouts)
 //!     │  sluice.dev Rollouts, argoproj.io Rollouts (observe), Pods, Services,
 //!     │  ReplicaSets + Deployments (when managing sluice.dev Rollouts)
-//!     ▼
+//!     ▼  watch/driver.rs (the loop's state and the leader's passes; watch.rs is the loop)
 //!  Index::apply_* / delete_* / reset_*  ──state()──► TrafficState + per-rollout errors  (pure)
 //!  Workloads (ReplicaSets, Deployments) ──observed()──► sluice_release::Observed      (pure)
 //!     │                                                  │

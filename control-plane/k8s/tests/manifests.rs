@@ -215,12 +215,13 @@ fn the_control_plane_role_grants_only_what_is_used() {
             "argoproj.io/rollouts: get,list,watch",
             "authentication.k8s.io/tokenreviews: create",
             "authorization.k8s.io/subjectaccessreviews: create",
-            "coordination.k8s.io/leases: create,get,list,update,watch",
+            "coordination.k8s.io/leases: create,delete,get,list,update,watch",
             "events.k8s.io/events: create,patch",
             "sluice.dev/analysisruns/status: patch",
             "sluice.dev/analysisruns: create,get,list,watch",
             "sluice.dev/analysistemplates: get",
             "sluice.dev/clusteranalysistemplates: get",
+            "sluice.dev/rollouts/finalizers: update",
             "sluice.dev/rollouts/status: patch",
             "sluice.dev/rollouts: get,list,watch",
         ]
@@ -232,6 +233,7 @@ fn the_control_plane_role_grants_only_what_is_used() {
         operator,
         [
             "/pods: list,watch",
+            "apps/deployments: get,patch,update",
             "apps/replicasets: list,watch",
             "argoproj.io/rollouts: get,list,watch",
             "sluice.dev/rollouts/status: patch",

@@ -45,12 +45,30 @@ impl AdminService {
     /// An in-memory override (`set-weight`, `promote`, `abort`). Standalone only: in Kubernetes
     /// mode it would live in the memory of the one replica that took it, invisible to the others
     /// and lost on restart; there the Rollout object is the one place commands go.
+    ///
+    /// In standalone mode only rollouts in manual mode (a hand-written `status`, no
+    /// `spec.version`) take overrides: a rollout the release engine runs is moved by its commands
+    /// (`sluice rollouts promote|abort|retry`), persisted in the state file — an override would
+    /// live in memory only and fight the engine's steps.
     async fn apply(&self, rollout: &str, over: Override) -> Result<RolloutStatus, Status> {
-        if self.app.standalone.is_none() {
+        let Some(standalone) = &self.app.standalone else {
             return Err(Status::failed_precondition(format!(
                 "rollout {rollout:?}: this control plane runs in Kubernetes mode, where commands \
                  go through the Rollout so that every replica converges from it: use `sluice \
                  rollouts promote|abort` (or edit the Rollout)"
+            )));
+        };
+        let engine_run = standalone
+            .engine
+            .lock()
+            .await
+            .document(rollout)
+            .is_some_and(|doc| doc.spec.version.is_some());
+        if engine_run {
+            return Err(Status::failed_precondition(format!(
+                "rollout {rollout:?} is run by the release engine (spec.version): move it with \
+                 `sluice rollouts promote|abort|retry --admin ...`, which the engine persists; \
+                 overrides are for rollouts in manual mode only"
             )));
         }
         let status = {

@@ -13,12 +13,14 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
-/// How the CLI authenticates to the admin API.
+/// How the CLI authenticates to the admin API. The flags are global: `sluice rollouts --admin URL
+/// --token-file F promote demo` and `sluice rollouts promote demo --admin URL --token-file F` are
+/// the same.
 #[derive(Debug, Args)]
 pub struct CredentialArgs {
     /// File holding the admin bearer token (the server's --admin-token-file, or a Kubernetes
     /// token from `kubectl create token`).
-    #[arg(long, env = "SLUICE_TOKEN_FILE")]
+    #[arg(long, env = "SLUICE_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
     /// The bearer token itself (prefer SLUICE_TOKEN or --token-file: arguments are visible
     /// to other local users).
@@ -26,20 +28,21 @@ pub struct CredentialArgs {
         long,
         env = "SLUICE_TOKEN",
         hide_env_values = true,
-        conflicts_with = "token_file"
+        conflicts_with = "token_file",
+        global = true
     )]
     pub token: Option<String>,
     /// CA certificate (PEM) that signed the admin server's certificate (for https://).
-    #[arg(long, env = "SLUICE_ADMIN_CA_CERT")]
+    #[arg(long, env = "SLUICE_ADMIN_CA_CERT", global = true)]
     pub ca_cert: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS; needs --key.
-    #[arg(long, env = "SLUICE_ADMIN_CERT", requires = "key")]
+    #[arg(long, env = "SLUICE_ADMIN_CERT", requires = "key", global = true)]
     pub cert: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, env = "SLUICE_ADMIN_KEY", requires = "cert")]
+    #[arg(long, env = "SLUICE_ADMIN_KEY", requires = "cert", global = true)]
     pub key: Option<PathBuf>,
     /// Name to verify the server certificate against (default: the admin address's host).
-    #[arg(long, env = "SLUICE_ADMIN_TLS_SERVER_NAME")]
+    #[arg(long, env = "SLUICE_ADMIN_TLS_SERVER_NAME", global = true)]
     pub tls_server_name: Option<String>,
 }
 

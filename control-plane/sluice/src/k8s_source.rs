@@ -1,5 +1,6 @@
 //! Kubernetes mode's source: `sluice-k8s` watches Rollouts, Pods and Services and publishes the
-//! traffic state; this feeds it into the store, the same way the file source does.
+//! traffic state; its states and rejected objects become one stream of [`SourceEvent`]s that
+//! [`App::apply_source`] applies to the store, as the standalone driver's passes do.
 //!
 //! The data-plane gate: the source also hands over each publication's generations
 //! (`status.dataPlane.generation` per rollout); the [`Gate`] (the standalone driver's) records
@@ -11,16 +12,20 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
+use futures::StreamExt as _;
 use sluice_model::TrafficState;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
 };
-use tracing::{info, warn};
 
 use sluice_k8s::ack_report::{AckReport, Published, ReportedProxy};
 
-use crate::{gate::Gate, serve::App, supervise::OnFailure};
+use crate::{
+    gate::Gate,
+    serve::{App, SourceEvent},
+    supervise::OnFailure,
+};
 
 /// A burst of ACKs (every type of every proxy) is one report.
 const ACK_DEBOUNCE: Duration = Duration::from_millis(20);
@@ -109,26 +114,21 @@ async fn run(
     gate: GateFeed,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let (tx, mut rx) = watch::channel(TrafficState::default());
-    let (errors_tx, mut errors_rx) = mpsc::channel::<sluice_k8s::SourceError>(64);
-    let states = async {
-        // The source notifies only once every watch has listed.
-        while rx.changed().await.is_ok() {
-            let state = rx.borrow_and_update().clone();
-            info!(
-                rollouts = state.rollouts.len(),
-                "traffic state from Kubernetes"
-            );
-            app.store.lock().await.set_source(state);
-            app.publish().await;
-        }
-    };
-    let errors = async {
-        while let Some(error) = errors_rx.recv().await {
-            // The index keeps serving the rollout's last good state; report where users look.
-            warn!(%error, "rollout rejected; its last good state keeps serving");
-            app.metrics.source_error();
-            app.store.lock().await.set_source_error(error.to_string());
+    let (tx, rx) = watch::channel(TrafficState::default());
+    let (errors_tx, errors_rx) = mpsc::channel::<sluice_k8s::SourceError>(64);
+    // The source notifies states only once every watch has listed; a rejected rollout keeps
+    // its last good state in the index, and the error is shown where users look.
+    let states =
+        tokio_stream::wrappers::WatchStream::from_changes(rx).map(|state| SourceEvent::State {
+            state,
+            still_rejected: None,
+        });
+    let rejected = tokio_stream::wrappers::ReceiverStream::new(errors_rx)
+        .map(|error| SourceEvent::Rejected(error.to_string()));
+    let events = async {
+        let mut events = futures::stream::select(states, rejected);
+        while let Some(event) = events.next().await {
+            app.apply_source([event]).await;
         }
     };
     let source = async {
@@ -141,7 +141,7 @@ async fn run(
     };
     // The loops end when the source returns (it drops the senders); the gate's, with it.
     let all = async {
-        let (result, (), ()) = tokio::join!(source, states, errors);
+        let (result, ()) = tokio::join!(source, events);
         result
     };
     tokio::select! {
@@ -175,6 +175,12 @@ impl GateFeed {
             let Some(record) = record else {
                 return;
             };
+            // A snapshot or a publication that arrived while an ACK burst was being waited out
+            // must be recorded too: marking it seen without recording it would leave its
+            // generations unacknowledged for good (the step held until DataPlaneLag).
+            let record = record
+                || snapshots.has_changed().unwrap_or(false)
+                || self.published.has_changed().unwrap_or(false);
             registry.borrow_and_update();
             let snapshot = snapshots.borrow_and_update().clone();
             let report = {

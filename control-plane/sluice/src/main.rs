@@ -86,3 +86,62 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rollouts_credentials_go_before_or_after_the_verb() {
+        for argv in [
+            &[
+                "sluice",
+                "rollouts",
+                "--admin",
+                "http://a",
+                "--token-file",
+                "t",
+                "promote",
+                "demo",
+            ][..],
+            &[
+                "sluice",
+                "rollouts",
+                "promote",
+                "demo",
+                "--admin",
+                "http://a",
+                "--token-file",
+                "t",
+            ],
+            &[
+                "sluice",
+                "rollouts",
+                "--token-file",
+                "t",
+                "promote",
+                "--admin",
+                "http://a",
+                "demo",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let Command::Rollouts(args) = cli.command else {
+                panic!("{argv:?}: not rollouts");
+            };
+            assert_eq!(args.admin.as_deref(), Some("http://a"), "{argv:?}");
+            assert_eq!(
+                args.credentials.token_file.as_deref(),
+                Some(std::path::Path::new("t")),
+                "{argv:?}"
+            );
+        }
+    }
+}

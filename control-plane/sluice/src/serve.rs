@@ -1,4 +1,12 @@
 //! `sluice serve`: wires the source, the store, the translation and the servers together.
+//!
+//! ```text
+//!  source (standalone: file + release engine | Kubernetes: watches + leader's engine)
+//!     │ SourceEvent::State (complete states only) / SourceEvent::Rejected
+//!     ▼
+//!  App::apply_source ─► Store (last good state, overrides, last error) ─► publish():
+//!     translate ─► Snapshot ─► watch channel ─► ADS server ─► every Envoy
+//! ```
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -99,7 +107,54 @@ pub struct App {
     pub standalone: Option<Arc<crate::standalone::Standalone>>,
 }
 
+/// What a source (the rollouts file with its engine, or the Kubernetes watches) tells the
+/// store. A source sends a state only when it is complete (the file loaded; every watch listed
+/// once), so the first `State` is also the source's "synced".
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// A complete, valid traffic state. `still_rejected`: the newest input was refused and this
+    /// is the last good one; its message stays shown (`sluice status`) until good input comes.
+    State {
+        state: TrafficState,
+        still_rejected: Option<String>,
+    },
+    /// Input that cannot be served as written (file, object, field and why): logged, counted,
+    /// shown; the last good state keeps serving.
+    Rejected(String),
+}
+
 impl App {
+    /// The one place source output reaches the store: applies `events` in order, then publishes
+    /// once. Returns when the resulting snapshot (if any) is published.
+    pub async fn apply_source(&self, events: impl IntoIterator<Item = SourceEvent>) {
+        {
+            let mut store = self.store.lock().await;
+            for event in events {
+                match event {
+                    SourceEvent::State {
+                        state,
+                        still_rejected,
+                    } => {
+                        info!(
+                            rollouts = state.rollouts.len(),
+                            "traffic state from the source"
+                        );
+                        store.set_source(state);
+                        if let Some(message) = still_rejected {
+                            store.set_source_error(message);
+                        }
+                    }
+                    SourceEvent::Rejected(message) => {
+                        warn!(error = %message, "source input rejected; the last good state keeps serving");
+                        self.metrics.source_error();
+                        store.set_source_error(message);
+                    }
+                }
+            }
+        }
+        self.publish().await;
+    }
+
     /// Translates the store's effective state and publishes it if it changed. A translation
     /// error leaves the last snapshot serving. Nothing is published before the store holds a
     /// first valid state: Envoys keep what they have rather than get an empty configuration.

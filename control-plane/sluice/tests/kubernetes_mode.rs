@@ -173,6 +173,8 @@ fn kubernetes_mode_serves_an_argo_rollout_from_the_api_server() -> anyhow::Resul
     )?;
     let wasm = dir.path().join("module.wasm");
     std::fs::write(&wasm, b"\0asm")?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "k8s-mode-token\n")?;
     let (xds, admin, http) = (free_port()?, free_port()?, free_port()?);
 
     let _control_plane = Guard(
@@ -190,6 +192,8 @@ fn kubernetes_mode_serves_an_argo_rollout_from_the_api_server() -> anyhow::Resul
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             // Read-only status without credentials; changes would still need them.
             .arg("--admin-status-unauthenticated")
+            .arg("--admin-token-file")
+            .arg(&token_file)
             .env("KUBECONFIG", &kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::null())
@@ -226,5 +230,31 @@ fn kubernetes_mode_serves_an_argo_rollout_from_the_api_server() -> anyhow::Resul
     );
     // Both versions resolved to their pod's named port.
     assert!(status.contains("endpoints=1"), "{status}");
+
+    // An authenticated override is still refused: in Kubernetes mode commands go through the
+    // Rollout, so every replica converges from it; nothing changed.
+    for command in [
+        &["set-weight", "demo/demo", "80"][..],
+        &["promote", "demo/demo"],
+        &["abort", "demo/demo"],
+    ] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(command)
+            .args(["--admin", &format!("http://127.0.0.1:{admin}")])
+            .arg("--token-file")
+            .arg(&token_file)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{command:?} accepted: {stderr}");
+        assert!(
+            stderr.contains("Kubernetes mode") && stderr.contains("sluice rollouts"),
+            "{command:?}: {stderr}"
+        );
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["status", "--admin", &format!("http://127.0.0.1:{admin}")])
+        .output()?;
+    let after = String::from_utf8_lossy(&output.stdout);
+    assert!(after.contains("weight=30.00%"), "{after}");
     Ok(())
 }

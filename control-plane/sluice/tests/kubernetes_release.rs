@@ -145,6 +145,15 @@ impl Load {
     }
 }
 
+/// The control plane's `/readyz` answers 200 (every watch listed, a state published).
+async fn http_ready(port: u16) -> bool {
+    let mut req = Req::get("127.0.0.1");
+    req.path = "/readyz".into();
+    send_one(SocketAddr::from(([127, 0, 0, 1], port)), req)
+        .await
+        .is_ok_and(|r| r.status == 200)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -192,26 +201,32 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     let wasm = sluice_e2e::filter_wasm()?;
     let (xds, admin, http) = (free_port()?, free_port()?, free_port()?);
     let log_path = dir.path().join("sluice.log");
-    let log = std::fs::File::create(&log_path)?;
-    let _control_plane = Guard(
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--kubernetes", "--namespace", "demo"])
-            .arg("--wasm")
-            .arg(&wasm)
-            .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-            .args(["--http-addr", &format!("127.0.0.1:{http}")])
-            .args(["--envoy-listener", &format!("127.0.0.1:{}", free_port()?)])
-            .arg("--admin-status-unauthenticated")
-            .args(["--log", "info"])
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting sluice serve")?,
-    );
+    let start_control_plane = || -> anyhow::Result<Guard> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        Ok(Guard(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["serve", "--kubernetes", "--namespace", "demo"])
+                .arg("--wasm")
+                .arg(&wasm)
+                .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
+                .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+                .args(["--http-addr", &format!("127.0.0.1:{http}")])
+                .args(["--envoy-listener", &format!("127.0.0.1:{}", free_port()?)])
+                .arg("--admin-status-unauthenticated")
+                .args(["--log", "info"])
+                .env("KUBECONFIG", &kubeconfig)
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting sluice serve")?,
+        ))
+    };
+    let mut first_control_plane = start_control_plane()?;
     let sluice_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     // v1: created by Sluice from the template, stable.
@@ -292,6 +307,41 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     })
     .await?;
     eprintln!("at 50 %: {split:?}");
+
+    // The control plane dies mid-canary (SIGKILL) and a new one starts on the same addresses: it
+    // lists everything, keeps the step (it writes nothing), and the Envoy, which kept its
+    // configuration meanwhile, reconnects and still splits 50/50.
+    let before = status(&server);
+    first_control_plane
+        .0
+        .kill()
+        .context("killing the control plane")?;
+    let _ = first_control_plane.0.wait();
+    let _restarted_control_plane = start_control_plane()?;
+    let deadline = Instant::now() + TIMEOUT;
+    while !http_ready(http).await {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the new control plane never became ready\n{}",
+            sluice_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after_restart = until_traffic("50 % again after the restart", &load, |seen| {
+        let (a, b) = (
+            seen.get(&v1_rs).copied().unwrap_or(0),
+            seen.get(&v2_rs).copied().unwrap_or(0),
+        );
+        let total = a + b;
+        total > 0 && a * 10 >= total * 3 && b * 10 >= total * 3
+    })
+    .await?;
+    eprintln!("after the restart: {after_restart:?}");
+    let kept = status(&server);
+    anyhow::ensure!(
+        kept == before,
+        "a restart must keep the step and write nothing: before {before:#}\nafter {kept:#}"
+    );
 
     // `promote`: the status patch Argo's plugin sends.
     server
@@ -394,7 +444,7 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
 
 /// One `sluice serve --kubernetes` replica with leader election in the `demo` namespace.
 struct Replica {
-    _process: Guard,
+    process: Guard,
     xds: u16,
     log: std::path::PathBuf,
 }
@@ -428,7 +478,7 @@ impl Replica {
             .spawn()
             .context("starting sluice serve")?;
         Ok(Replica {
-            _process: Guard(process),
+            process: Guard(process),
             xds,
             log: log_path,
         })
@@ -436,6 +486,10 @@ impl Replica {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.0.id()
     }
 }
 
@@ -619,5 +673,13 @@ async fn the_leader_waits_for_an_envoy_connected_to_another_replica() -> anyhow:
         failures.len(),
         failures.first()
     );
+
+    // A replica that stops on purpose takes its data-plane report with it.
+    signal(follower.pid(), "-TERM")?;
+    until("sluice-b's report deleted", &server, |s| {
+        lease(s, "sluice-acks-sluice-b").is_none()
+    })
+    .await
+    .with_context(|| follower.log())?;
     Ok(())
 }

@@ -34,7 +34,7 @@ use tracing::{error, info};
 
 use crate::{
     gate::{Gate, Generations},
-    serve::App,
+    serve::{App, SourceEvent},
 };
 use run::Command;
 use state::StateFile;
@@ -185,17 +185,25 @@ async fn pass(
         };
         let acks = engine.gate.proxies(&name, &proxies);
         let record = engine.state.rollouts.entry(name.clone()).or_default();
-        if let Some(after) = run::run(&name, doc, record, &acks, now) {
-            requeue = Some(requeue.map_or(after, |r| r.min(after)));
-        }
-        generations.insert(
-            name,
+        let generation = |record: &state::RolloutRecord| {
             record
                 .status
                 .as_ref()
                 .and_then(|s| s.data_plane.as_ref())
-                .map_or(0, |d| d.generation),
-        );
+                .map_or(0, |d| d.generation)
+        };
+        let before = generation(record);
+        if let Some(after) = run::run(&name, doc, record, &acks, now) {
+            requeue = Some(requeue.map_or(after, |r| r.min(after)));
+        }
+        let published = generation(record);
+        if published != before {
+            // The gate learns the new generation only once this pass's snapshot is published
+            // (below). Look again right after: with no proxy connected nothing else would wake
+            // the engine (no ACK comes), and the step would wait for ever.
+            requeue = Some(Duration::ZERO);
+        }
+        generations.insert(name, published);
         doc.status = Some(run::traffic_status(doc, record));
     }
     // Rollouts that left the file leave the state file too.
@@ -210,25 +218,15 @@ async fn pass(
         requeue = Some(Duration::ZERO);
     }
     engine.persist()?;
-    let result = sluice_api::state_of_documents(&documents, origin);
-    {
-        let mut store = app.store.lock().await;
-        match result {
-            Ok(state) => {
-                store.set_source(state);
-                // A rejected file stays reported until a good one replaces it.
-                if let Some(error) = &engine.file_error {
-                    store.set_source_error(error.clone());
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "the rollouts cannot be served; the last good state keeps serving");
-                store.set_source_error(e.to_string());
-                app.metrics.source_error();
-            }
-        }
-    }
-    app.publish().await;
+    let event = match sluice_api::state_of_documents(&documents, origin) {
+        Ok(state) => SourceEvent::State {
+            state,
+            // A rejected file stays reported until a good one replaces it.
+            still_rejected: engine.file_error.clone(),
+        },
+        Err(e) => SourceEvent::Rejected(format!("the rollouts cannot be served: {e}")),
+    };
+    app.apply_source([event]).await;
     let published = app.snapshots.borrow().clone();
     if let Some(snapshot) = published {
         engine.gate.record(snapshot, generations);
@@ -251,8 +249,7 @@ async fn reload(app: &App, standalone: &Standalone, path: &Path) -> bool {
         Err(message) => {
             error!(file = %path.display(), error = %message, "rollouts file rejected; the last good state keeps serving");
             standalone.engine.lock().await.file_error = Some(message.clone());
-            app.store.lock().await.set_source_error(message);
-            app.metrics.source_error();
+            app.apply_source([SourceEvent::Rejected(message)]).await;
             false
         }
     }

@@ -184,6 +184,34 @@ async fn a_release_through_spec_version_survives_a_restart_and_is_promoted() -> 
     Ok(())
 }
 
+/// With no Envoy connected the gate is open (0 of 0): the steps go on. Before, a pass that
+/// published a generation waited for an ACK-driven wake-up that never came; the release sat at
+/// step 0. An engine-run rollout also refuses the old in-memory overrides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_with_no_envoy_connected_takes_its_steps() -> anyhow::Result<()> {
+    let stable = Upstream::start(STABLE).await?;
+    let canary = Upstream::start(CANARY).await?;
+    let cp = ControlPlane::start(&rollouts_yaml(STABLE, stable.addr(), canary.addr()), &[]).await?;
+    wait_for(&cp, "v1 Healthy", |w| w.0 == "Healthy" && w.2 == STABLE).await?;
+    cp.write_file(&rollouts_yaml(CANARY, stable.addr(), canary.addr()))?;
+    let at_50 = wait_for(&cp, "step 3 (50 %, paused) with no proxy", |w| w.1 == 3).await?;
+    assert_eq!(
+        (at_50.0.as_str(), at_50.4, at_50.5, at_50.6),
+        ("Paused", 50, 0, 0),
+        "{at_50:?}"
+    );
+    let refused = cp
+        .set_weight(90)
+        .await
+        .expect_err("an override of an engine-run rollout");
+    assert!(
+        format!("{refused:#}").contains("release engine"),
+        "{refused:#}"
+    );
+    assert_eq!(where_now(&cp).await?.4, 50, "nothing changed");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_sends_everything_back_to_stable_and_retry_starts_again() -> anyhow::Result<()> {
     let stable = Upstream::start(STABLE).await?;
