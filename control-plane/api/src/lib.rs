@@ -24,6 +24,7 @@ pub mod bluegreen;
 mod derive;
 pub mod duration;
 mod error;
+pub mod experiment;
 mod file;
 mod mirror;
 mod release_fields;

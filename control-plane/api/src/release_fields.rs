@@ -110,14 +110,6 @@ pub struct AnalysisTemplateRef {
     pub cluster_scope: bool,
 }
 
-/// Argo's `experiment` step. Parsed so the engine can reject it by name until experiments run.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExperimentStep {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration: Option<String>,
-}
-
 /// Sluice: the traffic the release engine last published for this rollout, and how far the
 /// connected Envoys have acknowledged it (the data-plane gate).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

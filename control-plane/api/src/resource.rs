@@ -20,10 +20,10 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::experiment::{ExperimentStep, RolloutExperimentStatus};
 pub use crate::release_fields::{
     AnalysisRef, AnalysisRunArgument, AnalysisTemplateRef, ArgumentValueFrom, DataPlaneStatus,
-    ExperimentStep, PauseCondition, PublishedTraffic, RollbackWindowSpec, SetCanaryScale,
-    WorkloadRef,
+    PauseCondition, PublishedTraffic, RollbackWindowSpec, SetCanaryScale, WorkloadRef,
 };
 use crate::{
     ApiError,
@@ -192,7 +192,7 @@ pub struct CanaryStep {
     /// Argo: an analysis step: the steps wait for its AnalysisRun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisRef>,
-    /// Argo: an experiment step (not run yet).
+    /// Argo: an experiment step (see [`crate::experiment`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<ExperimentStep>,
 }
@@ -362,6 +362,9 @@ pub struct RolloutStatus {
     /// Argo: the hashes the blue/green services select.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<crate::bluegreen::BlueGreenStatus>,
+    /// Sluice: the experiment of the current step (Argo keeps it in an Experiment object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<RolloutExperimentStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -371,6 +374,9 @@ pub struct CanaryStatus {
     /// for the canary they name (`canary.podTemplateHash`, when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<TrafficWeights>,
+    /// Argo: the name of the experiment the current step runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_experiment: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -235,6 +235,7 @@ fn weights(stable: &str, canary: &str, canary_weight: i32, stable_weight: i32) -
             }),
             additional: Vec::new(),
         }),
+        current_experiment: None,
     }
 }
 

@@ -62,16 +62,18 @@ pub fn published_view(doc: &Rollout) -> Cow<'_, Rollout> {
             stable: Some(WeightDestination {
                 pod_template_hash: Some(traffic.stable.clone()),
                 service_name: None,
-                weight: 100i32.saturating_sub(traffic.canary_weight).saturating_sub(
-                    traffic
-                        .additional
-                        .iter()
-                        .fold(0i32, |sum, a| sum.saturating_add(a.weight)),
-                ),
+                // Stable gets what the canary and an experiment's templates leave.
+                weight: traffic
+                    .additional
+                    .iter()
+                    .fold(100i32.saturating_sub(traffic.canary_weight), |left, w| {
+                        left.saturating_sub(w.weight)
+                    })
+                    .max(0),
             }),
-            // Experiments: the versions beside stable and canary with a share, as published.
             additional: traffic.additional.clone(),
         }),
+        current_experiment: None,
     });
     Cow::Owned(view)
 }

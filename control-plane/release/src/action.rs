@@ -17,6 +17,10 @@ use crate::HASH_LABEL;
 
 /// The ReplicaSet annotation that holds the rollout revision of a version.
 pub const REVISION_ANNOTATION: &str = "rollout.sluice.dev/revision";
+/// The ReplicaSet annotation that names the experiment whose template the ReplicaSet runs.
+pub const EXPERIMENT_ANNOTATION: &str = "rollout.sluice.dev/experiment";
+/// The ReplicaSet annotation that names that template.
+pub const EXPERIMENT_TEMPLATE_ANNOTATION: &str = "rollout.sluice.dev/experiment-template";
 /// The ReplicaSet annotation that holds when an old version is scaled to 0 (RFC 3339).
 pub const SCALE_DOWN_DEADLINE_ANNOTATION: &str = "rollout.sluice.dev/scale-down-deadline";
 

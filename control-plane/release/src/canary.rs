@@ -115,8 +115,9 @@ pub(crate) struct Progress {
 }
 
 /// Takes the steps whose work is done, from `index`. `ready(at, all_done)` says whether the
-/// canary's pods can carry the step; `traffic_done(at)` whether the step's traffic is published
-/// and acknowledged by every proxy.
+/// canary's pods can carry the step; `traffic_done(at, index)` whether the step's traffic is
+/// published and acknowledged by every proxy; `experiment_done(cx, index)` runs an experiment
+/// step and says whether it is done.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn take_steps(
     cx: &mut Cx,
@@ -126,7 +127,8 @@ pub(crate) fn take_steps(
     mut index: usize,
     paused: bool,
     ready: impl Fn(&AtStep, bool) -> bool,
-    traffic_done: impl Fn(&AtStep) -> bool,
+    traffic_done: impl Fn(&AtStep, usize) -> bool,
+    mut experiment_done: impl FnMut(&mut Cx, usize) -> bool,
 ) -> Progress {
     loop {
         let at = at_step(&plan.steps, index);
@@ -148,7 +150,8 @@ pub(crate) fn take_steps(
             || step.set_header_route.is_some()
             || step.set_mirror_route.is_some();
         let done = ready(&at, false)
-            && (!changes_traffic || traffic_done(&at))
+            && (!changes_traffic || traffic_done(&at, index))
+            && (step.experiment.is_none() || experiment_done(cx, index))
             && step.analysis.as_ref().is_none_or(|analysis| {
                 analysis_done(
                     cx,

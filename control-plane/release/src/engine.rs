@@ -12,6 +12,7 @@ use crate::{
     Action, Observed, bluegreen,
     canary::{self, at_step},
     conditions::{self, INVALID_SPEC, PHASE_DEGRADED},
+    experiment,
     hash::pod_template_hash,
     observed::ObservedVersion,
     restart,
@@ -129,8 +130,18 @@ fn run(
         cx.requeue(Duration::ZERO);
         return Ok(());
     }
-    let versions: Vec<&ObservedVersion> =
-        observed.versions.iter().filter(|v| v.controlled).collect();
+    // An experiment's ReplicaSets are no revisions of the rollout: `experiment` runs them.
+    let versions: Vec<&ObservedVersion> = observed
+        .versions
+        .iter()
+        .filter(|v| v.controlled && v.experiment.is_none())
+        .collect();
+    let experiment_versions: Vec<&ObservedVersion> = observed
+        .versions
+        .iter()
+        .filter(|v| v.controlled && v.experiment.is_some())
+        .collect();
+    let mut running_experiment: Option<experiment::Current> = None;
     let find = |h: &str| versions.iter().copied().find(|v| v.hash == h);
     let max_revision = versions
         .iter()
@@ -265,15 +276,34 @@ fn run(
             let ready = |at: &canary::AtStep, done: bool| {
                 canary_available >= canary::canary_replicas(plan, at, done)
             };
-            let traffic_for = |at: &canary::AtStep, done: bool| {
-                canary::traffic(
+            // The experiments of the steps from here on, resolved against this pass' versions.
+            let mut experiments = BTreeMap::new();
+            for (i, step) in plan.steps.iter().enumerate().skip(index) {
+                if let Some(e) = &step.experiment {
+                    experiments.insert(
+                        i,
+                        experiment::resolve(plan, i, e, (&stable, &canary), &versions)?,
+                    );
+                }
+            }
+            let experiment_status = cx.status.experiment.clone();
+            let traffic_for = |at: &canary::AtStep, index: usize, done: bool| {
+                let mut traffic = canary::traffic(
                     &stable,
                     &canary,
                     at,
                     ready(at, done),
                     canary_available,
                     &published.traffic,
-                )
+                );
+                if let Some(current) = experiments.get(&index).filter(|_| !done) {
+                    traffic.additional = experiment::weights(
+                        current,
+                        experiment_status.as_ref(),
+                        &experiment_versions,
+                    );
+                }
+                traffic
             };
             let progress = canary::take_steps(
                 cx,
@@ -283,7 +313,21 @@ fn run(
                 index,
                 paused,
                 ready,
-                |at| traffic_done(&traffic_for(at, false)),
+                |at, i| traffic_done(&traffic_for(at, i, false)),
+                |cx, i| {
+                    experiments.get(&i).is_some_and(|current| {
+                        let weights_acked =
+                            traffic_done(&traffic_for(&at_step(&plan.steps, i), i, false));
+                        experiment::step(
+                            cx,
+                            observed,
+                            current,
+                            &experiment_versions,
+                            (&stable, &canary),
+                            weights_acked,
+                        )
+                    })
+                },
             );
             if plan
                 .steps
@@ -319,6 +363,15 @@ fn run(
                 cx.status.controller_pause = false;
             }
             cx.status.current_step_index = Some(index_i32(progress.index));
+            if !progress.promote && !cx.status.abort {
+                running_experiment = experiments
+                    .get(&progress.index)
+                    .filter(|c| experiment::still_running(c, cx.status.experiment.as_ref()))
+                    .cloned();
+            }
+            if let Some(current) = &running_experiment {
+                wanted_runs.extend(experiment::wanted_runs(current));
+            }
             if progress.promote {
                 cx.event(
                     false,
@@ -339,7 +392,7 @@ fn run(
             } else {
                 let all_done = progress.index >= steps;
                 let at = at_step(&plan.steps, progress.index);
-                desired_traffic = traffic_for(&at, all_done);
+                desired_traffic = traffic_for(&at, progress.index, all_done);
                 // A lower weight leaves the canary its pods until every proxy has the new one.
                 let held = if published.traffic.canary.as_deref() != Some(&canary) {
                     0
@@ -359,8 +412,11 @@ fn run(
                 let canary_target = canary::canary_replicas(plan, &at, all_done).max(still_routed);
                 targets.insert(stable.clone(), plan.replicas);
                 targets.insert(canary.clone(), canary_target);
-                waiting_on_pods =
-                    canary_available < canary_target || available(&stable) < plan.replicas;
+                waiting_on_pods = canary_available < canary_target
+                    || available(&stable) < plan.replicas
+                    || running_experiment
+                        .as_ref()
+                        .is_some_and(|c| experiment::waiting_on_pods(c, &experiment_versions));
             }
         }
         None => {
@@ -403,6 +459,14 @@ fn run(
         ack.complete(),
         max_revision,
     );
+    experiment::scale(
+        cx,
+        rollout,
+        running_experiment.as_ref(),
+        &experiment_versions,
+        &data_plane.traffic,
+        ack.complete(),
+    );
     cx.status.data_plane = Some(data_plane);
     restart::step(
         cx,
@@ -422,6 +486,9 @@ fn run(
         &ack,
         observed,
     );
+    if let Some(canary) = cx.status.canary.as_mut() {
+        canary.current_experiment = running_experiment.map(|c| c.name);
+    }
     scale_workload(cx, plan, &versions, observed);
     Ok(())
 }

@@ -45,6 +45,7 @@ pub mod bluegreen_analysis;
 mod canary;
 mod conditions;
 mod engine;
+pub mod experiment;
 pub mod hash;
 pub mod observed;
 pub mod restart;
@@ -62,6 +63,7 @@ pub use conditions::{
     PHASE_PAUSED, PHASE_PROGRESSING, PROGRESS_DEADLINE_EXCEEDED, PROGRESSING,
 };
 pub use engine::{Reconciled, reconcile};
+pub use experiment::INCONCLUSIVE_EXPERIMENT;
 pub use hash::pod_template_hash;
 pub use observed::{DataPlane, Observed, ObservedVersion, ObservedWorkload, ProxyAck};
 pub use restart::ObservedPod;

@@ -9,7 +9,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
-use crate::action::{REVISION_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION};
+use crate::action::{EXPERIMENT_ANNOTATION, REVISION_ANNOTATION, SCALE_DOWN_DEADLINE_ANNOTATION};
 
 /// Everything the engine sees besides the Rollout itself.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -56,6 +56,12 @@ pub struct ObservedVersion {
     pub available: i32,
     /// The scale-down deadline annotation: scale to 0 at this time.
     pub scale_down_deadline: Option<Timestamp>,
+    /// The experiment annotation: the ReplicaSet runs a template of this experiment (not a
+    /// revision of the rollout).
+    pub experiment: Option<String>,
+    /// Its pod template without the hash label (an experiment's `specRef: stable` copies it);
+    /// `None` where versions have no template (standalone).
+    pub template: Option<PodTemplateSpec>,
 }
 
 impl ObservedVersion {
@@ -81,6 +87,13 @@ impl ObservedVersion {
             available: status.and_then(|s| s.available_replicas).unwrap_or(0),
             scale_down_deadline: annotation(SCALE_DOWN_DEADLINE_ANNOTATION)
                 .and_then(|t| t.parse().ok()),
+            experiment: annotation(EXPERIMENT_ANNOTATION).cloned(),
+            template: rs.spec.template.clone().map(|mut t| {
+                if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+                    labels.remove(crate::HASH_LABEL);
+                }
+                t
+            }),
         }
     }
 }
@@ -187,6 +200,8 @@ mod tests {
                 ready: 2,
                 available: 1,
                 scale_down_deadline: Some("2026-01-01T00:00:30Z".parse().expect("time")),
+                experiment: None,
+                template: rs.spec.template.clone(),
             }
         );
         // Another owner's ReplicaSet, or no uid to compare: not controlled.

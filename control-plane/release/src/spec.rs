@@ -46,6 +46,8 @@ pub(crate) struct Step {
     pub set_mirror_route: Option<SetMirrorRoute>,
     /// An analysis step: the templates and arguments of its run.
     pub analysis: Option<sluice_api::resource::AnalysisRef>,
+    /// An experiment step.
+    pub experiment: Option<crate::experiment::Experiment>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -258,12 +260,21 @@ fn strategy_plan<'a>(
             Some((analysis.clone(), start))
         }
     };
+    let static_keys: Vec<&str> = spec.static_endpoints.keys().map(String::as_str).collect();
     let steps = canary
         .steps
         .iter()
         .enumerate()
-        .map(|(i, step)| parse_step(&format!("spec.strategy.canary.steps[{i}]"), step))
+        .map(|(i, step)| {
+            parse_step(
+                &format!("spec.strategy.canary.steps[{i}]"),
+                step,
+                named,
+                &static_keys,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    crate::experiment::check_weights(&steps)?;
     let steps_hash = value_hash(&serde_json::to_value(&canary.steps).unwrap_or_default());
     let progress = non_negative(
         "spec.progressDeadlineSeconds",
@@ -410,19 +421,19 @@ pub(crate) fn check_templates(
 }
 
 /// One step, checked as Argo's validation does (and rejecting what the engine cannot run yet).
-fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
+fn parse_step(
+    field: &str,
+    step: &CanaryStep,
+    named: Option<&str>,
+    static_keys: &[&str],
+) -> Result<Step, Invalid> {
     if let Some(analysis) = &step.analysis {
         check_templates(&format!("{field}.analysis"), analysis)?;
     }
-    if step.experiment.is_some() {
-        return Err(invalid(
-            format!("{field}.experiment"),
-            "experiment steps are not supported yet",
-        ));
-    }
     let kinds = usize::from(step.set_weight.is_some())
         + usize::from(step.pause.is_some())
-        + usize::from(step.analysis.is_some());
+        + usize::from(step.analysis.is_some())
+        + usize::from(step.experiment.is_some());
     if kinds > 1 {
         return Err(invalid(
             field,
@@ -431,6 +442,13 @@ fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
     }
     let mut out = Step {
         analysis: step.analysis.clone(),
+        experiment: step
+            .experiment
+            .as_ref()
+            .map(|e| {
+                crate::experiment::check(&format!("{field}.experiment"), e, named, static_keys)
+            })
+            .transpose()?,
         ..Step::default()
     };
     if let Some(weight) = step.set_weight {
@@ -480,8 +498,8 @@ fn parse_step(field: &str, step: &CanaryStep) -> Result<Step, Invalid> {
     if out == Step::default() {
         return Err(invalid(
             field,
-            "a step must set one of setWeight, pause, setCanaryScale, setHeaderRoute, \
-             setMirrorRoute (step plugins are not supported)",
+            "a step must set one of setWeight, pause, experiment, analysis, setCanaryScale, \
+             setHeaderRoute, setMirrorRoute (step plugins are not supported)",
         ));
     }
     Ok(out)

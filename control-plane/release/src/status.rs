@@ -260,6 +260,11 @@ pub(crate) fn finish(
         .canary
         .clone()
         .unwrap_or_else(|| traffic.stable.clone());
+    // Stable gets what the canary and the experiment's templates leave.
+    let others = traffic
+        .additional
+        .iter()
+        .fold(traffic.canary_weight, |sum, w| sum.saturating_add(w.weight));
     cx.status.canary = Some(CanaryStatus {
         weights: Some(TrafficWeights {
             canary: WeightDestination {
@@ -270,10 +275,11 @@ pub(crate) fn finish(
             stable: Some(WeightDestination {
                 pod_template_hash: Some(traffic.stable.clone()),
                 service_name: None,
-                weight: 100 - traffic.canary_weight,
+                weight: 100i32.saturating_sub(others).max(0),
             }),
-            additional: Vec::new(),
+            additional: traffic.additional.clone(),
         }),
+        current_experiment: None,
     });
 }
 

@@ -1,7 +1,8 @@
 //! Every Argo Rollouts `Rollout` with a pod template (its own, or through `workloadRef` that of a
 //! Deployment in the same file) in the shared corpus, turned into a
 //! `sluice.dev` Rollout, goes through the engine: the first version deploys and becomes Healthy,
-//! then a new template is released to the end (timed pauses elapse, `pause: {}` is promoted) —
+//! then a new template is released to the end (timed pauses elapse, `pause: {}` is promoted, an
+//! endless experiment is promoted past) —
 //! or the engine rejects it with an `InvalidSpec` naming the field. Never a panic, never stuck.
 //!
 //! The corpus is read from `../shared/corpus/argo-rollouts` beside the repository; the test is
@@ -103,6 +104,7 @@ fn release(
         .get_or_insert_with(Default::default)
         .insert("corpus/release".into(), "2".into());
     let mut rounds = 0;
+    let mut last_experiment = None;
     while sim.stable() == first || sim.stable() != sim.current() || sim.phase() != "Healthy" {
         rounds += 1;
         assert!(rounds < 100, "{label}: stuck: {:?}", sim.status());
@@ -112,9 +114,19 @@ fn release(
         for run in &mut sim.analysis_runs {
             run.status.phase = sluice_analysis::AnalysisPhase::Successful;
         }
+        let experiment = sim
+            .status()
+            .canary
+            .as_ref()
+            .and_then(|c| c.current_experiment.clone());
         if sim.phase() == "Paused" {
             sim.promote();
+        } else if experiment.is_some() && experiment == last_experiment {
+            // An experiment without duration or required analysis runs until promoted: Argo's
+            // plugin then moves the step on.
+            sim.skip_step();
         }
+        last_experiment = experiment;
         sim.advance(3600);
     }
     assert_ne!(sim.stable(), first, "{label}");
@@ -133,7 +145,7 @@ fn every_corpus_rollout_with_a_template_releases_or_is_rejected_naming_the_field
     }
     let mut files = Vec::new();
     sluice_e2e::paths::yaml_files(&dir, &mut files);
-    let (mut released, mut rejected, mut unparsed) = (0, 0, 0);
+    let (mut released, mut rejected, mut unparsed, mut experiments) = (0, 0, 0, 0);
     for file in &files {
         let relative = file.strip_prefix(&dir).unwrap().display().to_string();
         let text = std::fs::read_to_string(file).unwrap();
@@ -153,9 +165,19 @@ fn every_corpus_rollout_with_a_template_releases_or_is_rejected_naming_the_field
             };
             let mut rollout = Rollout::from(argo);
             rollout.metadata.uid = Some("uid-1".into());
+            let has_experiment = rollout
+                .spec
+                .strategy
+                .canary
+                .as_ref()
+                .is_some_and(|c| c.steps.iter().any(|s| s.experiment.is_some()));
             match release(rollout, workload, &label) {
-                Ok(_) => released += 1,
+                Ok(_) => {
+                    released += 1;
+                    experiments += usize::from(has_experiment);
+                }
                 Err(message) => {
+                    assert!(!has_experiment, "{label}: an experiment rollout: {message}");
                     let field = message.strip_prefix("InvalidSpec: ").unwrap_or("");
                     assert!(
                         field.starts_with("spec.") || field.starts_with("metadata."),
@@ -169,4 +191,11 @@ fn every_corpus_rollout_with_a_template_releases_or_is_rejected_naming_the_field
     }
     eprintln!("{released} released, {rejected} rejected naming the field, {unparsed} not parsed");
     assert!(released >= 20, "only {released} released");
+    // Argo's experiment examples and e2e manifests (baseline vs canary, preview, weighted
+    // templates with analyses) all run.
+    eprintln!("{experiments} with experiment steps released");
+    assert!(
+        experiments >= 10,
+        "only {experiments} experiment rollouts released"
+    );
 }

@@ -259,6 +259,13 @@ impl Sim {
             .pause_conditions
             .clear();
     }
+    /// Argo's `promote` with no pause condition (e.g. during an experiment or analysis step):
+    /// the plugin moves `currentStepIndex` to the next step.
+    pub fn skip_step(&mut self) {
+        let status = self.rollout.status.as_mut().unwrap();
+        assert!(status.pause_conditions.is_empty());
+        status.current_step_index = status.current_step_index.map(|i| i + 1);
+    }
     /// Argo's `promote --full`.
     pub fn promote_full(&mut self) {
         self.rollout.status.as_mut().unwrap().promote_full = true;

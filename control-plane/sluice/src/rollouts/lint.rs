@@ -385,8 +385,10 @@ fn engine_findings(
             }
             None => {}
         }
-    } else if spec.template.is_none() && !spec.static_endpoints.is_empty() {
-        // Standalone: the versions are spec.staticEndpoints, checked by load_state.
+    } else if spec.template.is_none() && spec.version.is_none() && !spec.static_endpoints.is_empty()
+    {
+        // Standalone without spec.version: its status is written by hand, checked by
+        // load_state; with spec.version the engine runs it (experiment templates' versions ...).
         return;
     }
     if let Err(invalid) = sluice_release::spec::check(rollout, &observed) {

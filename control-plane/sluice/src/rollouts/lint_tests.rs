@@ -89,15 +89,20 @@ fn a_bad_header_regex_is_found_before_its_step_is_reached() {
 
 #[test]
 fn the_release_engine_checks_sluice_rollouts_and_argo_ones_only_as_sluice() {
-    // Experiments are not run by the engine yet (issue 10): an error for a sluice.dev Rollout.
-    let sluice = sluice_rollout(
+    // The engine runs experiments (issue 10); one it cannot run is an error for a sluice.dev
+    // Rollout, naming the field.
+    let runs = sluice_rollout(
         "[{setWeight: 10}, {experiment: {templates: [{name: baseline, specRef: stable}]}}]",
+    );
+    assert_eq!(lint(&runs), vec![]);
+    let sluice = sluice_rollout(
+        "[{setWeight: 10}, {experiment: {templates: [{name: baseline, specRef: newest}]}}]",
     );
     let findings = lint(&sluice);
     assert_eq!(findings.len(), 1, "{findings:?}");
     assert_eq!(
         findings[0].field.as_deref(),
-        Some("spec.strategy.canary.steps[1].experiment")
+        Some("spec.strategy.canary.steps[1].experiment.templates[0].specRef")
     );
     // The same Rollout under Argo: Argo runs the steps, Sluice only routes.
     let argo = sluice.replace(SLUICE_API_VERSION, ARGO_API_VERSION);
@@ -204,7 +209,7 @@ fn corpus_dir() -> PathBuf {
 
 /// Every finding over the corpus names a field of the document (or, for text that is not YAML,
 /// the line); the corpus's valid manifests lint clean, and with `--as-sluice` the engine's
-/// rejections (analysis, experiments, blue-green, step plugins) are named by field.
+/// rejections (step plugins ...) are named by field; experiments run.
 #[test]
 fn the_corpus_lints_with_every_error_naming_a_field() {
     let dir = corpus_dir();
@@ -238,12 +243,15 @@ fn the_corpus_lints_with_every_error_naming_a_field() {
         );
         if as_sluice {
             // Argo features Sluice's engine does not run are named (background analysis runs
-            // now: the issue 9 driver).
-            assert!(errors.iter().any(|f| {
-                f.field
-                    .as_deref()
-                    .is_some_and(|p| p.ends_with(".experiment"))
-            }));
+            // now: the issue 9 driver; experiment steps: issue 10).
+            assert!(
+                !errors.iter().any(|f| {
+                    f.field
+                        .as_deref()
+                        .is_some_and(|p| p.contains(".experiment"))
+                }),
+                "{errors:#?}"
+            );
         } else {
             // Only text that is not YAML fails as Argo's own manifests: Sluice observes them.
             assert!(errors.iter().all(|f| f.field.is_none()), "{errors:#?}");
@@ -334,5 +342,32 @@ fn blue_green_mistakes_are_errors_naming_the_field() {
                 && f.field.as_deref() == Some("spec.strategy.blueGreen.previewService")),
         "{:#?}",
         lint(&same)
+    );
+}
+
+#[test]
+fn a_standalone_rollout_with_spec_version_gets_the_engine_checks() {
+    // Before, the engine's checks skipped every staticEndpoints rollout: an experiment template
+    // naming a version the file does not have passed lint and failed only when run.
+    let text = |version: &str| {
+        format!(
+            "{SLUICE_HEAD}metadata: {{name: demo}}
+spec:
+  version: v2
+  hosts: [demo.local]
+  staticEndpoints: {{v1: ['127.0.0.1:8001'], v2: ['127.0.0.1:8002'], v2-canary: ['127.0.0.1:8004']}}
+  strategy:
+    canary:
+      steps:
+      - experiment: {{duration: 1m, templates: [{{name: canary, specRef: canary, version: {version}}}]}}
+"
+        )
+    };
+    assert_eq!(lint(&text("v2-canary")), vec![]);
+    let findings = lint(&text("v3"));
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(
+        findings[0].field.as_deref(),
+        Some("spec.strategy.canary.steps[0].experiment.templates[0].version")
     );
 }

@@ -168,7 +168,8 @@ pub fn undo_target<'a>(
     let mut previous: Option<(u64, &ReplicaSet)> = None;
     for rs in replica_sets {
         let version = sluice_release::ObservedVersion::from_replica_set(rs, uid);
-        if !version.controlled {
+        // An experiment's ReplicaSets are no revisions of the rollout.
+        if !version.controlled || version.experiment.is_some() {
             continue;
         }
         // Argo reads a missing revision annotation as 0.

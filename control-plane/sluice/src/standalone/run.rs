@@ -53,6 +53,15 @@ pub fn apply_command(record: &mut RolloutRecord, command: Command, now: Timestam
         // status.promoteFull.
         Command::Promote { full } => {
             record.paused = false;
+            // Argo's plugin: with nothing paused, promote moves to the next step; here only
+            // past an experiment (one without duration or required analysis runs until then).
+            let in_experiment = status
+                .canary
+                .as_ref()
+                .is_some_and(|c| c.current_experiment.is_some());
+            if !full && status.pause_conditions.is_empty() && in_experiment {
+                status.current_step_index = status.current_step_index.map(|i| i.saturating_add(1));
+            }
             status.pause_conditions.clear();
             if full {
                 status.promote_full = true;
@@ -113,6 +122,9 @@ pub fn observed(doc: &Rollout, record: &RolloutRecord, proxies: Vec<ProxyAck>) -
                 ready: available,
                 available,
                 scale_down_deadline: v.scale_down_deadline.as_ref().map(|t| t.0),
+                experiment: v.experiment.clone(),
+                // Static endpoints: no pod template (experiment templates name their version).
+                template: None,
             }
         })
         .collect();
@@ -183,6 +195,7 @@ fn apply(
                     revision: v.revision,
                     desired: rs.spec.replicas.unwrap_or(0),
                     scale_down_deadline: None,
+                    experiment: v.experiment,
                 });
                 changed = true;
             }

@@ -272,3 +272,130 @@ fn a_field_ref_that_does_not_resolve_ends_the_run_as_error_naming_the_argument()
     let status = record.status.as_ref().expect("status");
     assert!(status.abort, "the engine aborts on the Error: {status:?}");
 }
+
+/// A standalone experiment: each template names the `staticEndpoints` version that runs it.
+fn experiment_doc(version: &str, experiment: serde_json::Value) -> Rollout {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "demo"},
+        "spec": {
+            "version": version, "hosts": ["demo.local"],
+            "staticEndpoints": {
+                "v1": ["127.0.0.1:8001"], "v2": ["127.0.0.1:8002"],
+                "v1-baseline": ["127.0.0.1:8003"], "v2-canary": ["127.0.0.1:8004"]
+            },
+            "strategy": {"canary": {"steps": [
+                {"setWeight": 20}, {"experiment": experiment}, {"setWeight": 50}, {"pause": {}}
+            ]}}
+        }
+    }))
+    .expect("rollout")
+}
+
+#[test]
+fn an_experiment_runs_its_templates_on_their_static_versions() {
+    let experiment = serde_json::json!({"duration": "60s", "templates": [
+        {"name": "baseline", "specRef": "stable", "version": "v1-baseline", "weight": 10},
+        {"name": "canary", "specRef": "canary", "version": "v2-canary", "weight": 10}
+    ]});
+    let mut record = RolloutRecord::default();
+    settle(&experiment_doc("v1", experiment.clone()), &mut record, t(0));
+    let v2 = experiment_doc("v2", experiment);
+    let requeue = settle(&v2, &mut record, t(1));
+    assert_eq!(step(&record), Some(1));
+    assert_eq!(
+        requeue,
+        Some(Duration::from_secs(60)),
+        "the duration is a timer"
+    );
+    let running: Vec<(&str, &str, Option<&str>)> = record
+        .versions
+        .iter()
+        .filter(|v| v.experiment.is_some())
+        .map(|v| (v.name.as_str(), v.hash.as_str(), v.experiment.as_deref()))
+        .collect();
+    assert_eq!(
+        running,
+        vec![
+            ("demo-v2-1-baseline", "v1-baseline", Some("demo-v2-1")),
+            ("demo-v2-1-canary", "v2-canary", Some("demo-v2-1")),
+        ]
+    );
+    // What the traffic derivation reads: the templates' shares beside the canary's.
+    let weights = traffic_status(&v2, &record)
+        .canary
+        .and_then(|c| c.weights)
+        .unwrap();
+    let shares: Vec<(Option<&str>, i32)> = weights
+        .additional
+        .iter()
+        .map(|w| (w.pod_template_hash.as_deref(), w.weight))
+        .collect();
+    assert_eq!(
+        shares,
+        vec![(Some("v1-baseline"), 10), (Some("v2-canary"), 10)]
+    );
+    assert_eq!(
+        (weights.canary.weight, weights.stable.unwrap().weight),
+        (20, 60)
+    );
+
+    // The state file keeps which versions run the experiment.
+    let mut file = StateFile {
+        format: state::FORMAT,
+        ..StateFile::default()
+    };
+    file.rollouts.insert("default/demo".into(), record.clone());
+    let text = serde_json::to_string(&file).expect("json");
+    let mut record = state::parse(&text, "state").expect("parses").rollouts["default/demo"].clone();
+
+    settle(&v2, &mut record, t(61));
+    assert_eq!(step(&record), Some(3), "setWeight 50, at the pause");
+    assert!(
+        record.versions.iter().all(|v| v.experiment.is_none()),
+        "removed"
+    );
+    assert_eq!(weight(&record), (Some("v2".into()), 50));
+}
+
+#[test]
+fn promote_moves_past_an_endless_experiment() {
+    let experiment = serde_json::json!({"templates": [
+        {"name": "preview", "specRef": "canary", "version": "v2-canary"}
+    ]});
+    let mut record = RolloutRecord::default();
+    settle(&experiment_doc("v1", experiment.clone()), &mut record, t(0));
+    let v2 = experiment_doc("v2", experiment);
+    settle(&v2, &mut record, t(1));
+    settle(&v2, &mut record, t(86_400));
+    assert_eq!(
+        step(&record),
+        Some(1),
+        "no duration, no analysis: it runs on"
+    );
+    apply_command(&mut record, Command::Promote { full: false }, t(86_401));
+    settle(&v2, &mut record, t(86_401));
+    assert_eq!(step(&record), Some(3));
+    assert!(record.versions.iter().all(|v| v.experiment.is_none()));
+}
+
+#[test]
+fn a_template_without_its_own_static_version_is_rejected_naming_the_field() {
+    let experiment = serde_json::json!({"templates": [
+        {"name": "baseline", "specRef": "stable", "version": "v1"}
+    ]});
+    let mut record = RolloutRecord::default();
+    settle(&experiment_doc("v1", experiment.clone()), &mut record, t(0));
+    let message = record.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(
+        message.contains("spec.strategy.canary.steps[1].experiment.templates[0].version"),
+        "{message}"
+    );
+    let missing = serde_json::json!({"templates": [{"name": "baseline", "specRef": "stable"}]});
+    settle(&experiment_doc("v1", missing), &mut record, t(1));
+    let message = record.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(
+        message.contains("templates[0].version: is required"),
+        "{message}"
+    );
+}

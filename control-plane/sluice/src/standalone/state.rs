@@ -94,6 +94,9 @@ pub struct VersionRecord {
     pub desired: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_deadline: Option<Time>,
+    /// It runs a template of this experiment (`<rollout>-<version>-<step>`), not a revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -233,6 +236,7 @@ mod tests {
                     revision: Some(1),
                     desired: 1,
                     scale_down_deadline: None,
+                    experiment: None,
                 }],
                 paused: true,
                 ..RolloutRecord::default()
