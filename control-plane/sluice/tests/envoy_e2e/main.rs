@@ -16,6 +16,7 @@ mod analysis;
 mod bluegreen;
 mod bluegreen_analysis;
 mod changes;
+mod experiment_release;
 mod experiment_split;
 mod failures;
 mod harness;
