@@ -80,8 +80,9 @@ fn next_step_index(rollout: &Rollout, index: i32) -> i32 {
     }
 }
 
-/// `promote [--full]` (Argo's `getPatches`, without the deprecated skip flags; Sluice runs no
-/// analysis yet, so the "inconclusive analysis" branch does not arise).
+/// `promote [--full]` (Argo's `getPatches`, without the deprecated skip flags). Past an
+/// inconclusive analysis the plain branch serves: the engine reads cleared `pauseConditions` as
+/// the user's promote (its `controllerPause`), as Argo's controller does.
 pub fn promote(rollout: &Rollout, full: bool) -> Promote {
     let status = rollout.status.clone().unwrap_or_default();
     let paused = rollout.spec.paused;
