@@ -11,7 +11,12 @@
 //! - a standalone rollouts file (Rollouts with `spec.staticEndpoints`) is loaded whole as
 //!   `sluice serve --file` loads it (`sluice_api::load_state`).
 //!
+//! - analysis templates in the file are planned as a run would plan them, and a standalone
+//!   rollout's `templateName`s must name templates of its file ([`analysis`]).
+//!
 //! Other kinds of documents (Services, Deployments ...) are skipped, as Argo's lint skips them.
+
+mod analysis;
 
 use std::{collections::BTreeSet, fmt};
 
@@ -198,6 +203,7 @@ pub fn lint_text(
             });
         }
     }
+    findings.extend(analysis::findings(file, &documents));
     if standalone {
         // The file as `sluice serve --file` loads it: every document a Rollout, names unique,
         // hosts claimed once, the status (if any) naming versions of spec.staticEndpoints.

@@ -371,3 +371,64 @@ spec:
         Some("spec.strategy.canary.steps[0].experiment.templates[0].version")
     );
 }
+
+const STANDALONE_WITH_ANALYSIS: &str = "apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: demo}
+spec:
+  version: v2
+  hosts: [demo.local]
+  staticEndpoints: {v1: ['127.0.0.1:8001'], v2: ['127.0.0.1:8002']}
+  strategy:
+    canary:
+      steps:
+        - setWeight: 20
+        - analysis: {templates: [{templateName: success-rate}]}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: success-rate}
+spec:
+  args: [{name: threshold}]
+  metrics:
+    - name: ok
+      successCondition: result[0] >= 0.95
+      provider: {prometheus: {address: 'http://127.0.0.1:9090', query: 'vector(1)'}}
+    - name: templated
+      successCondition: 'result[0] >= {{args.threshold}}'
+      provider: {prometheus: {address: 'http://127.0.0.1:9090', query: 'vector(1)'}}
+";
+
+#[test]
+fn analysis_templates_are_planned_and_standalone_references_checked() {
+    // A template whose metrics plan (the templated condition is left to the run): clean.
+    assert_eq!(lint(STANDALONE_WITH_ANALYSIS), [], "a clean file");
+    // A condition that does not compile is an error naming the document, metric and field.
+    let bad = STANDALONE_WITH_ANALYSIS.replace("result[0] >= 0.95", "result[0] >= >= 1");
+    let findings = lint(&bad);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    let f = &findings[0];
+    assert_eq!(
+        (f.document, f.field.as_deref(), f.warning),
+        (Some(2), Some("spec.metrics[0]"), false)
+    );
+    assert!(
+        f.problem.contains("success-rate") && f.problem.contains("\"ok\""),
+        "{}",
+        f.problem
+    );
+    // A standalone rollout naming a template its file does not hold.
+    let missing =
+        STANDALONE_WITH_ANALYSIS.replace("templateName: success-rate", "templateName: nope");
+    let findings = lint(&missing);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(
+        findings[0].field.as_deref(),
+        Some("spec.strategy.canary.steps[1].analysis.templates[0].templateName")
+    );
+    assert!(
+        findings[0].problem.contains("\"nope\""),
+        "{}",
+        findings[0].problem
+    );
+}
