@@ -236,6 +236,7 @@ fn the_control_plane_role_grants_only_what_is_used() {
             "apps/deployments: get,patch,update",
             "apps/replicasets: list,watch",
             "argoproj.io/rollouts: get,list,watch",
+            "sluice.dev/analysisruns: list",
             "sluice.dev/rollouts/status: patch",
             "sluice.dev/rollouts: get,list,patch,update,watch",
         ]

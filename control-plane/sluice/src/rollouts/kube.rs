@@ -320,7 +320,44 @@ impl Kube {
             .list(&ListParams::default().labels(&selector))
             .await?
             .items;
-        Ok(view::RolloutInfo::from_kubernetes(rollout, &sets, &pods))
+        let mut info = view::RolloutInfo::from_kubernetes(rollout, &sets, &pods);
+        info.analysis_runs = self.analysis_runs(name).await;
+        Ok(info)
+    }
+
+    /// The rollout's AnalysisRuns (label `sluice.dev/rollout`), oldest first, as (name, status).
+    /// Shown when they can be read: an Argo rollout, a cluster without the CRD or a user without
+    /// `list` on them gets the view without its runs (logged), never an error.
+    async fn analysis_runs(
+        &self,
+        rollout: &str,
+    ) -> Vec<(String, sluice_analysis::AnalysisRunStatus)> {
+        let api: Api<sluice_analysis::AnalysisRun> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let selector = format!("{}={rollout}", sluice_k8s::analysis_runs::ROLLOUT_LABEL);
+        match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => {
+                let mut runs = list.items;
+                runs.sort_by(|a, b| {
+                    a.metadata
+                        .creation_timestamp
+                        .cmp(&b.metadata.creation_timestamp)
+                        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+                });
+                runs.into_iter()
+                    .map(|run| {
+                        (
+                            run.metadata.name.unwrap_or_default(),
+                            run.status.unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            }
+            Err(error) => {
+                tracing::debug!(%error, "listing the rollout's AnalysisRuns");
+                Vec::new()
+            }
+        }
     }
 
     pub async fn get(&self, name: &str) -> anyhow::Result<String> {
@@ -387,7 +424,10 @@ impl Kube {
             let Some(current) = current else { continue };
             let sets: Vec<ReplicaSet> = sets.state().iter().map(|r| (**r).clone()).collect();
             let pods: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
-            let info = view::RolloutInfo::from_kubernetes(current, &sets, &pods);
+            let mut info = view::RolloutInfo::from_kubernetes(current, &sets, &pods);
+            // The runs' statuses change with the rollout's (the engine writes both): read on
+            // each redraw rather than watched.
+            info.analysis_runs = self.analysis_runs(name).await;
             let text = view::render(&info);
             if tty {
                 // Clear the screen and draw from the top.

@@ -471,3 +471,63 @@ fn timeouts_parse_as_argo_durations() {
     );
     assert!(parse_timeout("soon").is_err());
 }
+
+#[tokio::test]
+async fn get_shows_the_rollouts_analysis_runs_and_goes_on_without_them() {
+    let object = rollout_object(json!({"stableRS": "a", "phase": "Degraded"}), json!({}));
+    let run = |name: &str, created: &str, phase: &str| {
+        json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisRun",
+               "metadata": {"name": name, "namespace": "shop", "creationTimestamp": created,
+                            "labels": {"sluice.dev/rollout": "demo"}},
+               "spec": {"metrics": []},
+               "status": {"phase": phase, "message": format!("{name} says {phase}")}})
+    };
+    let runs = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"},
+        "items": [run("demo-b-1", "2026-11-30T10:05:00Z", "Failed"),
+                  run("demo-a-1", "2026-11-30T10:00:00Z", "Successful")]});
+    let empty = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"},
+                       "items": []});
+    let listed = Arc::new(Mutex::new(true));
+    let allow = listed.clone();
+    let (kube, log) = apiserver(Box::new(move |seen| {
+        Some(match seen.path.as_str() {
+            ROLLOUT => (200, object.clone()),
+            "/apis/sluice.dev/v1alpha1/namespaces/shop/analysisruns" => {
+                if *allow.lock().expect("flag") {
+                    (200, runs.clone())
+                } else {
+                    (
+                        403,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                 "reason": "Forbidden", "message": "forbidden", "code": 403}),
+                    )
+                }
+            }
+            _ if seen.path.ends_with("/replicasets") || seen.path.ends_with("/pods") => {
+                (200, empty.clone())
+            }
+            _ => not_found(),
+        })
+    }));
+    let text = kube.get("demo").await.expect("shown");
+    let (a, b) = (text.find("demo-a-1"), text.find("demo-b-1"));
+    assert!(a.is_some() && b.is_some() && a < b, "oldest first:\n{text}");
+    assert!(text.contains("demo-b-1 says Failed"), "{text}");
+    let list = log
+        .lock()
+        .expect("log")
+        .iter()
+        .find(|s| s.path.ends_with("/analysisruns"))
+        .cloned()
+        .expect("listed");
+    assert!(
+        list.query
+            .contains("labelSelector=sluice.dev%2Frollout%3Ddemo"),
+        "{}",
+        list.query
+    );
+    // A user who may not list runs still gets the rollout.
+    *listed.lock().expect("flag") = false;
+    let text = kube.get("demo").await.expect("shown without runs");
+    assert!(!text.contains("demo-a-1"), "{text}");
+}
