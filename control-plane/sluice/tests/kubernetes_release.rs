@@ -145,6 +145,23 @@ impl Load {
     }
 }
 
+/// `sluice rollouts -n demo ARGS...` with the in-memory API server's kubeconfig: the user's
+/// commands, as the README gives them (they patch what kubectl-argo-rollouts patches).
+fn rollouts_cli(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["rollouts", "-n", "demo"])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sluice rollouts {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The control plane's `/readyz` answers 200 (every watch listed, a state published).
 async fn http_ready(port: u16) -> bool {
     let mut req = Req::get("127.0.0.1");
@@ -276,14 +293,7 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     }
     let (load, load_task) = Load::start(listener);
 
-    // `set image`: the PATCH `sluice rollouts set image demo demo=demo:v2` sends.
-    server
-        .merge_patch(
-            &key(),
-            &json!({"spec": {"template": {"spec": {"containers": container("demo:v2")}}}}),
-            false,
-        )
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    rollouts_cli(&kubeconfig, &["set", "image", "demo", "demo=demo:v2"])?;
     until("the canary at step 3 (50 %, paused)", &server, |s| {
         let st = status(s);
         st["phase"] == "Paused" && st["currentStepIndex"] == 3
@@ -343,10 +353,7 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
         "a restart must keep the step and write nothing: before {before:#}\nafter {kept:#}"
     );
 
-    // `promote`: the status patch Argo's plugin sends.
-    server
-        .merge_patch(&key(), &json!({"status": {"pauseConditions": null}}), true)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    rollouts_cli(&kubeconfig, &["promote", "demo"])?;
     until("v2 stable, v1 scaled to 0", &server, |s| {
         status(s)["stableRS"] == v2.as_str()
             && s.get(&Key::new(REPLICA_SETS, "demo", &v1_rs))
@@ -361,13 +368,7 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     eprintln!("after promotion: {after:?}");
 
     // `abort` mid-canary: v3 takes its 10 %, then everything is back on v2 in one push.
-    server
-        .merge_patch(
-            &key(),
-            &json!({"spec": {"template": {"spec": {"containers": container("demo:v3")}}}}),
-            false,
-        )
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    rollouts_cli(&kubeconfig, &["set", "image", "demo", "demo=demo:v3"])?;
     until("the v3 canary", &server, |s| {
         let st = status(s);
         st["currentPodHash"] != v2.as_str() && st["canary"]["weights"]["canary"]["weight"] == 10
@@ -381,9 +382,7 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
             .unwrap_or_default()
     );
     until_traffic("v3 answers", &load, |seen| seen.contains_key(&v3_rs)).await?;
-    server
-        .merge_patch(&key(), &json!({"status": {"abort": true}}), true)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    rollouts_cli(&kubeconfig, &["abort", "demo"])?;
     until("aborted: Degraded, all on v2", &server, |s| {
         let st = status(s);
         st["phase"] == "Degraded" && st["canary"]["weights"]["stable"]["weight"] == 100
@@ -396,24 +395,16 @@ async fn a_release_runs_through_envoy_from_set_image_to_promotion_without_a_fail
     .await?;
     eprintln!("after abort: {aborted:?}");
 
-    // `undo`: the template of v1 again (the JSON patch `sluice rollouts undo` sends carries v1's
-    // template): v1's ReplicaSet, kept at 0 by revisionHistoryLimit, is reused, not re-created.
+    // `undo --to-revision 1`: v1's template again (a JSON patch of spec.template from v1's
+    // ReplicaSet): that ReplicaSet, kept at 0 by revisionHistoryLimit, is reused, not re-created.
     let replica_sets = server.list(REPLICA_SETS, Some("demo")).len();
-    server
-        .merge_patch(
-            &key(),
-            &json!({"spec": {"template": {"spec": {"containers": container("demo:v1")}}}}),
-            false,
-        )
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    rollouts_cli(&kubeconfig, &["undo", "demo", "--to-revision", "1"])?;
     until("v1 again, as the canary", &server, |s| {
         status(s)["currentPodHash"] == v1.as_str()
     })
     .await
     .with_context(sluice_log)?;
-    server
-        .merge_patch(&key(), &json!({"status": {"promoteFull": true}}), true)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    rollouts_cli(&kubeconfig, &["promote", "--full", "demo"])?;
     until("v1 stable and Healthy", &server, |s| {
         let st = status(s);
         st["stableRS"] == v1.as_str() && st["phase"] == "Healthy"
