@@ -271,3 +271,84 @@ async fn a_good_canary_passes_its_analysis_and_is_promoted() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// The same rollout with background analysis (`strategy.canary.analysis` from `startingStep` 1)
+/// instead of an analysis step: the steps go on (a long timed pause) while the run measures.
+fn with_background_analysis(yaml: &str) -> String {
+    let step = "      steps:
+        - setWeight: 50
+        - analysis:
+            templates: [{templateName: success-rate}]
+            args:
+            - name: version
+              valueFrom: {podTemplateHashValue: Latest}
+";
+    let background = "      analysis:
+        templates: [{templateName: success-rate}]
+        startingStep: 1
+        args:
+        - name: version
+          valueFrom: {podTemplateHashValue: Latest}
+      steps:
+        - setWeight: 50
+        - pause: {duration: 10m}
+";
+    yaml.replace(step, background)
+}
+
+/// A canary that fails its background analysis is aborted while it sits in a timed pause: the
+/// run (`…-background`) fails on Prometheus' figures and all traffic goes back to stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_aborted_by_its_background_analysis() -> anyhow::Result<()> {
+    let s = setup("analysis-background", 5).await?;
+    let load = Load::start(s.proxy.listener, 4);
+    let yaml = with_background_analysis(&rollouts_yaml(
+        CANARY,
+        s.stable_addr,
+        s.canary_addr,
+        &s.prometheus.url(),
+    ));
+    anyhow::ensure!(
+        yaml.contains("startingStep: 1"),
+        "the rollout rewritten: {yaml}"
+    );
+    s.cp.write_file(&yaml)?;
+    let aborted = eventually(
+        "the background analysis aborts the canary",
+        WITHIN,
+        async || {
+            let status = view(&s.cp).await?.status.unwrap_or_default();
+            let dp = status.data_plane.clone().unwrap_or_default();
+            Ok((status.abort
+                && dp.traffic.canary_weight == 0
+                && dp.acknowledged == dp.proxies
+                && dp.proxies == 1)
+                .then_some(status))
+        },
+    )
+    .await
+    .with_context(|| s.cp.log())?;
+    assert_eq!(aborted.phase.as_deref(), Some("Degraded"), "{aborted:?}");
+    let message = aborted.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("background")
+            && message.contains("Metric \"success-rate\" assessed Failed"),
+        "{message}"
+    );
+    let runs = runs(&s.cp)?;
+    let run = runs
+        .iter()
+        .find(|r| {
+            r["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("-background"))
+        })
+        .context("a background run in the state file")?;
+    assert_eq!(run["status"]["phase"], "Failed", "{run:#}");
+    let before = load.tally();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = load.stop();
+    assert_eq!(after.count(CANARY), before.count(CANARY), "{after:?}");
+    assert_eq!(after.failures(), before.failures(), "{after:?}");
+    Ok(())
+}
