@@ -7,10 +7,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sluice_api::RolloutStatus;
 use sluice_e2e::{Req, Upstream, check_binomial};
 
+use crate::engine::wait_until;
 use crate::harness::{CANARY, ControlPlane, HOST, Proxy, ProxyOptions, STABLE, THIRD, by_upstream};
-use crate::release::view;
 
 /// The experiment's baseline: a static version beside stable and canary.
 const BASELINE: &str = THIRD;
@@ -39,31 +40,28 @@ fn rollouts_yaml(version: &str, upstreams: &[(&str, SocketAddr)]) -> String {
 }
 
 /// (step, canary weight, the additional shares) of the engine's status.
-async fn where_now(cp: &ControlPlane) -> anyhow::Result<(i32, i32, Vec<(String, i32)>)> {
-    let status = view(cp).await?.status.unwrap_or_default();
+pub type Where = (i32, i32, Vec<(String, i32)>);
+
+pub fn where_of(status: RolloutStatus) -> Where {
     let traffic = status.data_plane.unwrap_or_default().traffic;
     let additional = traffic
         .additional
         .iter()
         .map(|w| (w.pod_template_hash.clone().unwrap_or_default(), w.weight))
         .collect();
-    Ok((
+    (
         status.current_step_index.unwrap_or(-1),
         traffic.canary_weight,
         additional,
-    ))
+    )
 }
 
 async fn wait_for(
     cp: &ControlPlane,
     what: &str,
-    check: impl Fn(&(i32, i32, Vec<(String, i32)>)) -> bool,
-) -> anyhow::Result<(i32, i32, Vec<(String, i32)>)> {
-    crate::harness::eventually(what, WITHIN, async || {
-        let now = where_now(cp).await?;
-        Ok(check(&now).then_some(now))
-    })
-    .await
+    check: impl Fn(&Where) -> bool,
+) -> anyhow::Result<Where> {
+    wait_until(cp, what, WITHIN, where_of, check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
