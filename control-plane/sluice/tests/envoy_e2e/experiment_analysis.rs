@@ -7,7 +7,8 @@
 //!
 //! - a good canary: the live traffic splits 80/10/10 (stable/baseline/canary) within 4 σ while
 //!   the experiment runs; the analysis succeeds, the experiment ends Successful by itself and the
-//!   rollout goes on to the next step, the templates' shares gone — no failed request;
+//!   rollout goes on to the next step, the templates' shares gone — no failed request; a second,
+//!   impossible metric fails but is a dry run (the step's `dryRun`), so it fails nothing;
 //! - a canary template that answers 500 to one request in five: the analysis fails, the rollout
 //!   is aborted, all traffic on stable (ACKed), and no request failed but the canary's own.
 //!
@@ -85,6 +86,19 @@ spec:
       prometheus:
         address: "{{{{args.prometheus}}}}"
         query: '{query}'
+  # Stricter than any release can be: it fails, but the step's dryRun rule keeps it from
+  # failing the run (and the experiment).
+  - name: dry-strict-success-rate
+    initialDelay: 6s
+    interval: 2s
+    count: 2
+    failureLimit: 0
+    consecutiveErrorLimit: 10
+    successCondition: result[0] > 1.5
+    provider:
+      prometheus:
+        address: "{{{{args.prometheus}}}}"
+        query: '{query}'
 ---
 apiVersion: sluice.dev/v1alpha1
 kind: Rollout
@@ -99,6 +113,7 @@ spec:
       abortScaleDownDelaySeconds: 0
       steps:
       - experiment:
+          dryRun: [{{metricName: dry-.*}}]
           templates:
           - {{name: baseline, specRef: stable, version: "{BASELINE}", weight: 10}}
           - {{name: canary, specRef: canary, version: "{EXPERIMENT_CANARY}", weight: 10}}
@@ -282,6 +297,17 @@ async fn an_experiment_splits_80_10_10_and_ends_on_its_analysis() -> anyhow::Res
     assert_eq!(next.status.phase.as_deref(), Some("Paused"), "{next:?}");
     let run = s.run()?;
     assert_eq!(run["status"]["phase"], "Successful", "{run:#}");
+    // The dry-run metric failed and was kept from failing the run (the step's dryRun).
+    let dry = &run["status"]["metricResults"][1];
+    assert_eq!(
+        (
+            dry["name"].as_str(),
+            dry["phase"].as_str(),
+            dry["dryRun"].as_bool()
+        ),
+        (Some("dry-strict-success-rate"), Some("Failed"), Some(true)),
+        "{run:#}"
+    );
     // The arguments named the templates' versions.
     let args = run["args"].as_array().cloned().unwrap_or_default();
     assert!(
