@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::release_fields::AnalysisRunArgument;
+use crate::release_fields::{AnalysisRunArgument, AnalysisRunMetadata, DryRun};
 
 /// Argo's `experiment` step: `templates` run as ReplicaSets of their own for `duration` (Argo's
 /// duration forms: seconds or a Go duration such as "30s", "5m"), while `analyses` measure them.
@@ -23,6 +23,13 @@ pub struct ExperimentStep {
     pub duration: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analyses: Vec<ExperimentAnalysis>,
+    /// Argo: metrics of every analysis of the experiment that are measured and shown but never
+    /// fail it (nor the experiment).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<DryRun>,
+    /// Argo: labels and annotations added to the experiment's AnalysisRuns (Kubernetes mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_run_metadata: Option<AnalysisRunMetadata>,
 }
 
 /// Argo's `RolloutExperimentTemplate`: a ReplicaSet from the stable or the canary template.

@@ -69,6 +69,41 @@ pub struct AnalysisRef {
     /// Background analysis only: the step index from which the run starts (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starting_step: Option<i32>,
+    /// Argo: metrics of the run (Go regular expressions over their names, `*`: all) that are
+    /// measured and shown but never fail it, beside the templates' own `dryRun`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<DryRun>,
+    /// Argo: measurements kept per metric, beside the templates' own rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurement_retention: Vec<MeasurementRetention>,
+    /// Argo: labels and annotations added to the AnalysisRun (Kubernetes mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_run_metadata: Option<AnalysisRunMetadata>,
+}
+
+/// Argo's `DryRun` rule: the metrics whose names match `metricName`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRun {
+    pub metric_name: String,
+}
+
+/// Argo's `MeasurementRetention` rule: keep the last `limit` measurements of the matching metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeasurementRetention {
+    pub metric_name: String,
+    pub limit: i32,
+}
+
+/// Argo's `AnalysisRunMetadata`: labels and annotations added to the AnalysisRuns created.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunMetadata {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Argo's `AnalysisRunArgument`: a value, or one read from the rollout.

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::experiment::{ExperimentStep, RolloutExperimentStatus};
 pub use crate::release_fields::{
-    AnalysisRef, AnalysisRunArgument, AnalysisTemplateRef, ArgumentValueFrom, DataPlaneStatus,
-    PauseCondition, PublishedTraffic, RollbackWindowSpec, SetCanaryScale, WorkloadRef,
+    AnalysisRef, AnalysisRunArgument, AnalysisRunMetadata, AnalysisTemplateRef, ArgumentValueFrom,
+    DataPlaneStatus, DryRun, MeasurementRetention, PauseCondition, PublishedTraffic,
+    RollbackWindowSpec, SetCanaryScale, WorkloadRef,
 };
 use crate::{
     ApiError,

@@ -36,7 +36,7 @@ use sluice_analysis::{
     runner::{HttpClient, RunHandle, RunUpdate, spawn},
 };
 use sluice_api::{Rollout, resource::AnalysisTemplateRef};
-use sluice_release::analysis::ObservedAnalysisRun;
+use sluice_release::analysis::{ObservedAnalysisRun, RunOptions};
 use tokio::sync::{mpsc, watch};
 
 use crate::objects::POD_TEMPLATE_HASH_LABEL;
@@ -67,6 +67,29 @@ pub struct StartRun<'a> {
     pub background: bool,
     pub templates: &'a [AnalysisTemplateRef],
     pub args: &'a [sluice_api::resource::AnalysisRunArgument],
+    /// `dryRun`, `measurementRetention` (planned beside the templates) and
+    /// `analysisRunMetadata` (on the object).
+    pub options: &'a RunOptions,
+}
+
+/// The run's labels: `analysisRunMetadata.labels`, then Sluice's own (which name the run's
+/// rollout, version and step, so a user's label never takes their place; Argo likewise puts the
+/// rollout's selector over them).
+fn run_labels(start: &StartRun<'_>, rollout: &str) -> BTreeMap<String, String> {
+    let mut labels = start.options.metadata.labels.clone();
+    labels.extend([
+        (ROLLOUT_LABEL.to_owned(), rollout.to_owned()),
+        (
+            POD_TEMPLATE_HASH_LABEL.to_owned(),
+            start.canary_hash.to_owned(),
+        ),
+        (STEP_INDEX_LABEL.to_owned(), start.step_index.to_string()),
+        (
+            ROLLOUT_TYPE_LABEL.to_owned(),
+            rollout_type(start, rollout).to_owned(),
+        ),
+    ]);
+    labels
 }
 
 #[derive(Debug)]
@@ -262,7 +285,8 @@ impl AnalysisRuns {
         }
         let planned = match templates(client, &namespace, start.templates).await? {
             Ok(specs) => {
-                let refs: Vec<&AnalysisTemplateSpec> = specs.iter().collect();
+                let rules = start.options.rules_template();
+                let refs: Vec<&AnalysisTemplateSpec> = rules.iter().chain(&specs).collect();
                 resolve_field_refs(start.args, rollout)
                     .and_then(|args| {
                         plan_for_rollout(&refs, &args, start.stable_hash, start.canary_hash)
@@ -279,18 +303,9 @@ impl AnalysisRuns {
             metadata: ObjectMeta {
                 name: Some(start.name.to_owned()),
                 namespace: Some(namespace.clone()),
-                labels: Some(BTreeMap::from([
-                    (ROLLOUT_LABEL.to_owned(), rollout_name.clone()),
-                    (
-                        POD_TEMPLATE_HASH_LABEL.to_owned(),
-                        start.canary_hash.to_owned(),
-                    ),
-                    (STEP_INDEX_LABEL.to_owned(), start.step_index.to_string()),
-                    (
-                        ROLLOUT_TYPE_LABEL.to_owned(),
-                        rollout_type(&start, &rollout_name).to_owned(),
-                    ),
-                ])),
+                labels: Some(run_labels(&start, &rollout_name)),
+                annotations: Some(start.options.metadata.annotations.clone())
+                    .filter(|a| !a.is_empty()),
                 owner_references: rollout.metadata.uid.clone().map(|uid| {
                     vec![OwnerReference {
                         api_version: "sluice.dev/v1alpha1".into(),

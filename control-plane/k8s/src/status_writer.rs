@@ -217,6 +217,7 @@ pub async fn execute(
                 background,
                 templates,
                 args,
+                options,
             } => {
                 let start = StartRun {
                     name: &name,
@@ -226,6 +227,7 @@ pub async fn execute(
                     background,
                     templates: &templates,
                     args: &args,
+                    options: &options,
                 };
                 runs.start(client, is_leader, rollout, start).await
             }

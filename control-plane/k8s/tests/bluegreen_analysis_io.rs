@@ -38,9 +38,10 @@ fn rollout_key() -> Key {
 }
 
 /// Starts `sluice_k8s::run`, a blue/green rollout `demo` at v1 whose `analysis` field names the
-/// template `ok` (the web provider asking an upstream that answers `answer`), and changes the
-/// image to v2. Returns what the test needs; the upstream lives as long as the returned guard.
-async fn release(analysis: &str, answer: &str) -> Release {
+/// template `ok` (the web provider asking an upstream that answers `answer`; `extra`: more fields
+/// of the analysis), and changes the image to v2. Returns what the test needs; the upstream lives
+/// as long as the returned guard.
+async fn release(analysis: &str, answer: &str, extra: Value) -> Release {
     let upstream = sluice_e2e::upstream::Upstream::start(answer)
         .await
         .expect("upstream");
@@ -66,6 +67,9 @@ async fn release(analysis: &str, answer: &str) -> Release {
     let mut strategy = json!({"activeService": "demo", "previewService": "demo-preview",
                               "scaleDownDelaySeconds": 30, "abortScaleDownDelaySeconds": 0});
     strategy[analysis] = json!({"templates": [{"templateName": "ok"}]});
+    if let (Some(fields), Some(extra)) = (strategy[analysis].as_object_mut(), extra.as_object()) {
+        fields.extend(extra.clone());
+    }
     server
         .create(
             "rollouts",
@@ -210,7 +214,7 @@ async fn until_object(
 
 #[tokio::test]
 async fn a_failed_post_promotion_run_switches_the_active_hosts_back() {
-    let mut r = release("postPromotionAnalysis", r#"{"ok": 0}"#).await;
+    let mut r = release("postPromotionAnalysis", r#"{"ok": 0}"#, json!({})).await;
     let name = format!("demo-{}-post", r.v2);
     let run = r.completed_run(&name).await;
     assert_eq!(run["status"]["phase"], "Failed", "{:#}", run["status"]);
@@ -254,11 +258,27 @@ async fn a_failed_post_promotion_run_switches_the_active_hosts_back() {
 
 #[tokio::test]
 async fn a_successful_pre_promotion_run_promotes() {
-    let mut r = release("prePromotionAnalysis", r#"{"ok": 1}"#).await;
+    // Argo's analysisRunMetadata lands on the run (a user's `rollout-type` does not replace
+    // Sluice's), its dryRun rule in the run's spec.
+    let extra = json!({
+        "analysisRunMetadata": {"labels": {"team": "checkout", "rollout-type": "mine"},
+                                "annotations": {"owner": "sre"}},
+        "dryRun": [{"metricName": "ok"}]
+    });
+    let mut r = release("prePromotionAnalysis", r#"{"ok": 1}"#, extra).await;
     let name = format!("demo-{}-pre", r.v2);
     let run = r.completed_run(&name).await;
     assert_eq!(run["status"]["phase"], "Successful", "{:#}", run["status"]);
     assert_eq!(run["metadata"]["labels"]["rollout-type"], "PrePromotion");
+    assert_eq!(run["metadata"]["labels"]["team"], "checkout", "{run:#}");
+    assert_eq!(run["metadata"]["labels"]["sluice.dev/rollout"], "demo");
+    assert_eq!(run["metadata"]["annotations"]["owner"], "sre", "{run:#}");
+    assert_eq!(
+        run["spec"]["dryRun"],
+        json!([{"metricName": "ok"}]),
+        "{run:#}"
+    );
+    assert_eq!(run["status"]["metricResults"][0]["dryRun"], true, "{run:#}");
     let v2 = r.v2.clone();
     r.active_is(&v2).await;
     let rollout = until_object(&r.server, &rollout_key(), "v2 Healthy", |o| {

@@ -62,6 +62,9 @@ pub enum Action {
         background: bool,
         templates: Vec<sluice_api::resource::AnalysisTemplateRef>,
         args: Vec<sluice_api::resource::AnalysisRunArgument>,
+        /// The rollout's (or experiment step's) `dryRun`, `measurementRetention` and
+        /// `analysisRunMetadata` for the run.
+        options: crate::analysis::RunOptions,
     },
     /// Stop a running AnalysisRun (Argo's `spec.terminate`): its rollout was promoted, aborted or
     /// replaced by a newer version, or its step is behind. The run ends with the measurements

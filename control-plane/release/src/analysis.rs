@@ -13,8 +13,10 @@
 //! A run the rollout no longer waits on (promoted, aborted, a newer version, its step passed) that
 //! is still running is stopped: [`Action::TerminateAnalysisRun`].
 
-use sluice_analysis::{AnalysisPhase, AnalysisRunStatus};
-use sluice_api::resource::{AnalysisRef, PauseCondition};
+use sluice_analysis::{AnalysisPhase, AnalysisRunStatus, AnalysisTemplateSpec};
+use sluice_api::resource::{
+    AnalysisRef, AnalysisRunMetadata, DryRun, MeasurementRetention, PauseCondition,
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -33,6 +35,55 @@ pub struct ObservedAnalysisRun {
     /// The step that started it.
     pub step_index: usize,
     pub status: AnalysisRunStatus,
+}
+
+/// What a run takes from the rollout (or the experiment step) beside its templates and
+/// arguments: Argo's `dryRun` and `measurementRetention` rules, merged with the templates' own
+/// when the run is planned, and `analysisRunMetadata` for the AnalysisRun object.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunOptions {
+    pub dry_run: Vec<DryRun>,
+    pub measurement_retention: Vec<MeasurementRetention>,
+    pub metadata: AnalysisRunMetadata,
+}
+
+impl RunOptions {
+    /// A rollout analysis' (`steps[].analysis`, `strategy.canary.analysis`, blue/green's
+    /// promotion analyses: Argo's `RolloutAnalysis`).
+    pub fn of(analysis: &AnalysisRef) -> Self {
+        RunOptions {
+            dry_run: analysis.dry_run.clone(),
+            measurement_retention: analysis.measurement_retention.clone(),
+            metadata: analysis.analysis_run_metadata.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The rules as a template without metrics, planned beside the run's templates (Argo's
+    /// `NewAnalysisRunFromTemplates` merges the rollout's rules with the templates'); the
+    /// run's spec then carries them, so a resumed run keeps them. `None` without rules.
+    pub fn rules_template(&self) -> Option<AnalysisTemplateSpec> {
+        if self.dry_run.is_empty() && self.measurement_retention.is_empty() {
+            return None;
+        }
+        Some(AnalysisTemplateSpec {
+            dry_run: self
+                .dry_run
+                .iter()
+                .map(|r| sluice_analysis::resource::DryRun {
+                    metric_name: r.metric_name.clone(),
+                })
+                .collect(),
+            measurement_retention: self
+                .measurement_retention
+                .iter()
+                .map(|r| sluice_analysis::resource::MeasurementRetention {
+                    metric_name: r.metric_name.clone(),
+                    limit: r.limit,
+                })
+                .collect(),
+            ..AnalysisTemplateSpec::default()
+        })
+    }
 }
 
 /// The run of a step: `<rollout>-<hash>-<step>` (Argo adds the revision; the hash names it).
@@ -128,6 +179,7 @@ pub(crate) fn wait_on(cx: &mut Cx, observed: &Observed, request: &RunRequest<'_>
                 background: request.background,
                 templates: request.analysis.templates.clone(),
                 args: request.analysis.args.clone(),
+                options: RunOptions::of(request.analysis),
             });
             cx.event(
                 false,
@@ -242,6 +294,7 @@ pub(crate) fn replace_resumed_background(
         background: true,
         templates: analysis.templates.clone(),
         args: analysis.args.clone(),
+        options: RunOptions::of(analysis),
     });
     cx.event(
         false,

@@ -504,6 +504,7 @@ fn start_run(
             cluster_scope: analysis.cluster_scope.unwrap_or(false),
         }],
         args,
+        options: current.experiment.options.clone(),
     });
     cx.event(
         false,

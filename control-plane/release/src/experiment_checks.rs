@@ -14,6 +14,8 @@ pub(crate) struct Experiment {
     pub templates: Vec<Template>,
     pub duration: Option<Duration>,
     pub analyses: Vec<ExperimentAnalysis>,
+    /// The step's `dryRun` and `analysisRunMetadata`, for each of its runs.
+    pub options: crate::analysis::RunOptions,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -214,6 +216,11 @@ pub(crate) fn check(
         templates,
         duration,
         analyses: step.analyses.clone(),
+        options: crate::analysis::RunOptions {
+            dry_run: step.dry_run.clone(),
+            measurement_retention: Vec::new(),
+            metadata: step.analysis_run_metadata.clone().unwrap_or_default(),
+        },
     })
 }
 

@@ -216,6 +216,7 @@ fn with_background(steps: &str, starting_step: i32) -> Sim {
         }],
         args: Vec::new(),
         starting_step: Some(starting_step),
+        ..Default::default()
     });
     sim.settle();
     sim

@@ -118,7 +118,13 @@ pub fn plan(
     templates: &[AnalysisDocument],
     run: &AnalysisRunRecord,
 ) -> Result<RunPlan, AnalysisError> {
-    let mut specs: Vec<&AnalysisTemplateSpec> = Vec::new();
+    let rules = sluice_release::analysis::RunOptions {
+        dry_run: run.dry_run.clone(),
+        measurement_retention: run.measurement_retention.clone(),
+        ..Default::default()
+    }
+    .rules_template();
+    let mut specs: Vec<&AnalysisTemplateSpec> = rules.iter().collect();
     for reference in &run.templates {
         let found = templates.iter().find_map(|doc| match doc {
             AnalysisDocument::Template(t)
@@ -202,6 +208,19 @@ spec:
             .expect("prometheus")
             .query;
         assert_eq!(query, "rate(x{v=\"v2\"}[1m])");
+    }
+
+    #[test]
+    fn the_rollouts_dry_run_rules_are_planned_beside_the_templates() {
+        let docs = parse_analysis_documents(TEMPLATES).expect("parses");
+        let plain = plan(&docs, &run("success-rate", false)).expect("plans");
+        assert!(!plain.metrics[0].dry_run);
+        let mut record = run("success-rate", false);
+        record.dry_run = vec![sluice_api::resource::DryRun {
+            metric_name: "success".into(),
+        }];
+        let planned = plan(&docs, &record).expect("plans");
+        assert!(planned.metrics[0].dry_run, "the rule matches unanchored");
     }
 
     #[test]

@@ -246,6 +246,7 @@ fn apply(
                 background,
                 templates,
                 args,
+                options,
             } => {
                 if !record.analysis_runs.iter().any(|r| r.name == *run) {
                     // `valueFrom.fieldRef` is read from the Rollout now, as Argo does when it
@@ -269,6 +270,8 @@ fn apply(
                         background: *background,
                         templates: templates.clone(),
                         args,
+                        dry_run: options.dry_run.clone(),
+                        measurement_retention: options.measurement_retention.clone(),
                         terminate: false,
                         status,
                     });

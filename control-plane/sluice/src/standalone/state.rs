@@ -73,6 +73,12 @@ pub struct AnalysisRunRecord {
     pub templates: Vec<sluice_api::resource::AnalysisTemplateRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<sluice_api::resource::AnalysisRunArgument>,
+    /// The rollout's (or experiment step's) `dryRun` rules, planned beside the templates'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<sluice_api::resource::DryRun>,
+    /// The rollout's `measurementRetention` rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurement_retention: Vec<sluice_api::resource::MeasurementRetention>,
     /// Argo's `spec.terminate`: the engine no longer waits on it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub terminate: bool,

@@ -10,17 +10,17 @@
 //!
 //! Needs Envoy, the filter module (`make wasm`) and Prometheus (`make setup`).
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_analysis::AnalysisPhase;
-use sluice_api::Rollout;
-use sluice_e2e::{Prometheus, ScrapeJob, Upstream};
-use sluice_proto::admin::v1::{RolloutRef, admin_client::AdminClient};
+use sluice_api::RolloutStatus;
+use sluice_e2e::{Prometheus, Upstream};
 
-use crate::harness::{
-    CANARY, ControlPlane, Proxy, ProxyOptions, ROLLOUT, STABLE, authorized, eventually,
+use crate::engine::{
+    Measured, acked_by, finished_at, measurements, runs, start_measured, wait_until,
 };
+use crate::harness::{CANARY, ControlPlane, Proxy, STABLE};
 use crate::load::Load;
 
 /// Generous: a loaded 2-core machine, Prometheus scraping every second.
@@ -80,30 +80,6 @@ spec:
     )
 }
 
-async fn view(cp: &ControlPlane) -> anyhow::Result<Rollout> {
-    let mut client = AdminClient::connect(format!("http://{}", cp.ports.admin)).await?;
-    let view = client
-        .get_rollout(authorized(RolloutRef {
-            rollout: ROLLOUT.into(),
-        }))
-        .await
-        .context("GetRollout")?
-        .into_inner();
-    Ok(serde_json::from_str(&view.rollout_json)?)
-}
-
-/// The AnalysisRuns kept in the state file.
-fn runs(cp: &ControlPlane) -> anyhow::Result<Vec<serde_json::Value>> {
-    let mut path = cp.file().into_os_string();
-    path.push(".state.json");
-    let text = std::fs::read_to_string(PathBuf::from(path)).context("reading the state file")?;
-    let state: serde_json::Value = serde_json::from_str(&text)?;
-    Ok(state["rollouts"][ROLLOUT]["analysisRuns"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
 struct Setup {
     cp: ControlPlane,
     proxy: Proxy,
@@ -119,27 +95,14 @@ struct Setup {
 async fn setup(node: &str, fail_every: u64) -> anyhow::Result<Setup> {
     let stable = Upstream::start(STABLE).await?;
     let canary = Upstream::start_failing(CANARY, fail_every).await?;
-    // Prometheus first (the file names its address); its target is set once Envoy runs, so
-    // start it after the proxy below with the real admin port.
-    let placeholder = "http://127.0.0.1:9";
-    let cp = ControlPlane::start(
-        &rollouts_yaml(STABLE, stable.addr(), canary.addr(), placeholder),
-        &[],
-    )
+    let Measured {
+        cp,
+        proxy,
+        prometheus,
+    } = start_measured(node, |prometheus| {
+        rollouts_yaml(STABLE, stable.addr(), canary.addr(), prometheus)
+    })
     .await?;
-    let proxy = Proxy::start_serving(&cp, node, ProxyOptions::default()).await?;
-    let prometheus = Prometheus::start(&[ScrapeJob {
-        name: "envoy".into(),
-        targets: vec![proxy.envoy.admin_addr()],
-        metrics_path: "/stats/prometheus".into(),
-    }])
-    .await?;
-    cp.write_file(&rollouts_yaml(
-        STABLE,
-        stable.addr(),
-        canary.addr(),
-        &prometheus.url(),
-    ))?;
     Ok(Setup {
         stable_addr: stable.addr(),
         canary_addr: canary.addr(),
@@ -149,6 +112,16 @@ async fn setup(node: &str, fail_every: u64) -> anyhow::Result<Setup> {
         _stable: stable,
         _canary: canary,
     })
+}
+
+/// Aborted by the engine, all traffic on stable and ACKed by the one proxy.
+fn aborted_on_stable(status: &RolloutStatus) -> bool {
+    status.abort
+        && status
+            .data_plane
+            .as_ref()
+            .is_some_and(|d| d.traffic.canary_weight == 0)
+        && acked_by(status, 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,17 +134,14 @@ async fn a_failing_canary_is_aborted_by_its_analysis() -> anyhow::Result<()> {
         s.canary_addr,
         &s.prometheus.url(),
     ))?;
-    let aborted = eventually("the analysis aborts the canary", WITHIN, async || {
-        let status = view(&s.cp).await?.status.unwrap_or_default();
-        let dp = status.data_plane.clone().unwrap_or_default();
-        Ok((status.abort
-            && dp.traffic.canary_weight == 0
-            && dp.acknowledged == dp.proxies
-            && dp.proxies == 1)
-            .then_some(status))
-    })
-    .await
-    .with_context(|| s.cp.log())?;
+    let aborted = wait_until(
+        &s.cp,
+        "the analysis aborts the canary",
+        WITHIN,
+        |s| s,
+        aborted_on_stable,
+    )
+    .await?;
     let stable_at = k8s_openapi::jiff::Timestamp::now();
     assert_eq!(aborted.phase.as_deref(), Some("Degraded"), "{aborted:?}");
     assert_eq!(aborted.stable_rs.as_deref(), Some(STABLE));
@@ -192,10 +162,7 @@ async fn a_failing_canary_is_aborted_by_its_analysis() -> anyhow::Result<()> {
     assert_eq!(run["status"]["phase"], "Failed", "{run:#}");
     // Before the canary's series has two scrapes the result is empty: a measurement Error
     // (retried), not a failure. The last one is the failure.
-    let measurements = run["status"]["metricResults"][0]["measurements"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let measurements = measurements(run);
     let measurement = measurements.last().context("a measurement")?;
     assert_eq!(measurement["phase"], "Failed", "{run:#}");
     let value = measurement["value"].as_str().unwrap_or_default();
@@ -203,10 +170,7 @@ async fn a_failing_canary_is_aborted_by_its_analysis() -> anyhow::Result<()> {
         value.starts_with("[0.7") || value.starts_with("[0.8"),
         "about 80 %: {run:#}"
     );
-    let failed_at: k8s_openapi::jiff::Timestamp = measurement["finishedAt"]
-        .as_str()
-        .context("finishedAt")?
-        .parse()?;
+    let failed_at = finished_at(measurement)?;
     println!(
         "analysis: failed measurement {} -> 100 % stable ACKed (seen by the test) in {:.2} s",
         measurement["value"],
@@ -237,22 +201,19 @@ async fn a_good_canary_passes_its_analysis_and_is_promoted() -> anyhow::Result<(
         s.canary_addr,
         &s.prometheus.url(),
     ))?;
-    let promoted = eventually("the analysis promotes the canary", WITHIN, async || {
-        let status = view(&s.cp).await?.status.unwrap_or_default();
-        Ok((status.stable_rs.as_deref() == Some(CANARY)
-            && status.phase.as_deref() == Some("Healthy"))
-        .then_some(status))
-    })
-    .await
-    .with_context(|| s.cp.log())?;
+    let promoted = wait_until(
+        &s.cp,
+        "the analysis promotes the canary",
+        WITHIN,
+        |s| s,
+        |s| s.stable_rs.as_deref() == Some(CANARY) && s.phase.as_deref() == Some("Healthy"),
+    )
+    .await?;
     assert!(!promoted.abort, "{promoted:?}");
     let runs = runs(&s.cp)?;
     let run = runs.first().context("a run in the state file")?;
     assert_eq!(run["status"]["phase"], "Successful", "{run:#}");
-    let measurements = run["status"]["metricResults"][0]["measurements"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let measurements = measurements(run);
     // count: 3 successful measurements of a 100 % success rate (an empty result before the
     // canary's series has two scrapes is an Error, retried, not counted).
     let successful: Vec<_> = measurements
@@ -313,21 +274,14 @@ async fn a_failing_canary_is_aborted_by_its_background_analysis() -> anyhow::Res
         "the rollout rewritten: {yaml}"
     );
     s.cp.write_file(&yaml)?;
-    let aborted = eventually(
+    let aborted = wait_until(
+        &s.cp,
         "the background analysis aborts the canary",
         WITHIN,
-        async || {
-            let status = view(&s.cp).await?.status.unwrap_or_default();
-            let dp = status.data_plane.clone().unwrap_or_default();
-            Ok((status.abort
-                && dp.traffic.canary_weight == 0
-                && dp.acknowledged == dp.proxies
-                && dp.proxies == 1)
-                .then_some(status))
-        },
+        |s| s,
+        aborted_on_stable,
     )
-    .await
-    .with_context(|| s.cp.log())?;
+    .await?;
     let stable_at = k8s_openapi::jiff::Timestamp::now();
     assert_eq!(aborted.phase.as_deref(), Some("Degraded"), "{aborted:?}");
     let message = aborted.message.clone().unwrap_or_default();
@@ -346,14 +300,11 @@ async fn a_failing_canary_is_aborted_by_its_background_analysis() -> anyhow::Res
         })
         .context("a background run in the state file")?;
     assert_eq!(run["status"]["phase"], "Failed", "{run:#}");
-    let failed = run["status"]["metricResults"][0]["measurements"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["phase"] == "Failed"))
+    let failed = measurements(run)
+        .into_iter()
+        .find(|m| m["phase"] == "Failed")
         .context("a failed measurement")?;
-    let failed_at: k8s_openapi::jiff::Timestamp = failed["finishedAt"]
-        .as_str()
-        .context("finishedAt")?
-        .parse()?;
+    let failed_at = finished_at(&failed)?;
     println!(
         "background analysis: first failed measurement {} -> 100 % stable ACKed (seen by the \
          test) in {:.2} s",

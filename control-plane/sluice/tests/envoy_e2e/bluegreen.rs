@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
+use sluice_api::RolloutStatus;
 use sluice_e2e::{Req, Upstream};
 use sluice_proto::admin::v1::command_request::Verb;
 
+use crate::engine::{command, status, wait_until};
 use crate::harness::{CANARY, ControlPlane, HOST, Proxy, ProxyOptions, STABLE, eventually};
 use crate::load::Load;
-use crate::release::{command, view};
 
 const PREVIEW_HOST: &str = "preview.demo.local";
 /// Generous: a loaded 2-core machine.
@@ -62,18 +63,21 @@ struct Where {
     selectors: (Option<String>, Option<String>),
 }
 
-async fn where_now(cp: &ControlPlane) -> anyhow::Result<Where> {
-    let status = view(cp).await?.status.unwrap_or_default();
+fn where_of(status: RolloutStatus) -> Where {
     let dp = status.data_plane.unwrap_or_default();
     let bg = status.blue_green.unwrap_or_default();
-    Ok(Where {
+    Where {
         phase: status.phase.unwrap_or_default(),
         active: dp.traffic.stable,
         preview: dp.traffic.preview,
         generation: dp.generation,
         acked: dp.proxies == 1 && dp.acknowledged == 1,
         selectors: (bg.active_selector, bg.preview_selector),
-    })
+    }
+}
+
+async fn where_now(cp: &ControlPlane) -> anyhow::Result<Where> {
+    Ok(where_of(status(cp).await?))
 }
 
 async fn wait_for(
@@ -81,11 +85,7 @@ async fn wait_for(
     what: &str,
     check: impl Fn(&Where) -> bool,
 ) -> anyhow::Result<Where> {
-    eventually(what, WITHIN, async || {
-        let now = where_now(cp).await?;
-        Ok(check(&now).then_some(now))
-    })
-    .await
+    wait_until(cp, what, WITHIN, where_of, check).await
 }
 
 /// Sends `N` requests to `host` with `headers`; every one must be answered 200 by `expected`.

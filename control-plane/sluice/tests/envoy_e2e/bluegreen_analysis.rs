@@ -10,17 +10,17 @@
 //!
 //! Needs Envoy, the filter module (`make wasm`) and Prometheus (`make setup`).
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_api::RolloutStatus;
-use sluice_e2e::{Prometheus, ScrapeJob, Upstream};
+use sluice_e2e::{Prometheus, Upstream};
 
-use crate::harness::{
-    CANARY, ControlPlane, HOST, Proxy, ProxyOptions, ROLLOUT, STABLE, eventually,
+use crate::engine::{
+    Measured, acked_by, finished_at, measurements, run_named, runs, start_measured, wait_until,
 };
+use crate::harness::{CANARY, ControlPlane, HOST, Proxy, STABLE};
 use crate::load::Load;
-use crate::release::view;
 
 const PREVIEW_HOST: &str = "preview.demo.local";
 /// Generous: a loaded 2-core machine, Envoy flushing histograms every 5 s, Prometheus scraping
@@ -87,36 +87,13 @@ spec:
     )
 }
 
-/// The AnalysisRuns kept in the state file.
-fn runs(cp: &ControlPlane) -> anyhow::Result<Vec<serde_json::Value>> {
-    let mut path = cp.file().into_os_string();
-    path.push(".state.json");
-    let text = std::fs::read_to_string(PathBuf::from(path)).context("reading the state file")?;
-    let state: serde_json::Value = serde_json::from_str(&text)?;
-    Ok(state["rollouts"][ROLLOUT]["analysisRuns"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
-async fn status(cp: &ControlPlane) -> anyhow::Result<RolloutStatus> {
-    Ok(view(cp).await?.status.unwrap_or_default())
-}
-
-/// Waits until `check` holds of the status (and every proxy ACKed what is published).
+/// Waits until `check` holds of the status (and the proxy ACKed what is published).
 async fn wait_for(
     cp: &ControlPlane,
     what: &str,
     check: impl Fn(&RolloutStatus) -> bool,
 ) -> anyhow::Result<RolloutStatus> {
-    eventually(what, WITHIN, async || {
-        let now = status(cp).await?;
-        let dp = now.data_plane.clone().unwrap_or_default();
-        let acked = dp.proxies == 1 && dp.acknowledged == 1;
-        Ok((acked && check(&now)).then_some(now))
-    })
-    .await
-    .with_context(|| cp.log())
+    wait_until(cp, what, WITHIN, |s| s, |s| acked_by(s, 1) && check(s)).await
 }
 
 fn active(status: &RolloutStatus) -> &str {
@@ -139,20 +116,13 @@ impl Setup {
     /// v1 active behind a real Envoy, Prometheus scraping it.
     async fn start(node: &str, analysis: &'static str, v2: Upstream) -> anyhow::Result<Self> {
         let v1 = Upstream::start(STABLE).await?;
-        // Prometheus needs Envoy's admin port, Envoy the control plane: a placeholder address
-        // first, the real one once Prometheus runs.
-        let placeholder = "http://127.0.0.1:9";
-        let cp = ControlPlane::start(
-            &rollouts_yaml(STABLE, analysis, v1.addr(), v2.addr(), placeholder),
-            &[],
-        )
-        .await?;
-        let proxy = Proxy::start_serving(&cp, node, ProxyOptions::default()).await?;
-        let prometheus = Prometheus::start(&[ScrapeJob {
-            name: "envoy".into(),
-            targets: vec![proxy.envoy.admin_addr()],
-            metrics_path: "/stats/prometheus".into(),
-        }])
+        let Measured {
+            cp,
+            proxy,
+            prometheus,
+        } = start_measured(node, |prometheus| {
+            rollouts_yaml(STABLE, analysis, v1.addr(), v2.addr(), prometheus)
+        })
         .await?;
         let setup = Setup {
             cp,
@@ -162,7 +132,6 @@ impl Setup {
             v2,
             analysis,
         };
-        setup.write(STABLE)?;
         wait_for(&setup.cp, "v1 active and ACKed", |s| {
             s.phase.as_deref() == Some("Healthy") && active(s) == STABLE
         })
@@ -231,14 +200,10 @@ async fn a_failing_post_promotion_analysis_switches_back_without_a_failed_reques
         "the message names the metric: {message}"
     );
     // Failed for the right reason: the measured median is v2's slowness, not an empty result.
-    let runs = runs(&s.cp)?;
-    let run = runs
-        .iter()
-        .find(|r| r["name"] == format!("demo-{CANARY}-post"))
-        .context("the run in the state file")?;
-    let measurement = run["status"]["metricResults"][0]["measurements"]
-        .as_array()
-        .and_then(|m| m.last().cloned())
+    let run = run_named(&s.cp, &format!("demo-{CANARY}-post"))?;
+    let measurement = measurements(&run)
+        .last()
+        .cloned()
         .context("a measurement")?;
     assert_eq!(measurement["phase"], "Failed", "{run:#}");
     let median = measurement["value"]
@@ -246,10 +211,7 @@ async fn a_failing_post_promotion_analysis_switches_back_without_a_failed_reques
         .and_then(|v| v.trim_matches(['[', ']']).parse::<f64>().ok())
         .context("a number")?;
     assert!(median >= 20.0, "v2's median latency {median} ms: {run:#}");
-    let failed_at: k8s_openapi::jiff::Timestamp = measurement["finishedAt"]
-        .as_str()
-        .context("finishedAt")?
-        .parse()?;
+    let failed_at = finished_at(&measurement)?;
     println!(
         "blue/green post-promotion: failed measurement {median} ms -> v1 active again, ACKed \
          (seen by the test) in {:.2} s",
@@ -315,11 +277,10 @@ async fn a_passing_pre_promotion_analysis_promotes() -> anyhow::Result<()> {
     );
     let runs = runs(&s.cp)?;
     let run = runs.first().context("a run in the state file")?;
-    let successful = run["status"]["metricResults"][0]["measurements"]
-        .as_array()
-        .map_or(0, |m| {
-            m.iter().filter(|m| m["phase"] == "Successful").count()
-        });
+    let successful = measurements(run)
+        .iter()
+        .filter(|m| m["phase"] == "Successful")
+        .count();
     assert_eq!(successful, 3, "{run:#}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let active = active_load.stop();

@@ -1,16 +1,17 @@
 //! An experiment step run by the standalone release engine through a real Envoy: a release
 //! (`spec.version`) reaches `setWeight: 10`, then an `experiment` whose `baseline` template (a
 //! static version of its own, the stable's code) takes 10 %: the live traffic splits 80/10/10
-//! within 4 σ; after the experiment's `duration` the step ends, the baseline's share goes back and
-//! the release goes on to `pause: {}` — zero failed requests throughout.
+//! within 4 σ; after the experiment's `duration` (20 s) the step ends, the baseline's share goes
+//! back and the release goes on to `pause: {}` — zero failed requests throughout.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sluice_api::RolloutStatus;
 use sluice_e2e::{Req, Upstream, check_binomial};
 
+use crate::engine::wait_until;
 use crate::harness::{CANARY, ControlPlane, HOST, Proxy, ProxyOptions, STABLE, THIRD, by_upstream};
-use crate::release::view;
 
 /// The experiment's baseline: a static version beside stable and canary.
 const BASELINE: &str = THIRD;
@@ -31,7 +32,7 @@ fn rollouts_yaml(version: &str, upstreams: &[(&str, SocketAddr)]) -> String {
          \x20 strategy:\n    canary:\n      scaleDownDelaySeconds: 0\n      steps:\n\
          \x20       - setWeight: 10\n\
          \x20       - experiment:\n\
-         \x20           duration: 8s\n\
+         \x20           duration: 20s\n\
          \x20           templates:\n\
          \x20             - {{name: baseline, specRef: stable, version: \"{BASELINE}\", weight: 10}}\n\
          \x20       - pause: {{}}\n"
@@ -39,31 +40,28 @@ fn rollouts_yaml(version: &str, upstreams: &[(&str, SocketAddr)]) -> String {
 }
 
 /// (step, canary weight, the additional shares) of the engine's status.
-async fn where_now(cp: &ControlPlane) -> anyhow::Result<(i32, i32, Vec<(String, i32)>)> {
-    let status = view(cp).await?.status.unwrap_or_default();
+pub type Where = (i32, i32, Vec<(String, i32)>);
+
+pub fn where_of(status: RolloutStatus) -> Where {
     let traffic = status.data_plane.unwrap_or_default().traffic;
     let additional = traffic
         .additional
         .iter()
         .map(|w| (w.pod_template_hash.clone().unwrap_or_default(), w.weight))
         .collect();
-    Ok((
+    (
         status.current_step_index.unwrap_or(-1),
         traffic.canary_weight,
         additional,
-    ))
+    )
 }
 
 async fn wait_for(
     cp: &ControlPlane,
     what: &str,
-    check: impl Fn(&(i32, i32, Vec<(String, i32)>)) -> bool,
-) -> anyhow::Result<(i32, i32, Vec<(String, i32)>)> {
-    crate::harness::eventually(what, WITHIN, async || {
-        let now = where_now(cp).await?;
-        Ok(check(&now).then_some(now))
-    })
-    .await
+    check: impl Fn(&Where) -> bool,
+) -> anyhow::Result<Where> {
+    wait_until(cp, what, WITHIN, where_of, check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,6 +91,12 @@ async fn an_experiment_step_splits_80_10_10_and_ends_after_its_duration() -> any
     })
     .await?;
     let counts = by_upstream(&proxy.send(vec![Req::get(HOST); REQUESTS]).await?)?;
+    // Sampled while the experiment ran (a loaded machine can take a while for 3000 requests).
+    let still = crate::engine::status(&cp).await.map(where_of)?;
+    anyhow::ensure!(
+        still.0 == 1 && still.2 == [(BASELINE.to_owned(), 10)],
+        "the experiment ended during the sample: {still:?}"
+    );
     eprintln!("at 80/10/10: {counts:?}");
     let n = |hash: &str| counts.get(hash).copied().unwrap_or(0);
     anyhow::ensure!(

@@ -16,6 +16,8 @@ mod analysis;
 mod bluegreen;
 mod bluegreen_analysis;
 mod changes;
+mod engine;
+mod experiment_analysis;
 mod experiment_release;
 mod experiment_split;
 mod failures;

@@ -5,16 +5,12 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use sluice_api::Rollout;
+use sluice_api::RolloutStatus;
 use sluice_e2e::Upstream;
-use sluice_proto::admin::v1::{
-    CommandRequest, RolloutRef, admin_client::AdminClient, command_request::Verb,
-};
+use sluice_proto::admin::v1::command_request::Verb;
 
-use crate::harness::{
-    CANARY, ControlPlane, Proxy, ProxyOptions, ROLLOUT, STABLE, authorized, eventually,
-};
+use crate::engine::{command, status, wait_until};
+use crate::harness::{CANARY, ControlPlane, Proxy, ProxyOptions, STABLE, eventually};
 use crate::load::Load;
 
 /// Generous: a loaded 2-core machine.
@@ -48,39 +44,12 @@ spec:
     )
 }
 
-/// The rollout as the engine sees it (GetRollout).
-pub async fn view(cp: &ControlPlane) -> anyhow::Result<Rollout> {
-    let mut client = AdminClient::connect(format!("http://{}", cp.ports.admin)).await?;
-    let view = client
-        .get_rollout(authorized(RolloutRef {
-            rollout: ROLLOUT.into(),
-        }))
-        .await
-        .context("GetRollout")?
-        .into_inner();
-    Ok(serde_json::from_str(&view.rollout_json)?)
-}
-
-pub async fn command(cp: &ControlPlane, verb: Verb) -> anyhow::Result<()> {
-    let mut client = AdminClient::connect(format!("http://{}", cp.ports.admin)).await?;
-    client
-        .command(authorized(CommandRequest {
-            rollout: ROLLOUT.into(),
-            verb: verb.into(),
-            full: false,
-        }))
-        .await
-        .with_context(|| format!("Command {verb:?}"))?;
-    Ok(())
-}
-
 /// (phase, step, stable, canary, canary weight, ACKed by, proxies) of the engine's status.
 type Where = (String, i32, String, Option<String>, i32, i32, i32);
 
-async fn where_now(cp: &ControlPlane) -> anyhow::Result<Where> {
-    let status = view(cp).await?.status.unwrap_or_default();
+fn where_of(status: RolloutStatus) -> Where {
     let dp = status.data_plane.unwrap_or_default();
-    Ok((
+    (
         status.phase.unwrap_or_default(),
         status.current_step_index.unwrap_or(-1),
         status.stable_rs.unwrap_or_default(),
@@ -88,7 +57,11 @@ async fn where_now(cp: &ControlPlane) -> anyhow::Result<Where> {
         dp.traffic.canary_weight,
         dp.acknowledged,
         dp.proxies,
-    ))
+    )
+}
+
+async fn where_now(cp: &ControlPlane) -> anyhow::Result<Where> {
+    Ok(where_of(status(cp).await?))
 }
 
 /// Waits until `check` holds on the engine's status.
@@ -97,11 +70,7 @@ async fn wait_for(
     what: &str,
     check: impl Fn(&Where) -> bool,
 ) -> anyhow::Result<Where> {
-    eventually(what, WITHIN, async || {
-        let now = where_now(cp).await?;
-        Ok(check(&now).then_some(now))
-    })
-    .await
+    wait_until(cp, what, WITHIN, where_of, check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
