@@ -238,6 +238,28 @@ pub async fn execute(
                 runs.remove(client, is_leader, &object.namespace, &name)
                     .await
             }
+            Action::SyncExperiment {
+                name,
+                canary_hash,
+                owner,
+                spec,
+                terminate,
+                status,
+            } => {
+                let sync = crate::experiments::SyncExperiment {
+                    namespace: &object.namespace,
+                    name: &name,
+                    canary_hash: &canary_hash,
+                    owner: &owner,
+                    spec: spec.as_deref(),
+                    terminate,
+                    status: &status,
+                };
+                if let Err(error) = crate::experiments::sync(client, &sync).await {
+                    tracing::warn!(%object, %error, "syncing an Experiment");
+                }
+                Ok(())
+            }
             Action::Event {
                 warning,
                 reason,

@@ -49,6 +49,9 @@ pub const INCONCLUSIVE_EXPERIMENT: &str = "InconclusiveExperiment";
 mod checks;
 use checks::invalid;
 pub(crate) use checks::{Experiment, SpecRef, Template, check, check_weights};
+#[path = "experiment_object.rs"]
+mod object;
+pub(crate) use object::sync as sync_object;
 #[path = "experiment_scale.rs"]
 mod replicas;
 pub(crate) use replicas::scale;
