@@ -101,7 +101,11 @@ pub async fn sync(client: &Client, sync: &SyncExperiment<'_>) -> Result<(), K8sE
     if let Some(spec) = sync.spec {
         let object = experiment_object(sync, spec);
         match api.create(&PostParams::default(), &object).await {
-            Ok(_) => tracing::info!(namespace = sync.namespace, experiment = sync.name, "Experiment created"),
+            Ok(_) => tracing::info!(
+                namespace = sync.namespace,
+                experiment = sync.name,
+                "Experiment created"
+            ),
             // Created earlier (by this controller before a restart, or an earlier pass):
             // adopted if it is the rollout's.
             Err(kube::Error::Api(e)) if e.code == 409 => {
