@@ -8,14 +8,19 @@
 //!                                                         : another owner's ─► error
 //!                             ─► PATCH experiments/<name>/status (the whole status)
 //!  SyncExperiment{spec: None} ─► (terminate: PATCH spec.terminate) ─► PATCH status; 404: none
+//!  DeleteReplicaSet <rollout>-<hash> ─► DELETE the rollout's Experiments labelled <hash>
 //! ```
+//!
+//! A completed Experiment stays after its step, as Argo leaves it, until its version's
+//! ReplicaSet is deleted (beyond `revisionHistoryLimit`): then it goes too (Argo's
+//! `FilterExperimentsToDelete`: no ReplicaSet with the Experiment's pod-template hash).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use sluice_api::experiment_object::{Experiment, ExperimentSpec, ExperimentStatus};
@@ -148,9 +153,67 @@ pub async fn sync(client: &Client, sync: &SyncExperiment<'_>) -> Result<(), K8sE
     }
 }
 
+/// The version hash of a rollout's ReplicaSet `<rollout>-<hash>`; `None` for another name (an
+/// experiment template's `<rollout>-<hash>-<step>-<template>` among them).
+pub fn version_of_replica_set<'a>(rollout: &str, replica_set: &'a str) -> Option<&'a str> {
+    let hash = replica_set.strip_prefix(rollout)?.strip_prefix('-')?;
+    (!hash.is_empty() && !hash.contains('-')).then_some(hash)
+}
+
+/// After the rollout's ReplicaSet `replica_set` was deleted: deletes the rollout's Experiments
+/// of that version (label `rollouts-pod-template-hash`, controller uid `owner_uid`). Returns
+/// their names.
+pub async fn delete_of_replica_set(
+    client: &Client,
+    namespace: &str,
+    rollout: &str,
+    owner_uid: &str,
+    replica_set: &str,
+) -> Result<Vec<String>, K8sError> {
+    let Some(hash) = version_of_replica_set(rollout, replica_set) else {
+        return Ok(Vec::new());
+    };
+    let api: Api<Experiment> = Api::namespaced(client.clone(), namespace);
+    let failed = |name: &str, field: &str, e: kube::Error| K8sError::Experiment {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        field: field.to_owned(),
+        problem: e.to_string(),
+    };
+    let selector = format!("{POD_TEMPLATE_HASH_LABEL}={hash}");
+    let list = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| failed(&format!("({selector})"), "metadata.labels", e))?;
+    let owner = OwnerReference {
+        uid: owner_uid.to_owned(),
+        ..OwnerReference::default()
+    };
+    let mut deleted = Vec::new();
+    for experiment in list.items.iter().filter(|e| owned_by(e, &owner)) {
+        let name = experiment.metadata.name.clone().unwrap_or_default();
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(failed(&name, "metadata", e)),
+        }
+        tracing::info!(namespace, experiment = %name, replica_set, "Experiment of a deleted version deleted");
+        deleted.push(name);
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_versions_replica_set_names_a_version() {
+        assert_eq!(version_of_replica_set("web", "web-6d4f9c"), Some("6d4f9c"));
+        assert_eq!(version_of_replica_set("web", "web-6d4f9c-1-baseline"), None);
+        assert_eq!(version_of_replica_set("web", "webshop-6d4f9c"), None);
+        assert_eq!(version_of_replica_set("web", "web-"), None);
+    }
 
     #[test]
     fn the_status_patch_clears_what_the_status_leaves_out() {

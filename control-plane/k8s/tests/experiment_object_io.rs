@@ -3,7 +3,7 @@
 //! Rollout (controller, blockOwnerDeletion) and labelled with the canary's hash; its status
 //! follows the run (Pending → Running → Successful); a failed analysis leaves it Failed and the
 //! rollout aborted; a restarted controller adopts it (one object, the same uid); an object of
-//! another owner under its name is left alone.
+//! another owner under its name is left alone; it goes when its version's ReplicaSet does.
 
 #[path = "common/kube.rs"]
 mod kube_common;
@@ -262,5 +262,61 @@ async fn an_abort_terminates_the_experiment_and_another_owners_object_is_left_al
         );
         assert_eq!(object["status"], Value::Null, "its status is not written");
     }
+    source.stop().await;
+}
+
+#[tokio::test]
+async fn an_experiment_goes_with_its_versions_replica_set() {
+    let server = ApiServer::start().await.expect("api server");
+    let _kubelet = Kubelet::start(&server);
+    server.create("services", demo_service()).expect("service");
+    let mut rollout = demo_rollout(json!([{"experiment": {"duration": "1s",
+        "templates": [{"name": "canary", "specRef": "canary"}]}}]));
+    rollout["spec"]["revisionHistoryLimit"] = json!(0);
+    server.create("rollouts", rollout).expect("rollout");
+    let source = start_source(&server);
+    until_object(&server, &rollout_key(), "v1 Healthy", |r| {
+        r["status"]["phase"] == "Healthy"
+    })
+    .await;
+    let mut keys = Vec::new();
+    for image in ["demo:v2", "demo:v3"] {
+        server
+            .merge_patch(
+                &rollout_key(),
+                &json!({"spec": {"template": {"spec": {"containers": container(image)}}}}),
+                false,
+            )
+            .expect("set image");
+        let rollout = until_object(&server, &rollout_key(), "the experiment", |r| {
+            let canary = r["status"]["currentPodHash"].as_str().unwrap_or("-");
+            r["status"]["experiment"]["name"]
+                .as_str()
+                .is_some_and(|n| n.contains(canary))
+                && r["status"]["currentPodHash"] != r["status"]["stableRS"]
+        })
+        .await;
+        // Step 0: `demo-<hash>-0`.
+        let name = rollout["status"]["experiment"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        assert!(name.ends_with("-0"), "{name}");
+        let key = Key::new(EXPERIMENTS, "prod", &name);
+        phases_until(&server, &key, "Successful").await;
+        until_object(&server, &rollout_key(), "promoted", |r| {
+            r["status"]["phase"] == "Healthy"
+                && r["status"]["stableRS"] == r["status"]["currentPodHash"]
+        })
+        .await;
+        keys.push(key);
+    }
+    // v2's ReplicaSet goes (revisionHistoryLimit 0) once v3 is stable, and its Experiment with it.
+    let start = tokio::time::Instant::now();
+    while server.get(&keys[0]).is_some() {
+        assert!(start.elapsed() < WITHIN, "v2's Experiment not deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(server.get(&keys[1]).is_some(), "v3's stays");
     source.stop().await;
 }

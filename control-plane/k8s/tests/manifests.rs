@@ -222,7 +222,7 @@ fn the_control_plane_role_grants_only_what_is_used() {
             "sluice.dev/analysistemplates: get",
             "sluice.dev/clusteranalysistemplates: get",
             "sluice.dev/experiments/status: patch",
-            "sluice.dev/experiments: create,get,patch",
+            "sluice.dev/experiments: create,delete,get,list,patch",
             "sluice.dev/rollouts/finalizers: update",
             "sluice.dev/rollouts/status: patch",
             "sluice.dev/rollouts: get,list,watch",
