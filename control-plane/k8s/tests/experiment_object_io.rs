@@ -248,20 +248,18 @@ async fn an_abort_terminates_the_experiment_and_another_owners_object_is_left_al
     server
         .create("experiments", foreign)
         .expect("the other owner's object first");
-    {
-        until_object(&server, &rollout_key(), "the experiment running", |r| {
-            r["status"]["experiment"]["phase"] == "Running"
-        })
-        .await;
-        let object = server
-            .get(&Key::new(EXPERIMENTS, "prod", &name))
-            .expect("object");
-        assert_eq!(
-            object["metadata"]["ownerReferences"][0]["uid"],
-            "someone-else"
-        );
-        assert_eq!(object["status"], Value::Null, "its status is not written");
-    }
+    until_object(&server, &rollout_key(), "the experiment running", |r| {
+        r["status"]["experiment"]["phase"] == "Running"
+    })
+    .await;
+    let object = server
+        .get(&Key::new(EXPERIMENTS, "prod", &name))
+        .expect("object");
+    assert_eq!(
+        object["metadata"]["ownerReferences"][0]["uid"],
+        "someone-else"
+    );
+    assert_eq!(object["status"], Value::Null, "its status is not written");
     source.stop().await;
 }
 
