@@ -1,5 +1,6 @@
 //! Experiment steps (`steps[].experiment`, Argo's `RolloutExperimentStep`), run inside the rollout
-//! (Argo creates an `Experiment` object; Sluice keeps its state in `status.experiment`).
+//! (Argo creates an `Experiment` object; Sluice keeps its state in `status.experiment`, and asks
+//! the Kubernetes driver to mirror it in an `Experiment` object: `experiment_object.rs`).
 //!
 //! ```text
 //!  step reached ─► a ReplicaSet per template (`<experiment>-<template>`, a version of its own)
