@@ -55,6 +55,7 @@ const STATUS_SUBRESOURCE: &[&str] = &[
     "deployments",
     "pods",
     "analysisruns",
+    "experiments",
 ];
 
 /// Cluster-scoped collections (their objects have no namespace; their paths none either).
@@ -424,6 +425,7 @@ fn kind_of(resource: &str) -> String {
         "endpoints" => "Endpoints",
         "endpointslices" => "EndpointSlice",
         "analysisruns" => "AnalysisRun",
+        "experiments" => "Experiment",
         "analysistemplates" => "AnalysisTemplate",
         "clusteranalysistemplates" => "ClusterAnalysisTemplate",
         other => other.trim_end_matches('s'),

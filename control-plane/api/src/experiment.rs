@@ -1,7 +1,8 @@
 //! Argo Rollouts' `experiment` canary step (`RolloutExperimentStep`) and the status the release
 //! engine writes while one runs. Argo runs an experiment as an `Experiment` object; Sluice runs it
-//! inside the rollout (no object of its own): its ReplicaSets belong to the rollout and its state
-//! is `status.experiment` beside Argo's `status.canary.currentExperiment`.
+//! inside the rollout: its ReplicaSets belong to the rollout and its state is `status.experiment`
+//! beside Argo's `status.canary.currentExperiment` (in Kubernetes also shown as an `Experiment`
+//! object: [`crate::experiment_object`]).
 
 use std::collections::BTreeMap;
 

@@ -25,6 +25,7 @@ mod derive;
 pub mod duration;
 mod error;
 pub mod experiment;
+pub mod experiment_object;
 mod file;
 mod mirror;
 mod release_fields;

@@ -22,6 +22,13 @@ pub enum K8sError {
     /// returned); the source stops so that its supervisor reports and restarts it.
     #[error("the {task} task ended unexpectedly: {message}")]
     Task { task: &'static str, message: String },
+    #[error("Experiment \"{namespace}/{name}\" {field}: {problem}")]
+    Experiment {
+        namespace: String,
+        name: String,
+        field: String,
+        problem: String,
+    },
     #[error("configuration: {0}")]
     Config(String),
 }

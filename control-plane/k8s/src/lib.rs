@@ -24,6 +24,7 @@
 pub mod ack_report;
 pub mod analysis_runs;
 mod error;
+pub mod experiments;
 pub mod fence;
 pub mod index;
 pub mod lease;

@@ -191,6 +191,7 @@ pub async fn execute(
                 {
                     Ok(_) => {
                         tracing::info!(%object, replica_set = %name, "old ReplicaSet deleted");
+                        delete_experiments(client, object, rollout, &name).await;
                         done.deleted.push(name);
                         Ok(())
                     }
@@ -240,6 +241,28 @@ pub async fn execute(
                 runs.remove(client, is_leader, &object.namespace, &name)
                     .await
             }
+            Action::SyncExperiment {
+                name,
+                canary_hash,
+                owner,
+                spec,
+                terminate,
+                status,
+            } => {
+                let sync = crate::experiments::SyncExperiment {
+                    namespace: &object.namespace,
+                    name: &name,
+                    canary_hash: &canary_hash,
+                    owner: &owner,
+                    spec: spec.as_deref(),
+                    terminate,
+                    status: &status,
+                };
+                if let Err(error) = crate::experiments::sync(client, &sync).await {
+                    tracing::warn!(%object, %error, "syncing an Experiment");
+                }
+                Ok(())
+            }
             Action::Event {
                 warning,
                 reason,
@@ -251,6 +274,17 @@ pub async fn execute(
         }
     }
     done
+}
+
+/// The Experiments of a version whose ReplicaSet went (Argo deletes them then), logged on failure.
+async fn delete_experiments(client: &Client, object: &RolloutRef, rollout: &Rollout, rs: &str) {
+    let uid = rollout.metadata.uid.as_deref().unwrap_or_default();
+    if let Err(error) =
+        crate::experiments::delete_of_replica_set(client, &object.namespace, &object.name, uid, rs)
+            .await
+    {
+        tracing::warn!(%object, %error, "deleting the Experiments of a deleted version");
+    }
 }
 
 /// Records an Event on the rollout (the note truncated to Kubernetes' 1 KiB limit).

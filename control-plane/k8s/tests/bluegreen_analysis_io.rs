@@ -4,38 +4,15 @@
 //! `status.blueGreen.{pre,post}PromotionAnalysisRunStatus`, and a failed post-promotion run puts
 //! the active hosts back on the previous version, whose ReplicaSet kept its replicas.
 
-use std::time::{Duration, Instant};
+#[path = "common/kube.rs"]
+mod kube_common;
 
+use kube_common::*;
 use serde_json::{Value, json};
 use sluice_e2e::{
     kube_api::{ApiServer, Key},
     kubelet::Kubelet,
 };
-use sluice_k8s::{Config, SourceError, TrafficState};
-use tokio::sync::{mpsc, watch};
-
-const ROLLOUTS: &str = "sluice.dev/v1alpha1/rollouts";
-const REPLICA_SETS: &str = "apps/v1/replicasets";
-const ANALYSIS_RUNS: &str = "sluice.dev/v1alpha1/analysisruns";
-const WITHIN: Duration = Duration::from_secs(30);
-
-fn client(server: &ApiServer) -> kube::Client {
-    let config = kube::Config::new(server.url().parse().expect("url"));
-    kube::Client::try_from(config).expect("client")
-}
-
-fn container(image: &str) -> Value {
-    json!([{"name": "app", "image": image, "ports": [{"name": "http", "containerPort": 8080}]}])
-}
-
-fn service(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "prod"},
-           "spec": {"ports": [{"port": 80, "targetPort": "http"}]}})
-}
-
-fn rollout_key() -> Key {
-    Key::new(ROLLOUTS, "prod", "demo")
-}
 
 /// Starts `sluice_k8s::run`, a blue/green rollout `demo` at v1 whose `analysis` field names the
 /// template `ok` (the web provider asking an upstream that answers `answer`; `extra`: more fields
@@ -86,23 +63,7 @@ async fn release(analysis: &str, answer: &str, extra: Value) -> Release {
             }),
         )
         .expect("rollout");
-    let (tx, rx) = watch::channel(TrafficState::default());
-    let (errors_tx, mut errors_rx) = mpsc::channel::<SourceError>(16);
-    tokio::spawn(async move {
-        while let Some(error) = errors_rx.recv().await {
-            eprintln!("source error: {error}");
-        }
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(sluice_k8s::run(
-        client(&server),
-        Config::default(),
-        tx,
-        errors_tx,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let source = start_source(&server);
     let v1 = until_object(&server, &rollout_key(), "v1 Healthy", |r| {
         r["status"]["phase"] == "Healthy" && r["status"]["stableRS"].is_string()
     })
@@ -128,9 +89,7 @@ async fn release(analysis: &str, answer: &str, extra: Value) -> Release {
         server,
         _kubelet: kubelet,
         _upstream: upstream,
-        rx,
-        stop,
-        task,
+        source,
         v1,
         v2,
     }
@@ -140,9 +99,7 @@ struct Release {
     server: ApiServer,
     _kubelet: Kubelet,
     _upstream: sluice_e2e::upstream::Upstream,
-    rx: watch::Receiver<TrafficState>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), sluice_k8s::K8sError>>,
+    source: Source,
     v1: String,
     v2: String,
 }
@@ -167,7 +124,7 @@ impl Release {
     async fn active_is(&mut self, hash: &str) {
         let found = tokio::time::timeout(
             WITHIN,
-            self.rx.wait_for(|s| {
+            self.source.rx.wait_for(|s| {
                 s.rollouts
                     .get("prod/demo")
                     .is_some_and(|r| r.stable_hash == hash)
@@ -178,37 +135,12 @@ impl Release {
         assert!(
             found,
             "timed out waiting for the active hosts on {hash}: {:#?}",
-            *self.rx.borrow()
+            *self.source.rx.borrow()
         );
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WITHIN, self.task)
-            .await
-            .expect("stops")
-            .expect("no panic")
-            .expect("ok");
-    }
-}
-
-async fn until_object(
-    server: &ApiServer,
-    key: &Key,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let start = Instant::now();
-    loop {
-        if let Some(object) = server.get(key).filter(|o| done(o)) {
-            return object;
-        }
-        assert!(
-            start.elapsed() < WITHIN,
-            "timed out waiting for {what}: {:#}",
-            server.get(key).unwrap_or(Value::Null)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.source.stop().await;
     }
 }
 

@@ -4,126 +4,17 @@
 //! `status.canary.weights.additional`) and the running experiment, and when its duration has
 //! passed the step is done and the ReplicaSets are scaled to 0 and deleted.
 
+#[path = "common/kube.rs"]
+mod kube_common;
+
 use std::time::{Duration, Instant};
 
+use kube_common::*;
 use serde_json::{Value, json};
 use sluice_e2e::{
     kube_api::{ApiServer, Key},
     kubelet::Kubelet,
 };
-use sluice_k8s::{Config, SourceError, TrafficState};
-use tokio::sync::{mpsc, watch};
-
-const ROLLOUTS: &str = "sluice.dev/v1alpha1/rollouts";
-const REPLICA_SETS: &str = "apps/v1/replicasets";
-
-fn client(server: &ApiServer) -> kube::Client {
-    let config = kube::Config::new(server.url().parse().expect("url"));
-    kube::Client::try_from(config).expect("client")
-}
-
-fn container(image: &str) -> Value {
-    json!([{"name": "app", "image": image, "ports": [{"name": "http", "containerPort": 8080}]}])
-}
-
-fn demo_rollout(steps: Value) -> Value {
-    json!({
-        "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
-        "metadata": {"name": "demo", "namespace": "prod"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "demo"}},
-            "template": {"metadata": {"labels": {"app": "demo"}},
-                         "spec": {"containers": container("demo:v1")}},
-            "strategy": {"canary": {"stableService": "demo", "scaleDownDelaySeconds": 1,
-                                    "steps": steps}}
-        }
-    })
-}
-
-fn demo_service() -> Value {
-    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "demo", "namespace": "prod"},
-           "spec": {"ports": [{"port": 80, "targetPort": "http"}]}})
-}
-
-fn rollout_key() -> Key {
-    Key::new(ROLLOUTS, "prod", "demo")
-}
-
-/// A running `sluice_k8s::run` against the server; stopped by `stop`.
-struct Source {
-    rx: watch::Receiver<TrafficState>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), sluice_k8s::K8sError>>,
-}
-
-fn start_source(server: &ApiServer) -> Source {
-    let (tx, rx) = watch::channel(TrafficState::default());
-    let (errors_tx, mut errors_rx) = mpsc::channel::<SourceError>(16);
-    tokio::spawn(async move {
-        while let Some(error) = errors_rx.recv().await {
-            eprintln!("source error: {error}");
-        }
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(sluice_k8s::run(
-        client(server),
-        Config::default(),
-        tx,
-        errors_tx,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Source { rx, stop, task }
-}
-
-impl Source {
-    async fn until(&mut self, what: &str, done: impl Fn(&TrafficState) -> bool) -> TrafficState {
-        let found = match tokio::time::timeout(
-            Duration::from_secs(30),
-            self.rx.wait_for(|s| done(s)),
-        )
-        .await
-        {
-            Ok(Ok(state)) => Some(state.clone()),
-            _ => None,
-        };
-        match found {
-            Some(state) => state,
-            None => panic!("timed out waiting for {what}: {:#?}", *self.rx.borrow()),
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops")
-            .expect("no panic")
-            .expect("ok");
-    }
-}
-
-async fn until_object(
-    server: &ApiServer,
-    key: &Key,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let start = Instant::now();
-    loop {
-        if let Some(object) = server.get(key).filter(|o| done(o)) {
-            return object;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}: {:#}",
-            server.get(key).unwrap_or(Value::Null)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn an_experiment_runs_its_templates_as_replica_sets_then_removes_them() {

@@ -221,6 +221,8 @@ fn the_control_plane_role_grants_only_what_is_used() {
             "sluice.dev/analysisruns: create,delete,get,list,watch",
             "sluice.dev/analysistemplates: get",
             "sluice.dev/clusteranalysistemplates: get",
+            "sluice.dev/experiments/status: patch",
+            "sluice.dev/experiments: create,delete,get,list,patch",
             "sluice.dev/rollouts/finalizers: update",
             "sluice.dev/rollouts/status: patch",
             "sluice.dev/rollouts: get,list,watch",
@@ -237,6 +239,7 @@ fn the_control_plane_role_grants_only_what_is_used() {
             "apps/replicasets: list,watch",
             "argoproj.io/rollouts: get,list,watch",
             "sluice.dev/analysisruns: list",
+            "sluice.dev/experiments: list",
             "sluice.dev/rollouts/status: patch",
             "sluice.dev/rollouts: get,list,patch,update,watch",
         ]

@@ -74,6 +74,19 @@ pub enum Action {
     /// Inconclusive): the retried steps measure again under the same name. The standalone
     /// driver drops its record.
     DeleteAnalysisRun { name: String },
+    /// Kubernetes: create the `Experiment` object `name` (owned by `owner`) when `spec` is given
+    /// and it does not exist (an existing one with that owner is adopted), and bring its status
+    /// (and `spec.terminate`) to these. Standalone: nothing (`status.experiment` is the record).
+    SyncExperiment {
+        name: String,
+        /// The canary's pod-template hash: the object's `rollouts-pod-template-hash` label.
+        canary_hash: String,
+        owner: OwnerReference,
+        /// Only while the experiment runs.
+        spec: Option<Box<sluice_api::experiment_object::ExperimentSpec>>,
+        terminate: bool,
+        status: sluice_api::experiment_object::ExperimentStatus,
+    },
     /// Record a Kubernetes Event on the rollout (or a log line in standalone mode).
     Event {
         warning: bool,

@@ -100,6 +100,7 @@ fn run(
     observed: &Observed,
 ) -> Result<(), Invalid> {
     cx.status.selector = Some(plan.selector_string.clone());
+    let experiment_before = cx.status.experiment.clone();
     let hash = match plan.named {
         Some(version) => version.to_owned(),
         None => pod_template_hash(plan.template, cx.status.collision_count).map_err(|problem| {
@@ -466,6 +467,12 @@ fn run(
         &experiment_versions,
         &data_plane.traffic,
         ack.complete(),
+    );
+    experiment::sync_object(
+        cx,
+        rollout,
+        experiment_before.as_ref(),
+        running_experiment.as_ref(),
     );
     cx.status.data_plane = Some(data_plane);
     restart::step(

@@ -1,5 +1,6 @@
 //! Experiment steps (`steps[].experiment`, Argo's `RolloutExperimentStep`), run inside the rollout
-//! (Argo creates an `Experiment` object; Sluice keeps its state in `status.experiment`).
+//! (Argo creates an `Experiment` object; Sluice keeps its state in `status.experiment`, and asks
+//! the Kubernetes driver to mirror it in an `Experiment` object: `experiment_object.rs`).
 //!
 //! ```text
 //!  step reached ─► a ReplicaSet per template (`<experiment>-<template>`, a version of its own)
@@ -49,6 +50,9 @@ pub const INCONCLUSIVE_EXPERIMENT: &str = "InconclusiveExperiment";
 mod checks;
 use checks::invalid;
 pub(crate) use checks::{Experiment, SpecRef, Template, check, check_weights};
+#[path = "experiment_object.rs"]
+mod object;
+pub(crate) use object::sync as sync_object;
 #[path = "experiment_scale.rs"]
 mod replicas;
 pub(crate) use replicas::scale;

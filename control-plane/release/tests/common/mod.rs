@@ -187,7 +187,7 @@ impl Sim {
                 }
             }
             Action::DeleteAnalysisRun { name } => self.analysis_runs.retain(|r| r.name != *name),
-            Action::Event { .. } => {}
+            Action::Event { .. } | Action::SyncExperiment { .. } => {}
         }
     }
 

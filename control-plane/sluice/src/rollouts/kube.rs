@@ -322,6 +322,7 @@ impl Kube {
             .items;
         let mut info = view::RolloutInfo::from_kubernetes(rollout, &sets, &pods);
         info.analysis_runs = self.analysis_runs(name).await;
+        info.experiments = self.experiments(info.rollout.metadata.uid.as_deref()).await;
         Ok(info)
     }
 
@@ -355,6 +356,53 @@ impl Kube {
             }
             Err(error) => {
                 tracing::debug!(%error, "listing the rollout's AnalysisRuns");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The Experiments the rollout `uid` controls, oldest first, as (name, status); as for
+    /// AnalysisRuns, none (logged) when they cannot be read.
+    async fn experiments(
+        &self,
+        uid: Option<&str>,
+    ) -> Vec<(String, sluice_api::experiment_object::ExperimentStatus)> {
+        let Some(uid) = uid else {
+            return Vec::new();
+        };
+        let api: Api<sluice_api::experiment_object::Experiment> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        match api.list(&ListParams::default()).await {
+            Ok(list) => {
+                let mut items: Vec<_> = list
+                    .items
+                    .into_iter()
+                    .filter(|e| {
+                        e.metadata
+                            .owner_references
+                            .iter()
+                            .flatten()
+                            .any(|o| o.controller == Some(true) && o.uid == uid)
+                    })
+                    .collect();
+                items.sort_by(|a, b| {
+                    a.metadata
+                        .creation_timestamp
+                        .cmp(&b.metadata.creation_timestamp)
+                        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+                });
+                items
+                    .into_iter()
+                    .map(|e| {
+                        (
+                            e.metadata.name.unwrap_or_default(),
+                            e.status.unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            }
+            Err(error) => {
+                tracing::debug!(%error, "listing the rollout's Experiments");
                 Vec::new()
             }
         }
@@ -428,6 +476,7 @@ impl Kube {
             // The runs' statuses change with the rollout's (the engine writes both): read on
             // each redraw rather than watched.
             info.analysis_runs = self.analysis_runs(name).await;
+            info.experiments = self.experiments(info.rollout.metadata.uid.as_deref()).await;
             let text = view::render(&info);
             if tty {
                 // Clear the screen and draw from the top.

@@ -17,6 +17,8 @@ pub struct RolloutInfo {
     pub versions: Vec<VersionInfo>,
     /// The rollout's AnalysisRuns by name, oldest first (standalone: from the state file).
     pub analysis_runs: Vec<(String, sluice_analysis::AnalysisRunStatus)>,
+    /// Kubernetes: the rollout's Experiment objects by name, oldest first.
+    pub experiments: Vec<(String, sluice_api::experiment_object::ExperimentStatus)>,
 }
 
 /// One version: a ReplicaSet with its pods, or a standalone version with its endpoints.
@@ -77,6 +79,7 @@ impl RolloutInfo {
             rollout,
             versions,
             analysis_runs: Vec::new(),
+            experiments: Vec::new(),
         }
     }
 
@@ -120,6 +123,7 @@ impl RolloutInfo {
             rollout,
             versions,
             analysis_runs,
+            experiments: Vec::new(),
         })
     }
 }

@@ -100,6 +100,7 @@ pub fn render(info: &RolloutInfo) -> String {
     }
     data_plane(&mut out, rollout);
     analysis_runs(&mut out, info);
+    experiments(&mut out, info);
     images(&mut out, rollout, info);
     let _ = writeln!(out, "Replicas:");
     field(&mut out, "  Desired", rollout.spec.replicas.unwrap_or(1));
@@ -159,6 +160,34 @@ fn actual_weight(rollout: &Rollout, info: &RolloutInfo) -> i32 {
         .as_ref()
         .and_then(|c| c.weights.as_ref())
         .map_or_else(|| set_weight(rollout, &status), |w| w.canary.weight)
+}
+
+/// Each Experiment (Kubernetes): its phase and message, and per template its hash and available
+/// replicas (as `kubectl argo rollouts get` lists a rollout's Experiments).
+fn experiments(out: &mut String, info: &RolloutInfo) {
+    if info.experiments.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Experiments:");
+    for (name, status) in &info.experiments {
+        let phase = if status.phase.is_empty() {
+            "Pending"
+        } else {
+            status.phase.as_str()
+        };
+        let _ = write!(out, "  {} {name}  {phase}", icon(phase));
+        if let Some(message) = status.message.as_deref().filter(|m| !m.is_empty()) {
+            let _ = write!(out, "  {message}");
+        }
+        let _ = writeln!(out);
+        for t in &status.template_statuses {
+            let _ = writeln!(
+                out,
+                "      {}  {}  {}/{} available",
+                t.name, t.pod_template_hash, t.available_replicas, t.replicas
+            );
+        }
+    }
 }
 
 /// Each AnalysisRun: its phase and message, and per metric its phase and last values.

@@ -390,3 +390,24 @@ fn get_shows_blue_green_active_and_preview() {
     let table = list_table(&[("sluice.dev".into(), doc)]);
     assert!(table.contains("BlueGreen"), "{table}");
 }
+
+#[test]
+fn get_shows_the_rollouts_experiments_with_their_templates() {
+    let mut info = RolloutInfo::from_kubernetes(rollout(), &[], &[]);
+    let status: sluice_api::experiment_object::ExperimentStatus = serde_json::from_value(json!({
+        "phase": "Failed", "message": "AnalysisRun demo-bbb-1-compare Failed",
+        "templateStatuses": [{"name": "baseline", "podTemplateHash": "ccc", "replicas": 1,
+                              "availableReplicas": 1}]
+    }))
+    .expect("status");
+    info.experiments = vec![("demo-bbb-1".into(), status)];
+    let got = render(&info);
+    assert!(
+        got.contains(
+            "Experiments:\n  ✖ demo-bbb-1  Failed  AnalysisRun demo-bbb-1-compare Failed\n      baseline  ccc  1/1 available\n"
+        ),
+        "\n{got}"
+    );
+    info.experiments.clear();
+    assert!(!render(&info).contains("Experiments:"));
+}

@@ -291,6 +291,8 @@ fn apply(
             }
             // Standalone rollouts have no workloadRef (the engine rejects one beside spec.version).
             Action::ScaleDeployment { .. } => {}
+            // The state file's status.experiment is the record: no Experiment object.
+            Action::SyncExperiment { .. } => {}
             Action::Event {
                 warning,
                 reason,
