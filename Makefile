@@ -43,11 +43,14 @@ generated-check:
 	  diff -u deploy/kubernetes/$$f target/configmaps/$$f || \
 	  { echo "deploy/kubernetes/$$f is stale: run 'make generated'"; exit 1; }; done
 
-# Regenerates the checked-in generated files: the CRD and the Envoy bootstrap ConfigMaps.
+# Regenerates the checked-in generated files: the CRDs and the Envoy bootstrap ConfigMaps.
 generated:
 	$(CARGO) build -q -p sluice
 	target/debug/sluice crdgen > deploy/crd/rollouts.sluice.dev.yaml
 	scripts/gen-configmaps.sh target/debug/sluice deploy/kubernetes
+	# The analysis and Experiment CRDs: their tests compare, and with this variable rewrite.
+	SLUICE_UPDATE_CRDS=1 $(CARGO) test -q -p sluice-analysis --test crds
+	SLUICE_UPDATE_CRDS=1 $(CARGO) test -q -p sluice-api --test experiment_crd
 
 # Unit, property and end-to-end tests (real Envoy, real upstreams); the e2e tests also run
 # `envoy --mode validate` on every Envoy config in deploy/.
