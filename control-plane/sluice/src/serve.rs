@@ -171,7 +171,8 @@ impl App {
     }
 
     fn publish_state(&self, state: &TrafficState) {
-        match translate::translate(state, &self.options) {
+        // Re-encodes only the rollouts that changed (the cache is shared with the scopes').
+        match self.nodes.translate(state) {
             Ok(snapshot) => {
                 let version = snapshot.version();
                 let changed = self.snapshots.send_if_modified(|current| {
