@@ -71,12 +71,15 @@ demo: setup wasm
 	$(CARGO) build --workspace --bins
 	python3 deploy/demo/demo.py
 
+# The xDS benchmark's clients on CPU 1; it pins the control plane to CPU 0 (BENCH_CONTROL_PLANE_CPUS).
+BENCH_XDS_PIN := $(shell command -v taskset >/dev/null && [ "$$(nproc)" -ge 2 ] && echo taskset -c 1)
+
 bench: setup
 	$(CARGO) build --release --target wasm32-wasip1 -p sluice-filter -p sluice-bench-noop-filter
 	$(CARGO) build --profile release-native -p sluice-filter-native -p sluice-bench-noop-native
 	python3 bench/filter_bench.py
-	$(CARGO) build --release -p sluice
-	$(CARGO) run --release -p sluice-bench-xds
+	$(CARGO) build --profile control-plane -p sluice -p sluice-bench-xds
+	$(BENCH_XDS_PIN) target/control-plane/sluice-bench-xds
 
 # Envoy's memory and idle CPU across 2,000 weight changes (BENCH_CHANGES, BENCH_ROLLOUTS, BENCH_IDLE).
 bench-memory: wasm

@@ -18,6 +18,27 @@ use tracing::debug;
 
 use crate::procfs;
 
+/// CPUs the control plane is pinned to (`taskset -c`, which execs it: same pid):
+/// `BENCH_CONTROL_PLANE_CPUS`, default CPU 0 when there are two or more and `taskset` exists
+/// (`make bench` runs the clients on CPU 1), so the two do not take turns on one core; empty:
+/// not pinned.
+fn pinning() -> Option<(PathBuf, String)> {
+    let cpus = match std::env::var("BENCH_CONTROL_PLANE_CPUS") {
+        Ok(cpus) => cpus,
+        Err(_) if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) => "0".into(),
+        Err(_) => return None,
+    };
+    if cpus.is_empty() {
+        return None;
+    }
+    let taskset = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("taskset"))
+        .find(|candidate| candidate.is_file())?;
+    Some((taskset, cpus))
+}
+
 /// A running `sluice serve`, killed on drop.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -44,8 +65,8 @@ impl ControlPlane {
     pub async fn start(launch: Launch<'_>) -> anyhow::Result<Self> {
         if !launch.binary.is_file() {
             bail!(
-                "control plane binary {} not found: build it with `cargo build --release -p sluice` \
-                 (or point BENCH_SLUICE_BIN at one)",
+                "control plane binary {} not found: build it with `cargo build --profile \
+                 control-plane -p sluice` (or point BENCH_SLUICE_BIN at one)",
                 launch.binary.display()
             );
         }
@@ -64,7 +85,15 @@ impl ControlPlane {
             .with_context(|| format!("writing {}", token_file.display()))?;
         let log = std::fs::File::create(launch.log_file)
             .with_context(|| format!("creating {}", launch.log_file.display()))?;
-        let mut child = Command::new(launch.binary)
+        let mut command = match pinning() {
+            Some((taskset, cpus)) => {
+                let mut command = Command::new(taskset);
+                command.args(["-c", &cpus]).arg(launch.binary);
+                command
+            }
+            None => Command::new(launch.binary),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--file")
             .arg(launch.rollouts_file)

@@ -22,8 +22,10 @@
 //! `100x100d,100x5000d,100x100,100x5000,1000x1000d,1000x1000,10000x2000/20` (the goal shapes,
 //! and the two sizes of M for bytes per change over delta and state of the world),
 //! `BENCH_CHANGES` (default 20), `BENCH_BUDGET_SECONDS` (default 120: a configuration whose
-//! changes take longer stops after at least 3), `BENCH_SLUICE_BIN` (default `target/release/sluice`; build it
-//! with `cargo build --release -p sluice`), `BENCH_OUT` (default `target/bench/xds.json`).
+//! changes take longer stops after at least 3), `BENCH_SLUICE_BIN` (default
+//! `target/control-plane/sluice`; build it with `cargo build --profile control-plane -p sluice`,
+//! the workspace's profile for the control plane, see Cargo.toml), `BENCH_OUT` (default
+//! `target/bench/xds.json`).
 //! Each client holds one TCP connection, so the open-file limit must exceed N (`ulimit -n`).
 #![forbid(unsafe_code)]
 
@@ -47,6 +49,9 @@ use anyhow::{Context as _, bail};
 use tracing::{error, info};
 
 use crate::{report::Row, run::RunConfig};
+
+/// The cargo profile `make bench` builds `sluice` with (its output directory under `target/`).
+const BUILD_PROFILE: &str = "control-plane";
 
 /// File descriptors besides the clients' connections (runtime, stdio, admin client, ...).
 const SPARE_FILES: u64 = 64;
@@ -85,7 +90,7 @@ async fn bench() -> anyhow::Result<()> {
     let budget = Duration::from_secs(env_count("BENCH_BUDGET_SECONDS", 120)? as u64);
     let binary = std::env::var_os("BENCH_SLUICE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target.join("release").join("sluice"));
+        .unwrap_or_else(|| target.join(BUILD_PROFILE).join("sluice"));
     let out = std::env::var_os("BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| target.join("bench").join("xds.json"));

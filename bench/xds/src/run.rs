@@ -17,15 +17,19 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+};
 use sluice_proto::admin::v1::{SetWeightRequest, admin_client::AdminClient};
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::{
-    client::{AdsClient, TYPES, TypeSet, type_names},
+    client::{AdsClient, ProtocolError, Reaction, TYPES, TypeSet, type_names},
     control_plane::{ControlPlane, Launch},
     delta_client::DeltaAdsClient,
     procfs, rollouts,
@@ -415,10 +419,15 @@ async fn client_task(
     scope: Option<Vec<String>>,
     delta: bool,
 ) {
+    let id = format!("bench-{client}");
+    let sotw = match &scope {
+        Some(scope) => AdsClient::scoped(&id, "bench", scope),
+        None => AdsClient::new(&id, "bench"),
+    };
     let ended = if delta {
-        delta_client_stream(client, channel, &events, scope).await
+        client_stream(client, channel, &events, DeltaAdsClient::new(&sotw)).await
     } else {
-        client_stream(client, channel, &events, scope).await
+        client_stream(client, channel, &events, sotw).await
     };
     if let Err(e) = ended {
         let _ = events.send(Event::Failed {
@@ -428,101 +437,98 @@ async fn client_task(
     }
 }
 
-async fn client_stream(
+type AdsGrpc = AggregatedDiscoveryServiceClient<Channel>;
+
+/// A simulated Envoy's side of one ADS variant (state of the world or delta): the state machine
+/// and how its stream is opened.
+trait Simulated: Send + 'static {
+    type Request: prost::Message + std::fmt::Debug + Send + Sync + 'static;
+    type Response: prost::Message + Default + Send + 'static;
+    /// The stream, as errors name it.
+    const STREAM: &'static str;
+    fn start(&mut self) -> Vec<Self::Request>;
+    fn on_response(
+        &mut self,
+        response: Self::Response,
+    ) -> Result<Reaction<Self::Request>, ProtocolError>;
+    fn is_synced(&self) -> bool;
+    fn open(
+        ads: AdsGrpc,
+        requests: UnboundedReceiverStream<Self::Request>,
+    ) -> impl Future<Output = Result<Streaming<Self::Response>, Status>> + Send;
+}
+
+impl Simulated for AdsClient {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const STREAM: &'static str = "the ADS stream";
+    fn start(&mut self) -> Vec<DiscoveryRequest> {
+        AdsClient::start(self)
+    }
+    fn on_response(&mut self, response: DiscoveryResponse) -> Result<Reaction, ProtocolError> {
+        AdsClient::on_response(self, response)
+    }
+    fn is_synced(&self) -> bool {
+        AdsClient::is_synced(self)
+    }
+    async fn open(
+        mut ads: AdsGrpc,
+        requests: UnboundedReceiverStream<DiscoveryRequest>,
+    ) -> Result<Streaming<DiscoveryResponse>, Status> {
+        Ok(ads
+            .stream_aggregated_resources(requests)
+            .await?
+            .into_inner())
+    }
+}
+
+impl Simulated for DeltaAdsClient {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const STREAM: &'static str = "the delta ADS stream";
+    fn start(&mut self) -> Vec<DeltaDiscoveryRequest> {
+        DeltaAdsClient::start(self)
+    }
+    fn on_response(
+        &mut self,
+        response: DeltaDiscoveryResponse,
+    ) -> Result<Reaction<DeltaDiscoveryRequest>, ProtocolError> {
+        DeltaAdsClient::on_response(self, response)
+    }
+    fn is_synced(&self) -> bool {
+        DeltaAdsClient::is_synced(self)
+    }
+    async fn open(
+        mut ads: AdsGrpc,
+        requests: UnboundedReceiverStream<DeltaDiscoveryRequest>,
+    ) -> Result<Streaming<DeltaDiscoveryResponse>, Status> {
+        Ok(ads.delta_aggregated_resources(requests).await?.into_inner())
+    }
+}
+
+/// Runs one simulated Envoy's stream (either variant) and reports what it receives.
+async fn client_stream<C: Simulated>(
     client: usize,
     channel: Channel,
     events: &mpsc::UnboundedSender<Event>,
-    scope: Option<Vec<String>>,
+    mut state: C,
 ) -> anyhow::Result<()> {
-    let id = format!("bench-{client}");
-    let mut state = match &scope {
-        Some(scope) => AdsClient::scoped(&id, "bench", scope),
-        None => AdsClient::new(&id, "bench"),
-    };
     let (requests, outgoing) = mpsc::unbounded_channel();
     // The first requests are queued before the call: the server answers headers only then.
     for request in state.start() {
         requests.send(request)?;
     }
-    let mut ads = AggregatedDiscoveryServiceClient::new(channel)
+    let ads = AggregatedDiscoveryServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let mut responses = ads
-        .stream_aggregated_resources(UnboundedReceiverStream::new(outgoing))
+    let mut responses = C::open(ads, UnboundedReceiverStream::new(outgoing))
         .await
-        .context("opening the ADS stream")?
-        .into_inner();
+        .with_context(|| format!("opening {}", C::STREAM))?;
     let mut synced = false;
     while let Some(response) = responses
         .message()
         .await
-        .context("reading the ADS stream")?
-    {
-        let at = Instant::now();
-        if synced {
-            events.send(Event::Bytes {
-                client,
-                bytes: prost::Message::encoded_len(&response) as u64,
-            })?;
-        }
-        let reaction = state.on_response(response)?;
-        for request in reaction.requests {
-            requests.send(request)?;
-        }
-        let type_url = TYPES[reaction.type_index];
-        if let Some(message) = reaction.nack {
-            events.send(Event::Nacked {
-                client,
-                type_url: type_url.to_owned(),
-                message,
-            })?;
-        }
-        // Changes while syncing are the initial configuration, not something to measure.
-        if reaction.changed && synced {
-            events.send(Event::Changed {
-                client,
-                type_index: reaction.type_index,
-                at,
-            })?;
-        }
-        if !synced && state.is_synced() {
-            synced = true;
-            events.send(Event::Synced)?;
-        }
-    }
-    bail!("the control plane closed the ADS stream")
-}
-
-/// [`client_stream`] over delta ADS.
-async fn delta_client_stream(
-    client: usize,
-    channel: Channel,
-    events: &mpsc::UnboundedSender<Event>,
-    scope: Option<Vec<String>>,
-) -> anyhow::Result<()> {
-    let id = format!("bench-{client}");
-    let like = match &scope {
-        Some(scope) => AdsClient::scoped(&id, "bench", scope),
-        None => AdsClient::new(&id, "bench"),
-    };
-    let mut state = DeltaAdsClient::new(&like);
-    let (requests, outgoing) = mpsc::unbounded_channel();
-    for request in state.start() {
-        requests.send(request)?;
-    }
-    let mut ads = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    let mut responses = ads
-        .delta_aggregated_resources(UnboundedReceiverStream::new(outgoing))
-        .await
-        .context("opening the delta ADS stream")?
-        .into_inner();
-    let mut synced = false;
-    while let Some(response) = responses
-        .message()
-        .await
-        .context("reading the delta ADS stream")?
+        .with_context(|| format!("reading {}", C::STREAM))?
     {
         let at = Instant::now();
         if synced {
@@ -542,6 +548,7 @@ async fn delta_client_stream(
                 message,
             })?;
         }
+        // Changes while syncing are the initial configuration, not something to measure.
         if reaction.changed && synced {
             events.send(Event::Changed {
                 client,
@@ -554,7 +561,7 @@ async fn delta_client_stream(
             events.send(Event::Synced)?;
         }
     }
-    bail!("the control plane closed the delta ADS stream")
+    bail!("the control plane closed {}", C::STREAM)
 }
 
 #[cfg(test)]

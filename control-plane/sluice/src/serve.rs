@@ -96,7 +96,6 @@ pub struct App {
     pub store: Mutex<Store>,
     /// `None` until the store holds a first valid state: the ADS server sends nothing before.
     pub snapshots: watch::Sender<Option<Arc<Snapshot>>>,
-    pub options: TranslateOptions,
     pub metrics: Metrics,
     pub registry: Registry,
     pub wasm: Arc<Vec<u8>>,
@@ -171,7 +170,8 @@ impl App {
     }
 
     fn publish_state(&self, state: &TrafficState) {
-        match translate::translate(state, &self.options) {
+        // Re-encodes only the rollouts that changed (the cache is shared with the scopes').
+        match self.nodes.translate(state) {
             Ok(snapshot) => {
                 let version = snapshot.version();
                 let changed = self.snapshots.send_if_modified(|current| {
@@ -231,7 +231,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (snapshots, snapshot_rx) = watch::channel(None);
     let supervisor = Supervisor::new(metrics.clone());
     // A corrupt state file stops the start: never a silent reset of a release in progress.
-    let nodes = Arc::new(sluice_xds::scope::NodeSnapshots::new(options.clone()));
+    let nodes = Arc::new(sluice_xds::scope::NodeSnapshots::new(options));
     let standalone = match &args.file {
         Some(file) => Some(crate::standalone::Standalone::open(file, nodes.clone())?),
         None => None,
@@ -239,7 +239,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = Arc::new(App {
         store: Mutex::new(Store::default()),
         snapshots,
-        options,
         metrics,
         registry: registry.clone(),
         wasm: Arc::new(wasm),

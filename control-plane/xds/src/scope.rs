@@ -8,6 +8,9 @@
 //!  published Snapshot ── its TrafficState ── restrict(state, scope) ── translate ──► scoped Snapshot
 //!        (one per distinct scope, cached: every Envoy with the same scope shares it, and a change
 //!         to a rollout outside the scope leaves it untouched, so those Envoys receive nothing)
+//!  next publication: only the scopes holding a changed rollout are updated and re-translated,
+//!        found through an index of the scopes' entries (`scope_index.rs`): O(changes), not
+//!        O(scopes × M); translations re-encode only changed rollouts (`translate::Translator`)
 //! ```
 //!
 //! A sidecar declares the services it calls (`sluice bootstrap --scope`), a gateway its hosts or
@@ -21,7 +24,11 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use sluice_model::{RolloutState, TrafficState};
 
 use crate::snapshot::Snapshot;
-use crate::translate::{TranslateOptions, for_node, translate};
+use crate::translate::{TranslateOptions, Translator, for_node};
+
+#[path = "scope_index.rs"]
+mod index;
+use index::ScopeCache;
 
 /// Node metadata key listing the rollouts an Envoy needs (see the module docs).
 pub const SCOPE_METADATA_KEY: &str = "sluice.scope";
@@ -156,16 +163,19 @@ pub fn restrict(state: &TrafficState, scope: &Scope) -> TrafficState {
 /// The snapshot of each Envoy: its scope's share of the published one, then its own listener
 /// and filter build ([`for_node`]).
 ///
-/// Two caches keep a change's cost proportional to the distinct kinds of node, not to the
-/// connections: scoped snapshots per distinct scope (Envoys with the same scope share one, and it
-/// is re-translated only when its part of the state changed), and each node's final snapshot per
+/// Two caches keep a change's cost proportional to what changed, not to the connections nor to
+/// M: scoped snapshots per distinct scope (Envoys with the same scope share one; on a new
+/// publication only the scopes holding a changed rollout are updated, found through an index of
+/// the scopes' entries, and re-translated, see `scope_index`), and each node's final snapshot per
 /// distinct node metadata (so the thousands of streams of one kind of sidecar get the very same
 /// type sets, which their protocol state machines skip in O(1) when nothing in them changed).
+/// Translations go through one [`Translator`], which re-encodes only the rollouts that changed.
 /// Thread-safe; one per server.
 #[derive(Debug)]
 pub struct NodeSnapshots {
     options: TranslateOptions,
-    scopes: Mutex<HashMap<Scope, Scoped>>,
+    translator: Translator,
+    scopes: Mutex<ScopeCache>,
     /// Final snapshots by encoded node metadata.
     nodes: Mutex<HashMap<Vec<u8>, NodeEntry>>,
 }
@@ -173,16 +183,6 @@ pub struct NodeSnapshots {
 /// Distinct node metadata kept; past this the cache starts afresh (a bound, not an eviction
 /// policy: a fleet has a handful of kinds of node, not thousands).
 const MAX_NODE_KINDS: usize = 4_096;
-
-/// The cached snapshot of one scope.
-#[derive(Debug)]
-struct Scoped {
-    /// The published state it was last checked against (identity, not content).
-    source: Arc<TrafficState>,
-    /// The scope's part of that state, and its translation.
-    state: TrafficState,
-    snapshot: Snapshot,
-}
 
 /// The cached final snapshot of one kind of node.
 #[derive(Debug)]
@@ -195,10 +195,17 @@ impl NodeSnapshots {
     /// `options` must be the ones the published snapshots are translated with.
     pub fn new(options: TranslateOptions) -> Self {
         NodeSnapshots {
+            translator: Translator::new(options.clone()),
             options,
             scopes: Mutex::default(),
             nodes: Mutex::default(),
         }
+    }
+
+    /// Translates the whole state for publication: [`translate`]'s result, re-encoding only the
+    /// rollouts that changed since the last call (the cache is shared with the scopes').
+    pub fn translate(&self, state: &TrafficState) -> Result<Snapshot, crate::translate::XdsError> {
+        self.translator.translate(state, true)
     }
 
     /// The snapshot for a node with this metadata.
@@ -266,45 +273,28 @@ impl NodeSnapshots {
     fn scoped(&self, scope: Scope, published: &Snapshot) -> Option<Snapshot> {
         let source = published.source.as_ref()?;
         let mut scopes = self.scopes.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(cached) = scopes.get_mut(&scope) {
-            if Arc::ptr_eq(&cached.source, source) {
-                return Some(cached.snapshot.clone());
-            }
-            let state = restrict(source, &scope);
-            cached.source = Arc::clone(source);
-            if state == cached.state {
-                // A change outside this scope: the very same snapshot, nothing to push.
-                return Some(cached.snapshot.clone());
-            }
-            let snapshot = self
-                .translate(&state, &scope)?
-                .sharing_with(&cached.snapshot);
-            cached.state = state;
-            cached.snapshot = snapshot.clone();
-            return Some(snapshot);
+        // O(changed rollouts × scopes holding them); nothing when `source` is already current.
+        scopes.advance_to(source);
+        let entry = scopes.entry(scope);
+        if let Some(snapshot) = &entry.snapshot {
+            // Unchanged since its last translation: the very same snapshot, nothing to push.
+            return Some(snapshot.clone());
         }
-        let state = restrict(source, &scope);
-        let snapshot = self.translate(&state, &scope)?;
-        scopes.insert(
-            scope,
-            Scoped {
-                source: Arc::clone(source),
-                state,
-                snapshot: snapshot.clone(),
-            },
-        );
-        Some(snapshot)
-    }
-
-    fn translate(&self, state: &TrafficState, scope: &Scope) -> Option<Snapshot> {
-        match translate(state, &self.options) {
-            Ok(snapshot) => Some(snapshot),
+        let snapshot = match self.translator.translate(&entry.state, false) {
+            Ok(snapshot) => snapshot,
             Err(error) => {
                 // A part of a valid state is valid; if it ever is not, the whole is safe to send.
-                tracing::error!(%error, scope = ?scope.entries(), "cannot translate a scope; its nodes get every rollout");
-                None
+                tracing::error!(%error, scope = ?entry.scope.entries(), "cannot translate a scope; its nodes get every rollout");
+                return None;
             }
-        }
+        };
+        let snapshot = match &entry.last {
+            Some(last) => snapshot.sharing_with(last),
+            None => snapshot,
+        };
+        entry.snapshot = Some(snapshot.clone());
+        entry.last = Some(snapshot.clone());
+        Some(snapshot)
     }
 }
 

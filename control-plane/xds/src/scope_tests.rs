@@ -11,7 +11,7 @@ use sluice_proto::v1::FilterPolicy;
 
 use super::*;
 use crate::protocol::Connection;
-use crate::translate::{ROUTE_CONFIG_NAME, WasmSource, check_consistent};
+use crate::translate::{ROUTE_CONFIG_NAME, WasmSource, check_consistent, translate};
 use crate::type_url;
 
 fn rollout(name: &str, host: &str, weight: u32) -> RolloutState {
@@ -324,4 +324,35 @@ fn a_change_outside_the_scope_sends_the_node_nothing() {
             .collect::<Vec<_>>(),
         ["shop/cart", "no_rollout"]
     );
+}
+
+#[test]
+fn a_rollout_whose_host_changes_moves_to_the_scopes_of_its_new_host() {
+    let nodes = NodeSnapshots::new(options());
+    let old_host = metadata(list(&["cart.shop"]));
+    let new_host = metadata(list(&["basket.shop"]));
+    let namespace = metadata(list(&["shop/*"]));
+    let before = translate(&fleet(2500, 0), &options()).expect("translates");
+    assert_eq!(
+        names(&nodes.for_node(Some(&old_host), &before), type_url::CLUSTER).len(),
+        2
+    );
+    assert!(names(&nodes.for_node(Some(&new_host), &before), type_url::CLUSTER).is_empty());
+    let shop_before = nodes.for_node(Some(&namespace), &before);
+
+    let mut moved = fleet(2500, 0);
+    moved.rollouts.get_mut("shop/cart").expect("cart").hosts = vec!["basket.shop".into()];
+    let after = nodes.translate(&moved).expect("translates");
+    assert!(names(&nodes.for_node(Some(&old_host), &after), type_url::CLUSTER).is_empty());
+    assert_eq!(
+        names(&nodes.for_node(Some(&new_host), &after), type_url::CLUSTER),
+        ["shop/cart/aaa", "shop/cart/bbb"]
+    );
+    // Same clusters in the namespace's scope; its routes now name the new host.
+    let shop_after = nodes.for_node(Some(&namespace), &after);
+    assert!(
+        shop_after.resources[type_url::CLUSTER].same(&shop_before.resources[type_url::CLUSTER])
+    );
+    assert!(!shop_after.resources[type_url::ROUTE].same(&shop_before.resources[type_url::ROUTE]));
+    assert_eq!(nodes.cached_scopes(), 3);
 }

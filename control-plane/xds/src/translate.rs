@@ -29,6 +29,7 @@
 #[cfg(test)]
 mod additional_tests;
 mod build;
+mod cache;
 mod consistency;
 #[cfg(test)]
 mod envoy_check;
@@ -44,10 +45,12 @@ pub mod vhds;
 use std::net::SocketAddr;
 
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
+use prost::Message as _;
 use sluice_model::{RolloutState, TrafficState, validate::is_valid_header_name};
 
 use crate::snapshot::{Resource, Snapshot};
 
+pub use cache::Translator;
 pub use consistency::check_consistent;
 pub use native::{
     FILTER_METADATA_KEY, FilterBuild, NATIVE_MODULE_NAME, NativeSource, for_node,
@@ -137,20 +140,7 @@ impl TranslateOptions {
 /// it is rejected here with the rollout and field at fault.
 pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Snapshot, XdsError> {
     state.validate()?;
-    let header = &options.routing_header;
-    if !is_valid_header_name(header) || header.starts_with(':') {
-        return Err(XdsError::InvalidOption {
-            field: "routing_header",
-            reason: format!("{header:?} is not a lower-case HTTP header name"),
-        });
-    }
-    // The filter's own rule for the pair (`sluice_proto::rules`), so the two cannot drift.
-    sluice_proto::rules::check_bucket_header(BUCKET_HEADER, header).map_err(|v| {
-        XdsError::InvalidOption {
-            field: "routing_header",
-            reason: v.to_string(),
-        }
-    })?;
+    check_options(options)?;
     let mut snapshot = Snapshot::default();
     for rollout in state.rollouts.values() {
         for (hash, version) in &rollout.versions {
@@ -164,10 +154,40 @@ pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Sna
         build::route_configuration(state, &options.routing_header),
     ));
     snapshot.insert(listener(options.listener_address));
-    // Weights in the routes: the policy leaves them out, so a weight change is an RDS change only
-    // and the filter's plugin configuration stays the same (Envoy keeps state for every distinct
-    // plugin configuration it is given; issue 7 §5, bench/README.md).
     let mut policy = sluice_model::policy::render(state, &options.routing_header);
+    without_weights(&mut policy);
+    snapshot.insert(Resource::new(
+        FILTER_CONFIG_NAME,
+        build::filter_config(&policy.encode_to_vec(), &options.wasm),
+    ));
+    snapshot.delta_routes = Some(vhds::delta_routes(state, &options.routing_header));
+    snapshot.source = Some(std::sync::Arc::new(state.clone()));
+    Ok(snapshot)
+}
+
+/// Options Envoy would reject (or the filter would misread) are errors.
+fn check_options(options: &TranslateOptions) -> Result<(), XdsError> {
+    let header = &options.routing_header;
+    if !is_valid_header_name(header) || header.starts_with(':') {
+        return Err(XdsError::InvalidOption {
+            field: "routing_header",
+            reason: format!("{header:?} is not a lower-case HTTP header name"),
+        });
+    }
+    // The filter's own rule for the pair (`sluice_proto::rules`), so the two cannot drift.
+    sluice_proto::rules::check_bucket_header(BUCKET_HEADER, header).map_err(|v| {
+        XdsError::InvalidOption {
+            field: "routing_header",
+            reason: v.to_string(),
+        }
+    })
+}
+
+/// The policy as the filter gets it: weights in the routes, so the policy leaves them out, a
+/// weight change is an RDS change only and the filter's plugin configuration stays the same
+/// (Envoy keeps state for every distinct plugin configuration it is given; issue 7 §5,
+/// bench/README.md).
+fn without_weights(policy: &mut sluice_proto::v1::FilterPolicy) {
     policy.bucket_header = BUCKET_HEADER.to_owned();
     for rollout in &mut policy.rollouts {
         rollout.canary_weight_bp = 0;
@@ -175,13 +195,6 @@ pub fn translate(state: &TrafficState, options: &TranslateOptions) -> Result<Sna
         rollout.additional_weights.clear();
     }
     policy.schema_version = sluice_model::policy::schema_version(&policy.rollouts);
-    snapshot.insert(Resource::new(
-        FILTER_CONFIG_NAME,
-        build::filter_config(&policy, &options.wasm),
-    ));
-    snapshot.delta_routes = Some(vhds::delta_routes(state, &options.routing_header));
-    snapshot.source = Some(std::sync::Arc::new(state.clone()));
-    Ok(snapshot)
 }
 
 /// The listener for one Envoy: bound to its node metadata's `sluice.listener` ("ip:port") when

@@ -195,6 +195,11 @@ impl PushSink for DeltaConnection {
             return;
         }
         state.last_offer = Some((all.clone(), keep_removed));
+        // The client holds exactly this set already (an ACK clears `last_offer`): nothing to
+        // send, and no O(M) comparison to learn it.
+        if state.responded && state.in_sync_with == Some(all.id()) {
+            return;
+        }
         // The client holds exactly the set this one replaced: send the difference, O(changes).
         let diff = all.diff().filter(|d| {
             !keep_removed && state.subscription.wildcard && state.in_sync_with == Some(d.base)

@@ -37,7 +37,6 @@ use envoy_types::pb::google::protobuf::{self as pbuf, BytesValue, Duration, UInt
 use prost::{Message, Name};
 use sluice_model::{FULL_WEIGHT_BP, RolloutState, TrafficState, Version};
 use sluice_proto::rules;
-use sluice_proto::v1::FilterPolicy;
 
 use super::{BUCKET_HEADER, FILTER_CONFIG_NAME, ROUTE_CONFIG_NAME, cluster_name};
 
@@ -356,7 +355,8 @@ pub(super) fn listener(address: SocketAddr) -> prost_types::Any {
 }
 
 /// The ECDS resource: the Wasm filter with the policy as its plugin configuration.
-pub(super) fn filter_config(policy: &FilterPolicy, wasm: &super::WasmSource) -> prost_types::Any {
+/// `policy`: an encoded `sluice.v1.FilterPolicy`.
+pub(super) fn filter_config(policy: &[u8], wasm: &super::WasmSource) -> prost_types::Any {
     let code = match wasm {
         super::WasmSource::Local { path } => async_data_source::Specifier::Local(DataSource {
             specifier: Some(data_source::Specifier::Filename(path.clone())),
@@ -378,7 +378,7 @@ pub(super) fn filter_config(policy: &FilterPolicy, wasm: &super::WasmSource) -> 
     };
     // Envoy hands a BytesValue's raw bytes to the plugin; the filter decodes binary protobuf.
     let configuration = BytesValue {
-        value: policy.encode_to_vec(),
+        value: policy.to_vec(),
     };
     let wasm = Wasm {
         config: Some(PluginConfig {

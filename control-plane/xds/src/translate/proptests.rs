@@ -8,7 +8,7 @@ use super::tests::{decoded, options, state};
 use super::*;
 use crate::type_url;
 
-fn arb_state() -> impl Strategy<Value = TrafficState> {
+pub(super) fn arb_state() -> impl Strategy<Value = TrafficState> {
     let hash = "[a-z0-9]{1,10}";
     let rollout = (
         prop::collection::btree_map(hash, 0usize..4, 1..4),

@@ -14,7 +14,9 @@
 //! routes or a weights resource: README "Control plane at scale".
 
 use envoy_types::pb::envoy::config::route::v3::Vhds;
-use sluice_model::TrafficState;
+use std::sync::Arc;
+
+use sluice_model::{RolloutState, TrafficState};
 
 use super::ROUTE_CONFIG_NAME;
 use super::build::{ads, route_configuration_with, to_any, virtual_host};
@@ -29,34 +31,42 @@ pub fn virtual_host_name(rollout: &str) -> String {
 
 /// The route configuration naming VHDS, and each rollout's virtual host.
 pub(super) fn delta_routes(state: &TrafficState, routing_header: &str) -> DeltaRoutes {
+    DeltaRoutes {
+        routes: std::iter::once(Arc::new(route_configuration(routing_header))).collect(),
+        virtual_hosts: state
+            .rollouts
+            .values()
+            .flat_map(|rollout| rollout_virtual_hosts(rollout, routing_header))
+            .map(Arc::new)
+            .collect(),
+    }
+}
+
+/// The route configuration delta Envoys get: the catch-all virtual host, and VHDS over ADS.
+pub(super) fn route_configuration(routing_header: &str) -> Resource {
     let mut routes = route_configuration_with(Vec::new(), routing_header);
     routes.vhds = Some(Vhds {
         config_source: Some(ads()),
     });
-    let virtual_hosts = state
-        .rollouts
-        .values()
-        .flat_map(|rollout| {
-            let mut host = virtual_host(rollout, routing_header);
-            host.name = virtual_host_name(&rollout.name);
-            // A blue/green preview is a virtual host of its own (`<rollout>/preview`: two
-            // slashes, so no rollout's name).
-            let preview = super::preview::virtual_host(rollout).map(|mut preview| {
-                preview.name = virtual_host_name(&format!("{}/preview", rollout.name));
-                preview
-            });
-            std::iter::once(host).chain(preview)
-        })
-        .map(|host| std::sync::Arc::new(Resource::new(&host.name, to_any(&host))))
-        .collect();
-    DeltaRoutes {
-        routes: std::iter::once(std::sync::Arc::new(Resource::new(
-            ROUTE_CONFIG_NAME,
-            to_any(&routes),
-        )))
-        .collect(),
-        virtual_hosts,
-    }
+    Resource::new(ROUTE_CONFIG_NAME, to_any(&routes))
+}
+
+/// One rollout's VHDS resources: its virtual host, then its preview's if it has one.
+pub(super) fn rollout_virtual_hosts(
+    rollout: &RolloutState,
+    routing_header: &str,
+) -> impl Iterator<Item = Resource> {
+    let mut host = virtual_host(rollout, routing_header);
+    host.name = virtual_host_name(&rollout.name);
+    // A blue/green preview is a virtual host of its own (`<rollout>/preview`: two slashes, so
+    // no rollout's name).
+    let preview = super::preview::virtual_host(rollout).map(|mut preview| {
+        preview.name = virtual_host_name(&format!("{}/preview", rollout.name));
+        preview
+    });
+    std::iter::once(host)
+        .chain(preview)
+        .map(|host| Resource::new(&host.name, to_any(&host)))
 }
 
 #[cfg(test)]
