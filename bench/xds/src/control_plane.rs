@@ -249,7 +249,8 @@ mod tests {
         .await
         .unwrap_err();
         assert!(
-            err.to_string().contains("cargo build --release -p sluice"),
+            err.to_string()
+                .contains("cargo build --profile control-plane -p sluice"),
             "{err}"
         );
     }
