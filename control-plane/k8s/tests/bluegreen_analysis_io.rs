@@ -30,15 +30,7 @@ async fn release(analysis: &str, answer: &str, extra: Value) -> Release {
     server
         .create(
             "analysistemplates",
-            json!({
-                "apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisTemplate",
-                "metadata": {"name": "ok", "namespace": "prod"},
-                "spec": {"metrics": [{
-                    "name": "ok", "successCondition": "result == 1",
-                    "provider": {"web": {"url": format!("http://{}/", upstream.addr()),
-                                         "jsonPath": "{$.ok}"}}
-                }]}
-            }),
+            ok_template(&format!("http://{}/", upstream.addr())),
         )
         .expect("template");
     let mut strategy = json!({"activeService": "demo", "previewService": "demo-preview",

@@ -23,17 +23,7 @@ async fn at_v1(experiment: Value, url: Option<&str>) -> (ApiServer, Kubelet, Sou
     server.create("services", demo_service()).expect("service");
     if let Some(url) = url {
         server
-            .create(
-                "analysistemplates",
-                json!({
-                    "apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisTemplate",
-                    "metadata": {"name": "ok", "namespace": "prod"},
-                    "spec": {"metrics": [{
-                        "name": "ok", "successCondition": "result == 1",
-                        "provider": {"web": {"url": url, "jsonPath": "{$.ok}"}}
-                    }]}
-                }),
-            )
+            .create("analysistemplates", ok_template(url))
             .expect("template");
     }
     let steps = json!([{"setWeight": 20}, {"experiment": experiment}, {"pause": {}}]);

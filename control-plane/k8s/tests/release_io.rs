@@ -310,19 +310,6 @@ async fn a_restart_recreates_every_pod_without_a_new_version_and_is_recorded() {
     source.stop().await;
 }
 
-/// An AnalysisTemplate `ok` whose one metric asks `url` (the `web` provider) and succeeds when
-/// the answer's `ok` is 1.
-fn ok_template(url: &str) -> Value {
-    json!({
-        "apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisTemplate",
-        "metadata": {"name": "ok", "namespace": "prod"},
-        "spec": {"metrics": [{
-            "name": "ok", "successCondition": "result == 1",
-            "provider": {"web": {"url": url, "jsonPath": "{$.ok}"}}
-        }]}
-    })
-}
-
 /// Releases v2 through `setWeight: 50` then an analysis step on `ok`, with the web provider
 /// answering `answer`; returns the run's object once complete, the server, the source and v1's
 /// and v2's hashes.

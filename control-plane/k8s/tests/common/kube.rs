@@ -42,6 +42,19 @@ pub fn demo_rollout(steps: Value) -> Value {
     })
 }
 
+/// An AnalysisTemplate `ok` whose one metric asks `url` (the `web` provider) and succeeds when
+/// the answer's `ok` is 1.
+pub fn ok_template(url: &str) -> Value {
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "ok", "namespace": "prod"},
+        "spec": {"metrics": [{
+            "name": "ok", "successCondition": "result == 1",
+            "provider": {"web": {"url": url, "jsonPath": "{$.ok}"}}
+        }]}
+    })
+}
+
 pub fn demo_service() -> Value {
     service("demo")
 }
