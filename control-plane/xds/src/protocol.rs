@@ -135,6 +135,33 @@ impl Subscription {
             || set.names().all(|name| self.names(name))
     }
 
+    /// Every resource of `set` is subscribed, and nothing else by name: a client holding all
+    /// it subscribed to holds exactly `set`. O(1).
+    fn is_all_of(&self, set: &Resources) -> bool {
+        match &self.names {
+            _ if self.wildcard => true,
+            Names::KeysOf(keys) => keys.same(set),
+            Names::Own(_) => false,
+        }
+    }
+
+    /// Keeps the explicit names as a handle on `set` when they are exactly its names (see
+    /// [`Names`]). O(M) when the counts match, O(1) otherwise.
+    fn share_names_with(&mut self, set: &Resources) {
+        let equal = match &self.names {
+            Names::KeysOf(keys) if keys.same(set) => return,
+            Names::KeysOf(keys) => keys.len() == set.len() && keys.names().eq(set.names()),
+            Names::Own(names) => {
+                !names.is_empty()
+                    && names.len() == set.len()
+                    && names.iter().map(String::as_str).eq(set.names())
+            }
+        };
+        if equal {
+            self.names = Names::KeysOf(set.clone());
+        }
+    }
+
     fn add_name(&mut self, name: String) {
         let mut names = self.take_names();
         names.insert(name);

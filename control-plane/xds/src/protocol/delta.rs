@@ -19,8 +19,8 @@ use crate::type_url::{CLUSTER, ENDPOINT};
 #[derive(Debug, Default)]
 struct TypeState {
     subscription: Subscription,
-    /// What the client holds, name → version: its `initial_resource_versions`, then our responses.
-    held: BTreeMap<String, String>,
+    /// What the client holds: its `initial_resource_versions`, then our responses.
+    held: Held,
     /// At least one response was sent: the first one goes out even when empty, because Envoy
     /// waits for it before finishing initialisation.
     responded: bool,
@@ -31,9 +31,6 @@ struct TypeState {
     last_offer: Option<(Resources, bool)>,
     /// Content version of `held` after the last response (what the registry shows).
     sent_version: Option<String>,
-    /// `held` is exactly the snapshot set with this id (wildcard subscription, nothing kept
-    /// back): the next set's [`crate::snapshot::Diff`] from it is all there is to send.
-    in_sync_with: Option<u64>,
     acked_version: Option<String>,
 }
 
@@ -98,7 +95,7 @@ impl DeltaConnection {
         state.last_offer = None;
 
         if first {
-            state.held = request.initial_resource_versions.into_iter().collect();
+            state.held = Held::initial(request.initial_resource_versions.into_iter().collect());
             state.subscription.wildcard =
                 request.resource_names_subscribe.is_empty() && is_wildcard_type(type_url);
         } else if !request.response_nonce.is_empty() {
@@ -126,12 +123,6 @@ impl DeltaConnection {
             }
         }
 
-        if first
-            || !request.resource_names_subscribe.is_empty()
-            || !request.resource_names_unsubscribe.is_empty()
-        {
-            state.in_sync_with = None;
-        }
         for name in request.resource_names_subscribe {
             if name == "*" {
                 state.subscription.wildcard = true;
@@ -147,6 +138,13 @@ impl DeltaConnection {
                 state.subscription.remove_name(&name);
                 state.held.remove(&name);
             }
+        }
+        if let Some(snapshot) = &self.snapshot {
+            // Envoy names the endpoints of every cluster it holds: usually exactly the
+            // snapshot's set, then kept as a handle on it rather than a copy per stream.
+            state
+                .subscription
+                .share_names_with(&snapshot.type_set(type_url));
         }
         self.flush()
     }
@@ -165,6 +163,13 @@ impl DeltaConnection {
     /// Every response is answered and nothing of the current snapshot is held back.
     pub fn is_synced(&self) -> bool {
         self.synced
+    }
+
+    /// Whether the client's resources of `type_url` are tracked as a shared snapshot set
+    /// (`Some(true)`) or a map of its own (`Some(false)`); `None` when not subscribed.
+    #[cfg(test)]
+    pub(super) fn holds_shared(&self, type_url: &str) -> Option<bool> {
+        self.types.get(type_url).map(|t| t.held.shared.is_some())
     }
 
     fn flush(&mut self) -> Vec<DeltaResponse> {
@@ -195,27 +200,20 @@ impl PushSink for DeltaConnection {
             return;
         }
         state.last_offer = Some((all.clone(), keep_removed));
-        // The client holds exactly this set already (an ACK clears `last_offer`): nothing to
-        // send, and no O(M) comparison to learn it.
-        if state.responded && state.in_sync_with == Some(all.id()) {
+        // The client holds exactly this set and subscribes to all of it (an ACK clears
+        // `last_offer`): nothing to send or remove, and no O(M) comparison to learn it.
+        if state.responded && state.held.is(&all) && state.subscription.is_all_of(&all) {
             return;
         }
-        // The client holds exactly the set this one replaced: send the difference, O(changes).
+        // A wildcard client holding exactly the set this one replaced: the difference is all
+        // there is to send, O(changes).
         let diff = all.diff().filter(|d| {
-            !keep_removed && state.subscription.wildcard && state.in_sync_with == Some(d.base)
+            !keep_removed && state.subscription.wildcard && state.held.is_set(d.base)
         });
         if let Some(diff) = diff {
-            state.in_sync_with = Some(all.id());
+            state.held = Held::exactly(&all);
             if diff.changed.is_empty() && diff.removed.is_empty() && state.responded {
                 return;
-            }
-            for resource in &diff.changed {
-                state
-                    .held
-                    .insert(resource.name.clone(), resource.version.clone());
-            }
-            for name in &diff.removed {
-                state.held.remove(name);
             }
             let version = all.version().to_owned();
             self.respond(
@@ -226,10 +224,12 @@ impl PushSink for DeltaConnection {
             );
             return;
         }
+        // Shares a by-name subscription that names exactly `all` (O(M), as this path is).
+        state.subscription.share_names_with(&all);
         let changed: Vec<Arc<Resource>> = all
             .shared()
             .filter(|r| state.subscription.contains_resource(type_url, &r.name))
-            .filter(|r| state.held.get(&r.name) != Some(&r.version))
+            .filter(|r| state.held.version_of(&r.name) != Some(r.version.as_str()))
             .cloned()
             .collect();
         // Phase 1 removes nothing: a route may still point at a cluster being removed.
@@ -238,27 +238,34 @@ impl PushSink for DeltaConnection {
         } else {
             state
                 .held
-                .keys()
+                .names()
                 .filter(|name| {
                     !all.contains(name) || !state.subscription.contains_resource(type_url, name)
                 })
-                .cloned()
+                .map(str::to_owned)
                 .collect()
         };
+        // Nothing kept back and every resource of `all` subscribed: once this response is
+        // applied (or if there is none) the client holds exactly `all`, shared, not copied.
+        let exactly_all = !keep_removed && state.subscription.is_all_of(&all);
+        if exactly_all {
+            state.held = Held::exactly(&all);
+        }
         if changed.is_empty() && removed.is_empty() && state.responded {
             return;
         }
-        for resource in &changed {
-            state
-                .held
-                .insert(resource.name.clone(), resource.version.clone());
-        }
-        for name in &removed {
-            state.held.remove(name);
-        }
-        // Wildcard and nothing kept back: the client now holds exactly `all`.
-        state.in_sync_with = (!keep_removed && state.subscription.wildcard).then(|| all.id());
-        let version = set_version(state.held.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let version = if exactly_all {
+            all.version().to_owned()
+        } else {
+            let held = state.held.own();
+            for resource in &changed {
+                held.insert(resource.name.clone(), resource.version.clone());
+            }
+            for name in &removed {
+                held.remove(name);
+            }
+            set_version(held.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        };
         self.respond(type_url, changed, removed, version);
     }
 
@@ -275,11 +282,81 @@ impl PushSink for DeltaConnection {
             return false; // NACKed: the client may not hold the clusters at all
         }
         missing_endpoint_subscriptions(
-            cds.held.keys().map(String::as_str),
+            cds.held.names(),
             eds.map(|eds| &eds.subscription),
             ROUTE_TYPES.iter().any(|t| self.types.contains_key(t)),
             target,
         )
+    }
+}
+
+/// What a delta client holds of one type.
+#[derive(Debug, Default)]
+struct Held {
+    /// The client holds exactly this snapshot set (then `own` is empty): a handle shared with
+    /// the snapshot and every stream in step with it, so such a stream costs nothing per
+    /// resource (a map each was O(N·M) in all).
+    shared: Option<Resources>,
+    /// Otherwise, name → version: the initial versions of a reconnect, phase 1's union, a
+    /// subscription naming part of the set.
+    own: BTreeMap<String, String>,
+}
+
+impl Held {
+    fn initial(versions: BTreeMap<String, String>) -> Self {
+        Held {
+            shared: None,
+            own: versions,
+        }
+    }
+
+    fn exactly(set: &Resources) -> Self {
+        Held {
+            shared: Some(set.clone()),
+            own: BTreeMap::new(),
+        }
+    }
+
+    /// The client holds the very set `set` (not merely equal contents).
+    fn is(&self, set: &Resources) -> bool {
+        self.shared.as_ref().is_some_and(|held| held.same(set))
+    }
+
+    /// The client holds the set with this [`Resources::id`].
+    fn is_set(&self, id: u64) -> bool {
+        self.shared.as_ref().is_some_and(|held| held.id() == id)
+    }
+
+    fn version_of(&self, name: &str) -> Option<&str> {
+        match &self.shared {
+            Some(set) => set.get(name).map(|r| r.version.as_str()),
+            None => self.own.get(name).map(String::as_str),
+        }
+    }
+
+    /// In order.
+    fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match &self.shared {
+            Some(set) => Box::new(set.names()),
+            None => Box::new(self.own.keys().map(String::as_str)),
+        }
+    }
+
+    /// The client's own map, copied out of the shared set first if needed: O(M) once.
+    fn own(&mut self) -> &mut BTreeMap<String, String> {
+        if let Some(set) = self.shared.take() {
+            self.own = set
+                .values()
+                .map(|r| (r.name.clone(), r.version.clone()))
+                .collect();
+        }
+        &mut self.own
+    }
+
+    fn remove(&mut self, name: &str) {
+        if self.version_of(name).is_some() {
+            self.own().remove(name);
+        }
     }
 }
 

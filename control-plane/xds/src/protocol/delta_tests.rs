@@ -333,3 +333,53 @@ fn a_waiting_connection_sends_nothing_until_its_first_snapshot() {
         "the cluster it holds is not sent again"
     );
 }
+
+#[test]
+fn a_stream_in_step_with_the_snapshot_shares_its_sets_instead_of_copying_them() {
+    let mut conn = establish(&["a", "b"], 8080);
+    // Wildcard clusters and endpoints named exactly as the snapshot's: nothing of its own.
+    assert_eq!(conn.holds_shared(CLUSTER), Some(true));
+    assert_eq!(conn.holds_shared(ENDPOINT), Some(true));
+
+    // Phase 1 holds the union (its own), the sync after it the new set (shared again).
+    let cds = one(conn.on_snapshot(snapshot(&["a", "c"], 8080, "r1")), CLUSTER);
+    assert_eq!(conn.holds_shared(CLUSTER), Some(false), "a, b and c: no set");
+    assert!(conn.on_delta_request(ack(&cds)).is_empty());
+    let eds = one(conn.on_delta_request(subscribe(ENDPOINT, &["c"])), ENDPOINT);
+    let rds = one(conn.on_delta_request(ack(&eds)), ROUTE);
+    let pruned = conn.on_delta_request(ack(&rds));
+    assert_eq!(types(&pruned), [CLUSTER, ENDPOINT]);
+    assert_eq!(changed(&pruned[0]), [] as [(&str, &str); 0]);
+    assert_eq!(pruned[0].removed_resources, ["b"]);
+    assert_eq!(pruned[1].removed_resources, ["b"]);
+    for response in &pruned {
+        assert!(conn.on_delta_request(ack(response)).is_empty());
+    }
+    assert!(conn.is_synced());
+    assert_eq!(conn.holds_shared(CLUSTER), Some(true));
+    // Envoy never unsubscribed b's endpoints: the names are a, b, c, the set a, c.
+    assert_eq!(conn.holds_shared(ENDPOINT), Some(false));
+    let unsubscribe = DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_unsubscribe: vec!["b".into()],
+        ..Default::default()
+    };
+    assert!(conn.on_delta_request(unsubscribe).is_empty());
+    let pushed = conn.on_snapshot(snapshot(&["a", "c"], 9090, "r1"));
+    let eds = one(pushed, ENDPOINT);
+    assert_eq!(changed(&eds).len(), 2, "both endpoints moved to port 9090");
+    assert!(conn.on_delta_request(ack(&eds)).is_empty());
+    assert!(conn.is_synced());
+    assert_eq!(conn.holds_shared(ENDPOINT), Some(true), "names a, c: the set");
+
+    // A client that drops one resource holds a set of its own, and is answered as before.
+    let unsubscribe = DeltaDiscoveryRequest {
+        type_url: ENDPOINT.into(),
+        resource_names_unsubscribe: vec!["a".into()],
+        ..Default::default()
+    };
+    assert!(conn.on_delta_request(unsubscribe).is_empty());
+    assert_eq!(conn.holds_shared(ENDPOINT), Some(false));
+    let again = one(conn.on_delta_request(subscribe(ENDPOINT, &["a"])), ENDPOINT);
+    assert_eq!(changed(&again).iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["a"]);
+}
