@@ -30,6 +30,8 @@
 
 mod delta;
 #[cfg(test)]
+mod delta_proptests;
+#[cfg(test)]
 mod delta_tests;
 mod sotw;
 #[cfg(test)]

@@ -207,9 +207,9 @@ impl PushSink for DeltaConnection {
         }
         // A wildcard client holding exactly the set this one replaced: the difference is all
         // there is to send, O(changes).
-        let diff = all.diff().filter(|d| {
-            !keep_removed && state.subscription.wildcard && state.held.is_set(d.base)
-        });
+        let diff = all
+            .diff()
+            .filter(|d| !keep_removed && state.subscription.wildcard && state.held.is_set(d.base));
         if let Some(diff) = diff {
             state.held = Held::exactly(&all);
             if diff.changed.is_empty() && diff.removed.is_empty() && state.responded {

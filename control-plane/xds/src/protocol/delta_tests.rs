@@ -343,7 +343,11 @@ fn a_stream_in_step_with_the_snapshot_shares_its_sets_instead_of_copying_them() 
 
     // Phase 1 holds the union (its own), the sync after it the new set (shared again).
     let cds = one(conn.on_snapshot(snapshot(&["a", "c"], 8080, "r1")), CLUSTER);
-    assert_eq!(conn.holds_shared(CLUSTER), Some(false), "a, b and c: no set");
+    assert_eq!(
+        conn.holds_shared(CLUSTER),
+        Some(false),
+        "a, b and c: no set"
+    );
     assert!(conn.on_delta_request(ack(&cds)).is_empty());
     let eds = one(conn.on_delta_request(subscribe(ENDPOINT, &["c"])), ENDPOINT);
     let rds = one(conn.on_delta_request(ack(&eds)), ROUTE);
@@ -370,7 +374,11 @@ fn a_stream_in_step_with_the_snapshot_shares_its_sets_instead_of_copying_them() 
     assert_eq!(changed(&eds).len(), 2, "both endpoints moved to port 9090");
     assert!(conn.on_delta_request(ack(&eds)).is_empty());
     assert!(conn.is_synced());
-    assert_eq!(conn.holds_shared(ENDPOINT), Some(true), "names a, c: the set");
+    assert_eq!(
+        conn.holds_shared(ENDPOINT),
+        Some(true),
+        "names a, c: the set"
+    );
 
     // A client that drops one resource holds a set of its own, and is answered as before.
     let unsubscribe = DeltaDiscoveryRequest {
@@ -381,5 +389,8 @@ fn a_stream_in_step_with_the_snapshot_shares_its_sets_instead_of_copying_them() 
     assert!(conn.on_delta_request(unsubscribe).is_empty());
     assert_eq!(conn.holds_shared(ENDPOINT), Some(false));
     let again = one(conn.on_delta_request(subscribe(ENDPOINT, &["a"])), ENDPOINT);
-    assert_eq!(changed(&again).iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(
+        changed(&again).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["a"]
+    );
 }
