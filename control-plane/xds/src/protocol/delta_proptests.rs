@@ -5,15 +5,18 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, VirtualHost, route, route_action,
+};
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use proptest::prelude::*;
 use prost::Message;
 
+use super::delta::RESPONSE_BUDGET_BYTES;
 use super::test_support::{FILTER_NAME, ROUTE_NAME, snapshot};
 use super::{DeltaConnection, DeltaResponse};
 use crate::snapshot::{Resource, Snapshot};
-use crate::type_url::{CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE};
+use crate::type_url::{CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE, VIRTUAL_HOST};
 
 const CLUSTERS: [&str; 4] = ["a", "b", "c", "d"];
 
@@ -66,6 +69,7 @@ impl Envoy {
             (LISTENER, Vec::new()),
             (ENDPOINT, self.endpoint_names.iter().cloned().collect()),
             (ROUTE, vec![ROUTE_NAME.to_string()]),
+            (VIRTUAL_HOST, Vec::new()),
             (EXTENSION_CONFIG, vec![FILTER_NAME.to_string()]),
         ];
         for (type_url, names) in opening {
@@ -135,13 +139,25 @@ impl Envoy {
     /// Make-before-break: every cluster a held route names is held, with its endpoints
     /// subscribed to.
     fn check_routes(&self) -> Result<(), TestCaseError> {
-        let Some(routes) = self.held.get(ROUTE).and_then(|r| r.get(ROUTE_NAME)) else {
-            return Ok(());
-        };
-        let config = RouteConfiguration::decode(routes.body.value.as_slice())
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let named = config
-            .virtual_hosts
+        let mut virtual_hosts = Vec::new();
+        if let Some(routes) = self.held.get(ROUTE).and_then(|r| r.get(ROUTE_NAME)) {
+            let config = RouteConfiguration::decode(routes.body.value.as_slice())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            virtual_hosts.extend(config.virtual_hosts);
+        }
+        for resource in self
+            .held
+            .get(VIRTUAL_HOST)
+            .into_iter()
+            .flatten()
+            .map(|(_, r)| r)
+        {
+            virtual_hosts.push(
+                VirtualHost::decode(resource.body.value.as_slice())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?,
+            );
+        }
+        let named = virtual_hosts
             .iter()
             .flat_map(|vh| &vh.routes)
             .filter_map(|r| match &r.action {
@@ -170,7 +186,14 @@ impl Envoy {
 
     /// Holds exactly the snapshot's resources of every type.
     fn check_holds(&self, target: &Snapshot) -> Result<(), TestCaseError> {
-        for type_url in [CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION_CONFIG] {
+        for type_url in [
+            CLUSTER,
+            ENDPOINT,
+            LISTENER,
+            ROUTE,
+            VIRTUAL_HOST,
+            EXTENSION_CONFIG,
+        ] {
             let held: Vec<(&str, &str)> = self
                 .held
                 .get(type_url)
@@ -188,11 +211,40 @@ impl Envoy {
     }
 }
 
+/// The test snapshot plus one VHDS virtual host per cluster (tagged like the routes), as a
+/// delta Envoy receives them.
+fn with_virtual_hosts(clusters: &[&str], port: u32, tag: &str) -> Snapshot {
+    let mut snapshot = Arc::unwrap_or_clone(snapshot(clusters, port, tag));
+    for cluster in clusters {
+        let virtual_host = VirtualHost {
+            name: format!("{ROUTE_NAME}/{cluster}"),
+            domains: vec![format!("{cluster}.{tag}")],
+            routes: vec![Route {
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                        cluster.to_string(),
+                    )),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        snapshot.insert(Resource::new(
+            virtual_host.name.clone(),
+            prost_types::Any {
+                type_url: VIRTUAL_HOST.into(),
+                value: virtual_host.encode_to_vec(),
+            },
+        ));
+    }
+    snapshot
+}
+
 /// The next snapshot as the server builds it: shared with the previous where unchanged, with
 /// the diff from it recorded.
 fn publish(previous: &Arc<Snapshot>, clusters: &[&str], port: u32, tag: &str) -> Arc<Snapshot> {
-    let fresh = Arc::unwrap_or_clone(snapshot(clusters, port, tag));
-    Arc::new(fresh.sharing_with(previous))
+    Arc::new(with_virtual_hosts(clusters, port, tag).sharing_with(previous))
 }
 
 proptest! {
@@ -201,10 +253,12 @@ proptest! {
     #[test]
     fn envoy_ends_with_the_snapshot_and_routes_never_name_a_missing_cluster(
         steps in proptest::collection::vec(step(), 1..40),
+        // One resource per response, a few, or the server's default.
+        budget in prop_oneof![Just(1usize), Just(400), Just(RESPONSE_BUDGET_BYTES)],
     ) {
         let mut shape = (vec!["a"], 8080, "r1");
-        let mut current = snapshot(&shape.0, shape.1, shape.2);
-        let mut conn = DeltaConnection::new(current.clone());
+        let mut current = Arc::new(with_virtual_hosts(&shape.0, shape.1, shape.2));
+        let mut conn = DeltaConnection::new(current.clone()).with_response_budget(budget);
         let mut envoy = Envoy::default();
         envoy.connect(&mut conn);
         for step in steps {
@@ -218,7 +272,7 @@ proptest! {
                     envoy.deliver(&mut conn);
                 }
                 Step::Reconnect => {
-                    conn = DeltaConnection::new(current.clone());
+                    conn = DeltaConnection::new(current.clone()).with_response_budget(budget);
                     envoy.connect(&mut conn);
                 }
             }
@@ -232,6 +286,7 @@ proptest! {
         // In step: the stream keeps handles on the snapshot's sets, not copies.
         prop_assert_eq!(conn.holds_shared(CLUSTER), Some(true));
         prop_assert_eq!(conn.holds_shared(ENDPOINT), Some(true));
+        prop_assert_eq!(conn.holds_shared(VIRTUAL_HOST), Some(true));
         // And a publication that changes nothing sends nothing.
         let same = publish(&current, &shape.0, shape.1, shape.2);
         prop_assert!(conn.on_snapshot(same).is_empty());

@@ -394,3 +394,56 @@ fn a_stream_in_step_with_the_snapshot_shares_its_sets_instead_of_copying_them() 
         ["a"]
     );
 }
+
+#[test]
+fn a_large_set_goes_out_in_parts_within_the_budget_and_routes_wait_for_the_last() {
+    let clusters = ["a", "b", "c", "d", "e"];
+    let snap = snapshot(&clusters, 8080, "r1");
+    let one_cluster = snap
+        .of_type(CLUSTER)
+        .map(|r| r.body.value.len() + r.name.len() + r.version.len())
+        .max()
+        .expect("clusters");
+    // Room for two clusters per response.
+    let mut conn = DeltaConnection::new(snap).with_response_budget(2 * one_cluster);
+    let mut cds = one(conn.on_delta_request(subscribe(CLUSTER, &[])), CLUSTER);
+    assert!(conn.on_delta_request(subscribe(LISTENER, &[])).is_empty());
+    let mut parts = Vec::new();
+    loop {
+        parts.push(
+            changed(&cds)
+                .iter()
+                .map(|(n, _)| n.to_string())
+                .collect::<Vec<_>>(),
+        );
+        let next = conn.on_delta_request(ack(&cds));
+        if next.is_empty() {
+            break;
+        }
+        assert_eq!(
+            types(&next),
+            [CLUSTER],
+            "nothing else before the clusters are all out"
+        );
+        cds = next.into_iter().next().expect("one response");
+    }
+    assert_eq!(parts, [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+    // The endpoints, in parts too; the listener only once every part is ACKed.
+    let mut eds = one(
+        conn.on_delta_request(subscribe(ENDPOINT, &clusters)),
+        ENDPOINT,
+    );
+    let mut endpoints = 0;
+    let lds = loop {
+        endpoints += eds.resources.len();
+        let next = conn.on_delta_request(ack(&eds));
+        if types(&next) == [LISTENER] {
+            break one(next, LISTENER);
+        }
+        eds = one(next, ENDPOINT);
+    };
+    assert_eq!(endpoints, clusters.len());
+    assert!(conn.on_delta_request(ack(&lds)).is_empty());
+    assert!(conn.is_synced());
+    assert_eq!(conn.holds_shared(CLUSTER), Some(true));
+}
