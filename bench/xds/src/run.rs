@@ -200,7 +200,13 @@ async fn measure(config: &RunConfig, control_plane: &mut ControlPlane) -> anyhow
             |c| c.synced == n,
         )
         .await?;
-    let sync_time = sync_start.elapsed();
+    // A client counts as synced once every type has answered, but the control plane may still
+    // be sending (a delta response carries at most 64 KiB; the rest follows on its ACK): the
+    // sync ends when nothing has arrived for a while.
+    coordinator
+        .drain_until_quiet(SETTLE, Instant::now() + config.sync_timeout)
+        .await?;
+    let sync_time = sync_start.elapsed().saturating_sub(SETTLE);
     info!(
         clients = n,
         rollouts = config.rollouts,
@@ -399,6 +405,23 @@ impl Coordinator {
     }
 
     /// Handles events for `period`.
+    /// Handles events until none has come for `quiet`; fails at `deadline`.
+    async fn drain_until_quiet(
+        &mut self,
+        quiet: Duration,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        loop {
+            let until = tokio::time::Instant::from_std((Instant::now() + quiet).min(deadline));
+            match tokio::time::timeout_at(until, self.events.recv()).await {
+                Ok(Some(event)) => self.handle(event)?,
+                Ok(None) => bail!("every client stopped"),
+                Err(_) if Instant::now() >= deadline => bail!("still receiving at the deadline"),
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
     async fn drain_for(&mut self, period: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + period;
         loop {

@@ -12,7 +12,6 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
-use envoy_types::pb::envoy::config::core::v3::Node;
 use sha2::{Digest, Sha256};
 use sluice_model::TrafficState;
 use sluice_proto::admin::v1::admin_server::AdminServer;
@@ -285,10 +284,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let ads = AdsServer::new(
         snapshot_rx,
-        Arc::new(move |node: &Node, snapshot: &Snapshot| {
+        Arc::new(move |metadata, snapshot: &Snapshot| {
             // Each Envoy may ask for its own listener address (node metadata `sluice.listener`),
             // filter build (`sluice.filter`) and the rollouts it needs (`sluice.scope`).
-            nodes.for_node(node.metadata.as_ref(), snapshot)
+            nodes.for_node(metadata, snapshot)
         }),
         registry,
     );

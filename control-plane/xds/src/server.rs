@@ -1,19 +1,21 @@
 //! The tonic edge of ADS: it only moves messages.
 //!
 //! Each stream (state-of-the-world or delta) gets a task that waits for the first request (it
-//! carries the node), registers the proxy, specialises every snapshot for that node, and then
-//! selects over the client's requests, new snapshots from the `watch` channel (which coalesces a
-//! burst into one) and the shutdown signal — feeding all of it to the stream's protocol state
-//! machine and writing back what it returns.
+//! carries the node), registers the proxy, and then selects over the client's requests, its kind
+//! of node's snapshots (a `watch` channel per kind, see `fanout`, which coalesces a burst into
+//! one) and the shutdown signal — feeding all of it to the stream's protocol state machine and
+//! writing back what it returns. One task follows the publications and specialises each once
+//! per kind of node.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::google::protobuf::Struct;
 use futures::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -22,6 +24,7 @@ use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, info};
 
+mod fanout;
 mod grpc;
 
 pub use grpc::AdsService;
@@ -30,8 +33,10 @@ use crate::protocol::{Connection, DeltaConnection, DeltaResponse, Encode, Event,
 use crate::registry::{ConnectionId, Registry};
 use crate::snapshot::Snapshot;
 
-/// Turns the shared snapshot into the one a given node should see (e.g. its own listener).
-pub type NodeSpecialise = Arc<dyn Fn(&Node, &Snapshot) -> Snapshot + Send + Sync>;
+/// Turns the shared snapshot into the one a node with this metadata should see (e.g. its own
+/// listener, its scope). Nodes with equal metadata get the same snapshot: it is computed once
+/// per kind of node and publication.
+pub type NodeSpecialise = Arc<dyn Fn(Option<&Struct>, &Snapshot) -> Snapshot + Send + Sync>;
 
 /// Responses buffered per stream before the task waits for the client to read. ADS is paced by
 /// the client's ACKs, so a stream rarely has more than one response in flight; a deeper queue
@@ -47,34 +52,11 @@ pub type Published = Option<Arc<Snapshot>>;
 #[derive(Clone)]
 pub struct AdsServer {
     snapshots: watch::Receiver<Published>,
-    node_specialise: NodeSpecialise,
+    fanout: Arc<fanout::Fanout>,
+    /// The fan-out task, started with the first stream (it needs the runtime).
+    fanout_task: Arc<OnceLock<()>>,
     registry: Registry,
     stop: Arc<watch::Sender<bool>>,
-    shared: Arc<Mutex<Shared>>,
-}
-
-/// The latest published snapshot as the streams see it: its unchanged types shared with the
-/// snapshot before, so per-stream work on a change is proportional to what changed.
-#[derive(Default)]
-struct Shared {
-    /// (as published, as shared) — every stream maps the same publication to the same value.
-    latest: Option<(Arc<Snapshot>, Arc<Snapshot>)>,
-}
-
-impl Shared {
-    fn share(&mut self, published: &Arc<Snapshot>) -> Arc<Snapshot> {
-        match &self.latest {
-            Some((seen, shared)) if Arc::ptr_eq(seen, published) => Arc::clone(shared),
-            latest => {
-                let shared = Arc::new(match latest {
-                    Some((_, previous)) => Snapshot::clone(published).sharing_with(previous),
-                    None => Snapshot::clone(published),
-                });
-                self.latest = Some((Arc::clone(published), Arc::clone(&shared)));
-                shared
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for AdsServer {
@@ -91,10 +73,10 @@ impl AdsServer {
     ) -> Self {
         AdsServer {
             snapshots,
-            node_specialise,
+            fanout: Arc::new(fanout::Fanout::new(node_specialise)),
+            fanout_task: Arc::default(),
             registry,
             stop: Arc::new(watch::Sender::new(false)),
-            shared: Arc::default(),
         }
     }
 
@@ -141,6 +123,28 @@ impl AdsServer {
             .add_service(self.into_service())
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await
+    }
+
+    /// Starts the task that hands every publication to the fan-out, once.
+    fn start_fanout(&self) {
+        self.fanout_task.get_or_init(|| {
+            let mut snapshots = self.snapshots.clone();
+            let fanout = Arc::clone(&self.fanout);
+            let mut stop = self.stop.subscribe();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        changed = snapshots.changed() => {
+                            if changed.is_err() {
+                                return; // no more publications; streams keep the last one
+                            }
+                        }
+                        () = stopped(&mut stop) => return,
+                    }
+                    fanout.publish(&mut snapshots);
+                }
+            });
+        });
     }
 
     /// Starts the task of one ADS stream; its responses come out of the returned stream.
@@ -291,19 +295,13 @@ async fn run_stream<P: Protocol>(
         crate::scope::Scope::from_metadata(node.metadata.as_ref()),
     );
 
-    let mut snapshots = server.snapshots.clone();
-    let specialise = |published: &Arc<Snapshot>| {
-        let shared = server
-            .shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .share(published);
-        let own = (server.node_specialise)(&node, &shared);
-        // Delta Envoys take the routes one virtual host at a time (VHDS).
-        Arc::new(if P::DELTA { own.for_delta() } else { own })
-    };
+    server.start_fanout();
+    let mut snapshots =
+        server
+            .fanout
+            .subscribe(node.metadata.as_ref(), P::DELTA, &server.snapshots);
     let current = snapshots.borrow_and_update().clone();
-    let mut connection = P::start(current.as_ref().map(specialise));
+    let mut connection = P::start(current);
     let mut snapshots_open = true;
     // When the first not-yet-delivered snapshot reached this connection.
     let mut push_started: Option<Instant> = None;
@@ -316,7 +314,7 @@ async fn run_stream<P: Protocol>(
             Input::Snapshot(None) => Vec::new(),
             Input::Snapshot(Some(snapshot)) => {
                 let arrived = Instant::now();
-                let responses = connection.on_snapshot(specialise(&snapshot));
+                let responses = connection.on_snapshot(snapshot);
                 if !connection.is_synced() {
                     push_started.get_or_insert(arrived);
                 }

@@ -280,6 +280,25 @@ impl Snapshot {
         self
     }
 
+    /// Every type (and the delta routes) is the very same set in both: a stream holding one
+    /// has nothing to do for the other. O(types).
+    pub fn same_sets(&self, other: &Snapshot) -> bool {
+        let routes = match (&self.delta_routes, &other.delta_routes) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.routes.same(&b.routes) && a.virtual_hosts.same(&b.virtual_hosts)
+            }
+            _ => false,
+        };
+        routes
+            && self.resources.len() == other.resources.len()
+            && self
+                .resources
+                .iter()
+                .zip(&other.resources)
+                .all(|((ta, a), (tb, b))| ta == tb && a.same(b))
+    }
+
     /// The snapshot a delta-xDS Envoy receives: the route types replaced by [`DeltaRoutes`] when
     /// there are some. Costs O(types): every set is shared.
     pub fn for_delta(&self) -> Snapshot {

@@ -83,7 +83,7 @@ impl RunningServer {
         let address = format!("http://{}", listener.local_addr().expect("local addr"));
         let server = AdsServer::new(
             snapshots,
-            Arc::new(|_: &Node, s: &Snapshot| s.clone()),
+            Arc::new(|_: Option<&_>, s: &Snapshot| s.clone()),
             registry,
         );
         let (shutdown, signal) = oneshot::channel::<()>();

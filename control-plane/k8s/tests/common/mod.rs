@@ -59,12 +59,9 @@ impl ControlPlane {
         let ads = AdsServer::new(
             rx,
             // As `sluice serve` does: each Envoy gets the listener its node metadata asks for.
-            Arc::new(move |node, snapshot: &Snapshot| {
+            Arc::new(move |metadata, snapshot: &Snapshot| {
                 let mut own = snapshot.clone();
-                own.insert(translate::listener_for_node(
-                    &node_options,
-                    node.metadata.as_ref(),
-                ));
+                own.insert(translate::listener_for_node(&node_options, metadata));
                 own
             }),
             registry.clone(),
