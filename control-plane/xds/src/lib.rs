@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+mod node_key;
 pub mod protocol;
 pub mod registry;
 pub mod scope;

@@ -213,9 +213,7 @@ impl NodeSnapshots {
         let Some(source) = published.source.as_ref() else {
             return self.build(node_metadata, published);
         };
-        let key = node_metadata
-            .map(prost::Message::encode_to_vec)
-            .unwrap_or_default();
+        let key = crate::node_key::metadata_key(node_metadata);
         let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = nodes.get(&key)
             && Arc::ptr_eq(&entry.source, source)

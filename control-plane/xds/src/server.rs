@@ -130,6 +130,7 @@ impl AdsServer {
         self.fanout_task.get_or_init(|| {
             let mut snapshots = self.snapshots.clone();
             let fanout = Arc::clone(&self.fanout);
+            let registry = self.registry.clone();
             let mut stop = self.stop.subscribe();
             tokio::spawn(async move {
                 loop {
@@ -141,7 +142,19 @@ impl AdsServer {
                         }
                         () = stopped(&mut stop) => return,
                     }
-                    fanout.publish(&mut snapshots);
+                    // A panic here must not end the fan-out (every stream would stop hearing
+                    // of publications): log it, count it, and take the next one.
+                    let publish = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        fanout.publish(&mut snapshots);
+                    }));
+                    if let Err(panic) = publish {
+                        error!(
+                            task = "ADS fan-out",
+                            panic = panic_message(panic.as_ref()),
+                            "publishing to the streams panicked; waiting for the next publication"
+                        );
+                        registry.record_stream_panic();
+                    }
                 }
             });
         });

@@ -1,7 +1,7 @@
 //! Incremental (delta) ADS: responses carry only the resources whose version changed for this
 //! client, plus the names of removed ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
@@ -31,6 +31,12 @@ struct TypeState {
     last_offer: Option<(Resources, bool)>,
     /// Content version of `held` after the last response (what the registry shows).
     sent_version: Option<String>,
+    /// Names of the resources in the response awaiting its ACK or NACK.
+    in_flight: Vec<String>,
+    /// Resources of NACKed responses not sent again since: Envoy keeps the valid part of a
+    /// rejected delta response, so any of them may be missing (see
+    /// [`PushSink::awaiting_endpoint_subscription`]).
+    rejected: BTreeSet<String>,
     acked_version: Option<String>,
 }
 
@@ -120,9 +126,11 @@ impl DeltaConnection {
             {
                 state.outstanding = false;
                 let version = state.sent_version.clone().unwrap_or_default();
+                let in_flight = std::mem::take(&mut state.in_flight);
                 match request.error_detail {
                     Some(status) => {
                         warn!(type_url, version, error = %status.message, "delta NACK");
+                        state.rejected.extend(in_flight);
                         self.events.push(Event::Nacked {
                             type_url,
                             version,
@@ -131,6 +139,9 @@ impl DeltaConnection {
                     }
                     None => {
                         debug!(type_url, version, "delta ACK");
+                        for name in &in_flight {
+                            state.rejected.remove(name);
+                        }
                         state.acked_version = Some(version.clone());
                         self.events.push(Event::Acked { type_url, version });
                     }
@@ -303,8 +314,12 @@ impl PushSink for DeltaConnection {
         if cds.acked_version != cds.sent_version {
             return false; // NACKed: the client may not hold the clusters at all
         }
+        // Nor is a cluster of an earlier NACKed response (a part of a split one, say): Envoy may
+        // have kept the others and rejected it, and would never ask for its endpoints.
         missing_endpoint_subscriptions(
-            cds.held.names(),
+            cds.held
+                .names()
+                .filter(|name| !cds.rejected.contains(*name)),
             eds.map(|eds| &eds.subscription),
             ROUTE_TYPES.iter().any(|t| self.types.contains_key(t)),
             target,
@@ -312,9 +327,9 @@ impl PushSink for DeltaConnection {
     }
 }
 
-/// Bytes a resource adds to a delta response (body, name, version; framing aside).
+/// Bytes a resource adds to an encoded delta response, framing included.
 fn response_bytes(resource: &Resource) -> usize {
-    resource.body.value.len() + resource.name.len() + resource.version.len()
+    super::wire::delta_resource_encoded_len(resource)
 }
 
 /// The resources fit in one response of `budget` bytes.
@@ -438,6 +453,10 @@ impl DeltaConnection {
             version: version.clone(),
             resources: changed.len(),
         });
+        for name in &removed {
+            state.rejected.remove(name);
+        }
+        state.in_flight = changed.iter().map(|r| r.name.clone()).collect();
         self.responses.push(DeltaResponse {
             system_version_info: version.clone(),
             resources: changed,

@@ -47,6 +47,8 @@ fn step() -> impl Strategy<Value = Step> {
 /// endpoints of the clusters it holds and unsubscribes from those of clusters it dropped.
 #[derive(Default)]
 struct Envoy {
+    /// The server's response budget: every response carries one resource or fits in it.
+    budget: usize,
     held: BTreeMap<&'static str, BTreeMap<String, Arc<Resource>>>,
     endpoint_names: BTreeSet<String>,
     unread: VecDeque<DeltaResponse>,
@@ -94,10 +96,21 @@ impl Envoy {
     }
 
     /// Applies the oldest unread response and answers it; false when there was none.
-    fn deliver(&mut self, conn: &mut DeltaConnection) -> bool {
+    fn deliver(&mut self, conn: &mut DeltaConnection) -> Result<bool, TestCaseError> {
         let Some(response) = self.unread.pop_front() else {
-            return false;
+            return Ok(false);
         };
+        let bytes: usize = response
+            .resources
+            .iter()
+            .map(|r| super::wire::delta_resource_encoded_len(r))
+            .sum();
+        prop_assert!(
+            response.resources.len() <= 1 || bytes <= self.budget,
+            "{} resources, {bytes} bytes, over the budget of {}",
+            response.resources.len(),
+            self.budget
+        );
         let type_url = crate::type_url::PUSH_ORDER
             .iter()
             .copied()
@@ -133,7 +146,7 @@ impl Envoy {
                 self.send(conn, request);
             }
         }
-        true
+        Ok(true)
     }
 
     /// Make-before-break: every cluster a held route names is held, with its endpoints
@@ -259,7 +272,7 @@ proptest! {
         let mut shape = (vec!["a"], 8080, "r1");
         let mut current = Arc::new(with_virtual_hosts(&shape.0, shape.1, shape.2));
         let mut conn = DeltaConnection::new(current.clone()).with_response_budget(budget);
-        let mut envoy = Envoy::default();
+        let mut envoy = Envoy { budget, ..Envoy::default() };
         envoy.connect(&mut conn);
         for step in steps {
             match step {
@@ -269,7 +282,7 @@ proptest! {
                     envoy.unread.extend(conn.on_snapshot(current.clone()));
                 }
                 Step::Deliver => {
-                    envoy.deliver(&mut conn);
+                    envoy.deliver(&mut conn)?;
                 }
                 Step::Reconnect => {
                     conn = DeltaConnection::new(current.clone()).with_response_budget(budget);
@@ -278,7 +291,7 @@ proptest! {
             }
             envoy.check_routes()?;
         }
-        while envoy.deliver(&mut conn) {
+        while envoy.deliver(&mut conn)? {
             envoy.check_routes()?;
         }
         prop_assert!(conn.is_synced());

@@ -401,7 +401,7 @@ fn a_large_set_goes_out_in_parts_within_the_budget_and_routes_wait_for_the_last(
     let snap = snapshot(&clusters, 8080, "r1");
     let one_cluster = snap
         .of_type(CLUSTER)
-        .map(|r| r.body.value.len() + r.name.len() + r.version.len())
+        .map(super::wire::delta_resource_encoded_len)
         .max()
         .expect("clusters");
     // Room for two clusters per response.
@@ -446,4 +446,43 @@ fn a_large_set_goes_out_in_parts_within_the_budget_and_routes_wait_for_the_last(
     assert!(conn.on_delta_request(ack(&lds)).is_empty());
     assert!(conn.is_synced());
     assert_eq!(conn.holds_shared(CLUSTER), Some(true));
+}
+
+#[test]
+fn a_nacked_part_of_a_split_response_does_not_hold_the_routes_back() {
+    let clusters = ["a", "b", "c"];
+    let snap = snapshot(&clusters, 8080, "r1");
+    let one_cluster = snap
+        .of_type(CLUSTER)
+        .map(super::wire::delta_resource_encoded_len)
+        .max()
+        .expect("clusters");
+    let mut conn = DeltaConnection::new(snap).with_response_budget(2 * one_cluster);
+    let first = one(conn.on_delta_request(subscribe(CLUSTER, &[])), CLUSTER);
+    assert!(conn.on_delta_request(subscribe(LISTENER, &[])).is_empty());
+    assert_eq!(changed(&first).len(), 2, "a and b");
+    // Envoy keeps b and rejects a (a delta CDS update applies its valid clusters), then takes c.
+    let second = one(
+        conn.on_delta_request(nack(&first, "cluster a: bad")),
+        CLUSTER,
+    );
+    assert_eq!(
+        changed(&second).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["c"]
+    );
+    assert!(conn.on_delta_request(ack(&second)).is_empty());
+    // It subscribes to the endpoints of the clusters it holds: b and c, never a.
+    let mut eds = one(
+        conn.on_delta_request(subscribe(ENDPOINT, &["b", "c"])),
+        ENDPOINT,
+    );
+    let lds = loop {
+        let next = conn.on_delta_request(ack(&eds));
+        if types(&next) != [ENDPOINT] {
+            break one(next, LISTENER);
+        }
+        eds = one(next, ENDPOINT);
+    };
+    assert!(conn.on_delta_request(ack(&lds)).is_empty());
+    assert!(conn.is_synced());
 }

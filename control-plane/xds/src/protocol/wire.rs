@@ -98,6 +98,13 @@ impl Encode for SotwResponse {
     }
 }
 
+/// Bytes one resource takes in a `DeltaDiscoveryResponse`: its `resources` field, key and
+/// length prefix included.
+pub(super) fn delta_resource_encoded_len(resource: &Resource) -> usize {
+    let len = delta_resource_len(resource);
+    key_len(tag::DELTA_RESOURCES) + encoded_len_varint(len as u64) + len
+}
+
 /// Length of one `envoy.service.discovery.v3.Resource` message body.
 fn delta_resource_len(resource: &Resource) -> usize {
     string_len(tag::RESOURCE_VERSION, &resource.version)
@@ -110,10 +117,7 @@ impl Encode for DeltaResponse {
         let resources: usize = self
             .resources
             .iter()
-            .map(|r| {
-                let len = delta_resource_len(r);
-                key_len(tag::DELTA_RESOURCES) + encoded_len_varint(len as u64) + len
-            })
+            .map(|r| delta_resource_encoded_len(r))
             .sum();
         string_len(tag::DELTA_SYSTEM_VERSION_INFO, &self.system_version_info)
             + resources

@@ -29,7 +29,7 @@ struct State {
     kinds: HashMap<KindKey, Kind>,
 }
 
-/// Encoded node metadata, and whether the stream is delta ADS.
+/// The node metadata's canonical key, and whether the stream is delta ADS.
 type KindKey = (Vec<u8>, bool);
 
 struct Kind {
@@ -61,12 +61,7 @@ impl Fanout {
         if let Some(published) = &published {
             self.advance(&mut state, published);
         }
-        let key = (
-            metadata
-                .map(prost::Message::encode_to_vec)
-                .unwrap_or_default(),
-            delta,
-        );
+        let key = (crate::node_key::metadata_key(metadata), delta);
         if let Some(kind) = state.kinds.get(&key) {
             return kind.tx.subscribe();
         }
@@ -207,12 +202,19 @@ mod tests {
             Some(b"2".to_vec())
         );
 
-        // The same publication again tells nobody.
+        // Only t/b changes: b and the unscoped are told, a is not.
         let third = snapshot(&[("t/a", "x", b"2"), ("t/b", "y", b"3")]);
         publish(Arc::clone(&third));
-        publish(third);
         assert!(!a.has_changed().expect("open"));
         assert!(b.has_changed().expect("open") && unscoped.has_changed().expect("open"));
+        for rx in [&mut a_again, &mut b, &mut unscoped] {
+            rx.borrow_and_update();
+        }
+        // The same publication again tells nobody.
+        publish(third);
+        for rx in [&a, &a_again, &b, &unscoped] {
+            assert!(!rx.has_changed().expect("open"));
+        }
     }
 
     #[test]
@@ -224,7 +226,11 @@ mod tests {
         // Published, and the fan-out has not taken it yet: the new stream starts from it.
         tx.send_replace(Some(snapshot(&[("t/b", "y", b"1")])));
         let rx = fanout.subscribe(None, true, &publications);
-        assert!(rx.borrow().is_some());
+        let current = rx.borrow().clone().expect("the latest publication");
+        assert_eq!(
+            current.get("t/b", "y").map(|r| r.body.value.clone()),
+            Some(b"1".to_vec())
+        );
         drop((none, rx));
         tx.send_replace(Some(snapshot(&[("t/b", "y", b"2")])));
         fanout.publish(&mut publications);
