@@ -3,7 +3,8 @@
 //! configuration) on the same control plane. A weight change of one rollout sends the delta
 //! Envoy one small virtual host (counted by the server's `sluice_xds_sent_*` metrics), the SotW
 //! Envoy the whole route configuration; both split traffic at the new weight, and weight changes
-//! and a rollout coming and going under load fail no request on the delta Envoy.
+//! and a rollout coming and going under load fail no request on the delta Envoy. A first sync
+//! larger than one delta response (64 KiB) reaches a real Envoy in parts.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,6 +31,18 @@ fn other_yaml(i: usize, stable: SocketAddr, canary: SocketAddr) -> String {
          \x20 strategy:\n    canary:\n      steps:\n        - setWeight: 10\n        - pause: {{}}\n\
          status:\n  stableRS: \"5a5a5a5a5a\"\n  currentPodHash: \"4b4b4b4b4b\"\n  currentStepIndex: 1\n"
     )
+}
+
+const CDS_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+/// Responses of one type pushed so far, from `/metrics`.
+async fn pushes(cp: &ControlPlane, type_url: &str) -> anyhow::Result<f64> {
+    let (_, metrics) = cp.http("/metrics").await?;
+    Ok(parse_prometheus(&metrics)
+        .iter()
+        .filter(|s| s.name.starts_with("sluice_xds_pushes") && s.mentions(type_url))
+        .map(|s| s.value)
+        .sum())
 }
 
 /// (bytes, resources) sent so far of one type, from `/metrics`.
@@ -181,5 +194,55 @@ async fn a_weight_change_sends_delta_envoys_one_virtual_host() -> anyhow::Result
     // The SotW Envoy converged too.
     cp.wait_synced("gateway-sotw", |_| true).await?;
     assert_eq!(canary_share(&sotw).await?, 0.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_larger_than_one_response_reaches_envoy_in_parts() -> anyhow::Result<()> {
+    // 400 rollouts of two clusters each: the clusters alone are well over 64 KiB.
+    const MANY: usize = 400;
+    let stable = Upstream::start(STABLE).await?;
+    let canary = Upstream::start(CANARY).await?;
+    let mut yaml = Rollout::two(stable.addr(), canary.addr(), 10).yaml();
+    for i in 0..MANY {
+        yaml.push_str("---\n");
+        yaml.push_str(&other_yaml(i, stable.addr(), canary.addr()));
+    }
+    let cp = ControlPlane::start(&yaml, &[]).await?;
+    let delta = Proxy::start_serving(
+        &cp,
+        "gateway-delta",
+        ProxyOptions {
+            delta: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    cp.wait_synced("gateway-delta", |p| {
+        p.types.iter().any(|t| t.type_url == VHDS_TYPE)
+    })
+    .await?;
+    let (cds_bytes, cds_resources) = sent(&cp, CDS_TYPE).await?;
+    let cds_pushes = pushes(&cp, CDS_TYPE).await?;
+    let (vhds_bytes, _) = sent(&cp, VHDS_TYPE).await?;
+    let vhds_pushes = pushes(&cp, VHDS_TYPE).await?;
+    eprintln!(
+        "first sync of {} rollouts: {cds_resources} clusters, {cds_bytes} bytes in {cds_pushes} \
+         CDS responses; {vhds_bytes} bytes of virtual hosts in {vhds_pushes} VHDS responses",
+        MANY + 1
+    );
+    assert!(cds_bytes > 65_536.0, "{cds_bytes} bytes of clusters");
+    assert!(
+        cds_pushes >= 2.0,
+        "the clusters went out in parts: {cds_pushes}"
+    );
+    assert!(vhds_pushes >= 2.0, "the virtual hosts too: {vhds_pushes}");
+    // Every part arrived and applied: the first, last and demo rollouts all route, at 10 %.
+    for host in ["r0.local", "r199.local", "r399.local", HOST] {
+        let response = sluice_e2e::send_one(delta.listener, Req::get(host)).await?;
+        assert_eq!(response.status, 200, "{host}");
+    }
+    let share = canary_share(&delta).await?;
+    assert!((0.03..=0.2).contains(&share), "canary share {share}");
     Ok(())
 }
