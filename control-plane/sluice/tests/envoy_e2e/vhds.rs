@@ -35,6 +35,27 @@ fn other_yaml(i: usize, stable: SocketAddr, canary: SocketAddr) -> String {
 
 const CDS_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 
+/// The delta-xDS gateway `gateway-delta`, serving.
+async fn start_delta_gateway(cp: &ControlPlane) -> anyhow::Result<Proxy> {
+    Proxy::start_serving(
+        cp,
+        "gateway-delta",
+        ProxyOptions {
+            delta: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Waits until `gateway-delta` is synced with a VHDS subscription; its status then.
+async fn wait_vhds(cp: &ControlPlane) -> anyhow::Result<sluice_proto::admin::v1::ProxyStatus> {
+    cp.wait_synced("gateway-delta", |p| {
+        p.types.iter().any(|t| t.type_url == VHDS_TYPE)
+    })
+    .await
+}
+
 /// Responses of one type pushed so far, from `/metrics`.
 async fn pushes(cp: &ControlPlane, type_url: &str) -> anyhow::Result<f64> {
     let (_, metrics) = cp.http("/metrics").await?;
@@ -85,21 +106,9 @@ async fn a_weight_change_sends_delta_envoys_one_virtual_host() -> anyhow::Result
         yaml
     };
     let cp = ControlPlane::start(&file(10, OTHERS), &[]).await?;
-    let delta = Proxy::start_serving(
-        &cp,
-        "gateway-delta",
-        ProxyOptions {
-            delta: true,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let delta = start_delta_gateway(&cp).await?;
     let sotw = Proxy::start_serving(&cp, "gateway-sotw", ProxyOptions::default()).await?;
-    let delta_synced = cp
-        .wait_synced("gateway-delta", |p| {
-            p.types.iter().any(|t| t.type_url == VHDS_TYPE)
-        })
-        .await?;
+    let delta_synced = wait_vhds(&cp).await?;
     cp.wait_synced("gateway-sotw", |_| true).await?;
     assert!(
         delta_synced.types.iter().any(|t| t.type_url == VHDS_TYPE),
@@ -209,19 +218,8 @@ async fn a_first_sync_larger_than_one_response_reaches_envoy_in_parts() -> anyho
         yaml.push_str(&other_yaml(i, stable.addr(), canary.addr()));
     }
     let cp = ControlPlane::start(&yaml, &[]).await?;
-    let delta = Proxy::start_serving(
-        &cp,
-        "gateway-delta",
-        ProxyOptions {
-            delta: true,
-            ..Default::default()
-        },
-    )
-    .await?;
-    cp.wait_synced("gateway-delta", |p| {
-        p.types.iter().any(|t| t.type_url == VHDS_TYPE)
-    })
-    .await?;
+    let delta = start_delta_gateway(&cp).await?;
+    wait_vhds(&cp).await?;
     let (cds_bytes, cds_resources) = sent(&cp, CDS_TYPE).await?;
     let cds_pushes = pushes(&cp, CDS_TYPE).await?;
     let (vhds_bytes, _) = sent(&cp, VHDS_TYPE).await?;

@@ -199,14 +199,7 @@ impl Envoy {
 
     /// Holds exactly the snapshot's resources of every type.
     fn check_holds(&self, target: &Snapshot) -> Result<(), TestCaseError> {
-        for type_url in [
-            CLUSTER,
-            ENDPOINT,
-            LISTENER,
-            ROUTE,
-            VIRTUAL_HOST,
-            EXTENSION_CONFIG,
-        ] {
+        for type_url in crate::type_url::PUSH_ORDER {
             let held: Vec<(&str, &str)> = self
                 .held
                 .get(type_url)

@@ -395,54 +395,62 @@ fn a_stream_in_step_with_the_snapshot_shares_its_sets_instead_of_copying_them() 
     );
 }
 
-#[test]
-fn a_large_set_goes_out_in_parts_within_the_budget_and_routes_wait_for_the_last() {
-    let clusters = ["a", "b", "c", "d", "e"];
-    let snap = snapshot(&clusters, 8080, "r1");
+/// A connection to the test snapshot of `clusters` whose responses have room for two clusters.
+fn two_clusters_per_response(clusters: &[&str]) -> DeltaConnection {
+    let snap = snapshot(clusters, 8080, "r1");
     let one_cluster = snap
         .of_type(CLUSTER)
         .map(super::wire::delta_resource_encoded_len)
         .max()
         .expect("clusters");
-    // Room for two clusters per response.
-    let mut conn = DeltaConnection::new(snap).with_response_budget(2 * one_cluster);
-    let mut cds = one(conn.on_delta_request(subscribe(CLUSTER, &[])), CLUSTER);
-    assert!(conn.on_delta_request(subscribe(LISTENER, &[])).is_empty());
-    let mut parts = Vec::new();
+    DeltaConnection::new(snap).with_response_budget(2 * one_cluster)
+}
+
+/// ACKs `first` and the further parts of its type; returns the parts and the first response of
+/// another type (if any).
+fn ack_parts(
+    conn: &mut DeltaConnection,
+    first: DeltaResponse,
+) -> (Vec<DeltaResponse>, Option<DeltaResponse>) {
+    let mut parts = vec![first];
     loop {
-        parts.push(
-            changed(&cds)
-                .iter()
-                .map(|(n, _)| n.to_string())
-                .collect::<Vec<_>>(),
-        );
-        let next = conn.on_delta_request(ack(&cds));
-        if next.is_empty() {
-            break;
+        let last = parts.last().expect("at least the first");
+        let mut next = conn.on_delta_request(ack(last));
+        match next.len() {
+            0 => return (parts, None),
+            1 if next[0].type_url == last.type_url => parts.push(next.remove(0)),
+            1 => return (parts, next.pop()),
+            _ => panic!("more than one response to an ACK: {:?}", types(&next)),
         }
-        assert_eq!(
-            types(&next),
-            [CLUSTER],
-            "nothing else before the clusters are all out"
-        );
-        cds = next.into_iter().next().expect("one response");
     }
-    assert_eq!(parts, [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+}
+
+#[test]
+fn a_large_set_goes_out_in_parts_within_the_budget_and_routes_wait_for_the_last() {
+    let clusters = ["a", "b", "c", "d", "e"];
+    let mut conn = two_clusters_per_response(&clusters);
+    let cds = one(conn.on_delta_request(subscribe(CLUSTER, &[])), CLUSTER);
+    assert!(conn.on_delta_request(subscribe(LISTENER, &[])).is_empty());
+    let (parts, other) = ack_parts(&mut conn, cds);
+    assert!(
+        other.is_none(),
+        "nothing else before the clusters are all out"
+    );
+    let names: Vec<Vec<&str>> = parts
+        .iter()
+        .map(|part| changed(part).iter().map(|(n, _)| *n).collect())
+        .collect();
+    assert_eq!(names, [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
     // The endpoints, in parts too; the listener only once every part is ACKed.
-    let mut eds = one(
+    let eds = one(
         conn.on_delta_request(subscribe(ENDPOINT, &clusters)),
         ENDPOINT,
     );
-    let mut endpoints = 0;
-    let lds = loop {
-        endpoints += eds.resources.len();
-        let next = conn.on_delta_request(ack(&eds));
-        if types(&next) == [LISTENER] {
-            break one(next, LISTENER);
-        }
-        eds = one(next, ENDPOINT);
-    };
+    let (parts, lds) = ack_parts(&mut conn, eds);
+    let endpoints: usize = parts.iter().map(|p| p.resources.len()).sum();
     assert_eq!(endpoints, clusters.len());
+    let lds = lds.expect("the listener after the last part");
+    assert_eq!(lds.type_url, LISTENER);
     assert!(conn.on_delta_request(ack(&lds)).is_empty());
     assert!(conn.is_synced());
     assert_eq!(conn.holds_shared(CLUSTER), Some(true));
@@ -451,13 +459,7 @@ fn a_large_set_goes_out_in_parts_within_the_budget_and_routes_wait_for_the_last(
 #[test]
 fn a_nacked_part_of_a_split_response_does_not_hold_the_routes_back() {
     let clusters = ["a", "b", "c"];
-    let snap = snapshot(&clusters, 8080, "r1");
-    let one_cluster = snap
-        .of_type(CLUSTER)
-        .map(super::wire::delta_resource_encoded_len)
-        .max()
-        .expect("clusters");
-    let mut conn = DeltaConnection::new(snap).with_response_budget(2 * one_cluster);
+    let mut conn = two_clusters_per_response(&clusters);
     let first = one(conn.on_delta_request(subscribe(CLUSTER, &[])), CLUSTER);
     assert!(conn.on_delta_request(subscribe(LISTENER, &[])).is_empty());
     assert_eq!(changed(&first).len(), 2, "a and b");
@@ -472,17 +474,13 @@ fn a_nacked_part_of_a_split_response_does_not_hold_the_routes_back() {
     );
     assert!(conn.on_delta_request(ack(&second)).is_empty());
     // It subscribes to the endpoints of the clusters it holds: b and c, never a.
-    let mut eds = one(
+    let eds = one(
         conn.on_delta_request(subscribe(ENDPOINT, &["b", "c"])),
         ENDPOINT,
     );
-    let lds = loop {
-        let next = conn.on_delta_request(ack(&eds));
-        if types(&next) != [ENDPOINT] {
-            break one(next, LISTENER);
-        }
-        eds = one(next, ENDPOINT);
-    };
+    let (_, lds) = ack_parts(&mut conn, eds);
+    let lds = lds.expect("the listener: the routes are not held back");
+    assert_eq!(lds.type_url, LISTENER);
     assert!(conn.on_delta_request(ack(&lds)).is_empty());
     assert!(conn.is_synced());
 }
